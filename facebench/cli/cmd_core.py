@@ -1,0 +1,90 @@
+"""Commands about facebench itself: ``plugins`` and ``doctor``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..hookspecs import KIND_HOOKS
+from ..pluginmanager import get_plugin_set
+from ..weights import present
+
+_stdout = Console(highlight=False)
+
+
+@click.command(epilog="Example: facebench plugins --kind generator --json")
+@click.option("--kind", type=click.Choice(list(KIND_HOOKS)), help="Only this kind of component.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (keys kind, name, plugin, version, description).")
+def plugins(kind: str | None, as_json: bool) -> None:
+    """List every registered component and the plugin that provides it."""
+    regs = get_plugin_set().registries()
+    rows = [spec.as_row() for k, reg in regs.items() if kind in (None, k) for spec in reg]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="facebench components")
+    for col in ("kind", "name", "plugin", "version", "description"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(row[c] for c in ("kind", "name", "plugin", "version", "description")))
+    _stdout.print(table)
+    if not rows:
+        _stdout.print("no components registered (check FACEBENCH_PLUGINS / FACEBENCH_DISABLE_PLUGINS)")
+
+
+@click.command(epilog="Example: facebench doctor --weights-dir ~/weights")
+@click.option(
+    "--weights-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where pretrained weight files are looked for [env FACEBENCH_WEIGHTS; default ~/.cache/facebench/weights].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(weights_dir: str | None, as_json: bool) -> None:
+    """Check the installation: torch, devices, registered components and weight files."""
+    import torch
+
+    from ..weights import weights_dir as resolve_dir
+
+    root = resolve_dir(weights_dir)
+    devices = {
+        "cuda": torch.cuda.is_available(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+    counts = {k: len(r) for k, r in get_plugin_set().registries().items()}
+    files = [
+        {"file": k.filename, "purpose": k.purpose, "source": k.source, "path": str(p) if p else None}
+        for k, p in present(root)
+    ]
+    report = {"torch": torch.__version__, "devices": devices, "components": counts,
+              "weights_dir": str(root), "weights_dir_exists": root.is_dir(), "weights": files}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    _stdout.print(f"[bold]torch[/] {torch.__version__}")
+    cuda = ", ".join(devices["cuda_devices"]) if devices["cuda"] else "not available"
+    _stdout.print(f"[bold]CUDA[/] {cuda}   [bold]MPS[/] {'yes' if devices['mps'] else 'no'}   "
+                  f"[bold]CPU threads[/] {devices['cpu_threads']} of {devices['cpu_count']} cores")
+    comp = Table(title="registered components")
+    comp.add_column("kind")
+    comp.add_column("count", justify="right")
+    for k, n in counts.items():
+        comp.add_row(k, str(n))
+    _stdout.print(comp)
+    note = "" if root.is_dir() else " (does not exist)"
+    wt = Table(title=f"weights in {root}{note}")
+    for col in ("file", "present", "for"):
+        wt.add_column(col)
+    for f in files:
+        wt.add_row(f["file"], "yes" if f["path"] else "no", f["purpose"])
+    _stdout.print(wt)
+
+
+__all__ = ["doctor", "plugins"]

@@ -1,0 +1,83 @@
+"""Run directories: every command that produces results writes one.
+
+A run directory holds ``config.toml`` (the resolved config), ``provenance.json`` (versions, device,
+seed, command line, sha256 of every input) and the command's outputs, each written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import atomic
+from .config import dump_toml
+from .provenance import provenance
+
+DEFAULT_RUNS_ROOT = Path("runs")
+
+
+class Run:
+    """A run directory being written; inputs are hashed as they are declared."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        config: Any = None,
+        seed: int | None = None,
+        device: str | None = None,
+        command: list[str] | None = None,
+        inputs: dict[str, str | os.PathLike] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.seed = seed
+        self.device = device
+        self.command = list(command) if command is not None else ["facebench", *sys.argv[1:]]
+        self.inputs: dict[str, str | os.PathLike] = dict(inputs or {})
+        self.extra: dict[str, Any] = dict(extra or {})
+        if config is not None:
+            atomic.write_text(self.path / "config.toml", dump_toml(config))
+        self.write_provenance()
+
+    def add_input(self, label: str, path: str | os.PathLike) -> None:
+        """Declare an input file or folder: its sha256 goes into ``provenance.json``."""
+        self.inputs[label] = path
+        self.write_provenance()
+
+    def write_provenance(self) -> Path:
+        record = provenance(
+            command=self.command, seed=self.seed, device=self.device, inputs=self.inputs, extra=self.extra
+        )
+        return atomic.write_json(self.path / "provenance.json", record)
+
+    def provenance(self) -> dict[str, Any]:
+        return json.loads((self.path / "provenance.json").read_text())
+
+    def file(self, name: str) -> Path:
+        out = self.path / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+
+    @contextmanager
+    def atomic(self, name: str) -> Iterator[Path]:
+        with atomic.atomic_path(self.file(name)) as tmp:
+            yield tmp
+
+    def write_json(self, name: str, data: Any) -> Path:
+        return atomic.write_json(self.file(name), data)
+
+    def write_text(self, name: str, text: str) -> Path:
+        return atomic.write_text(self.file(name), text)
+
+
+def run_path(out: str | os.PathLike | None, name: str, root: str | os.PathLike = DEFAULT_RUNS_ROOT) -> Path:
+    """``--out`` when given, else ``runs/<name>``."""
+    return Path(out) if out else Path(root) / name

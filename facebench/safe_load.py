@@ -1,0 +1,47 @@
+"""Loading checkpoints without executing them.
+
+``torch.load`` on an untrusted file can run arbitrary code; facebench always loads with
+``weights_only=True`` and turns every failure into a one-line error naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .errors import DataError, MissingFileError
+
+
+def load_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+    import pickle
+
+    import torch
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MissingFileError(path, what)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(path, f"refused to load {what}: not a plain tensor checkpoint ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(path, f"cannot read {what}: {first}") from None
+
+
+def load_state_dict(
+    path: str | os.PathLike, *, key: str | None = None, what: str = "weights", expected_keys: Any = None
+) -> dict[str, Any]:
+    """A state dict from ``path`` (optionally under ``key``); wrong structure is a one-line error."""
+    import torch
+
+    obj = load_checkpoint(path, what=what)
+    if key is not None:
+        if not isinstance(obj, dict) or key not in obj:
+            found = ", ".join(sorted(map(str, obj))[:8]) if isinstance(obj, dict) else type(obj).__name__
+            raise DataError(path, f"{what}: expected a dict with key '{key}', found {found}")
+        obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DataError(path, f"{what}: expected a state dict of tensors, found {type(obj).__name__}")
+    return obj
