@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from facebench_plugins.evaluators.inception import FidInceptionExtractor, _BlockA, _BlockE, fid_inception_v3
 from torchvision.models import inception as tv
 
 from facebench.errors import DataError
-from facebench_plugins.evaluators.inception import FidInceptionExtractor, _BlockA, _BlockE, fid_inception_v3
 
 
 def test_layout_equals_torchvision_inception_with_1008_classes():
