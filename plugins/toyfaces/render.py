@@ -204,7 +204,7 @@ def render_face(ident: Identity, nz: Nuisance, size: int = 112) -> np.ndarray:
     draw.polygon([top[:2], wings[shadow_side][:2], tip[:2]], fill=_shade(skin, 0.82))
     draw.polygon([top[:2], wings[1 - shadow_side][:2], tip[:2]], fill=_shade(skin, 0.95))
     draw.line([wings[0][:2], tip[:2], wings[1][:2]], fill=_shade(skin, 0.7), width=line)
-    for s, w in zip((-1, 1), wings):
+    for w in wings:
         if w[2] > 0.2:
             r = head.size(ident.nose_w * 0.28)
             nxp = (w[0] + tip[0]) / 2
