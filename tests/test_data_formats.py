@@ -266,7 +266,7 @@ def test_lmdb_masks_select_subsets(tmp_path, samples):
 def test_lmdb_errors(tmp_path, samples):
     ref_write_lmdb(tmp_path / "a.lmdb", [(samples[0][0], 7)], 4)
     with pytest.raises(DataError, match=r"label 7 out of range \[0, 4\) at key 0"):
-        open_dataset(tmp_path / "a.lmdb").labels
+        open_dataset(tmp_path / "a.lmdb").label(0)
     env = lmdb.open(str(tmp_path / "b.lmdb"), subdir=False, lock=False)
     with env.begin(write=True) as txn:
         txn.put(b"0", b"\xc1\xc1 not msgpack")
