@@ -278,7 +278,7 @@ def test_lmdb_errors(tmp_path, samples):
     ref_write_lmdb(tmp_path / "c.lmdb", list(samples), 4)
     raw = (tmp_path / "c.lmdb").read_bytes()
     (tmp_path / "c.lmdb").write_bytes(raw[:100])
-    with pytest.raises(DataError, match=r"c.lmdb: cannot open LMDB"):
+    with pytest.raises(DataError, match=r"c.lmdb: (not an LMDB file|truncated LMDB file)"):
         open_dataset(tmp_path / "c.lmdb")
 
 

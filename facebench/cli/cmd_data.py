@@ -157,8 +157,11 @@ def check(path: str, fmt: str | None, mask: str | None, max_problems: int) -> No
     with _open(path, fmt, mask) as reader:
         pairs = _is_pairs(reader)
         if not pairs:
-            counts = np.bincount(reader.labels, minlength=reader.num_classes)
-            problems += [f"{path}: empty identity (no images) at label {c}" for c in np.flatnonzero(counts == 0)]
+            try:  # labels are read up front by most formats, lazily (record by record) by LMDB
+                counts = np.bincount(reader.labels, minlength=reader.num_classes)
+                problems += [f"{path}: empty identity (no images) at label {c}" for c in np.flatnonzero(counts == 0)]
+            except DataError as exc:
+                problems.append(str(exc))
         n = len(reader)
         for i in track(range(n), f"check {Path(path).name}"):
             if len(problems) >= max_problems:

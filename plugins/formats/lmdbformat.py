@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,36 @@ def parse_feature(data: bytes, path: str, where: str) -> np.ndarray:
         raise DataError(path, f"undecodable .npy feature ({exc})", where) from None
 
 
+_LMDB_MAGIC = 0xBEEFC0DE
+
+
+def check_lmdb_file(path: str) -> None:
+    """Refuse a truncated LMDB file before mapping it (reading past its end would crash with SIGBUS).
+
+    The two meta pages name the last used page; the file must reach the end of that page.
+    """
+    data_file = os.path.join(path, "data.mdb") if os.path.isdir(path) else path
+    size = os.path.getsize(data_file)
+    with open(data_file, "rb") as fh:
+        head = fh.read(2 * 65536)
+    best: tuple[int, int, int] | None = None  # (txnid, last page, page size)
+    psize = struct.unpack_from("<I", head, 40)[0] if len(head) >= 44 else 0
+    for base in (0, psize) if psize else (0,):
+        if len(head) < base + 152:
+            continue
+        magic = struct.unpack_from("<I", head, base + 16)[0]
+        if magic != _LMDB_MAGIC:
+            continue
+        last_pg, txnid = struct.unpack_from("<QQ", head, base + 136)
+        if best is None or txnid > best[0]:
+            best = (txnid, last_pg, psize)
+    if best is None or not psize:
+        raise DataError(path, f"not an LMDB file (no valid meta page; {size} bytes)")
+    needed = (best[1] + 1) * best[2]
+    if size < needed:
+        raise DataError(path, f"truncated LMDB file ({size} bytes, its meta page needs {needed})")
+
+
 # py-lmdb allows one open environment per file and process: readers of the same file share it.
 _ENVS: dict[tuple[int, str], list] = {}
 
@@ -80,6 +111,7 @@ _ENVS: dict[tuple[int, str], list] = {}
 def _shared_env(path: str):
     key = (os.getpid(), os.path.realpath(path))
     if key not in _ENVS:
+        check_lmdb_file(path)
         lmdb = _lmdb()
         try:
             env = lmdb.open(path, subdir=Path(path).is_dir(), readonly=True, lock=False, readahead=False,
@@ -181,7 +213,7 @@ class LMDBReader(TrainReader):
                     for _ in range(count - 1):
                         unpacker.skip()
                     label = unpacker.unpack()
-                except (ValueError, msgpack.exceptions.OutOfData, msgpack.exceptions.UnexpectedTypeError):
+                except (ValueError, msgpack.exceptions.OutOfData, msgpack.exceptions.StackError):
                     raise DataError(self.path, "undecodable msgpack record", f"key {key.decode()}") from None
                 if not isinstance(label, int):
                     raise DataError(self.path, f"label is {type(label).__name__}, not an integer", f"key {key.decode()}")
