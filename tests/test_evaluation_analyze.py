@@ -150,3 +150,25 @@ def test_analyze_errors(tmp_path, cli, weights, train_set):
                                      str(weights), "--reference", str(tmp_path / "ref.npy"), "--out",
                                      str(tmp_path / "r"), "--only", "leakage"])
     assert wrong.exit_code == 2 and "ref.npy: expected an (identities, dims) array" in wrong.output
+
+
+def test_pose_and_quality_histograms(tmp_path, cli, weights, train_set):
+    images, _ = train_set
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "analyze", str(tmp_path / "train"), "--extractor", "pixels", "--weights", str(weights), "--out", str(out),
+        "--only", "pose-quality", "--pose-extractor", "angles", "--pose-weights", str(weights),
+        "--quality-extractor", "pixels", "--quality-weights", str(weights)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "analysis" / "summary.json").read_text())["analyses"]["pose-quality"]
+    assert summary["images"] == 360  # fewer images than the 10,000 default sample: all of them, in order
+    yaw = np.load(out / "analysis" / "yaw.npy")
+    np.testing.assert_allclose(yaw, 90 * (images[..., 0] / 127.5 - 1).mean(axis=(1, 2)), atol=1e-3)
+    np.testing.assert_allclose(np.load(out / "analysis" / "roll.npy"), 5.0)
+    counts, edges = np.histogram(np.clip(yaw, -90, 90), bins=36, range=(-90, 90))
+    np.testing.assert_array_equal(np.load(out / "analysis" / "yaw_hist.npy"), counts)
+    np.testing.assert_allclose(np.load(out / "analysis" / "yaw_edges.npy"), edges)
+    quality = np.load(out / "analysis" / "quality.npy")
+    np.testing.assert_allclose(quality, np.linalg.norm(plain_features(images, weights), axis=1), rtol=1e-4)
+    assert summary["yaw"]["extractor"] == "angles" and summary["quality"]["extractor"] == "pixels"
+    assert summary["quality"]["mean"] == pytest.approx(quality.mean(), rel=1e-5)

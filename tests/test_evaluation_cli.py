@@ -49,10 +49,25 @@ class PixelExtractor:
         raise AssertionError("evaluate must use forward_tensor (raw embeddings for the flip test)")
 
 
+class AnglesExtractor:
+    """Toy pose model: 'yaw' = 90 x (mean of the red channel in [-1, 1]), pitch = 0, roll = 5."""
+
+    input_size = SIZE
+    outputs = ("pitch", "yaw", "roll")
+
+    def __init__(self, weights=None, device="cpu", **_):
+        self.device = device
+
+    def forward_tensor(self, x):
+        yaw = 90.0 * x[:, 0].mean(dim=(1, 2))
+        return torch.stack([torch.zeros_like(yaw), yaw, torch.full_like(yaw, 5.0)], dim=1)
+
+
 def _plugin():
     @hookimpl
     def register_feature_extractors(register):
         register("pixels", PixelExtractor, "test extractor")
+        register("angles", AnglesExtractor, "test pose extractor")
         register("pixels-nan", lambda weights=None, device="cpu", **kw: PixelExtractor(weights, device, True),
                  "test extractor that outputs NaN for black images")
 
@@ -168,7 +183,7 @@ def test_evaluate_resumes_finished_packs_and_json_output(tmp_path, cli, weights)
     root.mkdir()
     make_pack(root / "toy_lfw.bin", 100, 0)
     args = ["evaluate", "--suite", "toy_lfw", "--model", str(weights), "--backbone", "pixels",
-            "--data-root", str(root), "--out", str(tmp_path / "run"), "--device", "cpu", "--json"]
+            "--data-root", str(root), "--out", str(tmp_path / "run"), "--device", "cpu", "--json", "--label", "mine"]
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
     second = CliRunner().invoke(cli, args)
@@ -178,6 +193,7 @@ def test_evaluate_resumes_finished_packs_and_json_output(tmp_path, cli, weights)
     assert payload["rows"][0]["accuracy"] == json.loads((tmp_path / "run" / "results.json").read_text())[0]["accuracy"]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert list(manifest["done"]) == ["toy_lfw"]
+    assert payload["rows"][0]["dataset"] == "mine"
 
 
 def test_user_suite_from_toml(tmp_path, cli, weights):
@@ -258,3 +274,34 @@ def test_weights_file_without_backbone_and_missing_weights(tmp_path, cli, weight
     result = CliRunner().invoke(cli, ["evaluate", "--suite", "fivee", "--model", str(weights),
                                       "--backbone", "pixels", "--data-root", str(tmp_path / "eval")])
     _one_line_error(result, "unknown evaluator 'fivee'", "did you mean 'five'")
+
+
+def test_evaluate_an_fr_run_directory_through_the_fr_run_extractor(tmp_path):
+    """A train-fr style run directory (model.json + backbone.pt) is evaluated with the fr plugin's extractor;
+    accuracies equal verify() on that extractor's own flip-test embeddings."""
+    from facebench import create_backbone
+    from facebench.data import open_pairs
+    from facebench.pluginmanager import registry
+
+    torch.manual_seed(0)
+    run = tmp_path / "fr-run"
+    run.mkdir()
+    torch.save(create_backbone("iresnet_tiny", input_size=32).state_dict(), run / "backbone.pt")
+    (run / "model.json").write_text(json.dumps({
+        "backbone": "iresnet_tiny", "backbone_options": {"input_size": 32}, "input_size": 32,
+        "weights": "backbone.pt", "dataset": {"path": str(tmp_path / "toy" / "train")}}))
+    root = tmp_path / "eval"
+    root.mkdir()
+    make_pack(root / "toy_lfw.bin", 100, 5)
+    out = tmp_path / "result"
+    result = CliRunner().invoke(create_cli(), ["evaluate", "--suite", "toy_lfw", "--model", str(run),
+                                               "--data-root", str(root), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "results.json").read_text())[0]
+    assert row["dataset"] == "toy/train" and row["model"] == "fr-run:fr-run"
+    extractor = registry("feature_extractor").create("fr-run", weights=str(run), device="cpu")
+    with open_pairs(root / "toy_lfw.bin") as reader:
+        emb = extractor.embed(reader.images())  # the fr plugin's own embedding path, flip test on
+        expect = verify(emb[0::2], emb[1::2], reader.issame)
+    assert row["accuracy"] == pytest.approx(expect.accuracy, abs=1e-12)
+    assert row["fold_thresholds"] == pytest.approx(list(expect.thresholds))
