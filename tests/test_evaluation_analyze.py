@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.linalg
 from click.testing import CliRunner
@@ -57,6 +58,13 @@ def test_analyze_writes_summary_and_arrays_that_match_direct_computation(tmp_pat
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "analysis" / "summary.json").read_text())
     assert summary["identities"] == 60 and summary["images"] == 360
+    # Headline scalars at the top level (what a report tabulates), equal to the detailed entries.
+    assert summary["eer"] == summary["analyses"]["pair-distributions"]["eer"]
+    assert summary["separability_threshold"] == 0.4
+    assert summary["separable"] == summary["analyses"]["separability"]["separable"]
+    assert summary["intra_noise"] == summary["analyses"]["class-noise"]["intra_noise"]
+    assert summary["leaked"] == summary["analyses"]["leakage"]["leaked"]
+    assert summary["fid"] == summary["analyses"]["fid"]["fid"] and summary["fid_features"] == "fr:pixels"
     analyses = summary["analyses"]
 
     # Features: the plain (no flip) pooled projection of every image.
@@ -120,6 +128,10 @@ def test_analyze_writes_summary_and_arrays_that_match_direct_computation(tmp_pat
                                                    "--quality-extractor)"}
     prov = json.loads((out / "provenance.json").read_text())
     assert {"dataset", "weights", "reference", "fid_against"} <= set(prov["inputs"])
+    tidy = pd.read_csv(out / "analysis" / "summary.csv")
+    assert list(tidy.columns) == ["dataset", "analysis", "metric", "value"]
+    value = tidy[(tidy.analysis == "class-noise") & (tidy.metric == "inter_pairs_above")]["value"].item()
+    assert float(value) == noise["inter_pairs_above"]
 
 
 def test_analyze_only_some_and_resume_features(tmp_path, cli, weights, train_set):
