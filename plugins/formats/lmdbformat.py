@@ -110,6 +110,14 @@ _ENVS: dict[tuple[int, str], list] = {}
 
 def _shared_env(path: str):
     key = (os.getpid(), os.path.realpath(path))
+    for other in [k for k in _ENVS if k[1] == key[1] and k[0] != key[0]]:
+        # Inherited through fork (a DataLoader worker): LMDB handles must not cross processes, and
+        # py-lmdb refuses a second open of the same file, so drop the parent's copy here first.
+        env = _ENVS.pop(other)[0]
+        try:
+            env.close()
+        except _lmdb().Error:
+            pass
     if key not in _ENVS:
         check_lmdb_file(path)
         lmdb = _lmdb()
