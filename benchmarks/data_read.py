@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import torch
+from facebench_plugins.toyfaces.build import ToyConfig, build_world
 from torch.utils.data import DataLoader, Dataset
 
 from facebench.data import FaceDataset, eval_transform, open_dataset, open_pairs, open_writer
-from facebench_plugins.toyfaces.build import ToyConfig, build_world
 
 
 class PackImages(Dataset):
