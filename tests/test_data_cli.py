@@ -195,3 +195,12 @@ def test_corrupted_folder_and_pair_list(tmp_path, folder):
     (tmp_path / "pl" / "pairs.csv").write_text("a.jpg,b.jpg,1\n")
     _exits_with_one_line_error(run("data", "info", tmp_path / "pl"), "pairs.csv: image a.jpg not found", "at line 1")
     _exits_with_one_line_error(run("data", "info", tmp_path / "missing"), "missing: dataset not found")
+
+
+def test_mask_option(tmp_path, folder):
+    run("data", "convert", folder, tmp_path / "a.lmdb", "--to", "lmdb")
+    np.save(tmp_path / "m.npy", np.arange(2, 7))  # exactly the images of p1
+    info = json.loads(run("data", "info", tmp_path / "a.lmdb", "--mask", tmp_path / "m.npy", "--json").output)
+    assert (info["images"], info["identities"]) == (5, 1)
+    _exits_with_one_line_error(run("data", "info", folder, "--mask", tmp_path / "m.npy"),
+                               "--mask applies to formats with index masks (lmdb), not folder")

@@ -179,6 +179,11 @@ def test_rec_errors_name_file_and_offset(tmp_path, samples):
     (tmp_path / "train.rec").write_bytes(bytes(raw[: second + 20]))
     with pytest.raises(DataError, match=r"train.idx: offset \d+ lies outside train.rec"):
         open_dataset(tmp_path)
+    good_idx = (tmp_path / "train.idx").read_text()
+    (tmp_path / "train.idx").write_text("1\t0\n2\tnot-a-number\n")
+    with pytest.raises(DataError, match=r"train.idx: malformed index line .*not-a-number.* at line 2"):
+        open_dataset(tmp_path)
+    assert good_idx
     (tmp_path / "train.idx").unlink()
     with pytest.raises(MissingFileError, match=r"train.idx: RecordIO file not found"):
         open_dataset(tmp_path, format="rec")

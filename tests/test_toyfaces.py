@@ -113,3 +113,35 @@ def test_bad_options_are_one_line_errors(tmp_path):
     result = run("toyfaces", "build", tmp_path / "x", "--set", "difficulty.yaw=3")
     assert result.exit_code == 2 and "unknown config key 'difficulty.yaw'" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_interrupted_build_resumes_from_finished_shards(tmp_path, monkeypatch):
+    from facebench_plugins.toyfaces import build as build_module
+
+    cfg = ToyConfig(identities=70, images_per_identity=1, pairs=20, size=24, packs=["toy_lfw"])
+    calls = []
+    real = build_module._render_shard
+
+    def failing(job):
+        calls.append(job[:2])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(build_module, "_render_shard", failing)
+    with pytest.raises(KeyboardInterrupt):
+        build_world(tmp_path / "w", cfg, workers=1)
+    assert not (tmp_path / "w").exists()
+    assert json.loads((tmp_path / ".w.partial" / "manifest.json").read_text())["done"] == {"train-00000000": True}
+    calls.clear()
+    monkeypatch.setattr(build_module, "_render_shard", lambda job: calls.append(job[:2]) or real(job))
+    build_world(tmp_path / "w", cfg, workers=1)
+    assert calls == [("train", 32), ("train", 64), ("toy_lfw", 0)]  # the finished shard was not redone
+    assert not (tmp_path / ".w.partial").exists()
+    build_world(tmp_path / "fresh", cfg, workers=1)
+    assert _files(tmp_path / "w") == _files(tmp_path / "fresh")
+    changed = ToyConfig(identities=70, images_per_identity=1, pairs=20, size=24, packs=["toy_lfw"], seed=1)
+    (tmp_path / ".x.partial").mkdir()
+    (tmp_path / ".x.partial" / "manifest.json").write_text(json.dumps({"params": {"toyfaces": {}}, "done": {}}))
+    with pytest.raises(Exception, match="cannot resume: parameters differ"):
+        build_world(tmp_path / "x", changed, workers=1)

@@ -21,12 +21,21 @@ SIZE_SAMPLE = 256
 
 
 def _open(path: str, fmt: str | None, mask: str | None):
-    from ..data import open_any
+    import inspect
 
+    from ..data import detect_format, get_format
+
+    fmt_obj = detect_format(path) if fmt is None else get_format(fmt)
     options: dict[str, Any] = {}
     if mask is not None:
+        if "mask" not in inspect.signature(fmt_obj.open).parameters:
+            raise FacebenchError(f"{path}: --mask applies to formats with index masks (lmdb), not {fmt_obj.name}")
         options["mask"] = mask
-    return open_any(path, fmt, **options)
+    if not Path(path).exists():
+        from ..errors import MissingFileError
+
+        raise MissingFileError(path, "dataset")
+    return fmt_obj.open(path, **options)
 
 
 def _is_pairs(reader: Any) -> bool:

@@ -110,6 +110,14 @@ _ENVS: dict[tuple[int, str], list] = {}
 
 def _shared_env(path: str):
     key = (os.getpid(), os.path.realpath(path))
+    for other in [k for k in _ENVS if k[1] == key[1] and k[0] != key[0]]:
+        # Inherited through fork (a DataLoader worker): LMDB handles must not cross processes, and
+        # py-lmdb refuses a second open of the same file, so drop the parent's copy here first.
+        env = _ENVS.pop(other)[0]
+        try:
+            env.close()
+        except _lmdb().Error:
+            pass
     if key not in _ENVS:
         check_lmdb_file(path)
         lmdb = _lmdb()
@@ -150,7 +158,11 @@ class LMDBReader(TrainReader):
         if not isinstance(keys, list) or not isinstance(length, int) or len(keys) != length:
             raise DataError(self.path, f"__keys__ lists {len(keys) if isinstance(keys, list) else '?'} keys "
                                        f"but __len__ is {length!r}")
-        self.all_keys = [k if isinstance(k, bytes) else str(k).encode() for k in keys]
+        keys = [k if isinstance(k, bytes) else str(k).encode() for k in keys]
+        # The official converters number records b"0".."N-1": then keys are computed, not stored
+        # (a list of 15M bytes objects would cost about a gigabyte in every DataLoader worker).
+        self._stored_keys = None if all(k == str(i).encode() for i, k in enumerate(keys)) else keys
+        del keys
         classnum = txn.get(b"__classnum__")
         self._classnum = _unpack(classnum, self.path, "key __classnum__") if classnum is not None else None
         self.index = (load_mask(self.mask_path, length) if self.mask_path
@@ -178,8 +190,12 @@ class LMDBReader(TrainReader):
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_env_obj", "_txn_obj", "_env_pid")}
 
+    def key(self, j: int) -> bytes:
+        """The LMDB key of record ``j`` (before any mask)."""
+        return self._stored_keys[j] if self._stored_keys is not None else str(j).encode()
+
     def _record(self, i: int) -> tuple[list, str]:
-        key = self.all_keys[int(self.index[i])]
+        key = self.key(int(self.index[i]))
         where = f"key {key.decode(errors='replace')}"
         try:
             value = self._txn().get(key)
@@ -202,7 +218,7 @@ class LMDBReader(TrainReader):
             raw = np.empty(len(self.index), dtype=np.int64)
             txn = self._txn()
             for n, j in enumerate(self.index):
-                key = self.all_keys[int(j)]
+                key = self.key(int(j))
                 value = txn.get(key)
                 if value is None:
                     raise DataError(self.path, "record listed in __keys__ is missing", f"key {key.decode()}")
@@ -227,7 +243,7 @@ class LMDBReader(TrainReader):
             limit = self._classnum if whole else np.iinfo(np.int64).max
             bad = np.flatnonzero((raw < 0) | (raw >= limit))
             if len(bad):
-                key = self.all_keys[int(self.index[bad[0]])].decode()
+                key = self.key(int(self.index[bad[0]])).decode()
                 raise DataError(self.path, f"label {raw[bad[0]]} out of range [0, {limit})", f"key {key}")
             self._labels = raw
         return self._labels
@@ -244,7 +260,7 @@ class LMDBReader(TrainReader):
         return len(self.index)
 
     def where(self, i: int) -> str:
-        return f"key {self.all_keys[int(self.index[i])].decode(errors='replace')}"
+        return f"key {self.key(int(self.index[i])).decode(errors='replace')}"
 
     def image_bytes(self, i: int) -> bytes:
         return self._record(i)[0][0]
