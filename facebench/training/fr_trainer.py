@@ -37,7 +37,7 @@ from .checkpoint import (
 )
 from .data import AugmentedFaces
 from .device import autocast, grad_scaler, select_device, use_channels_last
-from .distributed import barrier, env_context, gather_objects, init_distributed
+from .distributed import all_reduce_mean, barrier, env_context, gather_objects, init_distributed
 from .embedding import embed_uint8
 from .fr_recipe import FRRecipe
 from .metrics_log import MetricsLog
@@ -255,6 +255,7 @@ def train_fr(
     log = MetricsLog(out_dir / METRICS, enabled=ctx.is_main)
 
     position = Position()
+    resumed_losses: list[float] = []  # losses of the epoch's steps done before a mid-epoch checkpoint
     recipe_dict = config_to_dict(recipe)
     if resume and ckpt_path.exists():
         data = load_training_checkpoint(ckpt_path)
@@ -267,6 +268,7 @@ def train_fr(
         same_world = data["extra"].get("world_size") == ctx.world_size
         position = restore_checkpoint(data, model=module, optimizer=optimizer, scheduler=scheduler,
                                       scaler=scaler, rank=ctx.rank, restore_rng=same_world)
+        resumed_losses = [float(v) for v in data["extra"].get("epoch_losses", [])] if position.step_in_epoch else []
         log.truncate_after(position.global_step)
         if ctx.is_main:
             console.print(f"resuming {out_dir} at epoch {position.epoch + 1}, step {position.global_step}")
@@ -284,12 +286,13 @@ def train_fr(
     dataset = AugmentedFaces(reader, input_size=recipe.model.input_size, flip=recipe.data.flip,
                              random_erasing=recipe.data.random_erasing, seed=recipe.train.seed)
 
-    def checkpoint(pos: Position) -> None:
+    def checkpoint(pos: Position, epoch_losses: list[float]) -> None:
         rng = gather_objects(ctx, capture_rng_state())
         if ctx.is_main:
             save_checkpoint(ckpt_path, position=pos, model=module, optimizer=optimizer, scheduler=scheduler,
                             scaler=scaler, rng=rng,
-                            extra={"recipe": recipe_dict, "num_images": len(reader), "world_size": ctx.world_size})
+                            extra={"recipe": recipe_dict, "num_images": len(reader), "world_size": ctx.world_size,
+                                   "epoch_losses": list(epoch_losses)})
         barrier(ctx)
 
     accuracies: dict[str, dict[str, float]] = {}
@@ -298,16 +301,19 @@ def train_fr(
         for epoch in range(position.epoch, o.epochs):
             start = position.step_in_epoch if epoch == position.epoch else 0
             sampler.set_epoch(epoch, start)
+            # A private generator: creating the iterator must not draw from the global RNG, or a run
+            # resumed mid-epoch would see other dropout masks than an uninterrupted one.
             loader = torch.utils.data.DataLoader(
                 dataset, batch_sampler=sampler, num_workers=recipe.data.workers,
-                pin_memory=dev.type == "cuda")
+                pin_memory=dev.type == "cuda",
+                generator=torch.Generator().manual_seed(recipe.train.seed * 1_000_003 + epoch))
             task = progress.add_task(f"epoch {epoch + 1}/{o.epochs}", total=sampler.steps_per_epoch,
                                      completed=start) if ctx.is_main else None
             module.train()
-            losses: list[float] = []
+            losses: list[float] = list(resumed_losses) if start else []
             tick, seen = time.perf_counter(), 0  # images/s counts training only, not validation
             for in_epoch, (images, targets) in enumerate(loader, start=start + 1):
-                loss = runner.step(images, targets)
+                loss = all_reduce_mean(ctx, runner.step(images, targets))  # the global batch's mean loss
                 losses.append(loss)
                 step += 1
                 seen += images.shape[0] * ctx.world_size
@@ -320,7 +326,7 @@ def train_fr(
                     tick, seen = now, 0
                 if (recipe.train.checkpoint_every and step % recipe.train.checkpoint_every == 0
                         and in_epoch < sampler.steps_per_epoch):
-                    checkpoint(Position(epoch, in_epoch, step))
+                    checkpoint(Position(epoch, in_epoch, step), losses)
             if task is not None:
                 progress.remove_task(task)
             if ctx.is_main and val_packs:
@@ -331,7 +337,7 @@ def train_fr(
                 log.log(event="epoch", epoch=epoch + 1, step=step,
                         loss=float(np.mean(losses)) if losses else None,
                         val={k: v["accuracy"] for k, v in accuracies.items()})
-            checkpoint(Position(epoch + 1, 0, step))
+            checkpoint(Position(epoch + 1, 0, step), [])
 
     result = TrainResult(out_dir=out_dir, global_step=step,
                          accuracies={k: v["accuracy"] for k, v in accuracies.items()})
