@@ -245,6 +245,8 @@ def train_fr(
     module = _module_class()(backbone, head).to(dev)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
+    if recipe.train.compile:
+        backbone.compile()  # in place: state-dict names stay those of the insightface layout
     optimizer = build_optimizer(recipe, module)
     schedule = LRSchedule.from_epochs(
         recipe.schedule.kind, epochs=o.epochs, steps_per_epoch=sampler.steps_per_epoch,
