@@ -54,7 +54,7 @@ def train_fr_command(recipe_name: str, data: str, data_format: str | None, val: 
     from ..data import open_dataset, open_pairs
     from ..errors import ConfigError
     from ..runs import Run, run_path
-    from ..training.distributed import env_context
+    from ..training.distributed import env_context, shutdown
     from ..training.fr_recipe import resolve_recipe
     from ..training.fr_trainer import CHECKPOINT, train_fr
 
@@ -79,8 +79,11 @@ def train_fr_command(recipe_name: str, data: str, data_format: str | None, val: 
         run = Run(out_dir, config=config_to_dict(recipe), seed=recipe.train.seed, device=device, inputs=inputs,
                   extra={"world_size": ctx.world_size})
         dataset_info["sha256"] = run.provenance()["inputs"]["dataset"]["sha256"]
-    result = train_fr(recipe, reader, out_dir, val_packs=packs, device=device, resume=resume,
-                      dataset_info=dataset_info)
+    try:
+        result = train_fr(recipe, reader, out_dir, val_packs=packs, device=device, resume=resume,
+                          dataset_info=dataset_info)
+    finally:
+        shutdown(ctx)
     if ctx.is_main:
         accs = "  ".join(f"{k} {v * 100:.2f}%" for k, v in result.accuracies.items())
         click.echo(f"trained {recipe.name}: {result.global_step} steps -> {out_dir / 'backbone.pt'}"

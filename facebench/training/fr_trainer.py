@@ -222,7 +222,7 @@ def train_fr(
     ctx = init_distributed(dev.type)
     val_packs = dict(val_packs or {})
     ckpt_path = out_dir / CHECKPOINT
-    if ctx.is_main and ckpt_path.exists() and not resume:
+    if ckpt_path.exists() and not resume:
         raise ConfigError(f"{out_dir}: holds a checkpoint of an earlier run; pass --resume to continue it "
                           "or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
