@@ -89,11 +89,28 @@ def test_train_fr_user_errors_are_one_line(tmp_path):
     assert res.exit_code == 2 and "unknown config key 'optim.lr_max'" in res.output
     res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val", "nope"])
     assert res.exit_code == 2 and "nope: verification pack not found (also looked for nope.bin" in res.output
+    res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val", "toy-five"])
+    assert res.exit_code == 2 and "toy-five: packs toy_lfw, toy_cfp_fp, toy_cplfw, toy_agedb_30, toy_calfw of suite not found" in res.output
     res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "missing: dataset not found" in res.output
     res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(data),
                                    "--out", str(tmp_path / "r"), "--set", "optim.batch_size=64"])
     assert res.exit_code == 2 and "fewer than one batch of 64" in res.output
+
+
+def test_validation_on_a_registered_suite(tmp_path):
+    data = write_train_folder(tmp_path / "toy" / "train", identities=4, per_identity=2)
+    names = ["toy_lfw", "toy_cfp_fp", "toy_cplfw", "toy_agedb_30", "toy_calfw"]
+    for k, name in enumerate(names):
+        write_pack(tmp_path / "toy" / f"{name}.bin", pairs=20, seed=k)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(create_cli(), ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val",
+                                            "toy-five", "--out", str(out), *_sets(["optim.batch_size=8",
+                                                                                   "optim.epochs=1"])])
+    assert res.exit_code == 0, res.output
+    card = json.loads((out / "model.json").read_text())
+    assert sorted(card["accuracies"]) == sorted(names)
+    assert all(0 <= v <= 1 for v in card["accuracies"].values())
 
 
 def _env():

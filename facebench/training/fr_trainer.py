@@ -1,7 +1,7 @@
 """The FR trainer: a recipe, a training set and verification packs in; a run directory out.
 
-Components come from the registries (backbone, head), data from any train reader, validation from any
-pairs reader scored with :func:`facebench.metrics.verify`. One loop serves one process and ``torchrun``
+Components come from the registries (backbone, head), data from any train reader, validation from
+verification packs scored the way ``facebench evaluate`` scores them. One loop serves one process and ``torchrun``
 jobs: the global batch is split over ranks and, inside a rank, into micro-batches whose gradients are
 accumulated, so a global batch gives the same update on 1 or N processes. Checkpoints hold everything
 needed to continue bit-for-bit (see :mod:`.checkpoint`).
@@ -38,7 +38,6 @@ from .checkpoint import (
 from .data import AugmentedFaces
 from .device import autocast, grad_scaler, select_device, use_channels_last
 from .distributed import all_reduce_mean, barrier, env_context, gather_objects, init_distributed
-from .embedding import embed_uint8
 from .fr_recipe import FRRecipe
 from .metrics_log import MetricsLog
 from .sampling import GlobalBatchSampler
@@ -175,20 +174,23 @@ class TrainResult:
     card: dict[str, Any] = field(default_factory=dict)
 
 
-def validate(backbone: Any, packs: Mapping[str, Any], recipe: FRRecipe, device: Any,
-             channels_last: bool = False) -> dict[str, dict[str, float]]:
-    """Verification accuracy of ``backbone`` on each pairs reader (flip test, 10 folds)."""
-    from ..metrics import verify
+def validate(backbone: Any, packs: Mapping[str, Any], recipe: FRRecipe, device: Any) -> dict[str, dict[str, float]]:
+    """Verification accuracy of ``backbone`` on each pack (name -> path), scored exactly as
+    ``facebench evaluate`` does (:func:`facebench.evaluation.evaluate_pack`: flip test, 10 folds)."""
+    from ..evaluation import TensorModel, evaluate_pack
 
+    was_training = backbone.training
+    backbone.eval()
+    model = TensorModel(forward=backbone, input_size=recipe.model.input_size, device=str(device),
+                        name=recipe.model.backbone)
     results: dict[str, dict[str, float]] = {}
-    for name, pairs in packs.items():
-        n = len(pairs)
-        images = (img for k in range(n) for img in pairs.pair_images(k))
-        emb = embed_uint8(backbone, images, input_size=recipe.model.input_size, device=device,
-                          batch_size=recipe.train.val_batch_size, flip=recipe.train.val_flip,
-                          channels_last=channels_last)
-        res = verify(emb[0::2], emb[1::2], np.asarray(pairs.issame, dtype=bool))
-        results[name] = {"accuracy": float(res.accuracy), "std": float(res.std)}
+    try:
+        for name, path in packs.items():
+            res = evaluate_pack(model, path, batch_size=recipe.train.val_batch_size,
+                                flip_test=recipe.train.val_flip, label=name)
+            results[name] = {"accuracy": float(res.accuracy), "std": float(res.std)}
+    finally:
+        backbone.train(was_training)
     return results
 
 
@@ -205,7 +207,7 @@ def train_fr(
     reader: Any,
     out_dir: str | Path,
     *,
-    val_packs: Mapping[str, Any] | None = None,
+    val_packs: Mapping[str, str | Path] | None = None,
     device: str = "auto",
     resume: bool = False,
     dataset_info: Mapping[str, Any] | None = None,
@@ -332,7 +334,7 @@ def train_fr(
             if task is not None:
                 progress.remove_task(task)
             if ctx.is_main and val_packs:
-                accuracies = validate(backbone, val_packs, recipe, dev, channels_last)
+                accuracies = validate(backbone, val_packs, recipe, dev)
                 summary = "  ".join(f"{k} {v['accuracy'] * 100:.2f}%" for k, v in accuracies.items())
                 console.print(f"epoch {epoch + 1}: {summary}")
             if ctx.is_main:
