@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from facebench_plugins.toyfaces.build import ToyConfig, build_world
+from facebench_plugins.toyfaces.packs import PACKS
 from torch import nn
 
 from facebench.data import normalize, open_dataset, open_pairs
-from facebench_plugins.toyfaces.build import ToyConfig, build_world
-from facebench_plugins.toyfaces.packs import PACKS
 
 
 def small_cnn(size: int, dim: int = 128) -> nn.Module:
