@@ -5,7 +5,7 @@ Builds a small toyfaces world in a temporary folder, converts its training set t
 transform) per format and worker count. Ratios are against the image-folder, 0-worker run of the same
 process, so they compare formats and worker counts on this machine only.
 
-    python benchmarks/data_read.py --identities 100 --images-per-identity 20 --size 112
+    python benchmarks/data_read.py --identities 200 --images-per-identity 20 --size 112
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from facebench_plugins.toyfaces.build import ToyConfig, build_world
 from torch.utils.data import DataLoader, Dataset
 
-from facebench.data import FaceDataset, eval_transform, open_dataset, open_pairs, open_writer
+from facebench.data import FaceDataset, decode_image, eval_transform, open_dataset, open_pairs, open_writer
 
 
 class PackImages(Dataset):
@@ -33,7 +33,8 @@ class PackImages(Dataset):
         return 2 * len(self.reader)
 
     def __getitem__(self, j: int):
-        return self.transform(self.reader.pair_images(j // 2)[j % 2]), int(self.reader.issame[j // 2])
+        data = self.reader.pair_bytes(j // 2)[j % 2]
+        return self.transform(decode_image(data, path=self.reader.path)), int(self.reader.issame[j // 2])
 
 
 def time_pass(dataset: Dataset, workers: int, batch: int) -> float:
@@ -45,10 +46,10 @@ def time_pass(dataset: Dataset, workers: int, batch: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--identities", type=int, default=100)
+    parser.add_argument("--identities", type=int, default=200)
     parser.add_argument("--images-per-identity", type=int, default=20)
     parser.add_argument("--size", type=int, default=112)
-    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", default="0,1,2")
     args = parser.parse_args()

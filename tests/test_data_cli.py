@@ -204,3 +204,21 @@ def test_mask_option(tmp_path, folder):
     assert (info["images"], info["identities"]) == (5, 1)
     _exits_with_one_line_error(run("data", "info", folder, "--mask", tmp_path / "m.npy"),
                                "--mask applies to formats with index masks (lmdb), not folder")
+
+
+def test_check_reads_stored_features(tmp_path):
+    import io
+
+    env = lmdb.open(str(tmp_path / "g.lmdb"), subdir=False, lock=False)
+    with env.begin(write=True) as txn:
+        for i in range(2):
+            buf = io.BytesIO()
+            np.save(buf, np.array([{"a": 1}], dtype=object) if i else np.zeros(4, np.float32), allow_pickle=True)
+            txn.put(str(i).encode(), msgpack.dumps([_jpeg(i), buf.getvalue(), 0]))
+        txn.put(b"__keys__", msgpack.dumps([b"0", b"1"]))
+        txn.put(b"__len__", msgpack.dumps(2))
+        txn.put(b"__classnum__", msgpack.dumps(1))
+    env.close()
+    result = run("data", "check", tmp_path / "g.lmdb")
+    assert "g.lmdb: feature is a pickled object array; refused" in result.output and "at key 1" in result.output
+    _exits_with_one_line_error(result, "1 problem(s) found")

@@ -316,3 +316,19 @@ def test_csv_pairs_errors(tmp_path):
     (tmp_path / "pairs.csv").write_text("a.jpg,a.jpg,maybe\n")
     with pytest.raises(DataError, match=r"same flag 'maybe' is not 1/0/true/false at line 1"):
         open_pairs(tmp_path)
+
+
+def test_xz_packs_as_sota_fr_ships_them(tmp_path):
+    import lzma
+
+    images, flags = [_jpeg(i) for i in range(4)], [True, False]
+    (tmp_path / "hadrian.xz").write_bytes(lzma.compress(pickle.dumps((images, flags))))
+    pack = open_pairs(tmp_path / "hadrian.xz")
+    assert pack.format_name == "bin" and pack.issame.tolist() == flags and pack.pair_bytes(1) == tuple(images[2:])
+    with open_writer(tmp_path / "copy.xz", "bin") as w:
+        for a, b, same in pack:
+            w.add(a, b, same)
+    assert pickle.loads(lzma.decompress((tmp_path / "copy.xz").read_bytes())) == (images, flags)
+    (tmp_path / "broken.xz").write_bytes((tmp_path / "hadrian.xz").read_bytes()[:-40])
+    with pytest.raises(DataError, match="broken.xz: corrupt or truncated xz stream"):
+        open_pairs(tmp_path / "broken.xz")

@@ -161,7 +161,7 @@ def convert(src: str, dst: str, to_format: str, fmt: str | None, mask: str | Non
 @click.option("--max-problems", type=click.IntRange(min=1), default=100, show_default=True,
               help="Stop listing after this many problems.")
 def check(path: str, fmt: str | None, mask: str | None, max_problems: int) -> None:
-    """Decode every record and list the problems; exits with code 2 if there is any."""
+    """Decode every record (and stored feature) and list the problems; exits with code 2 if there is any."""
     problems: list[str] = []
     with _open(path, fmt, mask) as reader:
         pairs = _is_pairs(reader)
@@ -172,6 +172,10 @@ def check(path: str, fmt: str | None, mask: str | None, max_problems: int) -> No
             except DataError as exc:
                 problems.append(str(exc))
         n = len(reader)
+        try:
+            features = not pairs and getattr(reader, "has_features", lambda: False)()
+        except DataError:
+            features = False  # record 0 itself is broken; the loop below reports it
         for i in track(range(n), f"check {Path(path).name}"):
             if len(problems) >= max_problems:
                 break
@@ -180,6 +184,8 @@ def check(path: str, fmt: str | None, mask: str | None, max_problems: int) -> No
                     reader.pair_images(i)
                 else:
                     reader.image(i)
+                    if features:
+                        reader.feature(i)
             except DataError as exc:
                 problems.append(str(exc))
     for line in problems[:max_problems]:

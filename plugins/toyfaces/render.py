@@ -113,7 +113,7 @@ def render_face(ident: Identity, nz: Nuisance, size: int = 112) -> np.ndarray:
     head = _Head(ident, nz, canvas)
     age = nz.age
     skin = _mix(ident.skin, (150, 140, 135), 0.15 * age)
-    grey = min(max((age - 0.45) / 0.5, 0.0), 1.0)
+    grey = 0.75 * min(max((age - 0.5) / 0.45, 0.0), 1.0)
     hair = _mix(ident.hair, GREY_HAIR, grey)
     brow_colour = _shade(_mix(ident.hair, GREY_HAIR, grey * 0.7), 0.75)
     a, b = ident.face_w, ident.face_h
@@ -152,8 +152,12 @@ def render_face(ident: Identity, nz: Nuisance, size: int = 112) -> np.ndarray:
     if nz.stubble > 0:
         _ellipse_cut(draw, lower, mouth_py - head.size(0.06), _mix(skin, hair, 0.3 * nz.stubble), keep_above=False)
     if nz.beard > 0:
-        _ellipse_cut(draw, lower, mouth_py - head.size(0.08 * nz.beard),
-                     _mix(skin, _shade(hair, 0.8), 0.4 + 0.6 * nz.beard), keep_above=False)
+        # A full beard is bushier than the jaw: it hides the jaw line and chin, as a real one does.
+        grow_x = (lower[2] - lower[0]) * 0.12 * nz.beard
+        grow_y = (lower[3] - lower[1]) * 0.16 * nz.beard
+        bushy = [lower[0] - grow_x, lower[1], lower[2] + grow_x, lower[3] + grow_y]
+        _ellipse_cut(draw, bushy, mouth_py - head.size(0.09 * nz.beard),
+                     _mix(skin, _shade(hair, 0.8), 0.5 + 0.5 * nz.beard), keep_above=False)
 
     # Age: forehead lines and nasolabial folds.
     if age > 0.35:
@@ -229,8 +233,8 @@ def render_face(ident: Identity, nz: Nuisance, size: int = 112) -> np.ndarray:
             draw.line([corners[0][:2], centre[:2], corners[1][:2]], fill=_shade(lip_colour, 0.55), width=line)
     if nz.moustache > 0:
         m_y = ident.mouth_y - ident.lip - 0.02
-        pts = [head.point(x, y) for x, y in ((-ident.mouth_w * 0.6, m_y + 0.03), (0, m_y - 0.035 * nz.moustache),
-                                               (ident.mouth_w * 0.6, m_y + 0.03), (0, m_y + 0.015))]
+        pts = [head.point(x, y) for x, y in ((-ident.mouth_w * 0.7, m_y + 0.04), (0, m_y - 0.05 * nz.moustache),
+                                               (ident.mouth_w * 0.7, m_y + 0.04), (0, m_y + 0.02))]
         draw.polygon([p[:2] for p in pts], fill=_shade(hair, 0.85))
 
     # Hair in front: everything of the hair cap above the hairline (which recedes with age).
