@@ -114,6 +114,12 @@ def test_bin_accepts_numpy_bool_flags(tmp_path):
     assert open_pairs(tmp_path / "x.bin").issame.tolist() == [True, False]
 
 
+def test_bin_with_zero_pairs_reads_as_an_empty_pack(tmp_path):
+    _write_pack_independently(tmp_path / "empty.bin", [], [], 4)
+    pairs = open_pairs(tmp_path / "empty.bin")
+    assert len(pairs) == 0 and pairs.issame.dtype == bool
+
+
 def test_bin_writer_is_read_by_plain_pickle(tmp_path):
     images = [_jpeg(i) for i in range(6)]
     with open_writer(tmp_path / "p.bin", "bin") as w:

@@ -109,6 +109,8 @@ def load_pack(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
         flags = np.asarray(flags_obj)
     except (TypeError, ValueError):
         flags = np.asarray([], dtype=object)
+    if flags.ndim == 1 and flags.size == 0:  # an empty pack pickles its flags as a plain empty list
+        flags = flags.astype(bool)
     if flags.ndim != 1 or flags.dtype.kind not in "biu" or (flags.size and not np.isin(flags, (0, 1)).all()):
         raise DataError(path, "issame must be a list of booleans (or 0/1)")
     if len(images) != 2 * len(flags):
