@@ -61,7 +61,7 @@ def test_train_fr_cli_reaches_high_accuracy_on_unseen_identities(tmp_path):
     write_pack(tmp_path / "toy" / "toy_lfw.bin", pairs=60)
     out = tmp_path / "run"
     args = ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val", "toy_lfw", "--out", str(out),
-            "--device", "cpu", *_sets(["optim.batch_size=24", "optim.epochs=3", "data.workers=0"])]
+            "--device", "cpu", *_sets(["optim.batch_size=24", "optim.epochs=3", "data.workers=2"])]
     result = CliRunner().invoke(create_cli(), args)
     assert result.exit_code == 0, result.output
     card = json.loads((out / "model.json").read_text())

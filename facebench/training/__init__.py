@@ -7,6 +7,8 @@
 * :mod:`.sampling`: deterministic global batches split over ranks, resumable mid-epoch.
 * :mod:`.data`: reader -> tensors in [-1, 1] with per-sample seeded flip / RandomErasing.
 * :mod:`.metrics_log`: ``metrics.jsonl``.
+* :mod:`.embedding`: uint8 images -> flip-test, L2-normalised embeddings (validation, extractors).
+* :mod:`.fr_recipe`, :mod:`.fr_trainer`: the FR recipe schema and the ``train-fr`` loop built on the above.
 
 Importing this package does not import torch; the submodules import it inside their functions.
 """

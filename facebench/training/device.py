@@ -55,7 +55,8 @@ def grad_scaler(device: Any, enabled: bool, growth_interval: int = 100) -> Any:
 
 
 def use_channels_last(device: Any, requested: bool | None) -> bool:
-    """``None`` means "where it helps": on CUDA (tensor-core convolutions), not on CPU."""
+    """``None`` means "where it helps": CUDA (tensor-core convolutions) and CPU (oneDNN convolutions;
+    benchmarks/fr_train.py measured +30% for SE-IResNet50 training on CPU), not MPS."""
     if requested is None:
-        return getattr(device, "type", str(device)) == "cuda"
+        return getattr(device, "type", str(device)) in ("cuda", "cpu")
     return bool(requested)

@@ -20,7 +20,7 @@ class ModelSection:
     embedding_size: int = 512
     #: None keeps the backbone's own default (0.4 for the SE-IResNets, 0 for insightface IResNets)
     dropout: float | None = None
-    #: None = channels_last where it helps (CUDA); true/false force it
+    #: None = channels_last where it helps (CUDA and CPU); true/false force it
     channels_last: bool | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
