@@ -71,7 +71,7 @@ class FeaturePairs:
 
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
         index = key[1] if isinstance(key, tuple) else key
-        image = to_model_input(self.reader.image(index), self.image_size)[0]
+        image = to_model_input(np.array(self.reader.image(index)), self.image_size)[0]
         return image, torch.from_numpy(self.features[index])
 
 
@@ -185,8 +185,8 @@ class GeneratorTrainer:
         schedule = LRSchedule.from_epochs("cosine", epochs=config.epochs, steps_per_epoch=self.sampler.steps_per_epoch,
                                           warmup_epochs=config.warmup_epochs,
                                           min_factor=min(1.0, config.min_lr / lr) if lr > 0 else 0.0)
+        self.schedule = schedule
         self.sched = build_scheduler(self.opt, schedule)
-        self.disc_sched = build_scheduler(self.disc_opt, schedule)
         self.scaler = grad_scaler(self.device, self.amp)
         self.disc_scaler = grad_scaler(self.device, self.amp)
         self.position = Position()
@@ -205,7 +205,6 @@ class GeneratorTrainer:
             "scaler": self.scaler.state_dict(),
             "discriminator": self.disc.state_dict(),
             "disc_optimizer": self.disc_opt.state_dict(),
-            "disc_scheduler": self.disc_sched.state_dict(),
             "disc_scaler": self.disc_scaler.state_dict(),
             "rng": gather_objects(self.dist, capture_rng_state()),
         }
@@ -230,7 +229,6 @@ class GeneratorTrainer:
         self.scaler.load_state_dict(data["scaler"])
         self.disc.load_state_dict(data["discriminator"])
         self.disc_opt.load_state_dict(data["disc_optimizer"])
-        self.disc_sched.load_state_dict(data["disc_scheduler"])
         self.disc_scaler.load_state_dict(data["disc_scaler"])
         rng = data["rng"]
         if self.dist.rank < len(rng):
@@ -292,6 +290,9 @@ class GeneratorTrainer:
         self.scaler.update()
         self.sched.step()
         if gan_on:
+            # the discriminator follows the generator's schedule (set directly: it does not step every iteration)
+            for group in self.disc_opt.param_groups:
+                group["lr"] = self.lr * self.schedule(self.position.global_step)
             with autocast(self.device, self.amp):
                 d_loss = discriminator_loss(self.train_disc(images), self.train_disc(fake.detach()))
             self.disc_opt.zero_grad(set_to_none=True)
@@ -302,7 +303,6 @@ class GeneratorTrainer:
             self.disc_scaler.step(self.disc_opt)
             self.disc_scaler.update()
             losses["disc"] = d_loss
-        self.disc_sched.step()
         record = {k: float(v.detach()) for k, v in losses.items()}
         record["total"] = float(total.detach())
         return record
