@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from facebench_plugins.vec2face.generator import STATE_KEY, Vec2FaceGenerator
+from facebench_plugins.vec2face.model import MaskingSettings, Vec2Face, Vec2FaceConfig, model_config
 from torch import nn
 
 import facebench
 from facebench.errors import ConfigError, DataError, MissingFileError
-from facebench_plugins.vec2face.generator import STATE_KEY, Vec2FaceGenerator
-from facebench_plugins.vec2face.model import MaskingSettings, Vec2Face, Vec2FaceConfig, model_config
 
 COMPAT = Path(__file__).resolve().parents[1] / ".." / "shared" / "design" / "compat" / "vec2face_vit_base_patch16.json"
 
