@@ -56,15 +56,28 @@ TRAINING_FORMAT = 1
 
 
 class FeaturePairs:
-    """(image in [-1, 1] at the model's size, its identity feature) for every image of a train reader."""
+    """(image in [-1, 1] at the model's size, its identity feature) for every image of a train reader.
 
-    def __init__(self, reader: Any, features: np.ndarray, image_size: int):
-        if features.ndim != 2 or features.shape[0] != len(reader):
+    Features come from an array (``--features`` or extracted up front) or, when ``features`` is None,
+    from the reader itself record by record (the official generator-training LMDB stores them).
+    """
+
+    def __init__(self, reader: Any, features: np.ndarray | None, image_size: int):
+        if features is not None and (features.ndim != 2 or features.shape[0] != len(reader)):
             raise DataError(getattr(reader, "path", "dataset"),
                             f"{len(reader)} images but features of shape {tuple(features.shape)}")
         self.reader = reader
-        self.features = np.ascontiguousarray(features, dtype=np.float32)
+        self.features = None if features is None else np.ascontiguousarray(features, dtype=np.float32)
         self.image_size = image_size
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[1]) if self.features is not None else int(self.feature(0).shape[0])
+
+    def feature(self, index: int) -> np.ndarray:
+        if self.features is not None:
+            return self.features[index]
+        return np.asarray(self.reader.feature(index), dtype=np.float32).reshape(-1)
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -72,14 +85,15 @@ class FeaturePairs:
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
         index = key[1] if isinstance(key, tuple) else key
         image = to_model_input(np.array(self.reader.image(index)), self.image_size)[0]
-        return image, torch.from_numpy(self.features[index])
+        return image, torch.from_numpy(np.array(self.feature(index)))
 
 
-def reader_features(reader: Any) -> np.ndarray | None:
-    """Features stored in the dataset itself (the official generator-training LMDB), else None."""
+def reader_has_features(reader: Any) -> bool:
+    """Whether the dataset stores a feature per image (the official generator-training LMDB does)."""
     if not callable(getattr(reader, "feature", None)):
-        return None
-    return np.stack([np.asarray(reader.feature(i), dtype=np.float32).reshape(-1) for i in range(len(reader))])
+        return False
+    has = getattr(reader, "has_features", None)
+    return bool(has()) if callable(has) else True
 
 
 def load_features(path: str | os.PathLike, expected_rows: int) -> np.ndarray:
@@ -134,7 +148,8 @@ class TrainResult:
 class GeneratorTrainer:
     """One training job; the same object runs alone or as one rank under ``torchrun``."""
 
-    def __init__(self, config: TrainGeneratorConfig, reader: Any, features: np.ndarray, run_dir: str | os.PathLike,
+    def __init__(self, config: TrainGeneratorConfig, reader: Any, features: np.ndarray | None,
+                 run_dir: str | os.PathLike,
                  *, extractor: Any = None):
         self.cfg = config
         self.run_dir = Path(run_dir)
@@ -143,11 +158,11 @@ class GeneratorTrainer:
         self.device = select_device(config.device, self.dist.local_rank)
         self.amp = config.amp and self.device.type == "cuda"
         self.model_cfg = model_config(config.model)
-        if features.shape[1] != self.model_cfg.feature_dim:
-            raise DataError(getattr(reader, "path", "features"),
-                            f"features have {features.shape[1]} dimensions, the model expects "
-                            f"{self.model_cfg.feature_dim}")
         self.data = FeaturePairs(reader, features, self.model_cfg.image_size)
+        if self.data.feature_dim != self.model_cfg.feature_dim:
+            raise DataError(getattr(reader, "path", "features"),
+                            f"features have {self.data.feature_dim} dimensions, the model expects "
+                            f"{self.model_cfg.feature_dim}")
         weights = config.losses
         if weights.identity > 0 and extractor is None:
             raise ConfigError("the identity loss needs a frozen FR extractor (--extractor/--weights), "
@@ -390,16 +405,18 @@ def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_
         device = "cuda" if config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available()) \
             else "cpu"
         extractor = registry("feature_extractor").create(extractor_name, weights=extractor_weights, device=device)
+    feats = None
     if features is not None:
         feats = load_features(features, len(reader))
-    else:
-        feats = reader_features(reader)
-        if feats is None:
-            if extractor is None:
-                raise ConfigError(f"{data}: holds no features; pass --features FEATS or --extractor E --weights W")
+    elif not reader_has_features(reader):
+        if extractor is None:
+            raise ConfigError(f"{data}: holds no features; pass --features FEATS or --extractor E --weights W")
+        saved = Path(run_dir) / "features.npy"
+        if resume and saved.is_file():
+            feats = load_features(saved, len(reader))
+        else:
             feats = extract_features(reader, extractor)
-            out = Path(run_dir) / "features.npy"
-            with atomic.atomic_path(out) as tmp:
+            with atomic.atomic_path(saved) as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, feats)
     trainer = GeneratorTrainer(config, reader, feats, run_dir, extractor=extractor)
