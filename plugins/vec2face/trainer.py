@@ -362,8 +362,10 @@ class GeneratorTrainer:
             while self.position.epoch < cfg.epochs and self.position.global_step < total_steps:
                 epoch = self.position.epoch
                 self.sampler.set_epoch(epoch, self.position.step_in_epoch)
+                # a private generator: creating the iterator must not draw from the global RNG (dropout's),
+                # or a resumed run would be one draw off the uninterrupted one
                 loader = DataLoader(self.data, batch_sampler=self.sampler, num_workers=cfg.num_workers,
-                                    persistent_workers=False)
+                                    generator=torch.Generator().manual_seed(cfg.seed + epoch))
                 for images, vectors in loader:
                     last = self.train_step(images, vectors)
                     self.position.step_in_epoch += 1
