@@ -55,11 +55,18 @@ def run(args):
     return result
 
 
-def test_train_generator_writes_a_loadable_generator_grids_log_and_provenance(toy, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def whole(toy, tmp_path_factory):
+    """One uninterrupted 2-epoch run, shared by the output checks and the resume comparison."""
+    out = tmp_path_factory.mktemp("whole") / "run"
     res = run(["train-generator", "--data", str(toy / "train"), "--features", str(toy / "feats.npy"),
                "--out", str(out), *BASE])
     assert res.exit_code == 0, res.output
+    return out, res
+
+
+def test_train_generator_writes_a_loadable_generator_grids_log_and_provenance(toy, whole):
+    out, res = whole
     assert "trained vec2face_tiny: 4 steps, 2 epochs" in res.output
     gen = facebench.load_generator("vec2face_tiny", weights=out / "generator.pth")
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -83,10 +90,9 @@ def test_train_generator_writes_a_loadable_generator_grids_log_and_provenance(to
     assert (out / "config.toml").read_text().count('model = "vec2face_tiny"') == 1
 
 
-def test_resume_continues_exactly(toy, tmp_path):
+def test_resume_continues_exactly(toy, whole, tmp_path):
     common = ["--data", str(toy / "train"), "--features", str(toy / "feats.npy"), *BASE]
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert run(["train-generator", "--out", str(whole), *common]).exit_code == 0
+    whole, parts = whole[0], tmp_path / "parts"
     first = run(["train-generator", "--out", str(parts), *common, "--set", "max_steps=3"])
     assert first.exit_code == 0 and "3 steps" in first.output
     again = run(["train-generator", "--out", str(parts), *common])
@@ -104,7 +110,7 @@ def test_resume_continues_exactly(toy, tmp_path):
 def test_features_stored_in_the_lmdb_are_used(toy, tmp_path):
     out = tmp_path / "lmdb_run"
     res = run(["train-generator", "--data", str(toy / "gen.lmdb"), "--out", str(out), *BASE,
-               "--set", "epochs=1"])
+               "--set", "epochs=1", "--set", "max_steps=1"])
     assert res.exit_code == 0, res.output
     assert (out / "generator.pth").is_file() and not (out / "features.npy").exists()
 

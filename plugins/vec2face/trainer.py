@@ -143,6 +143,7 @@ class TrainResult:
     steps: int
     epochs_done: int
     last_losses: dict[str, float]
+    reconstruction: dict[str, float] | None = None
 
 
 class GeneratorTrainer:
@@ -288,8 +289,9 @@ class GeneratorTrainer:
                 losses["identity"] = w.identity * identity_loss(self.extractor, fake, vectors)
         total = sum(losses.values())
         if gan_on:
+            # the bare discriminator (not its DDP wrapper): no discriminator gradients are wanted here
             self.disc.requires_grad_(False)
-            g_loss = generator_gan_loss(self.train_disc(fake))
+            g_loss = generator_gan_loss(self.disc(fake))
             rec_terms = [losses[k] for k in ("pixel", "perceptual") if k in losses]
             last_layer = self.model.im_decoder.last_layer
             weight = adaptive_gan_weight(sum(rec_terms), g_loss, last_layer) if rec_terms else 1.0
@@ -343,6 +345,21 @@ class GeneratorTrainer:
         with atomic.atomic_path(path) as tmp:
             Image.fromarray(grid).save(tmp, format="PNG")
         return path
+
+    def check_identities(self, samples: int) -> dict[str, float]:
+        """Genuine vs unrelated cosines through the identity extractor, on evenly spread training images;
+        written to ``reconstruction.json``."""
+        from .generator import Vec2FaceGenerator
+        from .reconstruction import reconstruction_similarity
+
+        n = len(self.data)
+        idx = np.unique(np.linspace(0, n - 1, num=min(samples, n)).round().astype(int))
+        feats = np.stack([self.data.feature(int(i)) for i in idx])
+        labels = np.asarray(self.data.reader.labels)[idx]
+        gen = Vec2FaceGenerator(self.model, device=self.device, seed=self.cfg.seed)
+        stats = reconstruction_similarity(gen, self.extractor, feats, labels)
+        atomic.write_json(self.run_dir / "reconstruction.json", stats)
+        return stats
 
     # -------------------------------------------------------------------------------------------- run
     def fit(self) -> TrainResult:
@@ -425,6 +442,9 @@ def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_
     try:
         if resume:
             trainer.resume()
-        return trainer.fit()
+        result = trainer.fit()
+        if extractor is not None and config.eval_samples > 0 and trainer.dist.is_main:
+            result.reconstruction = trainer.check_identities(config.eval_samples)
+        return result
     finally:
         trainer.close()
