@@ -21,9 +21,13 @@ def reconstruction_similarity(generator: Any, extractor: Any, features: np.ndarr
     """Mean and std of genuine and unrelated cosines (unrelated = input feature vs another label's image)."""
     feats = np.asarray(features, dtype=np.float32)
     labels = np.asarray(labels)
+    # masks for all samples in one draw, so the figures do not depend on batch_size
+    dropped, masked = generator.sample_masks(len(feats))
     embs = []
     for start in range(0, len(feats), batch_size):
-        images = generator.generate(torch.from_numpy(feats[start:start + batch_size]))
+        stop = start + batch_size
+        images = generator.generate(torch.from_numpy(feats[start:stop]),
+                                    masks=(dropped[start:stop], masked[start:stop]))
         embs.append(np.asarray(extractor.embed(to_uint8(images)), dtype=np.float64))
     emb = np.concatenate(embs)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12
