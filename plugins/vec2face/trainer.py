@@ -421,8 +421,9 @@ def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_
     reader = open_dataset(data, format=data_format)
     extractor = None
     if extractor_name:
-        device = "cuda" if config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available()) \
-            else "cpu"
+        from facebench.training.distributed import env_context
+
+        device = select_device(config.device, env_context().local_rank)
         extractor = registry("feature_extractor").create(extractor_name, weights=extractor_weights, device=device)
     feats = None
     if features is not None:
