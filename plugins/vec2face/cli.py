@@ -9,8 +9,8 @@ import click
 EXAMPLE = """Example:
 
 \b
-  facebench train-generator --config tiny --data toy_train --features feats.npy \\
-      --extractor toy-teacher --weights teacher.pt --out runs/v2f-tiny
+  facebench train-generator --config tiny --data toy/train \\
+      --extractor fr-run --weights runs/teacher --out runs/v2f-tiny
   facebench train-generator --config base --data WebFace4M.lmdb \\
       --extractor arcface-r100 --weights arcface-r100-glint360k.pth --out runs/v2f
 """
