@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -84,11 +85,14 @@ class PCAStats:
     def inverse_transform(self, z: np.ndarray) -> np.ndarray:
         return np.asarray(z, dtype=np.float64) @ self.components + self.mean
 
+    @cached_property
+    def _cov_root(self) -> np.ndarray:
+        vals, vecs = np.linalg.eigh((self.pca_cov + self.pca_cov.T) / 2)
+        return vecs * np.sqrt(np.clip(vals, 0.0, None))  # root @ root.T == pca_cov, even if singular
+
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` vectors: multivariate normal in PCA space, mapped back to feature space."""
-        vals, vecs = np.linalg.eigh((self.pca_cov + self.pca_cov.T) / 2)
-        root = vecs * np.sqrt(np.clip(vals, 0.0, None))  # root @ root.T == pca_cov
-        z = self.pca_mean + rng.standard_normal((n, self.dim)) @ root.T
+        z = self.pca_mean + rng.standard_normal((n, self.dim)) @ self._cov_root.T
         return self.inverse_transform(z)
 
     def save(self, path: str | os.PathLike) -> Path:
