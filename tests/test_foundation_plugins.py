@@ -146,3 +146,14 @@ def test_lazy_factory_resolves_module_attribute():
     reg = Registry("head")
     spec = reg.add("joiner", "os.path:join", "joins paths")
     assert spec.create("a", "b") == os.path.join("a", "b")
+
+
+def test_two_distributions_with_the_same_plugin_name_are_refused(tmp_path):
+    make_external_plugin(tmp_path / "a", dist="fb-one", module="fb_one", ep_name="same", backbone="b1")
+    make_external_plugin(tmp_path / "b", dist="fb-two", module="fb_two", ep_name="same", backbone="b2")
+    path = os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b"), os.environ.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-m", "facebench", "plugins"], env={**os.environ, "PYTHONPATH": path},
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr == "error: two plugins are named 'same': fb_one and fb_two; uninstall one or block it " \
+        "with FACEBENCH_DISABLE_PLUGINS\n"
