@@ -73,6 +73,32 @@ def parse_feature(data: bytes, path: str, where: str) -> np.ndarray:
         raise DataError(path, f"undecodable .npy feature ({exc})", where) from None
 
 
+# py-lmdb allows one open environment per file and process: readers of the same file share it.
+_ENVS: dict[tuple[int, str], list] = {}
+
+
+def _shared_env(path: str):
+    key = (os.getpid(), os.path.realpath(path))
+    if key not in _ENVS:
+        lmdb = _lmdb()
+        try:
+            env = lmdb.open(path, subdir=Path(path).is_dir(), readonly=True, lock=False, readahead=False,
+                            meminit=False, max_readers=256)
+        except lmdb.Error as exc:
+            raise DataError(path, f"cannot open LMDB ({str(exc).split(':')[-1].strip()})") from None
+        _ENVS[key] = [env, 0]
+    _ENVS[key][1] += 1
+    return _ENVS[key][0]
+
+
+def _release_env(path: str) -> None:
+    key = (os.getpid(), os.path.realpath(path))
+    if key in _ENVS:
+        _ENVS[key][1] -= 1
+        if _ENVS[key][1] <= 0:
+            _ENVS.pop(key)[0].close()
+
+
 class LMDBReader(TrainReader):
     """Opens the environment read-only and lock-free (safe for many DataLoader workers)."""
 
@@ -102,12 +128,7 @@ class LMDBReader(TrainReader):
 
     def _env(self):
         if getattr(self, "_env_pid", None) != os.getpid():
-            lmdb = _lmdb()
-            try:
-                self._env_obj = lmdb.open(self.path, subdir=Path(self.path).is_dir(), readonly=True, lock=False,
-                                          readahead=False, meminit=False, max_readers=256)
-            except lmdb.Error as exc:
-                raise DataError(self.path, f"cannot open LMDB ({str(exc).split(':')[-1].strip()})") from None
+            self._env_obj = _shared_env(self.path)
             self._env_pid = os.getpid()
             self._txn_obj = self._env_obj.begin(write=False, buffers=False)
         return self._env_obj
@@ -119,12 +140,11 @@ class LMDBReader(TrainReader):
     def close(self) -> None:
         if getattr(self, "_env_pid", None) == os.getpid():
             self._txn_obj.abort()
-            self._env_obj.close()
+            _release_env(self.path)
         self._env_pid = None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_env_obj", "_txn_obj", "_env_pid")}
-        return state
+        return {k: v for k, v in self.__dict__.items() if k not in ("_env_obj", "_txn_obj", "_env_pid")}
 
     def _record(self, i: int) -> tuple[list, str]:
         key = self.all_keys[int(self.index[i])]
