@@ -42,7 +42,7 @@ class GenerationConfig:
     ids_per_shard: int = 100
     batch_size: int = 50
     seed: int = 0
-    format: str = "imagefolder"
+    format: str = "folder"
     dataset_name: str = "dataset"
     image_encoding: str = "jpg"  # "jpg" or "png"
     jpeg_quality: int = 95
@@ -80,7 +80,9 @@ def seed_generator(generator: Any, seed: int) -> None:
     import torch
 
     torch.manual_seed(seed)
-    if callable(getattr(generator, "manual_seed", None)):
+    if callable(getattr(generator, "reseed", None)):
+        generator.reseed(seed)
+    elif callable(getattr(generator, "manual_seed", None)):
         generator.manual_seed(seed)
     elif isinstance(getattr(generator, "rng", None), torch.Generator):
         generator.rng.manual_seed(seed)

@@ -147,17 +147,7 @@ class TestFolderFormat:
         return FolderWriter(path)
 
 
-def tiny_backbone(**kwargs):
-    """A small image -> 8-d network standing in for iresnet100 in the MagFace tests."""
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
-                               torch.nn.Flatten(), torch.nn.Linear(16, 8))
-
-
 class _Plugin:
-    @hookimpl
-    def register_backbones(self, register):
-        register("tinybackbone", tiny_backbone, "tiny test backbone")
-
     @hookimpl
     def register_generators(self, register):
         register("tinygen", TinyGenerator, "tiny test generator")

@@ -111,6 +111,7 @@ def test_missing_models_and_non_differentiable_generators_are_errors():
 
 
 def test_generate_with_attrop_records_counts(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEBENCH_WEIGHTS", str(tmp_path / "empty-weights-dir"))
     np.save(tmp_path / "ids.npy", np.random.default_rng(0).standard_normal((4, fx.DIM)).astype(np.float32) * 1.5)
     args = ["generate", "--generator", "tinygen", "--ids", str(tmp_path / "ids.npy"), "--images-per-id", "5",
             "--ids-per-shard", "2", "--out", str(tmp_path / "run"), "--format", "testfolder", "--device", "cpu",
@@ -123,6 +124,6 @@ def test_generate_with_attrop_records_counts(tmp_path, monkeypatch):
     assert stats["images"] == 8 and stats["met"] + stats["unmet"] == 8
     assert f"AttrOP: 8 images optimised, {stats['met']} met every target" in res.output
     assert summary["attrop"]["terms"] == ["pose=60:0.4", "quality=8"]
-    # without an identity model AttrOP refuses to start
+    # the release's models are the defaults; without their files AttrOP refuses to start, naming the file
     res = CliRunner().invoke(fx.cli(monkeypatch), [*args[:-8], "--out", str(tmp_path / "x")])
-    assert res.exit_code == 2 and "AttrOP needs an identity model" in res.output
+    assert res.exit_code == 2 and "arcface-r100-glint360k.pth: weights file not found" in res.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 from facebench import hookimpl
 
 _POSE = "facebench_plugins.attributes.sixdrepnet"
-_QUALITY = "facebench_plugins.attributes.magface"
 
 
 @hookimpl
@@ -15,6 +14,3 @@ def register_feature_extractors(register):
              weights="6DRepNet_300W_LP_AFLW2000.pth", attribute="pose")
     register("sixdrepnet-tiny", f"{_POSE}:sixdrepnet_tiny_extractor",
              "tiny SixDRepNet for tests and toy runs (same code path, random or user weights)", attribute="pose")
-    register("magface-quality", f"{_QUALITY}:magface_quality_extractor",
-             "MagFace image quality: L2 norm of an iresnet100 feature", weights="magface-r100-glint360k.pth",
-             attribute="quality")

@@ -154,13 +154,13 @@ class PoseExtractor:
             return self.forward_tensor(x).cpu().numpy()
 
 
+RELEASED_WEIGHTS = "6DRepNet_300W_LP_AFLW2000.pth"
+
+
 def sixdrepnet_extractor(weights=None, device: str = "cpu", preprocess: str = "vec2face", **_):
-    """The released SixDRepNet; its weights file is required (random pose estimates would be useless)."""
-    if weights is None:
-        raise FacebenchError(
-            "sixdrepnet needs its weights file 6DRepNet_300W_LP_AFLW2000.pth (from the Vec2Face release): "
-            "pass it with --attrop-pose-weights"
-        )
+    """The released SixDRepNet; its weights file is required (default: the release's file name, looked up
+    in the weights directory), since random pose estimates would be useless."""
+    weights = RELEASED_WEIGHTS if weights is None else weights
     model = SixDRepNet(B1G2)
     load_strict(model, resolve_weights(weights), "SixDRepNet weights")
     return PoseExtractor(model, device=device, preprocess=preprocess)
