@@ -31,7 +31,7 @@ def _args(ids: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _dataset_bytes(out: Path) -> dict[str, bytes]:
-    files = {f"dataset/{k}": v for k, v in fx.tree_bytes(out / "dataset").items()}
+    files = {f"dataset/{k}": v for k, v in fx.tree_bytes(out / "dataset.testfolder").items()}
     files["ids.npy"] = (out / "ids.npy").read_bytes()
     files["dataset.json"] = (out / "dataset.json").read_bytes()
     return files
@@ -43,7 +43,7 @@ def test_generate_writes_a_readable_dataset(tmp_path, monkeypatch):
     res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out))
     assert res.exit_code == 0, res.output
     assert "generated 6 of 6 shards in this run; wrote 48 images of 12 identities" in res.output
-    reader = fx.TestFolderFormat().open(out / "dataset")
+    reader = fx.TestFolderFormat().open(out / "dataset.testfolder")
     assert len(reader) == 48 and reader.num_classes == 12
     assert np.bincount(reader.labels).tolist() == [4] * 12
     assert reader.image(0).shape == (16, 16, 3)
@@ -82,7 +82,7 @@ def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(generation, "generate_shard", failing)
     res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, part))
     assert res.exit_code == 130
-    assert not (part / "dataset").exists() and not (part / "dataset.json").exists()
+    assert not (part / "dataset.testfolder").exists() and not (part / "dataset.json").exists()
     assert len(json.loads((part / "manifest.json").read_text())["done"]) == 2
     monkeypatch.setattr(generation, "generate_shard", real)
     res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, part))
@@ -119,7 +119,7 @@ def test_kill_9_during_generation_then_resume_equals_uninterrupted_run(tmp_path,
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert 3 <= done < 10
-    assert not (out / "dataset.json").exists() and not (out / "dataset").exists()
+    assert not (out / "dataset.json").exists() and not (out / "dataset.testfolder").exists()
 
     res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out))
     assert res.exit_code == 0, res.output
@@ -158,7 +158,7 @@ def test_seed_changes_images_and_n_ids_samples_from_stats(tmp_path, monkeypatch)
     gram = unit @ unit.T
     np.fill_diagonal(gram, -1)
     assert ids.shape == (6, fx.DIM) and gram.max() <= 0.6
-    assert fx.tree_bytes(tmp_path / "a" / "dataset") != fx.tree_bytes(tmp_path / "b" / "dataset")
+    assert fx.tree_bytes(tmp_path / "a" / "dataset.testfolder") != fx.tree_bytes(tmp_path / "b" / "dataset.testfolder")
     summary = json.loads((tmp_path / "a" / "dataset.json").read_text())
     assert summary["ids_source"]["sample"]["n"] == 6
 
