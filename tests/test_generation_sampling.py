@@ -102,7 +102,7 @@ def test_rejection_is_the_exact_greedy_rule():
     kept: list[np.ndarray] = []
     drawn = 0
     while len(kept) < n:
-        for cand in stats.sample(batch, rng):
+        for cand in stats.sample(batch, rng).astype(np.float32).astype(np.float64):
             drawn += 1
             unit = cand / np.linalg.norm(cand)
             if not kept or max(float(unit @ (k / np.linalg.norm(k))) for k in kept) <= tau:
