@@ -161,14 +161,21 @@ def _max_cos_to_kept(cand, kept, n_kept: int, block: int):
     return best
 
 
-def _exact_max_cos(cand64: np.ndarray, kept: np.ndarray, block: int) -> np.ndarray:
-    """Float64 maximum cosine of unit ``cand64`` rows to the stored (float32) ``kept`` vectors."""
-    best = np.full(cand64.shape[0], -2.0)
-    for start in range(0, kept.shape[0], block):
-        rows = kept[start:start + block].astype(np.float64)
-        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-        best = np.maximum(best, (cand64 @ rows.T).max(axis=1))
-    return best
+def _exact_clash(cand64: np.ndarray, cand32, kept_unit, kept: np.ndarray, n_kept: int, tau: float) -> bool:
+    """Whether one candidate exceeds tau against a kept vector, deciding in float64.
+
+    Only kept rows whose float32 cosine is within the recheck margin of tau (or above) can clash, so only
+    those are recomputed from the stored vectors.
+    """
+    import torch
+
+    sims = kept_unit[:n_kept] @ cand32
+    cols = torch.nonzero(sims > tau - _RECHECK_MARGIN).flatten().cpu().numpy()
+    if cols.size == 0:
+        return False
+    rows = kept[cols].astype(np.float64)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return bool((rows @ cand64).max() > tau)
 
 
 def reject_above_tau(
@@ -201,8 +208,8 @@ def reject_above_tau(
         ok = best <= tau
         near = torch.nonzero((best - tau).abs() <= _RECHECK_MARGIN).flatten().cpu().numpy()
         if near.size:
-            exact = _exact_max_cos(cand64[near], kept_vectors[:n_kept], block) <= tau
-            ok[torch.from_numpy(near).to(device)] = torch.from_numpy(exact).to(device)
+            for i in near.tolist():
+                ok[i] = not _exact_clash(cand64[i], cand[i], kept_unit, kept_vectors, n_kept, tau)
     # 2. greedily within the batch, in order
     gram = (cand @ cand.T).cpu().numpy()
     alive = ok.cpu().numpy().copy()

@@ -160,3 +160,31 @@ def test_sample_ids_errors(tmp_path):
                                        "--out", str(tmp_path / "x.npy")])
     assert res.exit_code == 2 and "must be a non-empty (N, D) matrix, got shape (7,)" in res.output
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_decisions_at_the_threshold_are_made_in_float64():
+    """Candidates whose cosine to a kept vector straddles tau by ~1e-7: float32 alone would misjudge some."""
+    import torch
+
+    from facebench.idsampling import reject_above_tau
+
+    tau = 0.3
+    rng = np.random.default_rng(0)
+    kept = rng.standard_normal((3, 64)).astype(np.float32)
+    unit = kept[0].astype(np.float64) / np.linalg.norm(kept[0])
+    other = rng.standard_normal(64)
+    other -= (other @ unit) * unit
+    other /= np.linalg.norm(other)
+    decisions, truths = [], []
+    for delta in np.linspace(-2e-7, 2e-7, 41):
+        c = tau + delta
+        cand = (c * unit + np.sqrt(1 - c * c) * other).astype(np.float32)[None] * 3.0
+        kept_unit = torch.nn.functional.normalize(torch.from_numpy(np.concatenate([kept, cand])), dim=1)
+        idx, _ = reject_above_tau(cand, 5, tau, kept_unit=kept_unit, kept_vectors=kept, n_kept=3)
+        c64 = cand[0].astype(np.float64)
+        k64 = kept.astype(np.float64)
+        truth = max((k64 @ c64) / (np.linalg.norm(k64, axis=1) * np.linalg.norm(c64))) <= tau
+        decisions.append(idx.size == 1)
+        truths.append(bool(truth))
+    assert decisions == truths
+    assert any(truths) and not all(truths)
