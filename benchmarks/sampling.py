@@ -24,7 +24,7 @@ from facebench.idsampling import PCAStats, load_feature_matrix, sample_identitie
 def synthetic_stats(dim: int = 512, n: int = 4000, seed: int = 0) -> PCAStats:
     rng = np.random.default_rng(seed)
     mixing = rng.standard_normal((dim, dim)) * np.linspace(1.0, 0.3, dim)[:, None]
-    return PCAStats.fit(rng.standard_normal((n, dim)) @ mixing + 3.0)
+    return PCAStats.fit(rng.standard_normal((n, dim)) @ mixing + 0.5)
 
 
 def bare_products(vectors: np.ndarray, batch: int, block: int, device: str) -> float:
