@@ -186,3 +186,19 @@ def test_wrong_identity_width_names_the_file(tmp_path, monkeypatch):
     res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, tmp_path / "out"))
     assert res.exit_code == 2
     assert f"error: {ids}: identity vectors have 16 dimensions, the generator expects 32" in res.output
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_write_the_same_dataset_as_one_process(tmp_path, monkeypatch):
+    ids = _ids(tmp_path / "ids.npy")
+    single = tmp_path / "single"
+    assert CliRunner().invoke(fx.cli(monkeypatch), _args(ids, single)).exit_code == 0
+    out = tmp_path / "ranks"
+    env = {**os.environ, "FACEBENCH_QUIET": "1", "PYTHONPATH": str(HERE)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           str(HERE / "_gen_fixtures.py"), *_args(ids, out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "generated 3 of 6 shards in this run" in proc.stdout
+    assert (out / "manifest-rank0.json").is_file() and (out / "manifest-rank1.json").is_file()
+    assert _dataset_bytes(out) == _dataset_bytes(single)
