@@ -188,7 +188,6 @@ def test_wrong_identity_width_names_the_file(tmp_path, monkeypatch):
     assert f"error: {ids}: identity vectors have 16 dimensions, the generator expects 32" in res.output
 
 
-@pytest.mark.slow
 def test_torchrun_two_ranks_write_the_same_dataset_as_one_process(tmp_path, monkeypatch):
     ids = _ids(tmp_path / "ids.npy")
     single = tmp_path / "single"
