@@ -83,11 +83,16 @@ def build_plugin_set(extra_plugins: dict[str, Any] | None = None) -> PluginSet:
     only = _env_names("FACEBENCH_PLUGINS")
     blocked = _env_names("FACEBENCH_DISABLE_PLUGINS") or set()
     infos: dict[str, PluginInfo] = {}
-    seen: set[str] = set()
+    seen: dict[str, metadata.EntryPoint] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in seen:  # the same distribution visible twice on sys.path
-            continue
-        seen.add(ep.name)
+        if ep.name in seen:
+            if seen[ep.name].value == ep.value:  # the same distribution visible twice on sys.path
+                continue
+            raise FacebenchError(
+                f"two plugins are named '{ep.name}': {seen[ep.name].value} and {ep.value}; "
+                "uninstall one or block it with FACEBENCH_DISABLE_PLUGINS"
+            )
+        seen[ep.name] = ep
         if (only is not None and ep.name not in only) or ep.name in blocked:
             continue
         try:

@@ -93,4 +93,11 @@ def create_cli(plugin_set: Any = None) -> click.Group:
 
 
 def main() -> None:
-    create_cli().main()
+    try:
+        cli = create_cli()
+    except FacebenchError as exc:  # a broken plugin set: still one line, not a traceback
+        if os.environ.get("FACEBENCH_DEBUG", "") not in ("", "0") or "--debug" in sys.argv:
+            traceback.print_exc()
+        click.echo(f"error: {_one_line(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    cli.main()

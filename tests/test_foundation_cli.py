@@ -1,0 +1,94 @@
+"""CLI behaviour: one-line errors with exit code 2, --debug tracebacks, --version, doctor."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import facebench
+from facebench import hookimpl
+from facebench.cli import create_cli
+from facebench.errors import DataError
+from facebench.pluginmanager import build_plugin_set
+
+
+class FailingPlugin:
+    """Adds commands that fail the ways users make them fail."""
+
+    @hookimpl
+    def register_commands(self, cli):
+        @cli.command("broken-data")
+        def broken_data():
+            raise DataError("/data/train.rec", "wrong magic 0xdeadbeef", "offset 1024")
+
+        @cli.command("needs-int")
+        @click.option("--epochs", type=int, required=True)
+        def needs_int(epochs):
+            click.echo(f"epochs={epochs}")
+
+        @cli.command("bug")
+        def bug():
+            raise ZeroDivisionError("a real bug")
+
+
+@pytest.fixture
+def cli():
+    return create_cli(build_plugin_set(extra_plugins={"failing": FailingPlugin()}))
+
+
+def test_user_error_is_one_line_with_exit_code_2(cli):
+    result = CliRunner().invoke(cli, ["broken-data"])
+    assert result.exit_code == 2
+    assert result.output == "error: /data/train.rec: wrong magic 0xdeadbeef at offset 1024\n"
+
+
+def test_debug_shows_the_traceback(cli):
+    result = CliRunner().invoke(cli, ["--debug", "broken-data"])
+    assert result.exit_code == 2
+    assert "Traceback (most recent call last)" in result.output
+    assert 'raise DataError("/data/train.rec"' in result.output
+    assert result.output.rstrip().endswith("error: /data/train.rec: wrong magic 0xdeadbeef at offset 1024")
+
+
+def test_bad_option_value_and_unknown_command_are_one_line(cli):
+    result = CliRunner().invoke(cli, ["needs-int", "--epochs", "many"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: Invalid value for '--epochs': 'many' is not a valid integer")
+    assert result.output.count("\n") == 1
+    result = CliRunner().invoke(cli, ["trian-fr"])
+    assert result.exit_code == 2 and result.output.startswith("error: No such command 'trian-fr'")
+
+
+def test_bugs_keep_their_traceback(cli):
+    result = CliRunner().invoke(cli, ["bug"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, ZeroDivisionError)
+
+
+def test_version_and_help_examples(cli):
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"facebench, version {facebench.__version__}"
+    for command in ("plugins", "doctor"):
+        help_text = CliRunner().invoke(cli, [command, "--help"]).output
+        assert "Example: facebench " + command in help_text
+
+
+def test_doctor_reports_weights_present_and_absent(tmp_path, cli):
+    (tmp_path / "vec2face_generator.pth").write_bytes(b"x")
+    result = CliRunner().invoke(cli, ["doctor", "--weights-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    files = {f["file"]: f for f in report["weights"]}
+    assert files["vec2face_generator.pth"]["path"] == str(tmp_path / "vec2face_generator.pth")
+    assert files["magface-r100-glint360k.pth"]["path"] is None
+    assert report["devices"]["cpu_threads"] >= 1
+    assert set(report["components"]) >= {"generator", "backbone", "format", "evaluator"}
+
+
+def test_doctor_uses_the_weights_env_variable(tmp_path, monkeypatch, cli):
+    monkeypatch.setenv("FACEBENCH_WEIGHTS", str(tmp_path))
+    report = json.loads(CliRunner().invoke(cli, ["doctor", "--json"]).output)
+    assert report["weights_dir"] == str(tmp_path)
