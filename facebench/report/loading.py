@@ -89,7 +89,8 @@ class RunData:
     @property
     def label(self) -> str:
         """The training dataset this run is about, as the user named it."""
-        for source, key in ((self.dataset, "name"), (self.summary, "dataset"), (self.model, "dataset")):
+        for source, key in ((self.dataset, "name"), (self.dataset, "dataset"), (self.summary, "dataset"),
+                            (self.model, "dataset")):
             value = (source or {}).get(key)
             if isinstance(value, dict):
                 value = value.get("name")

@@ -229,11 +229,17 @@ def dataset_grid(path: Path, identities: int = 6, per_identity: int = 6, cell: i
 
 
 def _dataset_path(run: RunData) -> Path | None:
-    raw = (run.dataset or {}).get("path")
-    if isinstance(raw, str) and raw:
-        p = Path(raw)
-        return p if p.is_absolute() else run.path / p
-    return run.path if run.dataset is not None else None
+    """Where the images described by ``dataset.json`` are: its ``path``, the folder named by its
+    ``dataset`` key beside it (as ``facebench generate`` writes it), or the run directory itself."""
+    if run.dataset is None:
+        return None
+    for key in ("path", "dataset"):
+        raw = run.dataset.get(key)
+        if isinstance(raw, str) and raw:
+            p = Path(raw) if Path(raw).is_absolute() else run.path / raw
+            if p.exists():
+                return p
+    return run.path
 
 
 def datasets_section(runs: Sequence[RunData]) -> list[str]:
@@ -248,9 +254,9 @@ def datasets_section(runs: Sequence[RunData]) -> list[str]:
                                         ("images", imgs if imgs is not None else "\u2013")]
         if ids and imgs:
             items.append(("images per identity", f"{imgs / ids:.1f}"))
-        for key in ("generator", "weights", "format", "seed"):
-            if key in ds:
-                items.append((key, ds[key]))
+        for key in ("generator", "weights", "format", "seed", "attrop"):
+            if ds.get(key) not in (None, "", {}):
+                items.append((key, _settings_text(ds[key])))
         if "settings" in ds:
             items.append(("settings", _settings_text(ds["settings"])))
         if run.model:
