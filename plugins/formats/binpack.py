@@ -1,0 +1,165 @@
+"""insightface verification packs ``<name>.bin``: a pickle of ``(images, issame)``.
+
+``images`` is a list of 2N encoded images (pair ``k`` = images ``2k``, ``2k+1``), ``issame`` N flags. The
+packs come from the internet, and pickle can call any importable function, so they are read with
+:class:`PackUnpickler`, which admits only the few globals the format needs and refuses everything else
+*before* anything is called.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facebench import atomic
+from facebench.data.formats import PAIRS, DatasetWriter, PairsReader
+from facebench.errors import DataError
+
+
+def _latin1_encode(text: Any, encoding: str = "utf-8", *rest: Any) -> bytes:
+    """``_codecs.encode`` as pickle protocol 2 uses it for ``bytes``; nothing else is allowed."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or rest:
+        raise pickle.UnpicklingError("_codecs.encode is admitted only as str.encode('latin1') for bytes")
+    return text.encode("latin1")
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    """numpy's array-reconstruction globals (issame lists saved as numpy bool arrays use them)."""
+    out: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        try:
+            from numpy._core import multiarray as ma  # numpy >= 2
+        except ImportError:  # pragma: no cover - numpy 1.x
+            from numpy.core import multiarray as ma
+        out[(module, "_reconstruct")] = ma._reconstruct
+        out[(module, "scalar")] = ma.scalar
+    return out
+
+
+class PackUnpickler(pickle.Unpickler):
+    """An unpickler for ``.bin`` packs: builtin containers, bytes, bools, numpy bool arrays; nothing else.
+
+    Any other global (``os.system``, ``builtins.eval``, a class with ``__reduce__``) raises before it is
+    resolved, so no code from the file runs.
+    """
+
+    def __init__(self, fh: Any, path: str):
+        super().__init__(fh, encoding="bytes")
+        self._fh = fh
+        self._path = path
+        self._allowed = {("_codecs", "encode"): _latin1_encode, **_numpy_globals()}
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise DataError(
+                self._path,
+                f"refused to load pickle global '{module}.{name}': a .bin pack may only hold images and "
+                "same/different flags (nothing from the file was executed)",
+                f"offset {self._fh.tell()}",
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise DataError(self._path, "refused pickle persistent id (not part of the .bin format)",
+                        f"offset {self._fh.tell()}")
+
+
+def load_pack(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
+    """``(images, issame)`` from a ``.bin`` pack, validated: 2 images per flag, bytes images, 0/1 flags."""
+    path = os.fspath(path)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    buf = io.BytesIO(data)
+    try:
+        obj = PackUnpickler(buf, path).load()
+    except DataError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, OverflowError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        truncated = isinstance(exc, EOFError) or "truncated" in reason
+        problem = "truncated pickle" if truncated else f"corrupt pickle ({reason})"
+        raise DataError(path, problem, f"offset {buf.tell()} of {len(data)}") from None
+    if not isinstance(obj, (tuple, list)) or len(obj) != 2:
+        raise DataError(path, f"expected a pickled (images, issame) pair, found {type(obj).__name__}")
+    images_obj, flags_obj = obj
+    if not isinstance(images_obj, (list, tuple)):
+        raise DataError(path, f"images must be a list, found {type(images_obj).__name__}")
+    images: list[bytes] = []
+    for j, item in enumerate(images_obj):
+        if isinstance(item, (bytes, bytearray)):
+            images.append(bytes(item))
+        elif isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 1:
+            images.append(item.tobytes())
+        else:
+            raise DataError(path, f"image entry is {type(item).__name__}, not encoded bytes", f"image {j}")
+    try:
+        flags = np.asarray(flags_obj)
+    except (TypeError, ValueError):
+        flags = np.asarray([], dtype=object)
+    if flags.ndim != 1 or flags.dtype.kind not in "biu" or (flags.size and not np.isin(flags, (0, 1)).all()):
+        raise DataError(path, "issame must be a list of booleans (or 0/1)")
+    if len(images) != 2 * len(flags):
+        raise DataError(path, f"unequal pair lists: {len(images)} images for {len(flags)} same/different flags "
+                              "(need 2 images per flag)")
+    return images, flags.astype(bool)
+
+
+class BinPackReader(PairsReader):
+    """The whole pack is held in memory (as insightface does); pickling a reader sends only its path."""
+
+    format_name = "bin"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._images, self.issame = load_pack(self.path)
+
+    def pair_bytes(self, k: int) -> tuple[bytes, bytes]:
+        return self._images[2 * k], self._images[2 * k + 1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
+
+
+class BinPackWriter(DatasetWriter):
+    """Collects the pairs and pickles ``(list of bytes, list of bool)`` as insightface's packers do."""
+
+    def _start(self) -> None:
+        self._images: list[bytes] = []
+        self._flags: list[bool] = []
+
+    def add(self, bytes_a: bytes, bytes_b: bytes, same: bool) -> None:
+        self._images += [bytes(bytes_a), bytes(bytes_b)]
+        self._flags.append(bool(same))
+        self.count += 1
+
+    def _finish(self) -> None:
+        with atomic.atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
+            pickle.dump((self._images, self._flags), fh, protocol=4)
+
+    def _abort(self) -> None:
+        self._images, self._flags = [], []
+
+
+class BinPackFormat:
+    name = "bin"
+    role = PAIRS
+
+    def detect(self, path: str | os.PathLike) -> bool:
+        path = Path(path)
+        return path.is_file() and path.suffix.lower() == ".bin"
+
+    def open(self, path: str | os.PathLike) -> BinPackReader:
+        return BinPackReader(path)
+
+    def writer(self, path: str | os.PathLike, *, overwrite: bool = False) -> BinPackWriter:
+        return BinPackWriter(path, overwrite=overwrite)
