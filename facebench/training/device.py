@@ -1,0 +1,61 @@
+"""Where training runs and in which precision: CUDA when present, CPU otherwise, AMP only on CUDA.
+
+Mixed precision on CPU is slower than fp32 and changes results, so a recipe that asks for fp16 quietly
+trains in fp32 on CPU; the decision is made here once so every trainer behaves the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def select_device(preference: str = "auto", local_rank: int = 0) -> Any:
+    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``"cuda"`` without CUDA is an error."""
+    import torch
+
+    preference = (preference or "auto").lower()
+    if preference == "auto":
+        preference = "cuda" if torch.cuda.is_available() else "cpu"
+    if preference.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{preference}' requested but CUDA is not available; use --device cpu")
+        index = int(preference.split(":", 1)[1]) if ":" in preference else local_rank
+        return torch.device("cuda", index)
+    if preference == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError("device 'mps' requested but MPS is not available; use --device cpu")
+        return torch.device("mps")
+    if preference != "cpu":
+        raise ConfigError(f"unknown device '{preference}' (expected auto, cpu, cuda, cuda:N or mps)")
+    return torch.device("cpu")
+
+
+def amp_enabled(device: Any, requested: bool) -> bool:
+    """Mixed precision is used only when asked for *and* the device is CUDA."""
+    return bool(requested) and getattr(device, "type", str(device)) == "cuda"
+
+
+def autocast(device: Any, enabled: bool, dtype: Any = None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on CUDA when ``enabled``, else a no-op context."""
+    import torch
+
+    if not amp_enabled(device, enabled):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype or torch.float16)
+
+
+def grad_scaler(device: Any, enabled: bool, growth_interval: int = 100) -> Any:
+    """A ``GradScaler`` that is active only for fp16 on CUDA (a disabled one is a pass-through)."""
+    import torch
+
+    return torch.amp.GradScaler("cuda", enabled=amp_enabled(device, enabled), growth_interval=growth_interval)
+
+
+def use_channels_last(device: Any, requested: bool | None) -> bool:
+    """``None`` means "where it helps": on CUDA (tensor-core convolutions), not on CPU."""
+    if requested is None:
+        return getattr(device, "type", str(device)) == "cuda"
+    return bool(requested)

@@ -1,0 +1,398 @@
+"""The FR trainer: a recipe, a training set and verification packs in; a run directory out.
+
+Components come from the registries (backbone, head), data from any train reader, validation from any
+pairs reader scored with :func:`facebench.metrics.verify`. One loop serves one process and ``torchrun``
+jobs: the global batch is split over ranks and, inside a rank, into micro-batches whose gradients are
+accumulated, so a global batch gives the same update on 1 or N processes. Checkpoints hold everything
+needed to continue bit-for-bit (see :mod:`.checkpoint`).
+
+Run directory: ``config.toml``, ``provenance.json``, ``checkpoint.pt`` (latest), ``metrics.jsonl``,
+``backbone.pt`` (backbone state dict only, insightface key names) and ``model.json`` (the model card).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import atomic
+from ..config import config_to_dict
+from ..console import console, make_progress
+from ..errors import ConfigError, DataError, FacebenchError
+from ..pluginmanager import registry
+from .checkpoint import (
+    Position,
+    capture_rng_state,
+    load_training_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from .data import AugmentedFaces
+from .device import autocast, grad_scaler, select_device, use_channels_last
+from .distributed import barrier, env_context, gather_objects, init_distributed
+from .embedding import embed_uint8
+from .fr_recipe import FRRecipe
+from .metrics_log import MetricsLog
+from .sampling import GlobalBatchSampler
+from .schedule import LRSchedule, build_scheduler
+
+CHECKPOINT = "checkpoint.pt"
+BACKBONE = "backbone.pt"
+MODEL_CARD = "model.json"
+METRICS = "metrics.jsonl"
+#: input normalisation of every facebench FR model: (x/255 - 0.5) / 0.5
+INPUT_MEAN = (0.5, 0.5, 0.5)
+INPUT_STD = (0.5, 0.5, 0.5)
+
+
+def build_backbone(recipe: FRRecipe) -> Any:
+    """The recipe's backbone from the registry, sized for its input and embedding."""
+    kwargs = dict(recipe.model.options)
+    kwargs.update(input_size=recipe.model.input_size, num_features=recipe.model.embedding_size)
+    if recipe.model.dropout is not None:
+        kwargs["dropout"] = recipe.model.dropout
+    return registry("backbone").create(recipe.model.backbone, **kwargs)
+
+
+def build_head(recipe: FRRecipe, num_classes: int) -> Any:
+    return registry("head").create(recipe.head.name, recipe.model.embedding_size, num_classes,
+                                   **dict(recipe.head.options))
+
+
+def _module_class():
+    import torch
+
+    class BackboneWithHead(torch.nn.Module):
+        """Backbone and margin head as one module, so one DDP wrapper synchronises both."""
+
+        def __init__(self, backbone: Any, head: Any):
+            super().__init__()
+            self.backbone = backbone
+            self.head = head
+
+        def forward(self, images: Any, labels: Any) -> Any:
+            return self.head(self.backbone(images), labels)
+
+    return BackboneWithHead
+
+
+def parameter_groups(module: Any, weight_decay: float, no_decay_bn: bool) -> list[dict[str, Any]]:
+    """Trainable parameters, BatchNorm ones without weight decay when ``no_decay_bn``."""
+    import torch
+
+    decay, plain = [], []
+    for mod in module.modules():
+        is_bn = isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
+        for p in mod.parameters(recurse=False):
+            if p.requires_grad:
+                (plain if (is_bn and no_decay_bn) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if plain:
+        groups.append({"params": plain, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(recipe: FRRecipe, module: Any) -> Any:
+    import torch
+
+    o = recipe.optim
+    groups = parameter_groups(module, o.weight_decay, o.no_decay_bn)
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+
+
+class StepRunner:
+    """One optimizer step on one process's share of a global batch: micro-batches, AMP, clipping.
+
+    ``module`` may be DDP-wrapped; ``local_batch`` is this process's share and ``global_batch`` the
+    whole step, so each micro-batch loss is weighted by ``len(micro) / local_batch`` and DDP's averaging
+    over ranks makes the update the mean over the global batch.
+    """
+
+    def __init__(self, module: Any, optimizer: Any, scheduler: Any, scaler: Any, *, device: Any,
+                 fp16: bool, micro_batch: int, grad_clip: float, channels_last: bool):
+        self.module = module
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scaler = scaler
+        self.device = device
+        self.fp16 = fp16
+        self.micro_batch = micro_batch
+        self.grad_clip = grad_clip
+        self.channels_last = channels_last
+
+    def step(self, images: Any, labels: Any) -> float:
+        import contextlib
+
+        import torch
+
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        n = images.shape[0]
+        micro = self.micro_batch or n
+        starts = list(range(0, n, micro))
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for k, lo in enumerate(starts):
+            x, y = images[lo:lo + micro], labels[lo:lo + micro]
+            last = k == len(starts) - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.module, "no_sync") else self.module.no_sync()
+            with sync:
+                with autocast(self.device, self.fp16):
+                    loss = self.module(x, y)
+                weighted = loss.float() * (x.shape[0] / n)
+                self.scaler.scale(weighted).backward()
+            total += float(weighted.detach())
+        if not math.isfinite(total):
+            raise FacebenchError(f"training diverged: loss is {total}; lower optim.lr or enable grad clipping")
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return total
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    global_step: int
+    accuracies: dict[str, float] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def validate(backbone: Any, packs: Mapping[str, Any], recipe: FRRecipe, device: Any,
+             channels_last: bool = False) -> dict[str, dict[str, float]]:
+    """Verification accuracy of ``backbone`` on each pairs reader (flip test, 10 folds)."""
+    from ..metrics import verify
+
+    results: dict[str, dict[str, float]] = {}
+    for name, pairs in packs.items():
+        n = len(pairs)
+        images = (img for k in range(n) for img in pairs.pair_images(k))
+        emb = embed_uint8(backbone, images, input_size=recipe.model.input_size, device=device,
+                          batch_size=recipe.train.val_batch_size, flip=recipe.train.val_flip,
+                          channels_last=channels_last)
+        res = verify(emb[0::2], emb[1::2], np.asarray(pairs.issame, dtype=bool))
+        results[name] = {"accuracy": float(res.accuracy), "std": float(res.std)}
+    return results
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def train_fr(
+    recipe: FRRecipe,
+    reader: Any,
+    out_dir: str | Path,
+    *,
+    val_packs: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    dataset_info: Mapping[str, Any] | None = None,
+    run_factory: Any = None,
+) -> TrainResult:
+    """Train ``recipe`` on the train reader ``reader``; see the module docstring for the outputs.
+
+    ``dataset_info`` (path, sha256, format) goes into the model card. ``run_factory(recipe, device)``
+    creates the :class:`facebench.runs.Run` on the main process (the CLI passes one that hashes inputs).
+    """
+    import torch
+
+    out_dir = Path(out_dir)
+    dev = select_device(device, local_rank=env_context().local_rank)
+    ctx = init_distributed(dev.type)
+    val_packs = dict(val_packs or {})
+    ckpt_path = out_dir / CHECKPOINT
+    if ctx.is_main and ckpt_path.exists() and not resume:
+        raise ConfigError(f"{out_dir}: holds a checkpoint of an earlier run; pass --resume to continue it "
+                          "or choose another --out")
+    if ctx.is_main and run_factory is not None:
+        run_factory(recipe, str(dev))
+    barrier(ctx)
+
+    num_classes = int(reader.num_classes)
+    labels = np.asarray(reader.labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(getattr(reader, "path", "dataset"), f"labels must lie in [0, {num_classes}), "
+                        f"found {labels.min()}..{labels.max()}")
+    o = recipe.optim
+    sampler = GlobalBatchSampler(len(reader), o.batch_size, rank=ctx.rank, world_size=ctx.world_size,
+                                 seed=recipe.train.seed)
+    if o.micro_batch and sampler.local_batch % o.micro_batch:
+        raise ConfigError(f"optim.micro_batch {o.micro_batch} must divide the per-process batch {sampler.local_batch}")
+
+    _seed_everything(recipe.train.seed)
+    backbone = build_backbone(recipe)
+    head = build_head(recipe, num_classes)
+    channels_last = use_channels_last(dev, recipe.model.channels_last)
+    module = _module_class()(backbone, head).to(dev)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(recipe, module)
+    schedule = LRSchedule.from_epochs(
+        recipe.schedule.kind, epochs=o.epochs, steps_per_epoch=sampler.steps_per_epoch,
+        milestones=recipe.schedule.milestones, warmup_epochs=recipe.schedule.warmup_epochs,
+        gamma=recipe.schedule.gamma, min_factor=recipe.schedule.min_factor, power=recipe.schedule.power)
+    scheduler = build_scheduler(optimizer, schedule)
+    scaler = grad_scaler(dev, recipe.train.fp16)
+    log = MetricsLog(out_dir / METRICS, enabled=ctx.is_main)
+
+    position = Position()
+    recipe_dict = config_to_dict(recipe)
+    if resume and ckpt_path.exists():
+        data = load_training_checkpoint(ckpt_path)
+        saved = data["extra"].get("recipe")
+        if saved is not None and json.dumps(saved, sort_keys=True) != json.dumps(recipe_dict, sort_keys=True):
+            raise ConfigError(f"{ckpt_path}: cannot resume: the recipe differs from the interrupted run's")
+        if data["extra"].get("num_images") not in (None, len(reader)):
+            raise ConfigError(f"{ckpt_path}: cannot resume: the dataset has {len(reader)} images, the "
+                              f"interrupted run had {data['extra']['num_images']}")
+        same_world = data["extra"].get("world_size") == ctx.world_size
+        position = restore_checkpoint(data, model=module, optimizer=optimizer, scheduler=scheduler,
+                                      scaler=scaler, rank=ctx.rank, restore_rng=same_world)
+        log.truncate_after(position.global_step)
+        if ctx.is_main:
+            console.print(f"resuming {out_dir} at epoch {position.epoch + 1}, step {position.global_step}")
+    else:
+        # Different ranks draw different dropout masks; the model itself was built identically on all.
+        torch.manual_seed(recipe.train.seed * 7919 + ctx.rank)
+
+    wrapped = module
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        wrapped = DDP(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+    runner = StepRunner(wrapped, optimizer, scheduler, scaler, device=dev, fp16=recipe.train.fp16,
+                        micro_batch=o.micro_batch, grad_clip=o.grad_clip, channels_last=channels_last)
+    dataset = AugmentedFaces(reader, input_size=recipe.model.input_size, flip=recipe.data.flip,
+                             random_erasing=recipe.data.random_erasing, seed=recipe.train.seed)
+
+    def checkpoint(pos: Position) -> None:
+        rng = gather_objects(ctx, capture_rng_state())
+        if ctx.is_main:
+            save_checkpoint(ckpt_path, position=pos, model=module, optimizer=optimizer, scheduler=scheduler,
+                            scaler=scaler, rng=rng,
+                            extra={"recipe": recipe_dict, "num_images": len(reader), "world_size": ctx.world_size})
+        barrier(ctx)
+
+    accuracies: dict[str, dict[str, float]] = {}
+    step = position.global_step
+    with make_progress() as progress:
+        for epoch in range(position.epoch, o.epochs):
+            start = position.step_in_epoch if epoch == position.epoch else 0
+            sampler.set_epoch(epoch, start)
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_sampler=sampler, num_workers=recipe.data.workers,
+                pin_memory=dev.type == "cuda")
+            task = progress.add_task(f"epoch {epoch + 1}/{o.epochs}", total=sampler.steps_per_epoch,
+                                     completed=start) if ctx.is_main else None
+            module.train()
+            losses: list[float] = []
+            tick, seen = time.perf_counter(), 0
+            for in_epoch, (images, targets) in enumerate(loader, start=start + 1):
+                loss = runner.step(images, targets)
+                losses.append(loss)
+                step += 1
+                seen += images.shape[0] * ctx.world_size
+                if task is not None:
+                    progress.update(task, advance=1)
+                if recipe.train.log_every and step % recipe.train.log_every == 0:
+                    now = time.perf_counter()
+                    log.log(event="train", epoch=epoch + 1, step=step, loss=loss,
+                            lr=optimizer.param_groups[0]["lr"], images_per_s=seen / max(now - tick, 1e-9))
+                    tick, seen = now, 0
+                if (recipe.train.checkpoint_every and step % recipe.train.checkpoint_every == 0
+                        and in_epoch < sampler.steps_per_epoch):
+                    checkpoint(Position(epoch, in_epoch, step))
+            if task is not None:
+                progress.remove_task(task)
+            if ctx.is_main and val_packs:
+                accuracies = validate(backbone, val_packs, recipe, dev, channels_last)
+                summary = "  ".join(f"{k} {v['accuracy'] * 100:.2f}%" for k, v in accuracies.items())
+                console.print(f"epoch {epoch + 1}: {summary}")
+            if ctx.is_main:
+                log.log(event="epoch", epoch=epoch + 1, step=step,
+                        loss=float(np.mean(losses)) if losses else None,
+                        val={k: v["accuracy"] for k, v in accuracies.items()})
+            checkpoint(Position(epoch + 1, 0, step))
+
+    result = TrainResult(out_dir=out_dir, global_step=step,
+                         accuracies={k: v["accuracy"] for k, v in accuracies.items()})
+    if ctx.is_main:
+        if not accuracies:  # resumed after the last epoch: take the last validation from the log
+            epochs = [r for r in log.read() if r.get("event") == "epoch"]
+            result.accuracies = dict(epochs[-1].get("val") or {}) if epochs else {}
+        with atomic.atomic_path(out_dir / BACKBONE) as tmp:
+            torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, tmp)
+        result.card = model_card(recipe, num_classes, len(reader), step, result.accuracies, dataset_info)
+        atomic.write_json(out_dir / MODEL_CARD, result.card)
+    barrier(ctx)
+    return result
+
+
+def model_card(recipe: FRRecipe, num_classes: int, num_images: int, steps: int,
+               accuracies: Mapping[str, float], dataset_info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``model.json``: what the model is, how it was trained, on what, and how well it verifies."""
+    options = dict(recipe.model.options)
+    options.update(input_size=recipe.model.input_size, num_features=recipe.model.embedding_size)
+    if recipe.model.dropout is not None:
+        options["dropout"] = recipe.model.dropout
+    return {
+        "backbone": recipe.model.backbone,
+        "backbone_options": options,
+        "weights": BACKBONE,
+        "embedding_size": recipe.model.embedding_size,
+        "input_size": recipe.model.input_size,
+        "mean": list(INPUT_MEAN),
+        "std": list(INPUT_STD),
+        "head": recipe.head.name,
+        "recipe": recipe.name,
+        "recipe_config": config_to_dict(recipe),
+        "dataset": dict(dataset_info or {}),
+        "num_classes": num_classes,
+        "num_images": num_images,
+        "epochs": recipe.optim.epochs,
+        "steps": steps,
+        "accuracies": dict(accuracies),
+    }
+
+
+def read_model_card(run_dir: str | Path) -> dict[str, Any]:
+    """The model card of an FR training run directory, checked for the fields extractors need."""
+    path = Path(run_dir) / MODEL_CARD
+    if not path.is_file():
+        from ..errors import MissingFileError
+
+        raise MissingFileError(path, "FR model card", "an FR training run directory holds model.json")
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"invalid JSON: {exc.msg}", f"line {exc.lineno}") from None
+    for key in ("backbone", "backbone_options", "input_size"):
+        if key not in card:
+            raise DataError(path, f"model card lacks '{key}'")
+    return card
+
+
+__all__ = ["StepRunner", "TrainResult", "build_backbone", "build_head", "build_optimizer", "model_card",
+           "read_model_card", "train_fr", "validate"]

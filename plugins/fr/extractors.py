@@ -1,0 +1,151 @@
+"""Feature extractors: a registered backbone + a weights file (or an FR run directory) + preprocessing.
+
+Weights are read with ``weights_only=True``; a ``module.`` prefix (DDP checkpoints) is stripped and the
+state dict must match the backbone exactly, otherwise the one-line error names the file, the keys that
+differ and how many keys the backbone expects.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facebench.errors import DataError
+from facebench.pluginmanager import registry
+from facebench.safe_load import load_checkpoint
+from facebench.training.embedding import embed_uint8
+from facebench.weights import resolve_weights
+
+INPUT_MEAN = (0.5, 0.5, 0.5)
+INPUT_STD = (0.5, 0.5, 0.5)
+
+
+def _state_dict_from(obj: Any, path: Path, key: str | None) -> dict[str, torch.Tensor]:
+    if key is not None:
+        if not isinstance(obj, dict) or key not in obj:
+            raise DataError(path, f"expected a dict with key '{key}'")
+        obj = obj[key]
+    if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        for candidate in ("state_dict", "backbone", "model"):
+            inner = obj.get(candidate)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DataError(path, f"expected a state dict of tensors, found {type(obj).__name__}")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def _preview(keys: list[str], n: int = 4) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def load_backbone_weights(model: torch.nn.Module, path: str | os.PathLike, *, key: str | None = None,
+                          backbone: str = "backbone") -> None:
+    """Load a weights file into ``model`` strictly, with a one-line error when the layout differs."""
+    path = Path(path)
+    state = _state_dict_from(load_checkpoint(path, what=f"{backbone} weights"), path, key)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)}!={tuple(v.shape)}" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_preview(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_preview(unexpected)}")
+        if wrong:
+            parts.append(f"wrong shapes {_preview(wrong, 2)}")
+        raise DataError(path, f"does not match backbone '{backbone}' (expects {len(expected)} keys such as "
+                        f"{_preview(list(expected), 2)}): " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+class FeatureExtractor:
+    """A frozen backbone with its preprocessing contract (``input_size``, ``mean``, ``std``, ``flip_test``)."""
+
+    def __init__(self, model: torch.nn.Module, *, name: str, input_size: int, device: Any = "cpu",
+                 flip_test: bool = True, bgr: bool = False, batch_size: int = 64, weights: str | None = None):
+        self.name = name
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.input_size = input_size
+        self.mean = INPUT_MEAN
+        self.std = INPUT_STD
+        self.flip_test = flip_test
+        self.bgr = bgr
+        self.batch_size = batch_size
+        self.weights = weights
+        self.feature_dim = int(getattr(model, "num_features", 512))
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return x.flip(1) if self.bgr else x
+
+    def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw embeddings of ``x`` (N,3,H,W) in [-1, 1]; differentiable with respect to ``x``."""
+        return self.model(self._prepare(x.to(self.device)))
+
+    def embed(self, images: np.ndarray, *, on_batch: Any = None) -> np.ndarray:
+        """L2-normalised (N, D) float32 embeddings of ``uint8`` NHWC RGB images (flip test if set)."""
+
+        class _Prepared(torch.nn.Module):
+            def __init__(inner, outer: FeatureExtractor):
+                super().__init__()
+                inner.outer = outer
+
+            def forward(inner, x: torch.Tensor) -> torch.Tensor:
+                return inner.outer.model(inner.outer._prepare(x))
+
+        wrapper = _Prepared(self)
+        wrapper.train(False)
+        return embed_uint8(wrapper, images, input_size=self.input_size, device=self.device,
+                           batch_size=self.batch_size, flip=self.flip_test, on_batch=on_batch)
+
+
+def from_backbone(backbone: str, weights: str | os.PathLike | None = None, *, device: Any = "cpu",
+                  input_size: int | None = None, flip_test: bool = True, bgr: bool = False, key: str | None = None,
+                  batch_size: int = 64, **backbone_kwargs: Any) -> FeatureExtractor:
+    """Any registered backbone + a weights file."""
+    from facebench.errors import ConfigError
+
+    if weights is None:
+        raise ConfigError(f"feature extractor '{backbone}' needs a weights file (--weights FILE)")
+    if input_size is not None:
+        backbone_kwargs["input_size"] = input_size
+    model = registry("backbone").create(backbone, **backbone_kwargs)
+    path = resolve_weights(weights)
+    load_backbone_weights(model, path, key=key, backbone=backbone)
+    size = int(getattr(model, "input_size", input_size or 112))
+    return FeatureExtractor(model, name=backbone, input_size=size, device=device, flip_test=flip_test, bgr=bgr,
+                            batch_size=batch_size, weights=str(path))
+
+
+def from_run(weights: str | os.PathLike | None = None, *, device: Any = "cpu", flip_test: bool = True,
+             batch_size: int = 64, **_: Any) -> FeatureExtractor:
+    """The backbone of a facebench FR training run directory (its ``model.json`` + ``backbone.pt``)."""
+    from facebench.errors import ConfigError
+    from facebench.training.fr_trainer import BACKBONE, read_model_card
+
+    if weights is None:
+        raise ConfigError("the fr-run extractor needs --weights RUN_DIR (a facebench train-fr output)")
+    run = Path(weights)
+    if run.is_file() and run.name in ("model.json", BACKBONE):
+        run = run.parent
+    card = read_model_card(run)
+    options = dict(card["backbone_options"])
+    model = registry("backbone").create(card["backbone"], **options)
+    load_backbone_weights(model, run / card.get("weights", BACKBONE), backbone=card["backbone"])
+    return FeatureExtractor(model, name=f"fr-run:{run.name}", input_size=int(card["input_size"]), device=device,
+                            flip_test=flip_test, batch_size=batch_size, weights=str(run / card.get("weights", BACKBONE)))
