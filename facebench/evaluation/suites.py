@@ -1,0 +1,164 @@
+"""Verification suites: named lists of benchmarks, each found under a data root by its usual file names.
+
+Suites are components of the ``evaluator`` registry (``extras["kind"] == "suite"``) so a plugin can ship
+more; a user can also describe one in a TOML file (see :func:`suite_from_toml`) without writing code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import read_toml
+from ..errors import ConfigError, FacebenchError
+
+SUITE = "suite"
+ANALYSIS = "analysis"
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One verification set: ``name`` is its key in results, ``label`` its table column."""
+
+    name: str
+    label: str
+    files: tuple[str, ...]  # candidate paths relative to the data root, the first present wins
+    description: str = ""
+
+    def locate(self, data_root: str | os.PathLike) -> Path | None:
+        root = Path(data_root)
+        for rel in self.files:
+            candidate = root / rel
+            if candidate.exists():
+                return candidate
+        return None
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    benchmarks: tuple[Benchmark, ...]
+    description: str = ""
+
+    def locate(self, data_root: str | os.PathLike) -> tuple[dict[str, Path], list[Benchmark]]:
+        """Found packs by benchmark name, and the benchmarks whose files are absent."""
+        root = Path(data_root)
+        if not root.is_dir():
+            raise FacebenchError(f"{root}: data root is not a directory")
+        found: dict[str, Path] = {}
+        missing: list[Benchmark] = []
+        for bench in self.benchmarks:
+            path = bench.locate(root)
+            if path is None:
+                missing.append(bench)
+            else:
+                found[bench.name] = path
+        return found, missing
+
+
+def default_files(name: str) -> tuple[str, ...]:
+    """Where a benchmark called ``name`` usually lives: an insightface pack, else a pair-list folder."""
+    return (f"{name}.bin", name)
+
+
+def benchmark_from_mapping(entry: Mapping[str, Any], known: Mapping[str, Benchmark], where: str) -> Benchmark:
+    """A benchmark from a TOML table; a known name inherits the built-in label and file names."""
+    allowed = {"name", "label", "files", "description"}
+    extra = sorted(set(entry) - allowed)
+    if extra:
+        raise ConfigError(f"{where}: unknown key '{extra[0]}' (known keys: {', '.join(sorted(allowed))})")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: every benchmark needs a non-empty 'name'")
+    base = known.get(name)
+    files = entry.get("files", list(base.files) if base else list(default_files(name)))
+    if isinstance(files, str):
+        files = [files]
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
+        raise ConfigError(f"{where}: benchmark '{name}': 'files' must be a non-empty list of paths")
+    label = entry.get("label", base.label if base else name)
+    if not isinstance(label, str):
+        raise ConfigError(f"{where}: benchmark '{name}': 'label' must be a string")
+    description = entry.get("description", base.description if base else "")
+    return Benchmark(name=name, label=label, files=tuple(files), description=str(description))
+
+
+def suite_from_toml(path: str | os.PathLike, known: Mapping[str, Benchmark] | None = None) -> Suite:
+    """A user suite::
+
+        name = "mine"
+        description = "LFW plus our in-house pairs"
+        benchmarks = ["lfw", "cfp_fp"]          # built-in benchmarks by name, and/or
+        [[benchmark]]                          # benchmarks of your own
+        name = "office"
+        label = "Office"
+        files = ["office.bin", "office_pairs"]
+    """
+    data = read_toml(path)
+    known = dict(known or {})
+    allowed = {"name", "description", "benchmarks", "benchmark"}
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise ConfigError(f"{path}: unknown key '{extra[0]}' (known keys: {', '.join(sorted(allowed))})")
+    benches: list[Benchmark] = []
+    names = data.get("benchmarks", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{path}: 'benchmarks' must be a list of benchmark names")
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"{path}: unknown benchmark '{name}' (known: {', '.join(sorted(known)) or 'none'})")
+        benches.append(known[name])
+    tables = data.get("benchmark", [])
+    if not isinstance(tables, list):
+        raise ConfigError(f"{path}: 'benchmark' must be an array of tables ([[benchmark]])")
+    for i, entry in enumerate(tables):
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{path}: benchmark {i + 1} is not a table")
+        benches.append(benchmark_from_mapping(entry, known, f"{path}: benchmark {i + 1}"))
+    if not benches:
+        raise ConfigError(f"{path}: the suite lists no benchmarks")
+    seen: set[str] = set()
+    for bench in benches:
+        if bench.name in seen:
+            raise ConfigError(f"{path}: benchmark '{bench.name}' is listed twice")
+        seen.add(bench.name)
+    name = data.get("name", Path(path).stem)
+    return Suite(name=str(name), benchmarks=tuple(benches), description=str(data.get("description", "")))
+
+
+def registered_suites() -> list[Any]:
+    """Specs of the evaluators that are suites."""
+    from ..pluginmanager import registry
+
+    return [spec for spec in registry("evaluator") if spec.extras.get("kind") == SUITE]
+
+
+def known_benchmarks(specs: Iterable[Any] | None = None) -> dict[str, Benchmark]:
+    """Every benchmark of every registered suite, by name (what a TOML suite may refer to)."""
+    found: dict[str, Benchmark] = {}
+    for spec in specs if specs is not None else registered_suites():
+        for bench in spec.create().benchmarks:
+            found.setdefault(bench.name, bench)
+    return found
+
+
+def get_suite(name_or_path: str | os.PathLike) -> Suite:
+    """A registered suite by name, or a user suite from a ``.toml`` file."""
+    from ..pluginmanager import registry
+
+    text = os.fspath(name_or_path)
+    if text.endswith(".toml") or os.sep in text:
+        if not Path(text).is_file():
+            raise FacebenchError(f"{text}: suite file not found")
+        return suite_from_toml(text, known_benchmarks())
+    spec = registry("evaluator").get(text)
+    if spec.extras.get("kind") != SUITE:
+        names = ", ".join(s.name for s in registered_suites())
+        raise FacebenchError(f"evaluator '{text}' is not a verification suite (suites: {names})")
+    suite = spec.create()
+    if not isinstance(suite, Suite):
+        raise FacebenchError(f"suite '{text}' from plugin '{spec.plugin}' did not build a Suite")
+    return suite
