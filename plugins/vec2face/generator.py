@@ -1,0 +1,171 @@
+"""The generator object behind ``facebench.load_generator("vec2face", weights=PATH)``.
+
+It owns the model, the device, the precision policy and a seeded RNG for the masks, and offers
+``generate(vectors, *, masks=None)``. Two execution paths compute the same function: the *plain* path
+(explicit fp32 softmax attention, ``no_grad``) mirrors the release; the *fast* path (fused
+``scaled_dot_product_attention``, ``inference_mode``, and on CUDA channels_last + autocast, optionally
+``torch.compile``) is what generation uses. In fp32 the two agree to float rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from facebench.errors import ConfigError, DataError
+from facebench.safe_load import load_checkpoint
+from facebench.weights import resolve_weights
+
+from .model import CONFIGS, MaskingSettings, Vec2Face, Vec2FaceConfig, model_config
+
+#: Key of the generator state dict in the official ``vec2face_generator.pth`` (and in our checkpoints).
+STATE_KEY = "model_vec2face"
+#: Key under which facebench checkpoints also record the model configuration (absent in the official file).
+CONFIG_KEY = "vec2face_config"
+
+
+def load_vec2face_weights(path: str | os.PathLike, model: Vec2Face) -> None:
+    """Load ``model_vec2face`` from ``path`` into ``model`` with ``strict=True``; mismatches are one line."""
+    obj = load_checkpoint(path, what="Vec2Face generator weights")
+    if not isinstance(obj, dict) or STATE_KEY not in obj:
+        found = ", ".join(sorted(map(str, obj))[:6]) if isinstance(obj, dict) else type(obj).__name__
+        raise DataError(path, f"expected a dict with key '{STATE_KEY}' (the official layout), found {found}")
+    state = obj[STATE_KEY]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(path, f"'{STATE_KEY}' is not a state dict of tensors")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
+            if items:
+                parts.append(f"{len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})")
+        raise DataError(path, f"does not match the {model_label(model.config)} layout: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def checkpoint_config(path: str | os.PathLike) -> Vec2FaceConfig | None:
+    """The model configuration stored in a facebench checkpoint, or None (the official file has none)."""
+    obj = load_checkpoint(path, what="Vec2Face generator weights")
+    if isinstance(obj, dict) and isinstance(obj.get(CONFIG_KEY), dict):
+        return Vec2FaceConfig.from_dict(obj[CONFIG_KEY])
+    return None
+
+
+def model_label(config: Vec2FaceConfig) -> str:
+    return next((name for name, c in CONFIGS.items() if c == config), "custom vec2face")
+
+
+class Vec2FaceGenerator:
+    """Identity vectors -> face images in [-1, 1] (N, 3, S, S), float32, on the generator's device."""
+
+    def __init__(self, model: Vec2Face, *, device: Any = "cpu", seed: int = 0, fast: bool = True,
+                 amp: bool | None = None, channels_last: bool | None = None, compile: bool = False,
+                 masking: MaskingSettings | None = None):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.feature_dim = model.config.feature_dim
+        self.image_size = model.config.image_size
+        self.masking = masking or MaskingSettings.inference()
+        self.fast = fast
+        on_cuda = self.device.type == "cuda"
+        self.amp = on_cuda if amp is None else (bool(amp) and on_cuda)
+        self.channels_last = on_cuda if channels_last is None else bool(channels_last)
+        self.seed = seed
+        self.rng = torch.Generator().manual_seed(seed)
+        self._compiled: Any = None
+        if compile:
+            self._compiled = torch.compile(self.model)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the mask RNG (generation shards call this with a per-shard seed)."""
+        self.seed = seed
+        self.rng = torch.Generator().manual_seed(seed)
+
+    def sample_masks(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dropped, masked) drawn with the inference masking settings from this generator's RNG."""
+        return self.model.random_masking(n, self.masking, self.rng)
+
+    def _prepare(self, vectors: Any, masks: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        v = torch.as_tensor(vectors)
+        if v.ndim != 2 or v.shape[1] != self.feature_dim:
+            raise ConfigError(f"vectors must have shape (N, {self.feature_dim}), got {tuple(v.shape)}")
+        v = v.to(self.device, torch.float32)
+        if masks is None:
+            dropped, masked = self.sample_masks(v.shape[0])
+        else:
+            if not isinstance(masks, tuple | list) or len(masks) != 2:
+                raise ConfigError("masks must be a pair (dropped, masked) of (N, rows) bool tensors")
+            dropped, masked = (torch.as_tensor(m) for m in masks)
+        self.model.check_masks(dropped, masked, v.shape[0])
+        return v, dropped.to(self.device), masked.to(self.device)
+
+    def _run(self, v: torch.Tensor, dropped: torch.Tensor, masked: torch.Tensor, fast: bool) -> torch.Tensor:
+        model = self.model
+        model.set_fused_attention(fast)
+        if fast and self.channels_last:
+            model.im_decoder.to(memory_format=torch.channels_last)
+        else:
+            model.im_decoder.to(memory_format=torch.contiguous_format)
+        runner = self._compiled if (fast and self._compiled is not None) else model
+        if fast and self.amp:
+            with torch.autocast(device_type=self.device.type, dtype=torch.float16):
+                image = runner(v, dropped, masked).image
+        else:
+            image = runner(v, dropped, masked).image
+        return image.float().clamp_(-1.0, 1.0).contiguous()
+
+    def generate(self, vectors: Any, *, masks: Any = None) -> torch.Tensor:
+        """Images for ``vectors`` (N, feature_dim); ``masks`` = (dropped, masked) makes the result deterministic."""
+        v, dropped, masked = self._prepare(vectors, masks)
+        if self.fast:
+            with torch.inference_mode():
+                return self._run(v, dropped, masked, fast=True)
+        return self.generate_plain(v, masks=(dropped, masked))
+
+    def generate_plain(self, vectors: Any, *, masks: Any = None) -> torch.Tensor:
+        """The reference path: explicit fp32 attention under ``no_grad``, no AMP, no compile."""
+        v, dropped, masked = self._prepare(vectors, masks)
+        with torch.no_grad():
+            return self._run(v, dropped, masked, fast=False)
+
+    def forward_images(self, vectors: torch.Tensor, *, masks: Any = None) -> torch.Tensor:
+        """Differentiable images (clipped to [-1, 1]) for optimising the input vector (AttrOP)."""
+        v, dropped, masked = self._prepare(vectors, masks)  # .to() keeps the graph back to ``vectors``
+        self.model.set_fused_attention(True)
+        return self.model(v, dropped, masked).image.clamp(-1.0, 1.0)
+
+
+def build_generator(name: str, weights: str | os.PathLike | None = None, device: Any = "cpu",
+                    **options: Any) -> Vec2FaceGenerator:
+    """A generator of model ``name``; a facebench checkpoint's own stored configuration wins over the name."""
+    config = model_config(name)
+    path = None
+    if weights is not None:
+        path = resolve_weights(weights)
+        stored = checkpoint_config(path)
+        if stored is not None:
+            config = stored
+    model = Vec2Face(config)
+    if path is not None:
+        load_vec2face_weights(path, model)
+    masking = options.pop("masking", None)
+    if isinstance(masking, dict):
+        masking = MaskingSettings(**masking)
+    return Vec2FaceGenerator(model, device=device, masking=masking, **options)
+
+
+def vec2face(weights: str | os.PathLike | None = None, device: Any = "cpu", **options: Any) -> Vec2FaceGenerator:
+    """Vec2Face ViT-Base (official layout, 112 px): loads ``weights/vec2face_generator.pth`` unchanged."""
+    return build_generator("vec2face_vit_base_patch16", weights, device, **options)
+
+
+def vec2face_tiny(weights: str | os.PathLike | None = None, device: Any = "cpu", **options: Any) -> Vec2FaceGenerator:
+    """Tiny Vec2Face (same module names, 56 px) that trains on CPU in minutes."""
+    return build_generator("vec2face_tiny", weights, device, **options)

@@ -1,0 +1,75 @@
+"""Configuration of ``facebench train-generator``: defaults are the official release's (README command
+and training-script defaults); ``configs/tiny.toml`` is the CPU configuration used by tests and demos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facebench.errors import ConfigError
+
+from .model import CONFIGS, MaskingSettings
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class LossWeights:
+    """Weight of each term; 0 switches a term off (and skips its computation)."""
+
+    pixel: float = 1.0          # MSE between generated and real image
+    perceptual: float = 0.2     # LPIPS (the release adds 0.1 x 2 x LPIPS)
+    ssim: float = 0.1           # 0.1 x (1 - SSIM)
+    feature_map: float = 1.0    # MSE between decoder rows and the unmasked rows
+    identity: float = 1.0       # 1 - cos(FR(generated), input vector)
+    gan: float = 0.8            # times the adaptive weight, after disc_start
+
+
+@dataclass
+class TrainGeneratorConfig:
+    model: str = "vec2face_vit_base_patch16"
+    epochs: int = 100
+    batch_size: int = 32                 # per process
+    blr: float = 4e-5                    # lr = blr x global batch / 112 unless lr is set
+    lr: float = 0.0
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    warmup_epochs: float = 5.0
+    grad_clip: float = 2.0
+    disc_start: int = 80                 # epoch (0-based) from which the GAN terms are on
+    disc_dims: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    perceptual: str = "lpips-vgg16"      # or "toy" (built-in frozen net, no weights file)
+    vgg_weights: str = "vgg16-397923af.pth"
+    lpips_weights: str = "vgg.pth"
+    masking: MaskingSettings = field(default_factory=MaskingSettings.training)
+    losses: LossWeights = field(default_factory=LossWeights)
+    amp: bool = True                     # fp16 autocast, on CUDA only
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 2
+    log_every: int = 20
+    checkpoint_every: int = 0            # optimizer steps between mid-epoch checkpoints (0: per epoch only)
+    max_steps: int = 0                   # stop after this many optimizer steps in total (0: no cap)
+    grid_samples: int = 8                # images in the per-epoch reconstruction grid
+
+    def __post_init__(self) -> None:
+        if self.model not in CONFIGS:
+            raise ConfigError(f"config key 'model': unknown vec2face model '{self.model}' "
+                              f"(known: {', '.join(CONFIGS)})")
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"config key '{key}' must be at least 1, got {getattr(self, key)}")
+        if self.perceptual not in ("lpips-vgg16", "toy"):
+            raise ConfigError(f"config key 'perceptual' must be 'lpips-vgg16' or 'toy', got '{self.perceptual}'")
+
+    def learning_rate(self, global_batch: int) -> float:
+        return self.lr if self.lr > 0 else self.blr * global_batch / 112
+
+
+def shipped_config(name: str) -> Path:
+    """Path of a config shipped with the plugin (``base`` or ``tiny``)."""
+    path = CONFIG_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+        raise ConfigError(f"no shipped vec2face config '{name}' (shipped: {known})")
+    return path
