@@ -1,0 +1,284 @@
+"""AttrOP: steer perturbed vectors toward a head pose and image quality by gradient descent.
+
+The paper's Algorithm 1 adjusts a vector so the generated image reaches a target yaw (SixDRepNet) and
+quality (MagFace feature norm) while its identity feature (ArcFace) stays close to the identity vector.
+The released loop repeats failed steps without limit and can run forever; here every vector gets at
+least ``steps`` gradient steps and at most ``max_steps``: it is accepted at the first evaluation after
+``steps`` where all its targets are met, otherwise it keeps the vector with the lowest loss seen and is
+counted as unmet. The models are ordinary feature extractors from the registry.
+
+Spec syntax (``--attrop``): comma-separated terms ``ATTR=TARGET[:SHARE]`` with ATTR ``pose`` (target
+absolute yaw in degrees) or ``quality`` (target MagFace norm). A term with a share optimises that share of
+each identity's images toward it (distinct images per term; shares sum to at most 1). A ``quality`` term
+without a share is added to every optimised image, or applied to all images when no term has a share.
+Example ``pose=60:0.4,pose=85:0.2,quality=27``: 40% of each identity's images are steered to |yaw| 60,
+20% to |yaw| 85, all of those also to quality >= 27, and the other 40% are left as perturbed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, FacebenchError
+from .perturb import split_counts
+
+ATTRIBUTES = ("pose", "quality")
+
+
+@dataclass(frozen=True)
+class AttrOPTerm:
+    attribute: str
+    target: float
+    share: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.attribute}={self.target:g}" + (f":{self.share:g}" if self.share is not None else "")
+
+
+def parse_attrop(spec: str) -> list[AttrOPTerm]:
+    """``"pose=60:0.4,pose=85:0.2,quality=27"`` -> terms; malformed specs name the offending term."""
+    terms: list[AttrOPTerm] = []
+    for raw in (part.strip() for part in spec.split(",")):
+        if not raw:
+            continue
+        attr, sep, rest = raw.partition("=")
+        attr = attr.strip()
+        if not sep or attr not in ATTRIBUTES:
+            raise ConfigError(f"--attrop term '{raw}': expected ATTR=TARGET[:SHARE] with ATTR in {', '.join(ATTRIBUTES)}")
+        target_text, _, share_text = rest.partition(":")
+        try:
+            target = float(target_text)
+            share = float(share_text) if share_text else None
+        except ValueError:
+            raise ConfigError(f"--attrop term '{raw}': target and share must be numbers") from None
+        if not math.isfinite(target) or (attr == "pose" and not 0 <= target <= 90):
+            raise ConfigError(f"--attrop term '{raw}': pose targets are absolute yaw angles in [0, 90] degrees")
+        if share is not None and not 0 < share <= 1:
+            raise ConfigError(f"--attrop term '{raw}': share must be in (0, 1]")
+        if attr == "pose" and share is None:
+            raise ConfigError(f"--attrop term '{raw}': a pose term needs a share of images, e.g. pose={target:g}:0.4")
+        terms.append(AttrOPTerm(attr, target, share))
+    if not terms:
+        raise ConfigError("--attrop: no terms given")
+    total = sum(t.share for t in terms if t.share is not None)
+    if total > 1 + 1e-9:
+        raise ConfigError(f"--attrop: shares add up to {total:g}, more than all images")
+    if sum(1 for t in terms if t.attribute == "quality" and t.share is None) > 1:
+        raise ConfigError("--attrop: more than one quality term without a share")
+    return terms
+
+
+@dataclass
+class AttrOPConfig:
+    """AttrOP settings; defaults follow the release (Adam lr 0.1, identity weight 100, tolerances 0.3/1/5)."""
+
+    spec: str = ""
+    steps: int = 5
+    max_steps: int = 30
+    lr: float = 0.1
+    identity_weight: float = 100.0
+    identity_tol: float = 0.3
+    quality_tol: float = 1.0
+    pose_tol: float = 5.0
+    batch_size: int = 32
+    identity_extractor: str = ""
+    identity_weights: str = ""
+    quality_extractor: str = "magface-quality"
+    quality_weights: str = ""
+    pose_extractor: str = "sixdrepnet"
+    pose_weights: str = ""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.max_steps < max(self.steps, 1):
+            raise ConfigError(f"attrop: need 0 <= steps <= max_steps and max_steps >= 1, got {self.steps}, {self.max_steps}")
+        if self.lr <= 0 or self.batch_size < 1:
+            raise ConfigError("attrop: lr must be > 0 and batch_size >= 1")
+
+
+@dataclass
+class Assignment:
+    """Per-image targets (NaN where the attribute is not optimised) and which images are optimised."""
+
+    pose: np.ndarray
+    quality: np.ndarray
+
+    @property
+    def selected(self) -> np.ndarray:
+        return ~(np.isnan(self.pose) & np.isnan(self.quality))
+
+
+def assign_targets(terms: list[AttrOPTerm], n_ids: int, per_id: int, rng: np.random.Generator) -> Assignment:
+    """Which images of each identity get which targets (random slots, shares rounded per identity)."""
+    shared = [t for t in terms if t.share is not None]
+    global_q = next((t.target for t in terms if t.attribute == "quality" and t.share is None), math.nan)
+    pose = np.full(n_ids * per_id, np.nan)
+    quality = np.full(n_ids * per_id, np.nan)
+    if not shared:
+        quality[:] = global_q
+        return Assignment(pose, quality)
+    rest = 1.0 - sum(t.share for t in shared)
+    counts = split_counts(per_id, [t.share for t in shared] + [max(rest, 0.0)])
+    for i in range(n_ids):
+        slots = i * per_id + rng.permutation(per_id)
+        start = 0
+        for term, count in zip(shared, counts):
+            chosen = slots[start:start + count]
+            start += count
+            if term.attribute == "pose":
+                pose[chosen] = term.target
+                quality[chosen] = global_q
+            else:
+                quality[chosen] = term.target
+    return Assignment(pose, quality)
+
+
+def _differentiable_images(generator: Any, vectors):
+    import torch
+
+    fn = getattr(generator, "generate_differentiable", None)
+    with torch.enable_grad():
+        images = fn(vectors) if callable(fn) else generator.generate(vectors)
+    if not images.requires_grad:
+        raise FacebenchError(
+            f"generator {type(generator).__name__} returns images without gradients; AttrOP needs "
+            "generate() to be differentiable or a generate_differentiable(vectors) method"
+        )
+    return images.clamp(-1, 1)
+
+
+def yaw_index(model: Any) -> int:
+    outputs = tuple(getattr(model, "outputs", ("pitch", "yaw", "roll")))
+    if "yaw" not in outputs:
+        raise FacebenchError(f"pose extractor {type(model).__name__} has no 'yaw' output (outputs: {outputs})")
+    return outputs.index("yaw")
+
+
+class AttrOP:
+    """Bounded AttrOP over batches of vectors with the identity, quality and pose models given."""
+
+    def __init__(self, terms: list[AttrOPTerm], config: AttrOPConfig, *, identity: Any,
+                 quality: Any = None, pose: Any = None):
+        self.terms = terms
+        self.config = config
+        self.identity = identity
+        self.quality = quality
+        self.pose = pose
+        if any(t.attribute == "pose" for t in terms) and pose is None:
+            raise FacebenchError("--attrop has a pose term but no pose extractor was given")
+        if any(t.attribute == "quality" for t in terms) and quality is None:
+            raise FacebenchError("--attrop has a quality term but no quality extractor was given")
+
+    def losses(self, images, id_vectors, pose_t, quality_t):
+        """Per-image (identity, quality, pose) losses; quality/pose are 0 where their target is NaN."""
+        import torch
+
+        feat = self.identity.forward_tensor(images)
+        id_loss = 1 - torch.nn.functional.cosine_similarity(feat, id_vectors, dim=1)
+        zero = torch.zeros_like(id_loss)
+        q_loss = zero
+        if self.quality is not None and not torch.isnan(quality_t).all():
+            norm = self.quality.forward_tensor(images).norm(dim=1)
+            q_loss = torch.where(torch.isnan(quality_t), zero, torch.relu(quality_t.nan_to_num(0) - norm))
+        p_loss = zero
+        if self.pose is not None and not torch.isnan(pose_t).all():
+            yaw = self.pose.forward_tensor(images)[:, yaw_index(self.pose)].clamp(-90, 90)
+            p_loss = torch.where(torch.isnan(pose_t), zero, (pose_t.nan_to_num(0) - yaw.abs()).abs())
+        return id_loss, q_loss, p_loss
+
+    def optimize(self, generator: Any, id_vectors: np.ndarray, vectors: np.ndarray, pose_t: np.ndarray,
+                 quality_t: np.ndarray, *, device: str = "cpu") -> tuple[np.ndarray, dict[str, Any]]:
+        """Optimise one batch; returns the adjusted vectors and per-image met/steps bookkeeping."""
+        import torch
+
+        cfg = self.config
+        v = torch.tensor(vectors, dtype=torch.float32, device=device, requires_grad=True)
+        ids = torch.as_tensor(id_vectors, dtype=torch.float32, device=device)
+        pt = torch.as_tensor(pose_t, dtype=torch.float32, device=device)
+        qt = torch.as_tensor(quality_t, dtype=torch.float32, device=device)
+        opt = torch.optim.Adam([v], lr=cfg.lr)
+        n = len(vectors)
+        result = v.detach().clone()
+        best_loss = torch.full((n,), math.inf, device=device)
+        accepted = torch.zeros(n, dtype=torch.bool, device=device)
+        steps_used = torch.zeros(n, dtype=torch.int64, device=device)
+        for step in range(cfg.max_steps + 1):
+            images = _differentiable_images(generator, v)
+            id_l, q_l, p_l = self.losses(images, ids, pt, qt)
+            total = cfg.identity_weight * id_l + q_l + p_l
+            with torch.no_grad():
+                ok = (id_l <= cfg.identity_tol) & (q_l <= cfg.quality_tol) & (p_l <= cfg.pose_tol)
+                open_ = ~accepted
+                better = open_ & (total < best_loss)
+                result[better] = v.detach()[better]
+                best_loss = torch.where(better, total.detach(), best_loss)
+                newly = open_ & ok & (step >= cfg.steps)
+                result[newly] = v.detach()[newly]
+                accepted |= newly
+                steps_used[open_] = step
+            if bool(accepted.all()) or step == cfg.max_steps:
+                break
+            opt.zero_grad()
+            total[~accepted].sum().backward()
+            opt.step()
+        return result.cpu().numpy(), {
+            "met": accepted.cpu().numpy(),
+            "steps": steps_used.cpu().numpy(),
+        }
+
+    def apply(self, generator: Any, identities: np.ndarray, vectors: np.ndarray, per_id: int,
+              rng: np.random.Generator, *, device: str = "cpu") -> tuple[np.ndarray, dict[str, Any]]:
+        """Optimise the images the spec selects (identity-major ``vectors``); returns vectors and counts."""
+        assign = assign_targets(self.terms, len(identities), per_id, rng)
+        chosen = np.flatnonzero(assign.selected)
+        out = vectors.copy()
+        met = np.zeros(0, dtype=bool)
+        steps = np.zeros(0, dtype=np.int64)
+        id_rows = np.repeat(np.arange(len(identities)), per_id)
+        for start in range(0, len(chosen), self.config.batch_size):
+            idx = chosen[start:start + self.config.batch_size]
+            new, info = self.optimize(generator, identities[id_rows[idx]], vectors[idx], assign.pose[idx],
+                                      assign.quality[idx], device=device)
+            out[idx] = new
+            met = np.concatenate([met, info["met"]])
+            steps = np.concatenate([steps, info["steps"]])
+        return out, {
+            "images": int(len(chosen)),
+            "met": int(met.sum()),
+            "unmet": int((~met).sum()),
+            "mean_steps": float(steps.mean()) if len(steps) else 0.0,
+            "max_steps": int(steps.max()) if len(steps) else 0,
+        }
+
+
+def build_attrop(config: AttrOPConfig, *, device: str = "cpu") -> AttrOP:
+    """AttrOP with its models built from the feature-extractor registry, as ``config`` names them."""
+    from .pluginmanager import registry
+
+    terms = parse_attrop(config.spec)
+    extractors = registry("feature_extractor")
+    if not config.identity_extractor:
+        raise ConfigError(
+            "AttrOP needs an identity model: --attrop-identity NAME (feature extractors: "
+            f"{', '.join(extractors.names()) or 'none registered'})"
+        )
+
+    def make(name: str, weights: str) -> Any:
+        model = extractors.create(name, weights=weights or None, device=device)
+        # Only the vectors are optimised: freeze whatever module the extractor wraps.
+        for holder in (model, getattr(model, "model", None)):
+            if callable(getattr(holder, "parameters", None)):
+                for param in holder.parameters():
+                    param.requires_grad_(False)
+        return model
+
+    needs = {t.attribute for t in terms}
+    return AttrOP(
+        terms, config,
+        identity=make(config.identity_extractor, config.identity_weights),
+        quality=make(config.quality_extractor, config.quality_weights) if "quality" in needs else None,
+        pose=make(config.pose_extractor, config.pose_weights) if "pose" in needs else None,
+    )

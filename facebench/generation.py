@@ -1,0 +1,385 @@
+"""Sharded, resumable dataset generation from identity vectors with any registered generator.
+
+A generation run directory holds ``ids.npy`` (the identity vectors), one staged file per finished shard
+(``shards/shard-NNNNN.msgpack``, written atomically and recorded in ``manifest.json`` through
+:class:`facebench.shards.ShardManifest`), and, once every shard is done, the dataset written through the
+registered format's writer plus ``dataset.json``. Every shard draws its randomness from (seed, shard)
+alone, so a run killed at any point and resumed produces the same bytes as an uninterrupted one. Under
+torchrun each rank takes every world-size-th shard and keeps its own manifest; rank 0 assembles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import atomic
+from .attrop import AttrOPConfig
+from .errors import ConfigError, DataError, FacebenchError
+from .perturb import PerturbConfig, perturb
+from .shards import ShardManifest
+
+SHARD_DIR = "shards"
+IDS_FILE = "ids.npy"
+DATASET_JSON = "dataset.json"
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class GenerationConfig:
+    """How a dataset is generated; everything here is part of the resume check."""
+
+    images_per_id: int = 50
+    ids_per_shard: int = 100
+    batch_size: int = 50
+    seed: int = 0
+    format: str = "imagefolder"
+    dataset_name: str = "dataset"
+    image_encoding: str = "jpg"  # "jpg" or "png"
+    jpeg_quality: int = 95
+    keep_shards: bool = False
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
+
+    def __post_init__(self) -> None:
+        for key in ("images_per_id", "ids_per_shard", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"generation: {key} must be >= 1, got {getattr(self, key)}")
+        if self.image_encoding not in ("jpg", "png"):
+            raise ConfigError(f"generation: image_encoding must be 'jpg' or 'png', got '{self.image_encoding}'")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"generation: jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if not self.dataset_name or "/" in self.dataset_name or self.dataset_name.startswith("."):
+            raise ConfigError(f"generation: dataset_name must be a plain file name, got '{self.dataset_name}'")
+
+
+@dataclass
+class GenerateSettings:
+    """The ``facebench generate`` config file: ``[generation]`` and ``[attrop]`` tables."""
+
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    attrop: AttrOPConfig = field(default_factory=AttrOPConfig)
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """A 63-bit seed that depends only on (seed, shard), so any shard can be redone alone."""
+    state = np.random.SeedSequence([int(seed), int(shard)]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def seed_generator(generator: Any, seed: int) -> None:
+    """Reseed every random source a generator may use (torch's global RNG and its own, if it has one)."""
+    import torch
+
+    torch.manual_seed(seed)
+    if callable(getattr(generator, "manual_seed", None)):
+        generator.manual_seed(seed)
+    elif isinstance(getattr(generator, "rng", None), torch.Generator):
+        generator.rng.manual_seed(seed)
+
+
+def load_identity_vectors(path: str | os.PathLike, feature_dim: int | None = None) -> np.ndarray:
+    """Identity vectors from a ``.npy`` (N, D) file, checked against the generator's input width."""
+    from .idsampling import load_feature_matrix
+
+    ids = load_feature_matrix(path, what="identity vectors")
+    if feature_dim is not None and ids.shape[1] != feature_dim:
+        raise DataError(path, f"identity vectors have {ids.shape[1]} dimensions, the generator expects {feature_dim}")
+    zero = np.flatnonzero(np.linalg.norm(ids, axis=1) == 0)
+    if zero.size:
+        raise DataError(path, "identity vector is all zeros", f"row {int(zero[0])}")
+    return ids.astype(np.float32)
+
+
+def array_sha256(array: np.ndarray) -> str:
+    a = np.ascontiguousarray(array)
+    digest = hashlib.sha256(str((a.dtype.str, a.shape)).encode())
+    digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def to_uint8(images) -> np.ndarray:
+    """(N,3,H,W) tensor in [-1,1] -> (N,H,W,3) uint8, clipping as the release does."""
+    import torch
+
+    x = images.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def encode_image(pixels: np.ndarray, encoding: str = "jpg", quality: int = 95) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    image = Image.fromarray(pixels, mode="RGB")
+    if encoding == "png":
+        image.save(buf, format="PNG", optimize=False)
+    else:
+        image.save(buf, format="JPEG", quality=quality, subsampling=0)
+    return buf.getvalue()
+
+
+@dataclass
+class ShardResult:
+    labels: list[int]
+    images: list[bytes]
+    stats: dict[str, Any]
+
+
+def generate_shard(
+    generator: Any,
+    identities: np.ndarray,
+    first_label: int,
+    shard: int,
+    config: GenerationConfig,
+    *,
+    attrop: Any = None,
+    device: str = "cpu",
+    on_images: Callable[[int], None] | None = None,
+) -> ShardResult:
+    """Images of one shard: perturb, optionally AttrOP, generate in batches, encode."""
+    import torch
+
+    s_seed = shard_seed(config.seed, shard)
+    rng = np.random.default_rng(s_seed)
+    m = config.images_per_id
+    pert = perturb(identities, m, rng, config.perturb)
+    vectors = pert.vectors
+    stats: dict[str, Any] = {"perturb": pert.summary()}
+    if attrop is not None:
+        seed_generator(generator, s_seed ^ 0x5EED)
+        vectors, attrop_stats = attrop.apply(generator, identities, vectors, m, rng, device=device)
+        stats["attrop"] = attrop_stats
+    seed_generator(generator, s_seed)
+    labels = np.repeat(np.arange(first_label, first_label + len(identities)), m)
+    encoded: list[bytes] = []
+    for start in range(0, len(vectors), config.batch_size):
+        batch = torch.from_numpy(vectors[start:start + config.batch_size]).to(device)
+        with torch.no_grad():
+            images = generator.generate(batch)
+        pixels = to_uint8(images)
+        encoded += [encode_image(p, config.image_encoding, config.jpeg_quality) for p in pixels]
+        if on_images is not None:
+            on_images(len(pixels))
+    return ShardResult(labels=[int(x) for x in labels], images=encoded, stats=stats)
+
+
+def _shard_path(out: Path, shard: int) -> Path:
+    return out / SHARD_DIR / f"shard-{shard:05d}.msgpack"
+
+
+def write_shard(path: Path, result: ShardResult) -> None:
+    import msgpack
+
+    payload = msgpack.packb({"labels": result.labels, "images": result.images, "stats": result.stats},
+                            use_bin_type=True)
+    atomic.write_bytes(path, payload)
+
+
+def read_shard(path: Path) -> ShardResult:
+    import msgpack
+
+    try:
+        data = msgpack.unpackb(path.read_bytes(), raw=False)
+        labels, images, stats = data["labels"], data["images"], data["stats"]
+    except FileNotFoundError:
+        raise DataError(path, "staged shard is missing; rerun the same command to regenerate it") from None
+    except (ValueError, KeyError, TypeError, msgpack.ExtraData) as exc:
+        raise DataError(path, f"staged shard is unreadable ({exc}); delete it and rerun") from None
+    if len(labels) != len(images):
+        raise DataError(path, f"staged shard has {len(labels)} labels for {len(images)} images")
+    return ShardResult(labels=list(labels), images=list(images), stats=dict(stats))
+
+
+def _manifest_name(rank: int, world: int) -> str:
+    return MANIFEST if world == 1 else f"manifest-rank{rank}.json"
+
+
+def _done_shards(out: Path, params: dict[str, Any]) -> set[int]:
+    """Shards recorded as done by any manifest in ``out`` (any earlier world size) whose file exists."""
+    normalised = json.loads(json.dumps(params, default=str))
+    done: set[int] = set()
+    for path in sorted(out.glob("manifest*.json")):
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # the owning rank's ShardManifest reports it
+        if saved.get("params") != normalised:
+            continue  # the owning rank's ShardManifest names the differing keys
+        done |= {int(k) for k in saved.get("done", {}) if _shard_path(out, int(k)).is_file()}
+    return done
+
+
+@dataclass
+class GenerationJob:
+    """One generation run directory and everything that must stay equal across resumes."""
+
+    out: Path
+    config: GenerationConfig
+    generator_name: str
+    generator_info: dict[str, Any]
+    identities: np.ndarray
+    ids_source: dict[str, Any]
+    attrop_info: dict[str, Any] | None = None
+
+    @property
+    def num_ids(self) -> int:
+        return int(len(self.identities))
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_ids // self.config.ids_per_shard)
+
+    @property
+    def dataset_path(self) -> Path:
+        return self.out / self.config.dataset_name
+
+    def params(self) -> dict[str, Any]:
+        cfg = asdict(self.config)
+        cfg.pop("keep_shards")
+        return {
+            "generator": self.generator_name,
+            "generator_info": self.generator_info,
+            "ids_sha256": array_sha256(self.identities),
+            "ids_source": self.ids_source,
+            "config": cfg,
+            "attrop": self.attrop_info,
+        }
+
+    def shard_ids(self, shard: int) -> tuple[np.ndarray, int]:
+        first = shard * self.config.ids_per_shard
+        return self.identities[first:first + self.config.ids_per_shard], first
+
+    def is_complete(self) -> bool:
+        return (self.out / DATASET_JSON).is_file() and self.dataset_path.exists()
+
+
+def save_ids(out: Path, identities: np.ndarray) -> Path:
+    path = out / IDS_FILE
+    with atomic.atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(identities, dtype=np.float32), allow_pickle=False)
+    return path
+
+
+def run_shards(job: GenerationJob, generator: Any, *, attrop: Any = None, device: str = "cpu",
+               rank: int = 0, world: int = 1, progress: Any = None) -> list[int]:
+    """Generate this rank's unfinished shards; returns the shards it generated."""
+    params = job.params()
+    manifest = ShardManifest(job.out / _manifest_name(rank, world), params)
+    done = _done_shards(job.out, params)
+    mine = [s for s in range(job.num_shards) if s % world == rank]
+    todo = [s for s in mine if s not in done]
+    per_shard = job.config.images_per_id
+    task = None
+    if progress is not None:
+        total = sum(len(job.shard_ids(s)[0]) for s in mine) * per_shard
+        task = progress.add_task(f"generating (rank {rank})" if world > 1 else "generating", total=total)
+        progress.advance(task, total - sum(len(job.shard_ids(s)[0]) for s in todo) * per_shard)
+    for shard in todo:
+        ids, first = job.shard_ids(shard)
+        result = generate_shard(
+            generator, ids, first, shard, job.config, attrop=attrop, device=device,
+            on_images=(lambda k: progress.advance(task, k)) if task is not None else None,
+        )
+        write_shard(_shard_path(job.out, shard), result)
+        manifest.mark_done(shard, {"images": len(result.images), **_flat_stats(result.stats)})
+    return todo
+
+
+def _flat_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    return {f"{group}.{k}": v for group, values in stats.items() for k, v in values.items()}
+
+
+def _combine_stats(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals across shards: counts add up, minima take the minimum, means are image-weighted."""
+    out: dict[str, dict[str, Any]] = {}
+    weights: dict[str, float] = {}
+    for stats in shard_stats:
+        for group, values in stats.items():
+            acc = out.setdefault(group, {})
+            n = values.get("images", 0)
+            weights[group] = weights.get(group, 0) + n
+            for key, value in values.items():
+                if key.startswith("min"):
+                    acc[key] = min(acc.get(key, value), value)
+                elif key.startswith("max"):
+                    acc[key] = max(acc.get(key, value), value)
+                elif key.startswith("mean"):
+                    acc[key] = acc.get(key, 0.0) + value * n
+                else:
+                    acc[key] = acc.get(key, 0) + value
+    for group, acc in out.items():
+        for key in acc:
+            if key.startswith("mean"):
+                acc[key] = acc[key] / weights[group] if weights[group] else float("nan")
+    return out
+
+
+def assemble(job: GenerationJob, format_obj: Any, *, writer_options: dict[str, Any] | None = None,
+             progress: Any = None) -> dict[str, Any]:
+    """Write the staged shards, in order, through the format's writer; then ``dataset.json``."""
+    missing = [s for s in range(job.num_shards) if not _shard_path(job.out, s).is_file()]
+    if missing:
+        raise FacebenchError(f"{job.out}: shards {missing[:5]} are not generated yet; rerun to finish them")
+    if job.dataset_path.exists():
+        # Left by a run killed after writing the dataset but before dataset.json: rebuild it.
+        if job.dataset_path.is_dir():
+            shutil.rmtree(job.dataset_path)
+        else:
+            job.dataset_path.unlink()
+    task = progress.add_task("writing dataset", total=job.num_ids * job.config.images_per_id) if progress else None
+    shard_stats = []
+    count = 0
+    with format_obj.writer(job.dataset_path, **(writer_options or {})) as writer:
+        for shard in range(job.num_shards):
+            result = read_shard(_shard_path(job.out, shard))
+            for data, label in zip(result.images, result.labels):
+                writer.add(data, label)
+            count += len(result.images)
+            shard_stats.append(result.stats)
+            if task is not None:
+                progress.advance(task, len(result.images))
+    expected = job.num_ids * job.config.images_per_id
+    if count != expected:
+        raise FacebenchError(f"{job.out}: staged shards hold {count} images, expected {expected}")
+    summary = {
+        "dataset": job.config.dataset_name,
+        "format": job.config.format,
+        "identities": job.num_ids,
+        "images": count,
+        "images_per_id": job.config.images_per_id,
+        "generator": job.generator_name,
+        "generator_info": job.generator_info,
+        "ids": IDS_FILE,
+        "ids_sha256": array_sha256(job.identities),
+        "ids_source": job.ids_source,
+        "settings": {k: v for k, v in asdict(job.config).items() if k != "keep_shards"},
+        "attrop": job.attrop_info,
+        "stats": _combine_stats(shard_stats),
+    }
+    atomic.write_json(job.out / DATASET_JSON, summary)
+    if not job.config.keep_shards:
+        shutil.rmtree(job.out / SHARD_DIR, ignore_errors=True)
+    return summary
+
+
+def distributed_context() -> tuple[int, int, Any]:
+    """(rank, world size, barrier) from torchrun's environment; a single process gets (0, 1, no-op)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, lambda: None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        import torch
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size(), dist.barrier

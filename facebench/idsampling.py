@@ -1,0 +1,261 @@
+"""Identity-vector sampling: PCA statistics of real identity features, then exact rejection above tau.
+
+Vec2Face's identities are only as distinct as its input vectors, so every kept vector must have cosine
+at most ``tau`` to every other kept vector (paper section 3.2). The PCA statistics are saved as a plain
+``.npz`` so that users without the real features can share and reuse them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .errors import DataError, FacebenchError, MissingFileError
+
+STATS_VERSION = 1
+_STATS_KEYS = ("mean", "components", "pca_mean", "pca_cov", "n_samples", "version")
+#: float32 similarities this close to tau are recomputed in float64 so the threshold is exact.
+_RECHECK_MARGIN = 1e-4
+
+
+def load_feature_matrix(path: str | os.PathLike, *, what: str = "features") -> np.ndarray:
+    """A 2-D finite float matrix from a ``.npy`` file, read without pickle."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(path, f"{what} file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(path, f"cannot read {what}: {exc}") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot read {what}: not a .npy file ({exc})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        data.close()
+        raise DataError(path, f"{what} must be a .npy array, got an .npz archive")
+    if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
+        raise DataError(path, f"{what} must be a non-empty (N, D) matrix, got shape {data.shape}")
+    if not np.issubdtype(data.dtype, np.floating) and not np.issubdtype(data.dtype, np.integer):
+        raise DataError(path, f"{what} must be numeric, got dtype {data.dtype}")
+    data = np.asarray(data, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
+    if bad.size:
+        raise DataError(path, f"{what} contain NaN or infinite values", f"row {int(bad[0])}")
+    return data
+
+
+@dataclass(frozen=True)
+class PCAStats:
+    """PCA without reduction of identity features, plus the mean and covariance of the PCA coordinates."""
+
+    mean: np.ndarray  # (D,) feature mean
+    components: np.ndarray  # (D, D) rows are principal axes; z = (x - mean) @ components.T
+    pca_mean: np.ndarray  # (D,) mean of the PCA coordinates (zero up to rounding)
+    pca_cov: np.ndarray  # (D, D) covariance of the PCA coordinates (diagonal up to rounding)
+    n_samples: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    @classmethod
+    def fit(cls, features: np.ndarray) -> PCAStats:
+        """Fit on (N, D) identity features, keeping all D components even when N < D."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] < 2:
+            raise FacebenchError(f"PCA needs at least 2 identity features, got shape {x.shape}")
+        mean = x.mean(axis=0)
+        centred = x - mean
+        # Eigenvectors of the covariance: a complete orthonormal basis even when it is rank deficient.
+        cov = centred.T @ centred / (x.shape[0] - 1)
+        _, vecs = np.linalg.eigh(cov)
+        components = vecs[:, ::-1].T.copy()
+        z = centred @ components.T
+        return cls(mean=mean, components=components, pca_mean=z.mean(axis=0),
+                   pca_cov=np.cov(z, rowvar=False).reshape(x.shape[1], x.shape[1]), n_samples=int(x.shape[0]))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.mean) @ self.components.T
+
+    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+        return np.asarray(z, dtype=np.float64) @ self.components + self.mean
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` vectors: multivariate normal in PCA space, mapped back to feature space."""
+        vals, vecs = np.linalg.eigh((self.pca_cov + self.pca_cov.T) / 2)
+        root = vecs * np.sqrt(np.clip(vals, 0.0, None))  # root @ root.T == pca_cov
+        z = self.pca_mean + rng.standard_normal((n, self.dim)) @ root.T
+        return self.inverse_transform(z)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        with atomic.atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, mean=self.mean, components=self.components, pca_mean=self.pca_mean,
+                         pca_cov=self.pca_cov, n_samples=np.int64(self.n_samples), version=np.int64(STATS_VERSION))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PCAStats:
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(path, "PCA statistics file")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                missing = [k for k in _STATS_KEYS if k not in npz.files]
+                if missing:
+                    raise DataError(path, f"not a facebench PCA statistics file: missing {', '.join(missing)}")
+                arrays = {k: npz[k] for k in _STATS_KEYS}
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(path, f"cannot read PCA statistics: {exc}") from None
+        if isinstance(arrays["version"], np.ndarray) and int(arrays["version"]) != STATS_VERSION:
+            raise DataError(path, f"PCA statistics version {int(arrays['version'])}, expected {STATS_VERSION}")
+        d = arrays["mean"].shape[0] if arrays["mean"].ndim == 1 else -1
+        shapes = {"mean": (d,), "components": (d, d), "pca_mean": (d,), "pca_cov": (d, d)}
+        for key, shape in shapes.items():
+            if d <= 0 or arrays[key].shape != shape:
+                raise DataError(path, f"PCA statistics '{key}' has shape {arrays[key].shape}, expected {shape}")
+            if not np.isfinite(arrays[key]).all():
+                raise DataError(path, f"PCA statistics '{key}' contains NaN or infinite values")
+        return cls(mean=arrays["mean"].astype(np.float64), components=arrays["components"].astype(np.float64),
+                   pca_mean=arrays["pca_mean"].astype(np.float64), pca_cov=arrays["pca_cov"].astype(np.float64),
+                   n_samples=int(arrays["n_samples"]))
+
+
+@dataclass(frozen=True)
+class SamplingResult:
+    """Kept vectors plus how many candidates were drawn to get them."""
+
+    vectors: np.ndarray  # (n, D) float32, in feature space (not normalised)
+    drawn: int
+    tau: float
+
+    @property
+    def rejected(self) -> int:
+        return self.drawn - len(self.vectors)
+
+    @property
+    def rejection_rate(self) -> float:
+        return self.rejected / self.drawn if self.drawn else 0.0
+
+
+def _max_cos_to_kept(cand, kept, n_kept: int, block: int):
+    """Row-wise maximum cosine of ``cand`` to the first ``n_kept`` rows of ``kept``, in blocks."""
+    import torch
+
+    best = torch.full((cand.shape[0],), -2.0, dtype=cand.dtype, device=cand.device)
+    for start in range(0, n_kept, block):
+        stop = min(start + block, n_kept)
+        best = torch.maximum(best, (cand @ kept[start:stop].T).amax(dim=1))
+    return best
+
+
+def _exact_max_cos(cand64: np.ndarray, kept64: np.ndarray, block: int) -> np.ndarray:
+    best = np.full(cand64.shape[0], -2.0)
+    for start in range(0, kept64.shape[0], block):
+        best = np.maximum(best, (cand64 @ kept64[start:start + block].T).max(axis=1))
+    return best
+
+
+def reject_above_tau(
+    candidates: np.ndarray,
+    n: int,
+    tau: float,
+    *,
+    kept_unit=None,
+    n_kept: int = 0,
+    device: str = "cpu",
+    block: int = 8192,
+):
+    """Greedily keep candidates (in order) whose cosine to every kept vector is at most ``tau``.
+
+    ``kept_unit`` is a preallocated (capacity, D) float32 tensor of unit vectors whose first ``n_kept``
+    rows are already kept; accepted rows are appended. Returns (indices of accepted candidates, n_kept).
+    Comparisons are exact: float32 values within 1e-4 of tau are recomputed in float64.
+    """
+    import torch
+
+    cand64 = np.asarray(candidates, dtype=np.float64)
+    cand64 = cand64 / np.maximum(np.linalg.norm(cand64, axis=1, keepdims=True), 1e-300)
+    cand = torch.from_numpy(cand64.astype(np.float32)).to(device)
+    # 1. against everything kept before this batch
+    ok = torch.ones(cand.shape[0], dtype=torch.bool, device=device)
+    if n_kept:
+        best = _max_cos_to_kept(cand, kept_unit, n_kept, block)
+        ok = best <= tau
+        near = torch.nonzero((best - tau).abs() <= _RECHECK_MARGIN).flatten().cpu().numpy()
+        if near.size:
+            kept64 = kept_unit[:n_kept].double().cpu().numpy()
+            exact = _exact_max_cos(cand64[near], kept64, block) <= tau
+            ok[torch.from_numpy(near).to(device)] = torch.from_numpy(exact).to(device)
+    # 2. greedily within the batch, in order
+    gram = (cand @ cand.T).cpu().numpy()
+    alive = ok.cpu().numpy().copy()
+    accepted: list[int] = []
+    room = n - n_kept
+    for i in range(cand.shape[0]):
+        if not alive[i]:
+            continue
+        if len(accepted) == room:
+            break
+        accepted.append(i)
+        row = gram[i, i + 1:]
+        clash = row > tau
+        near = np.flatnonzero(np.abs(row - tau) <= _RECHECK_MARGIN)
+        if near.size:
+            clash[near] = (cand64[i + 1 + near] @ cand64[i]) > tau
+        alive[i + 1:] &= ~clash
+    idx = np.asarray(accepted, dtype=np.int64)
+    if idx.size:
+        kept_unit[n_kept:n_kept + idx.size] = cand[torch.from_numpy(idx).to(device)]
+    return idx, n_kept + int(idx.size)
+
+
+def sample_identities(
+    stats: PCAStats,
+    n: int,
+    *,
+    tau: float = 0.3,
+    seed: int = 0,
+    batch: int = 4096,
+    max_draw_factor: float = 20.0,
+    device: str = "cpu",
+    progress=None,
+) -> SamplingResult:
+    """``n`` identity vectors from ``stats`` with no pair above cosine ``tau``.
+
+    Candidates are drawn in batches from one seeded stream, so the result depends only on (stats, n, tau,
+    seed, batch). Stops with an error when more than ``max_draw_factor * n`` candidates were needed, which
+    happens only when tau is too strict for the statistics.
+    """
+    import torch
+
+    if n <= 0:
+        raise FacebenchError(f"the number of identities must be positive, got {n}")
+    if not -1.0 <= tau <= 1.0:
+        raise FacebenchError(f"tau must be a cosine in [-1, 1], got {tau}")
+    rng = np.random.default_rng(seed)
+    kept_unit = torch.empty((n, stats.dim), dtype=torch.float32, device=device)
+    kept = np.empty((n, stats.dim), dtype=np.float32)
+    n_kept = 0
+    drawn = 0
+    limit = max(int(math.ceil(max_draw_factor * n)), batch)
+    while n_kept < n:
+        if drawn >= limit:
+            raise FacebenchError(
+                f"only {n_kept} of {n} identity vectors kept after {drawn} candidates at tau={tau}; "
+                "raise tau or use fewer identities"
+            )
+        cand = stats.sample(batch, rng)
+        before = n_kept
+        idx, n_kept = reject_above_tau(cand, n, tau, kept_unit=kept_unit, n_kept=n_kept, device=device)
+        kept[before:n_kept] = cand[idx]
+        # Candidates after the last one needed are not counted as drawn: they were never examined.
+        drawn += int(idx[-1]) + 1 if n_kept == n and idx.size else batch
+        if progress is not None:
+            progress(n_kept)
+    return SamplingResult(vectors=kept, drawn=drawn, tau=tau)
