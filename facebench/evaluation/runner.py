@@ -92,7 +92,7 @@ def evaluate_suite(model: TensorModel, suite: Suite, data_root: str | os.PathLik
         tried = "; ".join(f"{b.name}: {', '.join(b.files)}" for b in missing)
         raise FacebenchError(f"{data_root}: none of the packs of suite '{suite.name}' is there (looked for {tried})")
     if missing:
-        console.print(f"[yellow]missing packs[/] (skipped): "
+        console.print("[yellow]missing packs[/] (skipped): "
                       + ", ".join(f"{b.name} ({b.files[0]})" for b in missing))
     manifest = None
     if run is not None:

@@ -381,9 +381,8 @@ def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_
                      extractor_name: str | None = None, extractor_weights: str | None = None,
                      resume: bool = False) -> TrainResult:
     """What ``facebench train-generator`` does: open the data, find the features, train, save."""
-    from facebench.data import open_dataset
-
     from facebench import registry
+    from facebench.data import open_dataset
 
     reader = open_dataset(data, format=data_format)
     extractor = None
