@@ -1,0 +1,194 @@
+"""Building a toy world: a training set in any registered format plus the seven ``.bin`` packs.
+
+Rendering runs in a process pool; every image is keyed by ``(seed, stream, identity, image)`` and
+results are written in order, so the files are byte-identical for a seed whatever the worker count.
+The whole output directory appears only when complete (``facebench.atomic.atomic_dir``).
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facebench import atomic
+from facebench.console import make_progress
+from facebench.data import encode_image, get_format, open_writer
+from facebench.errors import ConfigError
+from facebench.runs import Run
+
+from .packs import PACKS, check_pair_count, pack_identity_count, plan_pairs
+from .params import Difficulty, identity_vector, rng_for, sample_identity, sample_nuisance, stream_key
+from .render import render_face
+
+TRAIN_STREAM = "train"
+
+
+@dataclass
+class ToyConfig:
+    """Everything that determines the files of a toy world (the worker count does not)."""
+
+    identities: int = 500
+    images_per_identity: int = 20
+    seed: int = 0
+    size: int = 112
+    format: str = "folder"
+    pairs: int = 6000
+    packs: list[str] = field(default_factory=lambda: list(PACKS))
+    jpeg_quality: int = 95
+    difficulty: Difficulty = field(default_factory=Difficulty)
+
+    def validate(self) -> None:
+        if self.identities < 2:
+            raise ConfigError(f"identities must be at least 2, got {self.identities}")
+        if self.images_per_identity < 1:
+            raise ConfigError(f"images_per_identity must be at least 1, got {self.images_per_identity}")
+        if not 16 <= self.size <= 512:
+            raise ConfigError(f"size must be between 16 and 512 pixels, got {self.size}")
+        try:
+            check_pair_count(self.pairs)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        unknown = [p for p in self.packs if p not in PACKS]
+        if unknown:
+            raise ConfigError(f"unknown toyfaces pack(s) {', '.join(unknown)}; known: {', '.join(PACKS)}")
+        fmt = get_format(self.format)
+        if fmt.role != "train":
+            raise ConfigError(f"format '{self.format}' is not a training-set format")
+
+
+def train_path(out: str | os.PathLike, fmt: str) -> Path:
+    """Where the training set of a world lives: ``OUT/train`` (``OUT/train.lmdb`` for LMDB)."""
+    return Path(out) / ("train.lmdb" if fmt == "lmdb" else "train")
+
+
+# ---- rendering (runs in worker processes) ---------------------------------------------------------
+
+_CFG: ToyConfig | None = None
+
+
+def _init_worker(cfg: ToyConfig) -> None:
+    global _CFG
+    _CFG = cfg
+    _identity.cache_clear()
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity(stream: str, index: int):
+    assert _CFG is not None
+    return sample_identity(rng_for(_CFG.seed, stream_key(stream), index), _CFG.difficulty.identity_spread)
+
+
+def _encode(image: np.ndarray) -> bytes:
+    assert _CFG is not None
+    return encode_image(image, "jpg", quality=_CFG.jpeg_quality)
+
+
+def _render_identity(index: int) -> list[bytes]:
+    """All training images of one training identity."""
+    cfg = _CFG
+    assert cfg is not None
+    ident = _identity(TRAIN_STREAM, index)
+    key = stream_key(TRAIN_STREAM) + 1
+    return [
+        _encode(render_face(ident, sample_nuisance(rng_for(cfg.seed, key, index, j), ident, cfg.difficulty), cfg.size))
+        for j in range(cfg.images_per_identity)
+    ]
+
+
+def _render_pairs(job: tuple[str, int, list[tuple[int, int, bool]]]) -> list[tuple[bytes, bytes, bool]]:
+    """A run of consecutive pairs of one pack."""
+    cfg = _CFG
+    assert cfg is not None
+    pack, start, plan = job
+    spec = PACKS[pack]
+    out = []
+    for k, (i, j, same) in enumerate(plan, start):
+        ia, ib = _identity(pack, i), _identity(pack, j)
+        na, nb = spec.nuisance(rng_for(cfg.seed, stream_key(pack) + 1, k), ia, ib, cfg.difficulty)
+        out.append((_encode(render_face(ia, na, cfg.size)), _encode(render_face(ib, nb, cfg.size)), same))
+    return out
+
+
+def pack_plan(cfg: ToyConfig, pack: str) -> list[tuple[int, int, bool]]:
+    """The pairs of one pack (identity indices into the pack's pool and the same flag)."""
+    n_ids = pack_identity_count(cfg.pairs)
+    spread = cfg.difficulty.identity_spread
+    features = np.stack([identity_vector(sample_identity(rng_for(cfg.seed, stream_key(pack), i), spread))
+                         for i in range(n_ids)]) if PACKS[pack].hard_negatives else np.zeros((n_ids, 1))
+    return plan_pairs(cfg.pairs, rng_for(cfg.seed, stream_key(pack) + 2), features, PACKS[pack].hard_negatives)
+
+
+# ---- the build ------------------------------------------------------------------------------------
+
+
+def _pool(cfg: ToyConfig, workers: int):
+    if workers <= 1:
+        _init_worker(cfg)
+        return None
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    return ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,))
+
+
+def _map(pool: Any, fn: Any, jobs: list[Any]):
+    return pool.imap(fn, jobs) if pool is not None else map(fn, jobs)
+
+
+def build_world(
+    out: str | os.PathLike, cfg: ToyConfig | None = None, *, workers: int = 2, overwrite: bool = False,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    """Render the world described by ``cfg`` into ``out``; returns the ``dataset.json`` record."""
+    cfg = cfg or ToyConfig()
+    cfg.validate()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out}: already exists (pass --overwrite to replace it)")
+    n_train = cfg.identities * cfg.images_per_identity
+    total = n_train + 2 * cfg.pairs * len(cfg.packs)
+    pool = _pool(cfg, workers)
+    try:
+        with atomic.atomic_dir(out, overwrite=overwrite) as tmp, make_progress() as progress:
+            task = progress.add_task(f"toyfaces {out.name}", total=total)
+            with open_writer(train_path(tmp, cfg.format), cfg.format) as writer:
+                for index, images in enumerate(_map(pool, _render_identity, list(range(cfg.identities)))):
+                    for data in images:
+                        writer.add(data, index)
+                    progress.advance(task, len(images))
+            packs = {}
+            for pack in cfg.packs:
+                plan = pack_plan(cfg, pack)
+                chunk = 50
+                jobs = [(pack, s, plan[s : s + chunk]) for s in range(0, len(plan), chunk)]
+                with open_writer(tmp / f"{pack}.bin", "bin") as writer:
+                    for rendered in _map(pool, _render_pairs, jobs):
+                        for a, b, same in rendered:
+                            writer.add(a, b, same)
+                        progress.advance(task, 2 * len(rendered))
+                spec = PACKS[pack]
+                packs[pack] = {"file": f"{pack}.bin", "pairs": cfg.pairs, "folds": 10, "mirrors": spec.mirrors,
+                               "nuisance": spec.description, "identities": pack_identity_count(cfg.pairs)}
+            record = {
+                "generator": "toyfaces",
+                "identities": cfg.identities,
+                "images": n_train,
+                "images_per_identity": cfg.images_per_identity,
+                "size": cfg.size,
+                "seed": cfg.seed,
+                "format": cfg.format,
+                "train": train_path(Path("."), cfg.format).as_posix(),
+                "packs": packs,
+                "settings": asdict(cfg),
+            }
+            atomic.write_json(tmp / "dataset.json", record)
+            Run(tmp, config=cfg, seed=cfg.seed, command=command)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return record

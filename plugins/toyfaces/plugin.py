@@ -1,0 +1,64 @@
+"""The ``facebench toyfaces`` commands (imports the renderer only when a command runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from facebench import hookimpl
+
+PACK_NAMES = ["toy_lfw", "toy_cfp_fp", "toy_cplfw", "toy_agedb_30", "toy_calfw", "toy_hadrian", "toy_eclipse"]
+
+
+@click.group(epilog="Example: facebench toyfaces build toy --identities 200 --images-per-identity 20 --size 56")
+def toyfaces() -> None:
+    """The embedded toy world: procedurally drawn faces in the real dataset formats."""
+
+
+@toyfaces.command(
+    epilog="Example: facebench toyfaces build toy --identities 300 --images-per-identity 25 --size 56 --pairs 600"
+)
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--identities", type=click.IntRange(min=2), default=None, help="Training identities [500].")
+@click.option("--images-per-identity", type=click.IntRange(min=1), default=None, help="Images per identity [20].")
+@click.option("--seed", type=int, default=None, help="World seed: same seed, byte-identical files [0].")
+@click.option("--format", "fmt", default=None, help="Training-set format (folder, rec, lmdb) [folder].")
+@click.option("--size", type=click.IntRange(16, 512), default=None, help="Image side in pixels [112].")
+@click.option("--pairs", type=int, default=None,
+              help="Pairs per verification pack, a multiple of 20 (10 folds, half same) [6000].")
+@click.option("--packs", default=None, help=f"Comma list of packs to write [all: {','.join(PACK_NAMES)}].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="TOML file with any of the settings (and a [difficulty] table).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting, e.g. --set difficulty.yaw_sigma=25 (repeatable).")
+@click.option("--workers", type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1), show_default=True,
+              help="Rendering processes (does not change the files).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def build(out, identities, images_per_identity, seed, fmt, size, pairs, packs, config_path, overrides, workers,
+          overwrite) -> None:
+    """Render a toy training set plus verification packs (toy_lfw, toy_cfp_fp, ...) into OUT."""
+    from facebench.config import load_config
+
+    from .build import ToyConfig, build_world
+
+    sets = list(overrides)
+    for key, value in (("identities", identities), ("images_per_identity", images_per_identity), ("seed", seed),
+                       ("size", size), ("pairs", pairs)):
+        if value is not None:
+            sets.append(f"{key}={value}")
+    if fmt is not None:
+        sets.append(f"format={json.dumps(fmt)}")
+    if packs is not None:
+        sets.append(f"packs={json.dumps([p.strip() for p in packs.split(',') if p.strip()])}")
+    cfg = load_config(ToyConfig, config_path, sets)
+    record = build_world(out, cfg, workers=workers, overwrite=overwrite)
+    click.echo(f"wrote {out}: {record['identities']} identities, {record['images']} training images "
+               f"({record['format']} at {out}/{record['train']}), packs: "
+               + ", ".join(f"{k} ({v['pairs']} pairs)" for k, v in record["packs"].items()))
+
+
+@hookimpl
+def register_commands(cli) -> None:
+    cli.add_command(toyfaces)
