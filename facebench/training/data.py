@@ -20,7 +20,10 @@ def to_model_input(images: np.ndarray, size: int | None = None) -> Any:
     arr = np.asarray(images)
     if arr.ndim == 3:
         arr = arr[None]
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # e.g. decoded from a read-only buffer; torch wants writable memory
+        arr = arr.copy()
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
     if size is not None and (x.shape[-1] != size or x.shape[-2] != size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x

@@ -209,12 +209,11 @@ def train_fr(
     device: str = "auto",
     resume: bool = False,
     dataset_info: Mapping[str, Any] | None = None,
-    run_factory: Any = None,
 ) -> TrainResult:
     """Train ``recipe`` on the train reader ``reader``; see the module docstring for the outputs.
 
-    ``dataset_info`` (path, sha256, format) goes into the model card. ``run_factory(recipe, device)``
-    creates the :class:`facebench.runs.Run` on the main process (the CLI passes one that hashes inputs).
+    ``dataset_info`` (path, sha256, format, ...) goes into the model card; the caller writes the run's
+    ``config.toml``/``provenance.json`` (the CLI does, through :class:`facebench.runs.Run`).
     """
     import torch
 
@@ -226,9 +225,7 @@ def train_fr(
     if ctx.is_main and ckpt_path.exists() and not resume:
         raise ConfigError(f"{out_dir}: holds a checkpoint of an earlier run; pass --resume to continue it "
                           "or choose another --out")
-    if ctx.is_main and run_factory is not None:
-        run_factory(recipe, str(dev))
-    barrier(ctx)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     num_classes = int(reader.num_classes)
     labels = np.asarray(reader.labels)
@@ -308,7 +305,7 @@ def train_fr(
                                      completed=start) if ctx.is_main else None
             module.train()
             losses: list[float] = []
-            tick, seen = time.perf_counter(), 0
+            tick, seen = time.perf_counter(), 0  # images/s counts training only, not validation
             for in_epoch, (images, targets) in enumerate(loader, start=start + 1):
                 loss = runner.step(images, targets)
                 losses.append(loss)

@@ -1,0 +1,84 @@
+"""``facebench embed``: features of every image of a dataset, and per-identity centres."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..errors import ConfigError
+
+
+def centers_path(out: Path) -> Path:
+    return out.with_name(out.name[:-4] + ".centers.npy" if out.name.endswith(".npy") else out.name + ".centers.npy")
+
+
+def labels_path(out: Path) -> Path:
+    return out.with_name(out.name[:-4] + ".labels.npy" if out.name.endswith(".npy") else out.name + ".labels.npy")
+
+
+@click.command(
+    "embed",
+    epilog="Example: facebench embed --extractor fr-run --weights runs/tiny toy/train --out feats.npy",
+)
+@click.argument("data", type=click.Path())
+@click.option("--extractor", "extractor_name", required=True,
+              help="Feature extractor: a backbone name (iresnet100, se_iresnet50, ...), a released model "
+                   "(arcface-r100, hsface10k-se-ir50, ...) or fr-run (facebench plugins --kind feature_extractor).")
+@click.option("--weights", default=None,
+              help="Weights file (looked up in the weights directory too), or a train-fr run directory for fr-run.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .npy of (N, D) features.")
+@click.option("--format", "data_format", default=None, help="Dataset format (detected when omitted).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--no-flip", is_flag=True, help="Embed the image alone instead of image + mirror image.")
+def embed_command(data: str, extractor_name: str, weights: str | None, out: str, data_format: str | None,
+                  batch_size: int, device: str, no_flip: bool) -> None:
+    """Write L2-normalised features of every image of DATA, its labels and per-identity centres.
+
+    Outputs: OUT (N x D float32, unit rows), OUT with .labels.npy (N int64) and .centers.npy (C x D:
+    each identity's mean feature, renormalised to unit length). Written atomically.
+    """
+    from .. import atomic
+    from ..console import make_progress
+    from ..data import open_dataset
+    from ..pluginmanager import registry
+    from ..training.device import select_device
+
+    out_path = Path(out)
+    dev = select_device(device)
+    reader = open_dataset(data, data_format)
+    kwargs = {"batch_size": batch_size}
+    if no_flip:
+        kwargs["flip_test"] = False
+    extractor = registry("feature_extractor").create(extractor_name, weights=weights, device=str(dev), **kwargs)
+    n = len(reader)
+    if n == 0:
+        raise ConfigError(f"{data}: the dataset has no images")
+    labels = np.asarray(reader.labels, dtype=np.int64)
+    chunk = batch_size * 16
+    feats = None
+    sums = None
+    with atomic.atomic_path(out_path) as tmp, make_progress() as progress:
+        task = progress.add_task(f"embedding {Path(data).name}", total=n)
+        for lo in range(0, n, chunk):
+            idx = range(lo, min(n, lo + chunk))
+            emb = extractor.embed(np.stack([reader.image(i) for i in idx]),
+                                  on_batch=lambda k: progress.advance(task, k))
+            if feats is None:
+                feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
+                sums = np.zeros((int(reader.num_classes), emb.shape[1]), dtype=np.float64)
+            feats[lo:lo + len(emb)] = emb
+            np.add.at(sums, labels[lo:lo + len(emb)], emb.astype(np.float64))
+        feats.flush()
+        del feats
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    centers = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0).astype(np.float32)
+    for path, array in ((centers_path(out_path), centers), (labels_path(out_path), labels)):
+        with atomic.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, array)
+    click.echo(f"{n} features ({centers.shape[1]}-d) of {len(centers)} identities -> {out_path}")
+
+
+__all__ = ["embed_command"]
