@@ -15,7 +15,6 @@ import numpy as np
 
 from ..console import make_progress
 from ..data.images import decode_image
-from ..data.transforms import normalize, resize
 from ..errors import DataError
 
 
@@ -44,12 +43,12 @@ def embed_arrays(model: TensorModel, images: np.ndarray, *, flip_test: bool = Tr
     """Raw float32 embeddings of one batch of ``uint8`` NHWC RGB images (plus their mirrors)."""
     import torch
 
-    batch = np.stack([resize(img, model.input_size) for img in images])
-    x = normalize(batch).to(model.device)
+    from ..training.data import to_model_input
+    from ..training.embedding import embed_tensor
+
+    x = to_model_input(images, model.input_size).to(model.device)
     with torch.no_grad():
-        emb = model.forward(x)
-        if flip_test:
-            emb = emb + model.forward(torch.flip(x, dims=[3]))
+        emb = embed_tensor(model.forward, x, flip=flip_test)
     return emb.detach().float().cpu().numpy()
 
 

@@ -1,0 +1,196 @@
+"""``facebench evaluate`` (verification suites on a model) and ``facebench analyze`` (dataset analyses)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import FacebenchError
+
+_stdout = Console(highlight=False)
+
+
+@dataclass
+class EvaluateConfig:
+    suite: str
+    model: str
+    data_root: str
+    backbone: str | None = None
+    flip_test: bool = True
+    folds: int = 10
+    batch_size: int = 64
+    device: str = "auto"
+
+
+@dataclass
+class AnalyzeConfig:
+    dataset: str
+    extractor: str
+    weights: str
+    only: list[str] = field(default_factory=list)
+    genuine_pairs: int = 100_000
+    impostor_pairs: int = 100_000
+    intra_threshold: float = 0.3
+    inter_threshold: float = 0.7
+    separability_threshold: float = 0.4
+    leakage_threshold: float = 0.4
+    reference: str | None = None
+    fid_against: str | None = None
+    fid_extractor: str | None = None
+    fid_weights: str | None = None
+    fid_images: int = 10_000
+    pose_extractor: str | None = None
+    pose_weights: str | None = None
+    quality_extractor: str | None = None
+    quality_weights: str | None = None
+    flip_test: bool = False
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+
+
+def _device(preference: str) -> str:
+    from ..training.device import select_device
+
+    return str(select_device(preference))
+
+
+def _default_out(model: str, suite: str) -> Path:
+    from ..runs import DEFAULT_RUNS_ROOT
+
+    path = Path(model)
+    safe_suite = Path(suite).stem
+    if path.is_dir():
+        return path / f"eval-{safe_suite}"
+    return DEFAULT_RUNS_ROOT / f"eval-{safe_suite}-{path.stem}"
+
+
+@click.command(epilog="Example: facebench evaluate --suite five --model runs/fr-hsface10k --data-root ~/data/eval")
+@click.option("--suite", required=True, help="Suite name (see `facebench plugins --kind evaluator`) or a suite .toml.")
+@click.option("--model", "model", required=True, help="An FR run directory (model.json + backbone.pt) or a weights file.")
+@click.option("--backbone", default=None, help="Backbone or feature-extractor name; required with a weights file.")
+@click.option("--data-root", required=True, type=click.Path(), help="Folder holding the packs (lfw.bin, cfp_fp.bin, ...).")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Run directory for the results [default: RUN_DIR/eval-SUITE, or runs/eval-SUITE-WEIGHTS].")
+@click.option("--no-flip", is_flag=True, help="Embed images only, without adding the mirrored image's embedding.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result rows as JSON instead of the table.")
+def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: str | None, no_flip: bool,
+             batch_size: int, device: str, as_json: bool) -> None:
+    """Evaluate a face-recognition model on a verification suite with the insightface protocol.
+
+    Every pack of the suite found under --data-root is scored (10 folds, flip test); missing packs are
+    listed and skipped. Results go to results.json / results.csv with provenance in the run directory.
+    """
+    from ..evaluation.models import resolve_model
+    from ..evaluation.runner import evaluate_suite, table_1, write_results
+    from ..evaluation.suites import get_suite
+    from ..provenance import sha256_path
+    from ..runs import Run
+
+    the_suite = get_suite(suite)
+    found, missing = the_suite.locate(data_root)
+    if not found:
+        tried = "; ".join(f"{b.name}: {', '.join(b.files)}" for b in missing)
+        raise FacebenchError(f"{data_root}: none of the packs of suite '{the_suite.name}' is there (looked for {tried})")
+    dev = _device(device)
+    resolved = resolve_model(model, backbone, device=dev)
+    config = EvaluateConfig(suite=suite, model=str(model), data_root=str(data_root), backbone=resolved.name,
+                            flip_test=not no_flip, batch_size=batch_size, device=dev)
+    run = Run(out or _default_out(model, suite), config=config, device=dev,
+              inputs={"weights": resolved.weights},
+              extra={"suite": the_suite.name, "missing_packs": [b.name for b in missing],
+                     "trained_on": resolved.dataset})
+    outcome = evaluate_suite(resolved.model, the_suite, data_root, dataset=resolved.dataset, run=run,
+                             weights_sha256=sha256_path(resolved.weights), batch_size=batch_size,
+                             flip_test=not no_flip)
+    write_results(run, outcome.rows)
+    if as_json:
+        click.echo(json.dumps({"run": str(run.path), "missing": [b.name for b in outcome.missing],
+                               "rows": outcome.rows}, indent=2))
+        return
+    header, body = table_1(outcome.rows, the_suite)
+    table = Table(title=f"{the_suite.name}: verification accuracy (%), 10-fold, "
+                        f"{'flip test' if not no_flip else 'no flip'}")
+    for i, col in enumerate(header):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in body:
+        table.add_row(*row)
+    _stdout.print(table)
+    if outcome.missing:
+        _stdout.print(f"missing ({len(outcome.missing)}): " + ", ".join(
+            f"{b.label} [{' or '.join(b.files[:2])}]" for b in outcome.missing) + "; Avg covers the packs found")
+    _stdout.print(f"results: {run.path / 'results.csv'}")
+
+
+@click.command(epilog="Example: facebench analyze runs/hsface10k --extractor iresnet100 "
+                      "--weights arcface-r100-glint360k.pth --reference center_feature_examples.npy")
+@click.argument("dataset", type=click.Path())
+@click.option("--extractor", required=True, help="Feature extractor (or backbone) name for identity features.")
+@click.option("--weights", required=True, help="Its weights file, or an FR run directory.")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Run directory [default: runs/analyze-NAME].")
+@click.option("--only", multiple=True, help="Run only these analyses (repeatable); default all.")
+@click.option("--genuine-pairs", default=100_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--impostor-pairs", default=100_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--intra-threshold", default=0.3, show_default=True, help="Image-to-centre cosine below which an image is noise.")
+@click.option("--inter-threshold", default=0.7, show_default=True, help="Centre-to-centre cosine above which a pair is noise.")
+@click.option("--separability-threshold", default=0.4, show_default=True)
+@click.option("--leakage-threshold", default=0.4, show_default=True)
+@click.option("--reference", default=None, help="Reference identities for leakage: centres .npy or a dataset.")
+@click.option("--fid-against", default=None, type=click.Path(), help="Second image set for FID.")
+@click.option("--fid-extractor", default=None, help="Feature extractor for FID [default: fid-inception if its weights exist, else --extractor].")
+@click.option("--fid-weights", default=None, help="Weights of the FID extractor.")
+@click.option("--fid-images", default=10_000, show_default=True, type=click.IntRange(min=2), help="Images drawn from each set.")
+@click.option("--pose-extractor", default=None, help="Head-pose extractor name (for pose histograms).")
+@click.option("--pose-weights", default=None)
+@click.option("--quality-extractor", default=None, help="Quality extractor name (for quality histograms).")
+@click.option("--quality-weights", default=None)
+@click.option("--flip/--no-flip", "flip_test", default=False, show_default=True, help="Flip-test identity features.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
+def analyze(dataset: str, extractor: str, weights: str, out: str | None, only: tuple[str, ...], **options) -> None:
+    """Dataset-level analyses: genuine/impostor distributions, class noise, separability, leakage, FID.
+
+    Identity features are extracted once (resumable, in the run directory) and shared by every analysis.
+    """
+    as_json = options.pop("as_json")
+    from ..evaluation.analyze_run import run_analyses
+
+    config = AnalyzeConfig(dataset=str(dataset), extractor=extractor, weights=str(weights), only=list(only),
+                           **options)
+    config.device = _device(config.device)
+    summary, run_path = run_analyses(config, out)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"analysis of {Path(dataset).name}")
+    table.add_column("analysis")
+    table.add_column("result")
+    for name, entry in summary["analyses"].items():
+        table.add_row(name, _short(entry))
+    _stdout.print(table)
+    _stdout.print(f"summary: {run_path / 'analysis' / 'summary.json'}")
+
+
+def _short(entry: dict) -> str:
+    if "skipped" in entry:
+        return f"skipped: {entry['skipped']}"
+    keys = ("eer", "intra_noise", "inter_noise", "separable", "separable_share", "leaked", "leaked_share", "fid",
+            "features")
+    parts = []
+    for k in keys:
+        if k in entry:
+            v = entry[k]
+            parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    return ", ".join(parts) or json.dumps(entry)[:80]
+
+
+__all__ = ["analyze", "evaluate"]

@@ -1,0 +1,65 @@
+"""Embeddings of a whole training set, written shard by shard to a memory-mapped ``.npy`` and resumable.
+
+At paper scale (300k identities x 50 images) the features do not fit in memory comfortably and take hours
+to compute, so they go to disk as they are made; a killed run redoes only the unfinished shard. The file
+is named ``*.partial.npy`` until every shard is done, then renamed, so a finished-looking file is complete.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from ..shards import ShardManifest
+from .embed import TensorModel, embed_encoded
+
+DEFAULT_SHARD = 8192
+
+
+def dataset_features(model: TensorModel, reader: Any, out: str | os.PathLike, *, params: dict[str, Any],
+                     batch_size: int = 64, flip_test: bool = False, shard_size: int = DEFAULT_SHARD) -> np.ndarray:
+    """Raw (not normalised) embeddings of every image of ``reader``, one row per image, in reader order."""
+    out = Path(out)
+    n = len(reader)
+    if n == 0:
+        raise DataError(reader.path, "the dataset holds no images")
+    if out.is_file():
+        features = np.load(out, mmap_mode="r")
+        if features.shape[0] != n:
+            raise DataError(out, f"holds {features.shape[0]} rows but the dataset has {n} images; delete it")
+        return features
+    partial = out.with_name(out.stem + ".partial.npy")
+    manifest = ShardManifest(out.with_name(out.stem + ".manifest.json"),
+                             {**params, "images": n, "flip_test": flip_test, "shard_size": shard_size})
+    shards = range(0, n, shard_size)
+    features = np.lib.format.open_memmap(partial, mode="r+") if partial.is_file() else None
+    for index, start in enumerate(shards):
+        if manifest.is_done(index) and features is not None:
+            continue
+        stop = min(start + shard_size, n)
+        items = ((reader.image_bytes(i), reader.where(i)) for i in range(start, stop))
+        emb = embed_encoded(model, items, stop - start, path=reader.path, batch_size=batch_size,
+                            flip_test=flip_test, description=f"features {index + 1}/{len(shards)}")
+        if features is None:
+            features = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
+        features[start:stop] = emb
+        features.flush()
+        manifest.mark_done(index)
+    del features
+    os.replace(partial, out)
+    return np.load(out, mmap_mode="r")
+
+
+def centers_of(features: np.ndarray, labels: np.ndarray, *, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Mean raw feature per identity, streamed over row blocks (features may be a memory map)."""
+    classes, index = np.unique(labels, return_inverse=True)
+    sums = np.zeros((classes.size, features.shape[1]))
+    for start in range(0, features.shape[0], block):
+        stop = min(start + block, features.shape[0])
+        np.add.at(sums, index[start:stop], np.asarray(features[start:stop], dtype=np.float64))
+    counts = np.bincount(index, minlength=classes.size)
+    return sums / counts[:, None], classes

@@ -1,0 +1,1 @@
+"""Built-in evaluators: the verification suites and the dataset-level analyses."""

@@ -1,0 +1,249 @@
+"""`facebench evaluate` end to end on small packs, with a feature extractor registered by the test.
+
+The extractor ("pixels") average-pools the image to 4x4 and projects it with a weights file, so the
+expected embeddings can be recomputed here with plain numpy and compared with the result files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import types
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from facebench import hookimpl
+from facebench.cli import create_cli
+from facebench.data import encode_image, open_writer
+from facebench.metrics import verify
+from facebench.pluginmanager import build_plugin_set
+
+SIZE = 32
+
+
+class PixelExtractor:
+    """Deterministic toy FR model: 4x4 average pooling, then a projection loaded from a weights file."""
+
+    def __init__(self, weights=None, device="cpu", nan_on_black=False, **_):
+        from facebench.safe_load import load_state_dict
+
+        self.proj = load_state_dict(weights, what="pixels weights")["proj"].to(device)
+        self.input_size = SIZE
+        self.mean = self.std = (0.5, 0.5, 0.5)
+        self.flip_test = True
+        self.nan_on_black = nan_on_black
+
+    def forward_tensor(self, x):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+        out = pooled @ self.proj
+        if self.nan_on_black:
+            black = (x <= -0.99).flatten(1).all(dim=1)
+            out[black] = float("nan")
+        return out
+
+    def embed(self, images):
+        raise AssertionError("evaluate must use forward_tensor (raw embeddings for the flip test)")
+
+
+def _plugin():
+    @hookimpl
+    def register_feature_extractors(register):
+        register("pixels", PixelExtractor, "test extractor")
+        register("pixels-nan", lambda weights=None, device="cpu", **kw: PixelExtractor(weights, device, True),
+                 "test extractor that outputs NaN for black images")
+
+    return types.SimpleNamespace(register_feature_extractors=register_feature_extractors)
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """The CLI with the test extractors visible to every registry lookup, as an installed plugin's would be."""
+    import facebench.pluginmanager as pm
+
+    plugins = build_plugin_set(extra_plugins={"test-extractors": _plugin()})
+    def current():
+        return plugins
+
+    current.cache_clear = lambda: None  # conftest resets the cache before monkeypatch restores the original
+    monkeypatch.setattr(pm, "get_plugin_set", current)
+    return create_cli(plugins)
+
+
+@pytest.fixture
+def weights(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    path = tmp_path / "pixels.pt"
+    torch.save({"proj": torch.randn(48, 24, generator=gen)}, path)
+    return path
+
+
+def identity_image(identity: int, rng: np.random.Generator, noise: float) -> np.ndarray:
+    pattern = np.random.default_rng(1000 + identity).integers(40, 216, size=(4, 4, 3))
+    image = np.kron(pattern, np.ones((SIZE // 4, SIZE // 4, 1)))
+    image = image + rng.normal(0, noise, image.shape) + rng.normal(0, noise / 2)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_pack(path, pairs: int, seed: int, noise: float = 40.0):
+    """A balanced pack in the LFW layout (per fold: same pairs then different pairs); returns its images."""
+    rng = np.random.default_rng(seed)
+    images, flags = [], []
+    per_fold = pairs // 10
+    for k in range(pairs):
+        same = (k % per_fold) < per_fold // 2
+        a = int(rng.integers(0, 200))
+        b = a if same else int((a + 1 + rng.integers(0, 199)) % 200)
+        images += [identity_image(a, rng, noise), identity_image(b, rng, noise)]
+        flags.append(same)
+    with open_writer(path, "bin") as writer:
+        for k, same in enumerate(flags):
+            writer.add(encode_image(images[2 * k], "png"), encode_image(images[2 * k + 1], "png"), same)
+    return np.stack(images), np.array(flags)
+
+
+def plain_embeddings(images: np.ndarray, weights) -> np.ndarray:
+    """What the flip test must give, recomputed with numpy: pool(x) @ P + pool(mirror x) @ P."""
+    proj = torch.load(weights, weights_only=True)["proj"].numpy().astype(np.float64)
+    x = images.astype(np.float64) / 127.5 - 1.0
+    def pooled(arr):
+        n = arr.shape[0]
+        return arr.reshape(n, 4, SIZE // 4, 4, SIZE // 4, 3).mean(axis=(2, 4)).transpose(0, 3, 1, 2).reshape(n, 48)
+    return pooled(x) @ proj + pooled(x[:, :, ::-1]) @ proj
+
+
+def test_evaluate_toy_suite_writes_results_that_match_verify(tmp_path, cli, weights):
+    root = tmp_path / "eval"
+    root.mkdir()
+    packs = {name: make_pack(root / f"{name}.bin", 200, seed) for seed, name in
+             enumerate(["toy_lfw", "toy_cfp_fp", "toy_calfw"])}
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["evaluate", "--suite", "toy-five", "--model", str(weights),
+                                      "--backbone", "pixels", "--data-root", str(root), "--out", str(out),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    # The Table 1 layout: found columns in suite order, then Avg; missing packs listed by file name.
+    assert "LFW (toy)" in result.output and "Avg" in result.output
+    assert "missing (2)" in result.output and "toy_cplfw.bin" in result.output and "toy_agedb_30.bin" in result.output
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["benchmark"] for r in rows] == ["toy_lfw", "toy_cfp_fp", "toy_calfw"]
+    for row in rows:
+        images, flags = packs[row["benchmark"]]
+        emb = plain_embeddings(images, weights)
+        expect = verify(emb[0::2], emb[1::2], flags)
+        assert row["accuracy"] == pytest.approx(expect.accuracy, abs=1e-12)
+        assert row["std"] == pytest.approx(expect.std, abs=1e-12)
+        assert row["fold_thresholds"] == pytest.approx(list(expect.thresholds))
+        assert row["eer"] == pytest.approx(expect.eer, abs=1e-9)
+        assert 0.6 < row["accuracy"] < 1.0
+        assert row["dataset"] == "pixels" and row["pairs"] == 200 and row["flip_test"] is True
+    with open(out / "results.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert list(table[0])[:8] == ["dataset", "benchmark", "accuracy", "std", "threshold", "tar_at_far_1e-3",
+                                  "tar_at_far_1e-4", "eer"]
+    assert float(table[1]["accuracy"]) == pytest.approx(rows[1]["accuracy"])
+    avg = 100 * np.mean([r["accuracy"] for r in rows])
+    assert f"{avg:.2f}" in result.output
+    prov = json.loads((out / "provenance.json").read_text())
+    assert set(prov["inputs"]) == {"weights", "pack:toy_lfw", "pack:toy_cfp_fp", "pack:toy_calfw"}
+    assert prov["missing_packs"] == ["toy_cplfw", "toy_agedb_30"]
+
+
+def test_evaluate_resumes_finished_packs_and_json_output(tmp_path, cli, weights):
+    root = tmp_path / "eval"
+    root.mkdir()
+    make_pack(root / "toy_lfw.bin", 100, 0)
+    args = ["evaluate", "--suite", "toy_lfw", "--model", str(weights), "--backbone", "pixels",
+            "--data-root", str(root), "--out", str(tmp_path / "run"), "--device", "cpu", "--json"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    second = CliRunner(mix_stderr=False).invoke(cli, args) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames \
+        else CliRunner().invoke(cli, args)
+    assert second.exit_code == 0
+    payload = json.loads(second.stdout[second.stdout.index("{"):])
+    assert payload["rows"][0]["accuracy"] == json.loads((tmp_path / "run" / "results.json").read_text())[0]["accuracy"]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert list(manifest["done"]) == ["toy_lfw"]
+
+
+def test_user_suite_from_toml(tmp_path, cli, weights):
+    root = tmp_path / "eval"
+    (root / "mine").mkdir(parents=True)
+    make_pack(root / "mine" / "office.bin", 100, 3)
+    make_pack(root / "toy_lfw.bin", 100, 4)
+    suite = tmp_path / "office.toml"
+    suite.write_text('name = "office"\nbenchmarks = ["toy_lfw"]\n\n[[benchmark]]\nname = "office"\n'
+                     'label = "Office"\nfiles = ["mine/office.bin"]\n')
+    result = CliRunner().invoke(cli, ["evaluate", "--suite", str(suite), "--model", str(weights), "--backbone",
+                                      "pixels", "--data-root", str(root), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [(r["benchmark"], r["label"], r["suite"]) for r in rows] == [
+        ("toy_lfw", "LFW (toy)", "office"), ("office", "Office", "office")]
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_all_packs_missing_is_one_line_error_listing_them(tmp_path, cli, weights):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli, ["evaluate", "--suite", "five", "--model", str(weights), "--backbone",
+                                      "pixels", "--data-root", str(tmp_path / "empty")])
+    _one_line_error(result, "none of the packs of suite 'five'", "lfw.bin", "cfp_fp.bin", "calfw.bin")
+
+
+def test_pack_with_zero_pairs_is_one_line_error(tmp_path, cli, weights):
+    (tmp_path / "eval").mkdir()
+    with open(tmp_path / "eval" / "toy_lfw.bin", "wb") as fh:  # an empty pack, flags as a numpy bool array
+        pickle.dump(([], np.zeros(0, dtype=bool)), fh)
+    result = CliRunner().invoke(cli, ["evaluate", "--suite", "toy_lfw", "--model", str(weights), "--backbone",
+                                      "pixels", "--data-root", str(tmp_path / "eval"), "--out", str(tmp_path / "r")])
+    _one_line_error(result, "toy_lfw.bin", "zero pairs")
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_pack_with_mismatched_lengths_is_one_line_error(tmp_path, cli, weights):
+    (tmp_path / "eval").mkdir()
+    image = encode_image(np.zeros((SIZE, SIZE, 3), np.uint8), "png")
+    with open(tmp_path / "eval" / "toy_lfw.bin", "wb") as fh:
+        pickle.dump(([image] * 6, [True, False]), fh)
+    result = CliRunner().invoke(cli, ["evaluate", "--suite", "toy_lfw", "--model", str(weights), "--backbone",
+                                      "pixels", "--data-root", str(tmp_path / "eval"), "--out", str(tmp_path / "r")])
+    _one_line_error(result, "toy_lfw.bin", "6 images for 2")
+
+
+def test_nan_embeddings_are_one_line_error_naming_pack_and_image(tmp_path, cli, weights):
+    root = tmp_path / "eval"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    with open_writer(root / "toy_lfw.bin", "bin") as writer:
+        for k in range(20):
+            a = identity_image(k, rng, 10)
+            b = np.zeros_like(a) if k == 7 else identity_image(k, rng, 10)
+            writer.add(encode_image(a, "png"), encode_image(b, "png"), True)
+    result = CliRunner().invoke(cli, ["evaluate", "--suite", "toy_lfw", "--model", str(weights), "--backbone",
+                                      "pixels-nan", "--data-root", str(root), "--out", str(tmp_path / "r")])
+    _one_line_error(result, "toy_lfw.bin", "NaN or inf embeddings for 1 images", "image 15")
+
+
+def test_weights_file_without_backbone_and_missing_weights(tmp_path, cli, weights):
+    (tmp_path / "eval").mkdir()
+    make_pack(tmp_path / "eval" / "toy_lfw.bin", 20, 0)
+    result = CliRunner().invoke(cli, ["evaluate", "--suite", "toy_lfw", "--model", str(weights),
+                                      "--data-root", str(tmp_path / "eval")])
+    _one_line_error(result, "needs --backbone NAME")
+    result = CliRunner().invoke(cli, ["evaluate", "--suite", "toy_lfw", "--model", str(tmp_path / "nope.pt"),
+                                      "--backbone", "pixels", "--data-root", str(tmp_path / "eval")])
+    _one_line_error(result, "nope.pt", "not found")
+    result = CliRunner().invoke(cli, ["evaluate", "--suite", "fivee", "--model", str(weights),
+                                      "--backbone", "pixels", "--data-root", str(tmp_path / "eval")])
+    _one_line_error(result, "unknown evaluator 'fivee'", "did you mean 'five'")
