@@ -261,3 +261,18 @@ def test_report_renders_headless_and_is_not_blank(report_runs, tmp_path):
     assert pixels.shape == (1600, 1200)
     assert (pixels < 200).mean() > 0.02  # text, table borders and plots, not an empty white page
     assert pixels.std() > 20
+
+
+def test_labels_rename_a_runs_rows_and_bad_labels_are_errors(report_runs, tmp_path):
+    out = tmp_path / "r.html"
+    r = CliRunner().invoke(create_cli(), ["report", *map(str, report_runs), "--out", str(out),
+                                          "--label", f"{report_runs[0]}=real <toy>"])
+    assert r.exit_code == 0, r.output
+    five = parse(out.read_text()).tables[0]
+    assert _row(five, "real <toy>")[1][0] == "toyfaces packs"
+    assert not any(cells and cells[0][0].startswith("toyfaces-real") for _, cells in five)
+    r = CliRunner().invoke(create_cli(), ["report", str(report_runs[0]), "--out", str(out), "--label", "nolabel"])
+    assert r.exit_code == 2 and "--label expects RUN=NAME, got 'nolabel'" in r.output
+    r = CliRunner().invoke(create_cli(), ["report", str(report_runs[0]), "--out", str(out),
+                                          "--label", f"{tmp_path}/other=x"])
+    assert r.exit_code == 2 and "not among the reported runs" in r.output

@@ -14,16 +14,26 @@ from ..console import console
 @click.option("--title", default="facebench report", show_default=True, help="Heading of the report.")
 @click.option("--section", "sections", multiple=True,
               help="Only these sections (repeatable); see `facebench plugins --kind report_section`.")
-def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...]) -> None:
+@click.option("--label", "labels", multiple=True, metavar="RUN=NAME",
+              help="Show run directory RUN's dataset as NAME (repeatable), e.g. --label runs/eval-a='real data'.")
+def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...], labels: tuple[str, ...]) -> None:
     """Compare run directories (evaluation, analysis, generated datasets, FR training) in one HTML file.
 
     The file has inline CSS and embedded images, needs no network and no JavaScript. Published numbers
     of the Vec2Face paper and newer methods appear beside the measured rows, labelled as such.
     """
+    from ..errors import FacebenchError
     from ..report import write_report
 
+    names = {}
+    for item in labels:
+        run, sep, name = item.partition("=")
+        if not sep or not run or not name:
+            raise FacebenchError(f"--label expects RUN=NAME, got '{item}'")
+        names[run] = name
     with console.status("rendering report"):
-        path = write_report(list(runs), out, title=title, sections=list(sections) or None)
+        path = write_report(list(runs), out, title=title, sections=list(sections) or None,
+                            labels=names)
     click.echo(str(path))
 
 

@@ -84,18 +84,21 @@ class RunData:
     provenance: dict[str, Any] | None = None
     config_text: str | None = None
     sample_image: Path | None = None
+    label_override: str | None = None
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def label(self) -> str:
-        """The training dataset this run is about, as the user named it."""
+        """The training dataset this run is about: ``--label``, else as its files name it."""
+        if self.label_override:
+            return self.label_override
         for source, key in ((self.dataset, "name"), (self.dataset, "dataset"), (self.summary, "dataset"),
                             (self.model, "dataset")):
             value = (source or {}).get(key)
             if isinstance(value, dict):
                 value = value.get("name")
             if isinstance(value, str) and value:
-                return value
+                return Path(value).name if "/" in value or os.sep in value else value
         return self.name
 
     def array(self, name: str) -> np.ndarray | None:
@@ -123,6 +126,9 @@ class RunData:
             if isinstance(source, dict) and ("images" in source or "identities" in source):
                 ids, imgs = source.get("identities"), source.get("images")
                 return (int(ids) if ids is not None else None, int(imgs) if imgs is not None else None)
+        if self.model and ("num_images" in self.model or "num_classes" in self.model):
+            ids, imgs = self.model.get("num_classes"), self.model.get("num_images")
+            return (int(ids) if ids is not None else None, int(imgs) if imgs is not None else None)
         return None, None
 
 
@@ -154,9 +160,18 @@ def load_run(path: str | os.PathLike, name: str | None = None) -> RunData:
     return run
 
 
-def load_runs(paths: list[str | os.PathLike]) -> list[RunData]:
-    """Load several runs; two runs with the same directory name get the parent folder as a prefix."""
+def load_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None = None) -> list[RunData]:
+    """Load several runs; two runs with the same directory name get the parent folder as a prefix.
+
+    ``labels`` maps a run directory to the dataset name its rows and plots should carry.
+    """
+    wanted = {Path(k).resolve(): v for k, v in (labels or {}).items()}
+    unknown = [str(k) for k in wanted if k not in {Path(p).resolve() for p in paths}]
+    if unknown:
+        raise DataError(unknown[0], "--label names a run directory that is not among the reported runs")
     runs = [load_run(p) for p in paths]
+    for run in runs:
+        run.label_override = wanted.get(run.path.resolve())
     names = [r.name for r in runs]
     for run in runs:
         if names.count(run.name) > 1:

@@ -45,10 +45,13 @@ def render_html(runs: Sequence[RunData], *, title: str = "facebench report", sec
 
 
 def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str = "facebench report",
-                 sections: Sequence[str] | None = None) -> Path:
-    """Load ``run_dirs``, render and write ``out`` atomically; returns the written path."""
+                 sections: Sequence[str] | None = None, labels: dict[str, str] | None = None) -> Path:
+    """Load ``run_dirs``, render and write ``out`` atomically; returns the written path.
+
+    ``labels`` maps run directories to the dataset names shown for them.
+    """
     if not run_dirs:
         raise FacebenchError("no run directories given")
-    runs = load_runs(list(run_dirs))
+    runs = load_runs(list(run_dirs), labels)
     text = render_html(runs, title=title, sections=sections)
     return atomic.write_text(out, text)

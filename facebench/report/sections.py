@@ -43,7 +43,10 @@ def measured_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
         if run.results is None or run.results.empty:
             continue
         frame = run.results
-        groups = frame.groupby("dataset", sort=False) if "dataset" in frame.columns else [(run.label, frame)]
+        if "dataset" in frame.columns and run.label_override is None:
+            groups = frame.groupby("dataset", sort=False)
+        else:
+            groups = [(run.label, frame)]
         for dataset, part in groups:
             label = str(dataset) if str(dataset).strip() and str(dataset) != "nan" else run.label
             row: dict[str, Any] = {"dataset": label, "run": run.name, "values": {}, "packs": {}, "rows": part}

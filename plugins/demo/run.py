@@ -25,10 +25,13 @@ QUICK = (
     "vars.gen_identities=150", "vars.gen_images=16",
 )
 
-#: Run directories the report is made from, in the order the report lists them.
-REPORT_RUNS = ("eval-real", "eval-vec2face", "eval-vec2face-attrop", "eval-baseline", "analysis-real",
-               "analysis-vec2face", "analysis-vec2face-attrop", "analysis-baseline", "gen-vec2face",
-               "gen-vec2face-attrop", "gen-baseline")
+#: The three arms of the comparison: run-directory suffix -> the dataset name the report shows.
+ARMS = {"real": "toyfaces (real)", "vec2face": "Vec2Face (tiny)", "vec2face-attrop": "Vec2Face (tiny) + AttrOP",
+        "baseline": "noise_projection baseline"}
+
+#: Run directories the report is made from, in the order the report lists them (fr-real gives the card
+#: of the real training set; the synthetic sets have their gen-* directories).
+REPORT_RUNS = tuple(f"{kind}-{arm}" for kind in ("eval", "analysis", "gen") for arm in ARMS) + ("fr-real",)
 
 
 def config_path() -> Path:
@@ -54,7 +57,8 @@ def run_demo(cli: click.Group, out: Path, *, quick: bool = False, overrides: Seq
     start = time.perf_counter()
     outcomes = run_experiment(cli, cfg, out, skip_unavailable=True)
     runs = [out / name for name in REPORT_RUNS if (out / name).is_dir()]
-    runs = [r for r in runs if any((r / f).is_file() for f in ("results.json", "analysis/summary.json", "dataset.json"))]
+    runs = [r for r in runs if any((r / f).is_file() for f in
+                                   ("results.json", "analysis/summary.json", "dataset.json", "model.json"))]
     console.print(_summary(outcomes, time.perf_counter() - start))
     missing = [o for o in outcomes if o.status in ("unavailable", "blocked")]
     if missing:
@@ -63,4 +67,5 @@ def run_demo(cli: click.Group, out: Path, *, quick: bool = False, overrides: Seq
         raise FacebenchError(f"{out}: the demo produced no results to report "
                              f"({len(missing)} steps could not run; the table above says why)")
     title = "facebench demo on toyfaces" + (" (quick)" if quick else "")
-    return write_report(runs, out / "report.html", title=title)
+    labels = {str(r): ARMS[r.name.split("-", 1)[1]] for r in runs}
+    return write_report(runs, out / "report.html", title=title, labels=labels)
