@@ -4,8 +4,10 @@ An experiment config (``benchmarks/paper/*.toml``, the demo's config) names its 
 lines a user would type, so every step runs through the same registered commands and components as
 by hand. ``${name}`` in a step is replaced by a ``[vars]`` value (``--set vars.name=...``) or by
 ``${out}``, the experiment's run directory. A step is done when it finished in an earlier run (recorded
-in ``steps.json``, a :class:`~facebench.shards.ShardManifest`) and its declared outputs exist; done
-steps are skipped, so a rerun after a kill continues where it stopped.
+in ``steps.json``, a :class:`~facebench.shards.ShardManifest`, with its command line) and its declared
+outputs exist; done steps are skipped, so a rerun after a kill continues where it stopped. A step whose
+command line changed since it ran is refused rather than silently reused; changing a later step's
+settings does not invalidate the earlier ones.
 """
 
 from __future__ import annotations
@@ -177,15 +179,18 @@ def run_experiment(
     if unknown_only:
         raise ConfigError(f"unknown step(s) {', '.join(unknown_only)}; steps: {', '.join(s.name for s in steps)}")
     out.mkdir(parents=True, exist_ok=True)
-    manifest = ShardManifest(out / STEPS_MANIFEST, {"experiment": cfg.experiment.name,
-                                                     "steps": {s.name: s.argv for s in steps}})
+    manifest = ShardManifest(out / STEPS_MANIFEST, {"experiment": cfg.experiment.name})
     outcomes: list[StepOutcome] = []
     done: set[str] = set()
     missing_names = {s.name for s in missing}
     for i, step in enumerate(steps, 1):
         head = f"[{i}/{len(steps)}] {step.name}"
+        recorded = manifest.done.get(step.name)
+        if isinstance(recorded, dict) and recorded.get("argv") not in (None, step.argv):
+            raise DataError(out / STEPS_MANIFEST, f"cannot resume: step '{step.name}' ran with another command line "
+                            f"({' '.join(recorded['argv'])}); delete its outputs and this entry, or use another --out")
         if only and step.name not in only:
-            if manifest.is_done(step.name) or _outputs_present(step):
+            if recorded is not None and _outputs_present(step):
                 done.add(step.name)
             continue
         if step.name in missing_names:
@@ -197,9 +202,9 @@ def run_experiment(
             outcomes.append(StepOutcome(step.name, "blocked", detail=f"needs {', '.join(blocked)}"))
             console.print(f"{head}: [yellow]skipped[/], needs {', '.join(blocked)}")
             continue
-        if (step.outputs or manifest.is_done(step.name)) and _outputs_present(step):
-            if not manifest.is_done(step.name):
-                manifest.mark_done(step.name, {"seconds": 0.0, "reused": True})
+        if (step.outputs or recorded is not None) and _outputs_present(step):
+            if recorded is None:
+                manifest.mark_done(step.name, {"argv": step.argv, "seconds": 0.0, "reused": True})
             outcomes.append(StepOutcome(step.name, "skipped", detail="outputs already complete"))
             console.print(f"{head}: [green]done before[/], reusing {', '.join(map(str, step.outputs)) or 'it'}")
             done.add(step.name)
@@ -211,7 +216,7 @@ def run_experiment(
         absent = [str(p) for p in step.outputs if not p.exists()]
         if absent:
             raise DataError(absent[0], f"step '{step.name}' finished but did not write this declared output")
-        manifest.mark_done(step.name, {"seconds": round(seconds, 3)})
+        manifest.mark_done(step.name, {"argv": step.argv, "seconds": round(seconds, 3)})
         outcomes.append(StepOutcome(step.name, "ran", seconds))
         console.print(f"{head}: [green]finished[/] in {seconds:.1f} s")
         done.add(step.name)
