@@ -8,10 +8,10 @@ from html.parser import HTMLParser
 
 import pytest
 from click.testing import CliRunner
+from facebench_plugins.demo.run import QUICK, config_path
 
 from facebench.cli import create_cli
 from facebench.experiments import load_experiment, resolve_steps
-from facebench_plugins.demo.run import QUICK, config_path
 
 # 40 teacher centres span 39 PCA dimensions, enough to keep 8 identity vectors at tau 0.3.
 TINY = ("vars.identities=40", "vars.images=4", "vars.pairs=40", "vars.fr_epochs=1", "vars.gen_epochs=1",
