@@ -30,7 +30,8 @@ def eval_run(root: Path, name: str, dataset: str, accuracies: dict[str, float], 
     return path
 
 
-def analysis_run(root: Path, name: str, dataset: str, seed: int = 0, *, n_ids: int = 200) -> Path:
+def analysis_run(root: Path, name: str, dataset: str, seed: int = 0, *, n_ids: int = 200, nested: bool = False) -> Path:
+    """Analysis arrays plus a summary, flat or nested under ``analyses`` as ``facebench analyze`` writes it."""
     rng = np.random.default_rng(seed)
     path = root / name
     run = Run(path, seed=seed, device="cpu", command=["facebench", "analyze", dataset])
@@ -40,8 +41,15 @@ def analysis_run(root: Path, name: str, dataset: str, seed: int = 0, *, n_ids: i
     np.save(path / "analysis" / "intra.npy", rng.normal(0.6, 0.15, 800))
     np.save(path / "analysis" / "inter.npy", rng.normal(0.1, 0.2, 1500))
     np.save(path / "analysis" / "separability.npy", np.minimum(np.arange(1, n_ids + 1), 0.9 * np.arange(1, n_ids + 1) + 3).astype(np.int64))
-    run.write_json("analysis/summary.json", {"dataset": dataset, "eer": 0.031, "intra_noise": 0.02,
-                                             "inter_noise": 0.001, "separability_threshold": 0.4})
+    if nested:
+        run.write_json("analysis/summary.json", {
+            "dataset": f"/data/{dataset}", "identities": n_ids, "images": 800, "analyses": {
+                "pair-distributions": {"eer": 0.042, "eer_estimator": "tie-safe ROC", "genuine_mean": 0.6},
+                "class-noise": {"intra_noise": 0.125, "inter_noise": 0.0005, "nearest_mean": 0.3},
+                "separability": {"threshold": 0.35, "separable_share": 0.9}}})
+    else:
+        run.write_json("analysis/summary.json", {"dataset": dataset, "eer": 0.031, "intra_noise": 0.02,
+                                                 "inter_noise": 0.001, "separability_threshold": 0.4})
     return path
 
 

@@ -91,7 +91,7 @@ def report_runs(tmp_path):
     return [
         eval_run(tmp_path, "eval-real", "toyfaces-real", REAL, images=6000, identities=300),
         eval_run(tmp_path, "eval-v2f", EVIL, V2F, fraction=False, images=4000, identities=200),
-        analysis_run(tmp_path, "an-real", "toyfaces-real", 0),
+        analysis_run(tmp_path, "an-real", "toyfaces-real", 0, nested=True),
         analysis_run(tmp_path, "an-v2f", EVIL, 1),
         dataset_run(tmp_path, "ds-v2f", EVIL, "vec2face_tiny", png.getvalue()),
     ]
@@ -276,3 +276,18 @@ def test_labels_rename_a_runs_rows_and_bad_labels_are_errors(report_runs, tmp_pa
     r = CliRunner().invoke(create_cli(), ["report", str(report_runs[0]), "--out", str(out),
                                           "--label", f"{tmp_path}/other=x"])
     assert r.exit_code == 2 and "not among the reported runs" in r.output
+
+
+def test_analysis_summaries_are_read_flat_and_nested(report_runs, tmp_path):
+    text = write_report(report_runs, tmp_path / "r.html").read_text()
+    doc = parse(text)
+    summary = next(t for t in doc.tables if t[0][1] and t[0][1][0][0] == "dataset")
+    header = [c for c, _ in summary[0][1]]
+    rows = {cells[0][0]: dict(zip(header, (c for c, _ in cells))) for _, cells in summary[1:]}
+    # nested (as facebench analyze writes it; the dataset given as a path names the row by its last part)
+    assert rows["toyfaces-real"]["EER %"] == "4.20" and rows["toyfaces-real"]["intra-class noise %"] == "12.50"
+    assert rows["toyfaces-real"]["separable identities %"] == "90.00"
+    assert "EER 4.20% (as stated in analysis/summary.json, tie-safe ROC)" in text
+    # flat
+    assert rows[EVIL]["EER %"] == "3.10" and rows[EVIL]["intra-class noise %"] == "2.00"
+    assert "cosine 0.35" in text  # the threshold stated by the first run labels Fig. 5

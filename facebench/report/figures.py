@@ -84,24 +84,29 @@ def similarity_plot(genuine: np.ndarray, impostor: np.ndarray, eer: float, title
     return to_png(fig)
 
 
-def noise_plot(intra: np.ndarray | None, inter: np.ndarray | None, title: str) -> bytes:
-    """Image-to-centre and centre-to-centre similarities with the noise cut-offs (paper Fig. 12)."""
+def noise_plot(intra: np.ndarray | None, inter: np.ndarray | None, title: str, *, intra_share: float | None = None,
+               inter_share: float | None = None, inter_is_nearest: bool = False) -> bytes:
+    """Image-to-centre and centre-to-centre similarities with the noise cut-offs (paper Fig. 12).
+
+    The shares are the stated ones when given (``facebench analyze`` counts inter-class noise over all
+    centre pairs but stores each centre's nearest-centre similarity for the plot), else computed here.
+    """
     plt = _pyplot()
     panels = [(a, n) for a, n in ((intra, "intra"), (inter, "inter")) if a is not None]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.2), squeeze=False)
     for ax, (values, kind) in zip(axes[0], panels):
         if kind == "intra":
-            share = float(np.mean(values < INTRA_NOISE_BELOW))
+            share = float(intra_share) if intra_share is not None else float(np.mean(values < INTRA_NOISE_BELOW))
             ax.hist(values, bins=50, color="#4f81bd", alpha=0.8)
             ax.axvline(INTRA_NOISE_BELOW, color="k", linestyle="--")
             ax.set_title(f"intra-class: {share * 100:.2f}% below {INTRA_NOISE_BELOW}", fontsize=10)
             ax.set_xlabel("cosine(image, identity centre)")
         else:
-            share = float(np.mean(values > INTER_NOISE_ABOVE))
+            share = float(inter_share) if inter_share is not None else float(np.mean(values > INTER_NOISE_ABOVE))
             ax.hist(values, bins=50, color="#c0504d", alpha=0.8)
             ax.axvline(INTER_NOISE_ABOVE, color="k", linestyle="--")
-            ax.set_title(f"inter-class: {share * 100:.3f}% above {INTER_NOISE_ABOVE}", fontsize=10)
-            ax.set_xlabel("cosine(centre, centre)")
+            ax.set_title(f"inter-class: {share * 100:.3f}% of centre pairs above {INTER_NOISE_ABOVE}", fontsize=10)
+            ax.set_xlabel("cosine(centre, nearest other centre)" if inter_is_nearest else "cosine(centre, centre)")
         ax.set_ylabel("count")
     fig.suptitle(plain(title), fontsize=11)
     return to_png(fig)

@@ -98,7 +98,8 @@ class RunData:
             if isinstance(value, dict):
                 value = value.get("name")
             if isinstance(value, str) and value:
-                return Path(value).name if "/" in value or os.sep in value else value
+                # ``facebench analyze`` names the dataset by its path: show the folder name
+                return Path(value).name if Path(value).is_absolute() or Path(value).exists() else value
         return self.name
 
     def array(self, name: str) -> np.ndarray | None:

@@ -282,13 +282,32 @@ def datasets_section(runs: Sequence[RunData]) -> list[str]:
 # --------------------------------------------------------------------------------------------- analyses
 
 
+def stated(summary: dict[str, Any] | None, analysis: str, key: str) -> Any:
+    """A value of ``analysis/summary.json``: under ``analyses.<analysis>`` (as ``facebench analyze``
+    writes it) or at the top level."""
+    summary = summary or {}
+    nested = (summary.get("analyses") or {}).get(analysis) or {}
+    return nested.get(key, summary.get(key))
+
+
+#: Summary values shown in the analysis table: (analysis, key, column title, as percent).
+SUMMARY_COLUMNS = (
+    ("", "identities", "identities", False), ("", "images", "images", False),
+    ("pair-distributions", "eer", "EER %", True), ("pair-distributions", "genuine_mean", "genuine mean cos", False),
+    ("pair-distributions", "impostor_mean", "impostor mean cos", False),
+    ("class-noise", "intra_noise", "intra-class noise %", True),
+    ("class-noise", "inter_noise", "inter-class noise %", True),
+    ("separability", "separable_share", "separable identities %", True),
+)
+
+
 def analysis_section(runs: Sequence[RunData]) -> list[str]:
     """Separability curves, genuine/impostor distributions with EER, intra/inter noise, pose/quality."""
     out: list[str] = []
     curves = [(r.label, a) for r in runs if (a := r.array("separability")) is not None and len(a)]
     if curves:
-        threshold = next((float(r.summary["separability_threshold"]) for r in runs
-                          if r.summary and "separability_threshold" in r.summary), 0.4)
+        threshold = next((float(t) for r in runs if (t := stated(r.summary, "separability", "threshold")
+                                                      or stated(r.summary, "", "separability_threshold"))), 0.4)
         out.append("<h3>Identity separability (paper Fig. 5)</h3>" + image(
             figures.separability_plot(curves, threshold),
             "separability curves",
@@ -299,11 +318,13 @@ def analysis_section(runs: Sequence[RunData]) -> list[str]:
         gen, imp = run.array("genuine"), run.array("impostor")
         if gen is None or imp is None or not len(gen) or not len(imp):
             continue
-        stated = (run.summary or {}).get("eer")
-        eer = float(stated) if stated is not None else figures.equal_error_rate(gen, imp)
+        given = stated(run.summary, "pair-distributions", "eer")
+        eer = float(given) if given is not None else figures.equal_error_rate(gen, imp)
         if eer > 1.0:  # stated in percent
             eer /= 100.0
-        source = "as stated in analysis/summary.json" if stated is not None else "computed from the arrays"
+        estimator = stated(run.summary, "pair-distributions", "eer_estimator")
+        source = (f"as stated in analysis/summary.json{', ' + str(estimator) if estimator else ''}"
+                  if given is not None else "computed from the arrays by a threshold sweep")
         pairs.append(image(
             figures.similarity_plot(gen, imp, eer, run.label), f"similarity distributions of {run.label}",
             f"{run.label}: EER {eer * 100:.2f}% ({source})"))
@@ -314,9 +335,13 @@ def analysis_section(runs: Sequence[RunData]) -> list[str]:
         intra, inter = run.array("intra"), run.array("inter")
         if (intra is None or not len(intra)) and (inter is None or not len(inter)):
             continue
+        nearest = stated(run.summary, "class-noise", "nearest_mean") is not None
         noise.append(image(
             figures.noise_plot(intra if intra is not None and len(intra) else None,
-                               inter if inter is not None and len(inter) else None, run.label),
+                               inter if inter is not None and len(inter) else None, run.label,
+                               intra_share=stated(run.summary, "class-noise", "intra_noise"),
+                               inter_share=stated(run.summary, "class-noise", "inter_noise"),
+                               inter_is_nearest=nearest),
             f"class noise of {run.label}",
             f"{run.label}: images below 0.3 to their identity centre; centre pairs above 0.7"))
     if noise:
@@ -328,10 +353,20 @@ def analysis_section(runs: Sequence[RunData]) -> list[str]:
                        + image(figures.histogram_plot(series, xlabel), f"{name} histogram"))
     summaries = [(r, r.summary) for r in runs if r.summary]
     if summaries:
-        keys = sorted({k for _, s in summaries for k, v in s.items() if isinstance(v, int | float | str)}
-                      - {"dataset"})
-        rows = [[r.label] + [s.get(k, "\u2013") for k in keys] for r, s in summaries]
-        out.append("<h3>Analysis summaries</h3>" + table(["dataset", *keys], rows))
+        columns = [c for c in SUMMARY_COLUMNS if any(stated(sm, c[0], c[1]) is not None for _, sm in summaries)]
+        rows = []
+        for run, sm in summaries:
+            row = [run.label]
+            for analysis, key, _, percent in columns:
+                value = stated(sm, analysis, key)
+                if isinstance(value, int | float) and percent:
+                    row.append(f"{value * 100:.2f}" if value <= 1 else f"{value:.2f}")
+                elif isinstance(value, float):
+                    row.append(f"{value:.3f}")
+                else:
+                    row.append("\u2013" if value is None else value)
+            rows.append(row)
+        out.append("<h3>Analysis summaries</h3>" + table(["dataset", *(c[2] for c in columns)], rows))
     return out
 
 
