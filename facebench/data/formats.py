@@ -180,7 +180,18 @@ def detect_format(path: str | os.PathLike, role: str | None = None) -> Any:
         if fmt.detect(path):
             return fmt
     what = {TRAIN: "training-set", PAIRS: "verification-pair", None: "dataset"}[role]
-    raise DataError(path, f"not a recognised {what} format (tried: {', '.join(tried) or 'none registered'})")
+    hint = ""
+    record = path / "dataset.json" if path.is_dir() else None
+    if record is not None and record.is_file():  # a generated world: point at the set it describes
+        import json
+
+        try:
+            train = json.loads(record.read_text()).get("train")
+        except (ValueError, OSError):
+            train = None
+        if isinstance(train, str):
+            hint = f"; its dataset.json names the training set {path / train}"
+    raise DataError(path, f"not a recognised {what} format (tried: {', '.join(tried) or 'none registered'}){hint}")
 
 
 def _resolve(path: str | os.PathLike, format: str | None, role: str) -> Any:

@@ -26,6 +26,14 @@ def image_kind(data: bytes) -> str | None:
     return None
 
 
+def _reason(exc: Exception) -> str:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a JPEG/PNG image"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def decode_image(data: bytes, *, path: str | os.PathLike = "<bytes>", where: str | None = None) -> np.ndarray:
     """RGB ``uint8`` HxWx3 array from encoded bytes; a broken image is a one-line :class:`DataError`."""
     from PIL import Image, UnidentifiedImageError
@@ -37,8 +45,7 @@ def decode_image(data: bytes, *, path: str | os.PathLike = "<bytes>", where: str
             img.load()
             rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(path, f"undecodable image ({reason})", where) from None
+        raise DataError(path, f"undecodable image ({_reason(exc)})", where) from None
     return np.asarray(rgb, dtype=np.uint8)
 
 
@@ -46,11 +53,13 @@ def image_size(data: bytes, *, path: str | os.PathLike = "<bytes>", where: str |
     """``(width, height)`` read from the header only (cheap: used by ``data info``)."""
     from PIL import Image, UnidentifiedImageError
 
+    if not data:
+        raise DataError(path, "empty image record", where)
     try:
         with Image.open(io.BytesIO(bytes(data))) as img:
             return img.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(path, f"undecodable image ({exc})", where) from None
+        raise DataError(path, f"undecodable image ({_reason(exc)})", where) from None
 
 
 def encode_image(image: np.ndarray, kind: str = "jpg", quality: int = 95) -> bytes:

@@ -1,4 +1,4 @@
-"""insightface verification packs ``<name>.bin``: a pickle of ``(images, issame)``.
+"""insightface verification packs ``<name>.bin``: a pickle of ``(images, issame)`` (``.xz``: lzma-compressed).
 
 ``images`` is a list of 2N encoded images (pair ``k`` = images ``2k``, ``2k+1``), ``issame`` N flags. The
 packs come from the internet, and pickle can call any importable function, so they are read with
@@ -9,6 +9,7 @@ packs come from the internet, and pickle can call any importable function, so th
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import pickle
 from pathlib import Path
@@ -75,6 +76,11 @@ def load_pack(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
     path = os.fspath(path)
     with open(path, "rb") as fh:
         data = fh.read()
+    if path.lower().endswith(".xz"):  # SOTA-FR ships the same payload lzma-compressed as <name>.xz
+        try:
+            data = lzma.decompress(data)
+        except lzma.LZMAError as exc:
+            raise DataError(path, f"corrupt or truncated xz stream ({exc})") from None
     buf = io.BytesIO(data)
     try:
         obj = PackUnpickler(buf, path).load()
@@ -143,8 +149,10 @@ class BinPackWriter(DatasetWriter):
         self.count += 1
 
     def _finish(self) -> None:
-        with atomic.atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
-            pickle.dump((self._images, self._flags), fh, protocol=4)
+        payload = pickle.dumps((self._images, self._flags), protocol=4)
+        if self.path.suffix.lower() == ".xz":
+            payload = lzma.compress(payload)
+        atomic.write_bytes(self.path, payload)
 
     def _abort(self) -> None:
         self._images, self._flags = [], []
@@ -156,7 +164,7 @@ class BinPackFormat:
 
     def detect(self, path: str | os.PathLike) -> bool:
         path = Path(path)
-        return path.is_file() and path.suffix.lower() == ".bin"
+        return path.is_file() and path.suffix.lower() in (".bin", ".xz")
 
     def open(self, path: str | os.PathLike) -> BinPackReader:
         return BinPackReader(path)

@@ -11,3 +11,9 @@ def register_formats(register):
              "image folder root/<identity>/<image>.{jpg,png}; labels from sorted folder names")
     register("bin", "facebench_plugins.formats.binpack:BinPackFormat",
              "insightface verification pack <name>.bin (pickled images + same/different flags)")
+    register("rec", "facebench_plugins.formats.recordio:RecordIOFormat",
+             "insightface RecordIO train.rec + train.idx (+ property), read without MXNet")
+    register("lmdb", "facebench_plugins.formats.lmdbformat:LMDBFormat",
+             "Vec2Face/HSFace LMDB (msgpack records; HSFace and WebFace4M-with-features layouts)")
+    register("pairlist", "facebench_plugins.formats.pairlist:PairListFormat",
+             "pair-list test set: image root + LFW-style pairs.txt or CSV path_a,path_b,same")

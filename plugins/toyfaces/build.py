@@ -1,8 +1,9 @@
 """Building a toy world: a training set in any registered format plus the seven ``.bin`` packs.
 
-Rendering runs in a process pool; every image is keyed by ``(seed, stream, identity, image)`` and
-results are written in order, so the files are byte-identical for a seed whatever the worker count.
-The whole output directory appears only when complete (``facebench.atomic.atomic_dir``).
+Rendering runs in a process pool, shard by shard; every image is keyed by ``(seed, stream, identity,
+image)`` and shards are assembled in order, so the files are byte-identical for a seed whatever the
+worker count, and an interrupted build resumes from its finished shards. The output directory appears
+only when complete (``facebench.atomic.atomic_dir``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from facebench import atomic
-from facebench.console import make_progress
+from facebench.console import console, make_progress
 from facebench.data import encode_image, get_format, open_writer
 from facebench.errors import ConfigError
 from facebench.runs import Run
@@ -139,56 +141,117 @@ def _map(pool: Any, fn: Any, jobs: list[Any]):
     return pool.imap(fn, jobs) if pool is not None else map(fn, jobs)
 
 
+#: Identities per training shard and pairs per pack shard: the unit of parallel work and of resuming.
+TRAIN_SHARD = 32
+PAIR_SHARD = 200
+
+
+def _render_shard(job: tuple) -> bytes:
+    """One shard as msgpack: ``[[image, label], ...]`` (training) or ``[[a, b, same], ...]`` (pack)."""
+    import msgpack
+
+    if job[0] == TRAIN_STREAM:
+        _, first, stop = job
+        rows = [[data, index] for index in range(first, stop) for data in _render_identity(index)]
+    else:
+        rows = [list(row) for row in _render_pairs(job)]
+    return msgpack.packb(rows, use_bin_type=True)
+
+
+def _read_shard(path: Path) -> list:
+    import msgpack
+
+    return msgpack.unpackb(path.read_bytes(), raw=False)
+
+
+def _jobs(cfg: ToyConfig) -> list[tuple[str, tuple, int]]:
+    """``(shard name, render job, images)`` for the whole world, in output order."""
+    jobs = []
+    for first in range(0, cfg.identities, TRAIN_SHARD):
+        stop = min(first + TRAIN_SHARD, cfg.identities)
+        jobs.append((f"train-{first:08d}", (TRAIN_STREAM, first, stop), (stop - first) * cfg.images_per_identity))
+    for pack in cfg.packs:
+        plan = pack_plan(cfg, pack)
+        for start in range(0, len(plan), PAIR_SHARD):
+            part = plan[start : start + PAIR_SHARD]
+            jobs.append((f"{pack}-{start:08d}", (pack, start, part), 2 * len(part)))
+    return jobs
+
+
 def build_world(
     out: str | os.PathLike, cfg: ToyConfig | None = None, *, workers: int = 2, overwrite: bool = False,
     command: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Render the world described by ``cfg`` into ``out``; returns the ``dataset.json`` record."""
+    """Render the world described by ``cfg`` into ``out``; returns the ``dataset.json`` record.
+
+    Rendered shards are kept in ``.<out>.partial/`` with a manifest, so a killed build resumes where it
+    stopped (the settings must not change); the final files are assembled into ``out`` atomically.
+    """
+    from facebench.shards import ShardManifest
+
     cfg = cfg or ToyConfig()
     cfg.validate()
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: already exists (pass --overwrite to replace it)")
-    n_train = cfg.identities * cfg.images_per_identity
-    total = n_train + 2 * cfg.pairs * len(cfg.packs)
-    pool = _pool(cfg, workers)
-    try:
-        with atomic.atomic_dir(out, overwrite=overwrite) as tmp, make_progress() as progress:
-            task = progress.add_task(f"toyfaces {out.name}", total=total)
-            with open_writer(train_path(tmp, cfg.format), cfg.format) as writer:
-                for index, images in enumerate(_map(pool, _render_identity, list(range(cfg.identities)))):
-                    for data in images:
-                        writer.add(data, index)
-                    progress.advance(task, len(images))
-            packs = {}
-            for pack in cfg.packs:
-                plan = pack_plan(cfg, pack)
-                chunk = 50
-                jobs = [(pack, s, plan[s : s + chunk]) for s in range(0, len(plan), chunk)]
-                with open_writer(tmp / f"{pack}.bin", "bin") as writer:
-                    for rendered in _map(pool, _render_pairs, jobs):
-                        for a, b, same in rendered:
+    partial = out.parent / f".{out.name}.partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    manifest = ShardManifest(partial / "manifest.json", {"toyfaces": asdict(cfg)})
+    jobs = _jobs(cfg)
+    images = {name: n for name, _, n in jobs}
+    todo = [(name, job) for name, job, _ in jobs if not manifest.is_done(name)]
+    if len(todo) < len(jobs):
+        console.print(f"resuming {out}: {len(jobs) - len(todo)} of {len(jobs)} shards already rendered in {partial}")
+    with make_progress() as progress:
+        task = progress.add_task(f"toyfaces {out.name}", total=sum(images.values()),
+                                 completed=sum(n for name, n in images.items() if manifest.is_done(name)))
+        pool = _pool(cfg, workers) if todo else None
+        try:
+            rendered = _map(pool, _render_shard, [job for _, job in todo])
+            for (name, _), blob in zip(todo, rendered):
+                atomic.write_bytes(partial / f"{name}.msgpack", blob)
+                manifest.mark_done(name)
+                progress.advance(task, images[name])
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+    record = _assemble(out, cfg, partial, [name for name, _, _ in jobs], overwrite, command)
+    shutil.rmtree(partial, ignore_errors=True)
+    return record
+
+
+def _assemble(out: Path, cfg: ToyConfig, partial: Path, names: list[str], overwrite: bool,
+              command: list[str] | None) -> dict[str, Any]:
+    """Stream the rendered shards into the training-set writer and the pack writers."""
+    with atomic.atomic_dir(out, overwrite=overwrite) as tmp:
+        with open_writer(train_path(tmp, cfg.format), cfg.format) as writer:
+            for name in names:
+                if name.startswith(f"{TRAIN_STREAM}-"):
+                    for data, label in _read_shard(partial / f"{name}.msgpack"):
+                        writer.add(data, label)
+        packs = {}
+        for pack in cfg.packs:
+            with open_writer(tmp / f"{pack}.bin", "bin") as writer:
+                for name in names:
+                    if name.startswith(f"{pack}-"):
+                        for a, b, same in _read_shard(partial / f"{name}.msgpack"):
                             writer.add(a, b, same)
-                        progress.advance(task, 2 * len(rendered))
-                spec = PACKS[pack]
-                packs[pack] = {"file": f"{pack}.bin", "pairs": cfg.pairs, "folds": 10, "mirrors": spec.mirrors,
-                               "nuisance": spec.description, "identities": pack_identity_count(cfg.pairs)}
-            record = {
-                "generator": "toyfaces",
-                "identities": cfg.identities,
-                "images": n_train,
-                "images_per_identity": cfg.images_per_identity,
-                "size": cfg.size,
-                "seed": cfg.seed,
-                "format": cfg.format,
-                "train": train_path(Path("."), cfg.format).as_posix(),
-                "packs": packs,
-                "settings": asdict(cfg),
-            }
-            atomic.write_json(tmp / "dataset.json", record)
-            Run(tmp, config=cfg, seed=cfg.seed, command=command)
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+            spec = PACKS[pack]
+            packs[pack] = {"file": f"{pack}.bin", "pairs": cfg.pairs, "folds": 10, "mirrors": spec.mirrors,
+                           "nuisance": spec.description, "identities": pack_identity_count(cfg.pairs)}
+        record = {
+            "generator": "toyfaces",
+            "identities": cfg.identities,
+            "images": cfg.identities * cfg.images_per_identity,
+            "images_per_identity": cfg.images_per_identity,
+            "size": cfg.size,
+            "seed": cfg.seed,
+            "format": cfg.format,
+            "train": train_path(Path("."), cfg.format).as_posix(),
+            "packs": packs,
+            "settings": asdict(cfg),
+        }
+        atomic.write_json(tmp / "dataset.json", record)
+        Run(tmp, config=cfg, seed=cfg.seed, command=command)
     return record

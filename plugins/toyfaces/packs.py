@@ -40,7 +40,7 @@ def _cross_pose(rng, ia, ib, d):
 
 
 def _age_gap(rng, ia, ib, d):
-    young, old = float(rng.uniform(0.0, 0.3)), float(rng.uniform(0.65, 1.0))
+    young, old = float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.6, 0.9))
     a = replace(sample_nuisance(rng, ia, d), age=young)
     b = replace(sample_nuisance(rng, ib, d), age=old)
     return (a, b) if rng.uniform() < 0.5 else (b, a)
@@ -56,8 +56,8 @@ def _facial_hair(rng, ia, ib, d):
 
 
 def _exposure(rng, ia, ib, d):
-    a = replace(sample_nuisance(rng, ia, d), gain=float(rng.uniform(0.3, 0.5)), gamma=float(rng.uniform(1.2, 1.5)))
-    b = replace(sample_nuisance(rng, ib, d), gain=float(rng.uniform(1.8, 2.6)), gamma=float(rng.uniform(0.7, 0.9)))
+    a = replace(sample_nuisance(rng, ia, d), gain=float(rng.uniform(0.35, 0.55)), gamma=float(rng.uniform(1.1, 1.3)))
+    b = replace(sample_nuisance(rng, ib, d), gain=float(rng.uniform(1.6, 2.2)), gamma=float(rng.uniform(0.8, 0.95)))
     return (a, b) if rng.uniform() < 0.5 else (b, a)
 
 
@@ -77,9 +77,10 @@ PACKS: dict[str, PackSpec] = {
         PackSpec("toy_cfp_fp", "CFP-FP", "frontal (yaw ~0) against profile (|yaw| 60-80 deg)", _frontal_profile),
         PackSpec("toy_cplfw", "CPLFW", "cross-pose (|yaw| 0-25 vs 40-70 deg), similar-looking negatives",
                  _cross_pose, hard_negatives=True),
-        PackSpec("toy_agedb_30", "AgeDB-30", "large age gap (age 0-0.3 vs 0.65-1.0)", _age_gap),
+        PackSpec("toy_agedb_30", "AgeDB-30", "large age gap (age 0.05-0.3 vs 0.6-0.9)", _age_gap),
         PackSpec("toy_calfw", "CALFW", "large age gap, similar-looking negatives", _age_gap, hard_negatives=True),
-        PackSpec("toy_hadrian", "Hadrian", "clean-shaven against heavy beard/moustache", _facial_hair),
+        PackSpec("toy_hadrian", "Hadrian", "clean-shaven against heavy beard/moustache, similar-looking negatives",
+                 _facial_hair, hard_negatives=True),
         PackSpec("toy_eclipse", "Eclipse", "under-exposed against over-exposed", _exposure),
     )
 }

@@ -41,7 +41,7 @@ class Difficulty:
     roll_sigma: float = 6.0
     expression: float = 0.6
     illumination: float = 0.35
-    age_jitter: float = 0.08
+    age_jitter: float = 0.1
     facial_hair_p: float = 0.12
     exposure_sigma: float = 0.15
     background_clutter: float = 0.5

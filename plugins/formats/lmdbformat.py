@@ -1,0 +1,375 @@
+"""The LMDB datasets of the official Vec2Face/HSFace releases, read and written with ``lmdb`` + ``msgpack``.
+
+Keys are ASCII decimals ``b"0"..b"N-1"`` plus ``__keys__`` (msgpack list of the keys), ``__len__`` and
+``__classnum__``. Two record layouts exist: the HSFace FR training sets store ``(image bytes, label)``;
+the generator-training set (``WebFace4M.lmdb``) stores ``[image bytes, feature as .npy bytes, label]``.
+The official loader reads that feature with ``allow_pickle=True``; facebench never unpickles it (an
+object array is refused). HSFace100k/200k are ``.npy`` index masks over HSFace300k: ``open(mask=...)``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facebench import atomic
+from facebench.data.formats import TRAIN, DatasetWriter, TrainReader
+from facebench.errors import DataError, MissingFileError
+
+META_KEYS = (b"__keys__", b"__len__", b"__classnum__")
+
+
+def _lmdb():
+    import lmdb
+
+    return lmdb
+
+
+def _unpack(value: Any, path: str, where: str) -> Any:
+    import msgpack
+
+    try:
+        return msgpack.unpackb(value, raw=True, strict_map_key=False)
+    except (ValueError, msgpack.exceptions.ExtraData, msgpack.exceptions.FormatError,
+            msgpack.exceptions.StackError) as exc:
+        raise DataError(path, f"undecodable msgpack record ({type(exc).__name__})", where) from None
+
+
+def load_mask(path: str | os.PathLike, size: int) -> np.ndarray:
+    """Record indices from a ``.npy`` mask (integer indices, or a boolean array over all records)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(path, "index mask")
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(path, f"unreadable index mask ({exc})") from None
+    if mask.dtype == bool:
+        if mask.shape != (size,):
+            raise DataError(path, f"boolean mask has {mask.size} entries for {size} records")
+        return np.flatnonzero(mask).astype(np.int64)
+    if mask.ndim != 1 or mask.dtype.kind not in "iu":
+        raise DataError(path, f"index mask must be a 1-D integer or boolean array, found {mask.dtype} {mask.shape}")
+    if mask.size and (mask.min() < 0 or mask.max() >= size):
+        raise DataError(path, f"index {int(mask.max() if mask.max() >= size else mask.min())} outside the "
+                              f"{size} records")
+    return mask.astype(np.int64)
+
+
+def parse_feature(data: bytes, path: str, where: str) -> np.ndarray:
+    """A feature stored as ``.npy`` bytes, loaded without pickle."""
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise DataError(path, "feature is a pickled object array; refused (facebench never unpickles "
+                                  "dataset contents)", where) from None
+        raise DataError(path, f"undecodable .npy feature ({exc})", where) from None
+    except (OSError, EOFError) as exc:
+        raise DataError(path, f"undecodable .npy feature ({exc})", where) from None
+
+
+_LMDB_MAGIC = 0xBEEFC0DE
+
+
+def check_lmdb_file(path: str) -> None:
+    """Refuse a truncated LMDB file before mapping it (reading past its end would crash with SIGBUS).
+
+    The two meta pages name the last used page; the file must reach the end of that page.
+    """
+    data_file = os.path.join(path, "data.mdb") if os.path.isdir(path) else path
+    size = os.path.getsize(data_file)
+    with open(data_file, "rb") as fh:
+        head = fh.read(2 * 65536)
+    best: tuple[int, int, int] | None = None  # (txnid, last page, page size)
+    psize = struct.unpack_from("<I", head, 40)[0] if len(head) >= 44 else 0
+    for base in (0, psize) if psize else (0,):
+        if len(head) < base + 152:
+            continue
+        magic = struct.unpack_from("<I", head, base + 16)[0]
+        if magic != _LMDB_MAGIC:
+            continue
+        last_pg, txnid = struct.unpack_from("<QQ", head, base + 136)
+        if best is None or txnid > best[0]:
+            best = (txnid, last_pg, psize)
+    if best is None or not psize:
+        raise DataError(path, f"not an LMDB file (no valid meta page; {size} bytes)")
+    needed = (best[1] + 1) * best[2]
+    if size < needed:
+        raise DataError(path, f"truncated LMDB file ({size} bytes, its meta page needs {needed})")
+
+
+# py-lmdb allows one open environment per file and process: readers of the same file share it.
+_ENVS: dict[tuple[int, str], list] = {}
+
+
+def _shared_env(path: str):
+    key = (os.getpid(), os.path.realpath(path))
+    for other in [k for k in _ENVS if k[1] == key[1] and k[0] != key[0]]:
+        # Inherited through fork (a DataLoader worker): LMDB handles must not cross processes, and
+        # py-lmdb refuses a second open of the same file, so drop the parent's copy here first.
+        env = _ENVS.pop(other)[0]
+        try:
+            env.close()
+        except _lmdb().Error:
+            pass
+    if key not in _ENVS:
+        check_lmdb_file(path)
+        lmdb = _lmdb()
+        try:
+            env = lmdb.open(path, subdir=Path(path).is_dir(), readonly=True, lock=False, readahead=False,
+                            meminit=False, max_readers=256)
+        except lmdb.Error as exc:
+            raise DataError(path, f"cannot open LMDB ({str(exc).split(':')[-1].strip()})") from None
+        _ENVS[key] = [env, 0]
+    _ENVS[key][1] += 1
+    return _ENVS[key][0]
+
+
+def _release_env(path: str) -> None:
+    key = (os.getpid(), os.path.realpath(path))
+    if key in _ENVS:
+        _ENVS[key][1] -= 1
+        if _ENVS[key][1] <= 0:
+            _ENVS.pop(key)[0].close()
+
+
+class LMDBReader(TrainReader):
+    """Opens the environment read-only and lock-free (safe for many DataLoader workers)."""
+
+    format_name = "lmdb"
+
+    def __init__(self, path: str | os.PathLike, mask: str | os.PathLike | None = None):
+        self.path = os.fspath(path)
+        self.mask_path = os.fspath(mask) if mask is not None else None
+        txn = self._txn()
+        raw_keys = txn.get(b"__keys__")
+        raw_len = txn.get(b"__len__")
+        if raw_keys is None or raw_len is None:
+            missing = "__keys__" if raw_keys is None else "__len__"
+            raise DataError(self.path, f"not a Vec2Face/HSFace LMDB dataset (key {missing} missing)")
+        keys = _unpack(raw_keys, self.path, "key __keys__")
+        length = _unpack(raw_len, self.path, "key __len__")
+        if not isinstance(keys, list) or not isinstance(length, int) or len(keys) != length:
+            raise DataError(self.path, f"__keys__ lists {len(keys) if isinstance(keys, list) else '?'} keys "
+                                       f"but __len__ is {length!r}")
+        keys = [k if isinstance(k, bytes) else str(k).encode() for k in keys]
+        # The official converters number records b"0".."N-1": then keys are computed, not stored
+        # (a list of 15M bytes objects would cost about a gigabyte in every DataLoader worker).
+        self._stored_keys = None if all(k == str(i).encode() for i, k in enumerate(keys)) else keys
+        del keys
+        classnum = txn.get(b"__classnum__")
+        self._classnum = _unpack(classnum, self.path, "key __classnum__") if classnum is not None else None
+        self.index = (load_mask(self.mask_path, length) if self.mask_path
+                      else np.arange(length, dtype=np.int64))
+        self._labels: np.ndarray | None = None
+        self._remap: np.ndarray | None = None
+
+    def _env(self):
+        if getattr(self, "_env_pid", None) != os.getpid():
+            self._env_obj = _shared_env(self.path)
+            self._env_pid = os.getpid()
+            self._txn_obj = self._env_obj.begin(write=False, buffers=False)
+        return self._env_obj
+
+    def _txn(self):
+        self._env()
+        return self._txn_obj
+
+    def close(self) -> None:
+        if getattr(self, "_env_pid", None) == os.getpid():
+            self._txn_obj.abort()
+            _release_env(self.path)
+        self._env_pid = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_env_obj", "_txn_obj", "_env_pid")}
+
+    def key(self, j: int) -> bytes:
+        """The LMDB key of record ``j`` (before any mask)."""
+        return self._stored_keys[j] if self._stored_keys is not None else str(j).encode()
+
+    def _record(self, i: int) -> tuple[list, str]:
+        key = self.key(int(self.index[i]))
+        where = f"key {key.decode(errors='replace')}"
+        try:
+            value = self._txn().get(key)
+        except _lmdb().Error as exc:
+            raise DataError(self.path, f"corrupt LMDB page ({exc})", where) from None
+        if value is None:
+            raise DataError(self.path, "record listed in __keys__ is missing", where)
+        rec = _unpack(value, self.path, where)
+        if not isinstance(rec, (list, tuple)) or len(rec) not in (2, 3) or not isinstance(rec[0], bytes) \
+                or not isinstance(rec[-1], int):
+            raise DataError(self.path, "record is neither (image, label) nor [image, feature, label]", where)
+        return list(rec), where
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Read once (only the label of each record is decoded, image bytes are skipped)."""
+        if self._labels is None:
+            import msgpack
+
+            raw = np.empty(len(self.index), dtype=np.int64)
+            txn = self._txn()
+            for n, j in enumerate(self.index):
+                key = self.key(int(j))
+                value = txn.get(key)
+                if value is None:
+                    raise DataError(self.path, "record listed in __keys__ is missing", f"key {key.decode()}")
+                unpacker = msgpack.Unpacker(raw=True)
+                unpacker.feed(value)
+                try:
+                    count = unpacker.read_array_header()
+                    for _ in range(count - 1):
+                        unpacker.skip()
+                    label = unpacker.unpack()
+                except (ValueError, msgpack.exceptions.OutOfData, msgpack.exceptions.StackError):
+                    raise DataError(self.path, "undecodable msgpack record", f"key {key.decode()}") from None
+                if not isinstance(label, int):
+                    raise DataError(self.path, f"label is {type(label).__name__}, not an integer", f"key {key.decode()}")
+                raw[n] = label
+            if self.mask_path is not None and len(raw):
+                # A mask may select identities that are not 0..K-1: renumber them densely in label order.
+                uniq = np.unique(raw)
+                if uniq[0] != 0 or uniq[-1] != len(uniq) - 1:
+                    raw = np.searchsorted(uniq, raw).astype(np.int64)
+            whole = self.mask_path is None and isinstance(self._classnum, int)
+            limit = self._classnum if whole else np.iinfo(np.int64).max
+            bad = np.flatnonzero((raw < 0) | (raw >= limit))
+            if len(bad):
+                key = self.key(int(self.index[bad[0]])).decode()
+                raise DataError(self.path, f"label {raw[bad[0]]} out of range [0, {limit})", f"key {key}")
+            self._labels = raw
+        return self._labels
+
+    @property
+    def num_classes(self) -> int:
+        """``__classnum__`` for a whole set; for a masked subset (or none stored), max label + 1."""
+        if self.mask_path is None and isinstance(self._classnum, int):
+            return self._classnum
+        labels = self.labels
+        return int(labels.max()) + 1 if len(labels) else 0
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def where(self, i: int) -> str:
+        return f"key {self.key(int(self.index[i])).decode(errors='replace')}"
+
+    def image_bytes(self, i: int) -> bytes:
+        return self._record(i)[0][0]
+
+    def has_features(self) -> bool:
+        return len(self) > 0 and len(self._record(0)[0]) == 3
+
+    def feature(self, i: int) -> np.ndarray:
+        """The stored identity feature of record ``i`` (generator-training layout only)."""
+        rec, where = self._record(i)
+        if len(rec) != 3:
+            raise DataError(self.path, "record has no feature (HSFace layout: image and label only)", where)
+        return parse_feature(rec[1], self.path, where)
+
+
+class LMDBWriter(DatasetWriter):
+    """Writes a single-file LMDB (``subdir=False``, as the official converter does), growing the map as needed.
+
+    ``features=True`` writes the generator-training layout; then ``add`` needs ``feature=`` (an array).
+    """
+
+    def __init__(self, path, *, overwrite: bool = False, features: bool = False, commit_every: int = 1000):
+        super().__init__(path, overwrite=overwrite)
+        self.features = features
+        self.commit_every = commit_every
+
+    def _start(self) -> None:
+        self._cm = atomic.atomic_path(self.path)
+        self._tmp = self._cm.__enter__()
+        self._map_size = 1 << 26
+        self._env = _lmdb().open(os.fspath(self._tmp), subdir=False, map_size=self._map_size, lock=False,
+                                 meminit=True, sync=False)
+        self._txn = self._env.begin(write=True)
+        self._classes = 0
+        self._pending: list[tuple[bytes, bytes]] = []  # since the last commit, replayed if the map grows
+
+    def _put(self, key: bytes, value: bytes) -> None:
+        lmdb = _lmdb()
+        while True:
+            try:
+                self._txn.put(key, value)
+                return
+            except lmdb.MapFullError:
+                self._txn.abort()
+                self._map_size *= 2
+                self._env.set_mapsize(self._map_size)
+                self._txn = self._env.begin(write=True)
+                self._replay()
+
+    def _replay(self) -> None:
+        """Rewrite the records of the aborted transaction (kept since the last commit)."""
+        for key, value in self._pending:
+            self._txn.put(key, value)
+
+    def add(self, image_bytes: bytes, label: int, feature: np.ndarray | None = None) -> None:
+        import msgpack
+
+        label = int(label)
+        if label < 0:
+            raise ValueError(f"labels must be non-negative, got {label}")
+        if self.features:
+            if feature is None:
+                raise ValueError("this LMDB writer stores features: pass feature=<array>")
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(feature), allow_pickle=False)
+            record = [bytes(image_bytes), buf.getvalue(), label]
+        else:
+            record = (bytes(image_bytes), label)
+        key = str(self.count).encode()
+        value = msgpack.packb(record, use_bin_type=True)
+        self._pending.append((key, value))
+        self._put(key, value)
+        self._classes = max(self._classes, label + 1)
+        self.count += 1
+        if self.count % self.commit_every == 0:
+            self._txn.commit()
+            self._pending = []
+            self._txn = self._env.begin(write=True)
+
+    def _finish(self) -> None:
+        import msgpack
+
+        keys = [str(i).encode() for i in range(self.count)]
+        for key, value in ((b"__keys__", keys), (b"__len__", self.count), (b"__classnum__", self._classes)):
+            self._pending.append((key, msgpack.packb(value, use_bin_type=True)))
+            self._put(key, self._pending[-1][1])
+        self._txn.commit()
+        self._env.sync(True)
+        self._env.close()
+        self._cm.__exit__(None, None, None)
+
+    def _abort(self) -> None:
+        self._txn.abort()
+        self._env.close()
+        self._cm.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+class LMDBFormat:
+    name = "lmdb"
+    role = TRAIN
+
+    def detect(self, path: str | os.PathLike) -> bool:
+        path = Path(path)
+        if path.is_dir():
+            return (path / "data.mdb").is_file()
+        return path.is_file() and path.suffix.lower() in (".lmdb", ".mdb")
+
+    def open(self, path: str | os.PathLike, mask: str | os.PathLike | None = None) -> LMDBReader:
+        return LMDBReader(path, mask=mask)
+
+    def writer(self, path: str | os.PathLike, *, overwrite: bool = False, features: bool = False) -> LMDBWriter:
+        return LMDBWriter(path, overwrite=overwrite, features=features)
