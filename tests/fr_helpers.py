@@ -10,6 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads per process thrash (10x slower), and
+    runs compared for equality must use the same thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def identity_pattern(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -49,18 +49,32 @@ class PixelExtractor:
         raise AssertionError("evaluate must use forward_tensor (raw embeddings for the flip test)")
 
 
+class AnglesExtractor:
+    """Toy pose model: 'yaw' = 90 x (mean of the red channel in [-1, 1]), pitch = 0, roll = 5."""
+
+    input_size = SIZE
+    outputs = ("pitch", "yaw", "roll")
+
+    def __init__(self, weights=None, device="cpu", **_):
+        self.device = device
+
+    def forward_tensor(self, x):
+        yaw = 90.0 * x[:, 0].mean(dim=(1, 2))
+        return torch.stack([torch.zeros_like(yaw), yaw, torch.full_like(yaw, 5.0)], dim=1)
+
+
 def _plugin():
     @hookimpl
     def register_feature_extractors(register):
         register("pixels", PixelExtractor, "test extractor")
+        register("angles", AnglesExtractor, "test pose extractor")
         register("pixels-nan", lambda weights=None, device="cpu", **kw: PixelExtractor(weights, device, True),
                  "test extractor that outputs NaN for black images")
 
     return types.SimpleNamespace(register_feature_extractors=register_feature_extractors)
 
 
-@pytest.fixture
-def cli(monkeypatch):
+def cli_with_test_extractors(monkeypatch):
     """The CLI with the test extractors visible to every registry lookup, as an installed plugin's would be."""
     import facebench.pluginmanager as pm
 
@@ -73,12 +87,20 @@ def cli(monkeypatch):
     return create_cli(plugins)
 
 
-@pytest.fixture
-def weights(tmp_path):
+def write_weights(path):
     gen = torch.Generator().manual_seed(0)
-    path = tmp_path / "pixels.pt"
     torch.save({"proj": torch.randn(48, 24, generator=gen)}, path)
     return path
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    return cli_with_test_extractors(monkeypatch)
+
+
+@pytest.fixture
+def weights(tmp_path):
+    return write_weights(tmp_path / "pixels.pt")
 
 
 def identity_image(identity: int, rng: np.random.Generator, noise: float) -> np.ndarray:
@@ -105,14 +127,18 @@ def make_pack(path, pairs: int, seed: int, noise: float = 40.0):
     return np.stack(images), np.array(flags)
 
 
-def plain_embeddings(images: np.ndarray, weights) -> np.ndarray:
-    """What the flip test must give, recomputed with numpy: pool(x) @ P + pool(mirror x) @ P."""
+def plain_features(images: np.ndarray, weights) -> np.ndarray:
+    """The extractor recomputed with numpy: 4x4 average pooling of (x/127.5 - 1), then the projection."""
     proj = torch.load(weights, weights_only=True)["proj"].numpy().astype(np.float64)
     x = images.astype(np.float64) / 127.5 - 1.0
-    def pooled(arr):
-        n = arr.shape[0]
-        return arr.reshape(n, 4, SIZE // 4, 4, SIZE // 4, 3).mean(axis=(2, 4)).transpose(0, 3, 1, 2).reshape(n, 48)
-    return pooled(x) @ proj + pooled(x[:, :, ::-1]) @ proj
+    n = x.shape[0]
+    pooled = x.reshape(n, 4, SIZE // 4, 4, SIZE // 4, 3).mean(axis=(2, 4)).transpose(0, 3, 1, 2).reshape(n, 48)
+    return pooled @ proj
+
+
+def plain_embeddings(images: np.ndarray, weights) -> np.ndarray:
+    """What the flip test must give: features of the image plus features of its mirror image."""
+    return plain_features(images, weights) + plain_features(images[:, :, ::-1], weights)
 
 
 def test_evaluate_toy_suite_writes_results_that_match_verify(tmp_path, cli, weights):
@@ -157,16 +183,17 @@ def test_evaluate_resumes_finished_packs_and_json_output(tmp_path, cli, weights)
     root.mkdir()
     make_pack(root / "toy_lfw.bin", 100, 0)
     args = ["evaluate", "--suite", "toy_lfw", "--model", str(weights), "--backbone", "pixels",
-            "--data-root", str(root), "--out", str(tmp_path / "run"), "--device", "cpu", "--json"]
+            "--data-root", str(root), "--out", str(tmp_path / "run"), "--device", "cpu", "--json", "--label", "mine"]
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
-    second = CliRunner(mix_stderr=False).invoke(cli, args) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames \
-        else CliRunner().invoke(cli, args)
+    second = CliRunner().invoke(cli, args)
     assert second.exit_code == 0
-    payload = json.loads(second.stdout[second.stdout.index("{"):])
+    assert "toy_lfw: already evaluated (resumed)" in second.stderr
+    payload = json.loads(second.stdout)  # stdout holds only the JSON document
     assert payload["rows"][0]["accuracy"] == json.loads((tmp_path / "run" / "results.json").read_text())[0]["accuracy"]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert list(manifest["done"]) == ["toy_lfw"]
+    assert payload["rows"][0]["dataset"] == "mine"
 
 
 def test_user_suite_from_toml(tmp_path, cli, weights):
@@ -247,3 +274,34 @@ def test_weights_file_without_backbone_and_missing_weights(tmp_path, cli, weight
     result = CliRunner().invoke(cli, ["evaluate", "--suite", "fivee", "--model", str(weights),
                                       "--backbone", "pixels", "--data-root", str(tmp_path / "eval")])
     _one_line_error(result, "unknown evaluator 'fivee'", "did you mean 'five'")
+
+
+def test_evaluate_an_fr_run_directory_through_the_fr_run_extractor(tmp_path):
+    """A train-fr style run directory (model.json + backbone.pt) is evaluated with the fr plugin's extractor;
+    accuracies equal verify() on that extractor's own flip-test embeddings."""
+    from facebench import create_backbone
+    from facebench.data import open_pairs
+    from facebench.pluginmanager import registry
+
+    torch.manual_seed(0)
+    run = tmp_path / "fr-run"
+    run.mkdir()
+    torch.save(create_backbone("iresnet_tiny", input_size=32).state_dict(), run / "backbone.pt")
+    (run / "model.json").write_text(json.dumps({
+        "backbone": "iresnet_tiny", "backbone_options": {"input_size": 32}, "input_size": 32,
+        "weights": "backbone.pt", "dataset": {"path": str(tmp_path / "toy" / "train")}}))
+    root = tmp_path / "eval"
+    root.mkdir()
+    make_pack(root / "toy_lfw.bin", 100, 5)
+    out = tmp_path / "result"
+    result = CliRunner().invoke(create_cli(), ["evaluate", "--suite", "toy_lfw", "--model", str(run),
+                                               "--data-root", str(root), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "results.json").read_text())[0]
+    assert row["dataset"] == "toy/train" and row["model"] == "fr-run:fr-run"
+    extractor = registry("feature_extractor").create("fr-run", weights=str(run), device="cpu")
+    with open_pairs(root / "toy_lfw.bin") as reader:
+        emb = extractor.embed(reader.images())  # the fr plugin's own embedding path, flip test on
+        expect = verify(emb[0::2], emb[1::2], reader.issame)
+    assert row["accuracy"] == pytest.approx(expect.accuracy, abs=1e-12)
+    assert row["fold_thresholds"] == pytest.approx(list(expect.thresholds))

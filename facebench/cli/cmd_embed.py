@@ -38,12 +38,17 @@ def embed_command(data: str, extractor_name: str, weights: str | None, out: str,
     """Write L2-normalised features of every image of DATA, its labels and per-identity centres.
 
     Outputs: OUT (N x D float32, unit rows), OUT with .labels.npy (N int64) and .centers.npy (C x D:
-    each identity's mean feature, renormalised to unit length). Written atomically.
+    each identity's mean feature, renormalised to unit length). OUT appears only when complete; a killed
+    run rerun with the same arguments resumes at the first unfinished chunk.
     """
+    import os
+
     from .. import atomic
     from ..console import make_progress
     from ..data import open_dataset
     from ..pluginmanager import registry
+    from ..provenance import sha256_path
+    from ..shards import ShardManifest
     from ..training.device import select_device
 
     out_path = Path(out)
@@ -58,27 +63,44 @@ def embed_command(data: str, extractor_name: str, weights: str | None, out: str,
         raise ConfigError(f"{data}: the dataset has no images")
     labels = np.asarray(reader.labels, dtype=np.int64)
     chunk = batch_size * 16
-    feats = None
-    sums = None
-    with atomic.atomic_path(out_path) as tmp, make_progress() as progress:
+    dim = getattr(extractor, "feature_dim", None) or extractor.embed(reader.image(0)[None]).shape[1]
+    # Chunks are written into a memory-mapped partial file and recorded in a manifest, so a killed run
+    # resumes at the first unfinished chunk; OUT appears (renamed) only when every chunk is done.
+    partial = out_path.with_name(f".{out_path.name}.partial")
+    weights_file = getattr(extractor, "weights", None)
+    params = {"data": str(Path(data).resolve()), "images": n, "extractor": extractor_name, "dim": dim,
+              "weights_sha256": sha256_path(weights_file) if weights_file else None,
+              "flip_test": bool(getattr(extractor, "flip_test", False)), "chunk": chunk}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    manifest = ShardManifest(out_path.with_name(f".{out_path.name}.manifest.json"), params)
+    if partial.exists() and manifest.done:
+        feats = np.load(partial, mmap_mode="r+")
+    else:
+        feats = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, dim))
+    with make_progress() as progress:
         task = progress.add_task(f"embedding {Path(data).name}", total=n)
-        for lo in range(0, n, chunk):
-            idx = range(lo, min(n, lo + chunk))
-            emb = extractor.embed(np.stack([reader.image(i) for i in idx]),
+        for shard, lo in enumerate(range(0, n, chunk)):
+            hi = min(n, lo + chunk)
+            if manifest.is_done(shard):
+                progress.advance(task, hi - lo)
+                continue
+            emb = extractor.embed(np.stack([reader.image(i) for i in range(lo, hi)]),
                                   on_batch=lambda k: progress.advance(task, k))
-            if feats is None:
-                feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
-                sums = np.zeros((int(reader.num_classes), emb.shape[1]), dtype=np.float64)
-            feats[lo:lo + len(emb)] = emb
-            np.add.at(sums, labels[lo:lo + len(emb)], emb.astype(np.float64))
-        feats.flush()
-        del feats
+            feats[lo:hi] = emb
+            feats.flush()
+            manifest.mark_done(shard)
+    sums = np.zeros((int(reader.num_classes), dim), dtype=np.float64)
+    for lo in range(0, n, chunk):
+        np.add.at(sums, labels[lo:lo + chunk], np.asarray(feats[lo:lo + chunk], dtype=np.float64))
+    del feats
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     centers = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0).astype(np.float32)
     for path, array in ((centers_path(out_path), centers), (labels_path(out_path), labels)):
         with atomic.atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, array)
-    click.echo(f"{n} features ({centers.shape[1]}-d) of {len(centers)} identities -> {out_path}")
+    os.replace(partial, out_path)
+    manifest.path.unlink()
+    click.echo(f"{n} features ({dim}-d) of {len(centers)} identities -> {out_path}")
 
 
 __all__ = ["embed_command"]

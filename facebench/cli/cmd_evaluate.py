@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from ..errors import FacebenchError
 
-_stdout = Console(highlight=False)
+_stdout = Console(highlight=False, width=max(120, shutil.get_terminal_size((120, 24)).columns))
 
 
 @dataclass
@@ -21,6 +22,7 @@ class EvaluateConfig:
     model: str
     data_root: str
     backbone: str | None = None
+    label: str | None = None
     flip_test: bool = True
     folds: int = 10
     batch_size: int = 64
@@ -77,11 +79,13 @@ def _default_out(model: str, suite: str) -> Path:
 @click.option("--data-root", required=True, type=click.Path(), help="Folder holding the packs (lfw.bin, cfp_fp.bin, ...).")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory for the results [default: RUN_DIR/eval-SUITE, or runs/eval-SUITE-WEIGHTS].")
+@click.option("--label", default=None, help="Row label in the tables [default: the model's training set].")
 @click.option("--no-flip", is_flag=True, help="Embed images only, without adding the mirrored image's embedding.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result rows as JSON instead of the table.")
-def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: str | None, no_flip: bool,
+def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: str | None, label: str | None,
+             no_flip: bool,
              batch_size: int, device: str, as_json: bool) -> None:
     """Evaluate a face-recognition model on a verification suite with the insightface protocol.
 
@@ -101,13 +105,14 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
         raise FacebenchError(f"{data_root}: none of the packs of suite '{the_suite.name}' is there (looked for {tried})")
     dev = _device(device)
     resolved = resolve_model(model, backbone, device=dev)
+    dataset = label or resolved.dataset
     config = EvaluateConfig(suite=suite, model=str(model), data_root=str(data_root), backbone=resolved.name,
-                            flip_test=not no_flip, batch_size=batch_size, device=dev)
+                            label=dataset, flip_test=not no_flip, batch_size=batch_size, device=dev)
     run = Run(out or _default_out(model, suite), config=config, device=dev,
               inputs={"weights": resolved.weights},
               extra={"suite": the_suite.name, "missing_packs": [b.name for b in missing],
                      "trained_on": resolved.dataset})
-    outcome = evaluate_suite(resolved.model, the_suite, data_root, dataset=resolved.dataset, run=run,
+    outcome = evaluate_suite(resolved.model, the_suite, data_root, dataset=dataset, run=run,
                              weights_sha256=sha256_path(resolved.weights), batch_size=batch_size,
                              flip_test=not no_flip)
     write_results(run, outcome.rows)

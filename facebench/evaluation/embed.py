@@ -26,6 +26,7 @@ class TensorModel:
     input_size: int = 112
     device: str = "cpu"
     name: str = ""
+    outputs: tuple[str, ...] | None = None  # names of the output columns, for attribute models (pose)
 
 
 def as_tensor_model(extractor: Any, device: str = "cpu", name: str = "") -> TensorModel:
@@ -36,7 +37,9 @@ def as_tensor_model(extractor: Any, device: str = "cpu", name: str = "") -> Tens
     forward = getattr(extractor, "forward_tensor", None) or extractor
     if not callable(forward):
         raise TypeError(f"{type(extractor).__name__} has neither forward_tensor() nor __call__")
-    return TensorModel(forward=forward, input_size=int(size), device=device, name=name)
+    outputs = getattr(extractor, "outputs", None)
+    return TensorModel(forward=forward, input_size=int(size), device=device, name=name,
+                       outputs=tuple(outputs) if outputs else None)
 
 
 def embed_arrays(model: TensorModel, images: np.ndarray, *, flip_test: bool = True) -> np.ndarray:

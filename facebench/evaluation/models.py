@@ -18,6 +18,7 @@ from .embed import TensorModel, as_tensor_model
 
 MODEL_CARD = "model.json"
 RUN_EXTRACTOR = "fr-run"
+GENERIC_NAMES = {"train", "images", "data", "dataset", "imgs"}
 
 
 @dataclass
@@ -49,7 +50,11 @@ def _dataset_label(card: dict[str, Any], fallback: str) -> str:
     dataset = card.get("dataset")
     if isinstance(dataset, dict):
         dataset = dataset.get("name") or dataset.get("path")
-    return Path(str(dataset)).name if dataset else fallback
+    if not dataset:
+        return fallback
+    path = Path(str(dataset))
+    # "toy/train" says more than "train": keep the parent of generic folder names.
+    return f"{path.parent.name}/{path.name}" if path.name in GENERIC_NAMES and path.parent.name else path.name
 
 
 def build_extractor(name: str, weights: str | os.PathLike, device: str = "cpu") -> Any:

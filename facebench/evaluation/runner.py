@@ -108,7 +108,7 @@ def evaluate_suite(model: TensorModel, suite: Suite, data_root: str | os.PathLik
         if run is not None:
             run.add_input(f"pack:{bench.name}", path)
         if manifest is not None and manifest.is_done(bench.name) and manifest.done[bench.name].get("pack_sha256") == digest:
-            rows.append(manifest.done[bench.name])
+            rows.append({**manifest.done[bench.name], "dataset": dataset})  # the label may differ on rerun
             console.print(f"{bench.name}: already evaluated (resumed)")
             continue
         result = evaluate_pack(model, path, batch_size=batch_size, flip_test=flip_test, folds=folds,

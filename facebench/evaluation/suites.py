@@ -61,7 +61,7 @@ class Suite:
 
 def default_files(name: str) -> tuple[str, ...]:
     """Where a benchmark called ``name`` usually lives: an insightface pack, else a pair-list folder."""
-    return (f"{name}.bin", name)
+    return (f"{name}.bin", f"{name}.xz", name)
 
 
 def benchmark_from_mapping(entry: Mapping[str, Any], known: Mapping[str, Benchmark], where: str) -> Benchmark:

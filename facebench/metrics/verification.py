@@ -92,6 +92,28 @@ def pair_distances(emb_a: Any, emb_b: Any) -> np.ndarray:
     return np.einsum("ij,ij->i", diff, diff)
 
 
+def fold_accuracies(dist: np.ndarray, same: np.ndarray, folds: int = 10,
+                    thresholds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Test accuracy of each fold and the threshold chosen on the other folds, from squared L2 distances."""
+    n = dist.size
+    grid = INSIGHTFACE_THRESHOLDS if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    if grid.ndim != 1 or grid.size == 0 or np.any(np.diff(grid) <= 0):
+        raise MetricInputError("thresholds must be a non-empty, strictly increasing 1-D array")
+    sizes = fold_sizes(n, folds)
+    fold_of = np.repeat(np.arange(folds), sizes)
+    # Pair k is predicted "same" at threshold j exactly when j >= first[k].
+    first = np.searchsorted(grid, dist, side="right")
+    bins = grid.size + 1
+    pos = np.bincount(fold_of[same] * bins + first[same], minlength=folds * bins).reshape(folds, bins)
+    neg = np.bincount(fold_of[~same] * bins + first[~same], minlength=folds * bins).reshape(folds, bins)
+    true_pos = np.cumsum(pos, axis=1)[:, :-1]
+    true_neg = neg.sum(axis=1, keepdims=True) - np.cumsum(neg, axis=1)[:, :-1]
+    correct = true_pos + true_neg  # (folds, thresholds): correct decisions inside each fold
+    train_correct = correct.sum(axis=0, keepdims=True) - correct
+    best = np.argmax(train_correct, axis=1)  # first maximum, as np.argmax in insightface
+    return correct[np.arange(folds), best] / sizes, grid[best]
+
+
 def verify(
     emb_a: Any,
     emb_b: Any,
@@ -115,30 +137,14 @@ def verify(
         raise MetricInputError(f"folds must be an integer >= 2, got {folds!r}")
     if n < folds:
         raise MetricInputError(f"{n} pairs cannot be split into {folds} folds")
-    grid = INSIGHTFACE_THRESHOLDS if thresholds is None else np.asarray(thresholds, dtype=np.float64)
-    if grid.ndim != 1 or grid.size == 0 or np.any(np.diff(grid) <= 0):
-        raise MetricInputError("thresholds must be a non-empty, strictly increasing 1-D array")
-
-    sizes = fold_sizes(n, folds)
-    fold_of = np.repeat(np.arange(folds), sizes)
-    # Pair k is predicted "same" at threshold j exactly when j >= first[k].
-    first = np.searchsorted(grid, dist, side="right")
-    bins = grid.size + 1
-    pos = np.bincount(fold_of[same] * bins + first[same], minlength=folds * bins).reshape(folds, bins)
-    neg = np.bincount(fold_of[~same] * bins + first[~same], minlength=folds * bins).reshape(folds, bins)
-    true_pos = np.cumsum(pos, axis=1)[:, :-1]
-    true_neg = neg.sum(axis=1, keepdims=True) - np.cumsum(neg, axis=1)[:, :-1]
-    correct = true_pos + true_neg  # (folds, thresholds): correct decisions inside each fold
-    train_correct = correct.sum(axis=0, keepdims=True) - correct
-    best = np.argmax(train_correct, axis=1)  # first maximum, as np.argmax in insightface
-    fold_acc = correct[np.arange(folds), best] / sizes
+    fold_acc, best_thresholds = fold_accuracies(dist, same, folds, thresholds)
 
     roc = roc_curve(1.0 - dist / 2.0, same)
     rate, at = eer(roc)
     return VerificationResult(
         accuracy=float(fold_acc.mean()),
         std=float(fold_acc.std()),
-        thresholds=grid[best],
+        thresholds=best_thresholds,
         fold_accuracies=fold_acc,
         tar_at_far={float(f): tar_at_far(roc, f) for f in fars},
         eer=rate,

@@ -74,6 +74,8 @@ class TrainSection:
     log_every: int = 10
     val_batch_size: int = 64
     val_flip: bool = True
+    #: compile the backbone with torch.compile (needs a C++ compiler on CPU; pays off on long GPU runs)
+    compile: bool = False
 
 
 @dataclass

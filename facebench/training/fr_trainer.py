@@ -1,7 +1,7 @@
 """The FR trainer: a recipe, a training set and verification packs in; a run directory out.
 
-Components come from the registries (backbone, head), data from any train reader, validation from any
-pairs reader scored with :func:`facebench.metrics.verify`. One loop serves one process and ``torchrun``
+Components come from the registries (backbone, head), data from any train reader, validation from
+verification packs scored the way ``facebench evaluate`` scores them. One loop serves one process and ``torchrun``
 jobs: the global batch is split over ranks and, inside a rank, into micro-batches whose gradients are
 accumulated, so a global batch gives the same update on 1 or N processes. Checkpoints hold everything
 needed to continue bit-for-bit (see :mod:`.checkpoint`).
@@ -37,8 +37,7 @@ from .checkpoint import (
 )
 from .data import AugmentedFaces
 from .device import autocast, grad_scaler, select_device, use_channels_last
-from .distributed import barrier, env_context, gather_objects, init_distributed
-from .embedding import embed_uint8
+from .distributed import all_reduce_mean, barrier, env_context, gather_objects, init_distributed
 from .fr_recipe import FRRecipe
 from .metrics_log import MetricsLog
 from .sampling import GlobalBatchSampler
@@ -175,20 +174,23 @@ class TrainResult:
     card: dict[str, Any] = field(default_factory=dict)
 
 
-def validate(backbone: Any, packs: Mapping[str, Any], recipe: FRRecipe, device: Any,
-             channels_last: bool = False) -> dict[str, dict[str, float]]:
-    """Verification accuracy of ``backbone`` on each pairs reader (flip test, 10 folds)."""
-    from ..metrics import verify
+def validate(backbone: Any, packs: Mapping[str, Any], recipe: FRRecipe, device: Any) -> dict[str, dict[str, float]]:
+    """Verification accuracy of ``backbone`` on each pack (name -> path), scored exactly as
+    ``facebench evaluate`` does (:func:`facebench.evaluation.evaluate_pack`: flip test, 10 folds)."""
+    from ..evaluation import TensorModel, evaluate_pack
 
+    was_training = backbone.training
+    backbone.eval()
+    model = TensorModel(forward=backbone, input_size=recipe.model.input_size, device=str(device),
+                        name=recipe.model.backbone)
     results: dict[str, dict[str, float]] = {}
-    for name, pairs in packs.items():
-        n = len(pairs)
-        images = (img for k in range(n) for img in pairs.pair_images(k))
-        emb = embed_uint8(backbone, images, input_size=recipe.model.input_size, device=device,
-                          batch_size=recipe.train.val_batch_size, flip=recipe.train.val_flip,
-                          channels_last=channels_last)
-        res = verify(emb[0::2], emb[1::2], np.asarray(pairs.issame, dtype=bool))
-        results[name] = {"accuracy": float(res.accuracy), "std": float(res.std)}
+    try:
+        for name, path in packs.items():
+            res = evaluate_pack(model, path, batch_size=recipe.train.val_batch_size,
+                                flip_test=recipe.train.val_flip, label=name)
+            results[name] = {"accuracy": float(res.accuracy), "std": float(res.std)}
+    finally:
+        backbone.train(was_training)
     return results
 
 
@@ -205,7 +207,7 @@ def train_fr(
     reader: Any,
     out_dir: str | Path,
     *,
-    val_packs: Mapping[str, Any] | None = None,
+    val_packs: Mapping[str, str | Path] | None = None,
     device: str = "auto",
     resume: bool = False,
     dataset_info: Mapping[str, Any] | None = None,
@@ -222,7 +224,7 @@ def train_fr(
     ctx = init_distributed(dev.type)
     val_packs = dict(val_packs or {})
     ckpt_path = out_dir / CHECKPOINT
-    if ctx.is_main and ckpt_path.exists() and not resume:
+    if ckpt_path.exists() and not resume:
         raise ConfigError(f"{out_dir}: holds a checkpoint of an earlier run; pass --resume to continue it "
                           "or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -245,6 +247,8 @@ def train_fr(
     module = _module_class()(backbone, head).to(dev)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
+    if recipe.train.compile:
+        backbone.compile()  # in place: state-dict names stay those of the insightface layout
     optimizer = build_optimizer(recipe, module)
     schedule = LRSchedule.from_epochs(
         recipe.schedule.kind, epochs=o.epochs, steps_per_epoch=sampler.steps_per_epoch,
@@ -255,6 +259,7 @@ def train_fr(
     log = MetricsLog(out_dir / METRICS, enabled=ctx.is_main)
 
     position = Position()
+    resumed_losses: list[float] = []  # losses of the epoch's steps done before a mid-epoch checkpoint
     recipe_dict = config_to_dict(recipe)
     if resume and ckpt_path.exists():
         data = load_training_checkpoint(ckpt_path)
@@ -267,6 +272,7 @@ def train_fr(
         same_world = data["extra"].get("world_size") == ctx.world_size
         position = restore_checkpoint(data, model=module, optimizer=optimizer, scheduler=scheduler,
                                       scaler=scaler, rank=ctx.rank, restore_rng=same_world)
+        resumed_losses = [float(v) for v in data["extra"].get("epoch_losses", [])] if position.step_in_epoch else []
         log.truncate_after(position.global_step)
         if ctx.is_main:
             console.print(f"resuming {out_dir} at epoch {position.epoch + 1}, step {position.global_step}")
@@ -284,12 +290,13 @@ def train_fr(
     dataset = AugmentedFaces(reader, input_size=recipe.model.input_size, flip=recipe.data.flip,
                              random_erasing=recipe.data.random_erasing, seed=recipe.train.seed)
 
-    def checkpoint(pos: Position) -> None:
+    def checkpoint(pos: Position, epoch_losses: list[float]) -> None:
         rng = gather_objects(ctx, capture_rng_state())
         if ctx.is_main:
             save_checkpoint(ckpt_path, position=pos, model=module, optimizer=optimizer, scheduler=scheduler,
                             scaler=scaler, rng=rng,
-                            extra={"recipe": recipe_dict, "num_images": len(reader), "world_size": ctx.world_size})
+                            extra={"recipe": recipe_dict, "num_images": len(reader), "world_size": ctx.world_size,
+                                   "epoch_losses": list(epoch_losses)})
         barrier(ctx)
 
     accuracies: dict[str, dict[str, float]] = {}
@@ -298,16 +305,19 @@ def train_fr(
         for epoch in range(position.epoch, o.epochs):
             start = position.step_in_epoch if epoch == position.epoch else 0
             sampler.set_epoch(epoch, start)
+            # A private generator: creating the iterator must not draw from the global RNG, or a run
+            # resumed mid-epoch would see other dropout masks than an uninterrupted one.
             loader = torch.utils.data.DataLoader(
                 dataset, batch_sampler=sampler, num_workers=recipe.data.workers,
-                pin_memory=dev.type == "cuda")
+                pin_memory=dev.type == "cuda",
+                generator=torch.Generator().manual_seed(recipe.train.seed * 1_000_003 + epoch))
             task = progress.add_task(f"epoch {epoch + 1}/{o.epochs}", total=sampler.steps_per_epoch,
                                      completed=start) if ctx.is_main else None
             module.train()
-            losses: list[float] = []
+            losses: list[float] = list(resumed_losses) if start else []
             tick, seen = time.perf_counter(), 0  # images/s counts training only, not validation
             for in_epoch, (images, targets) in enumerate(loader, start=start + 1):
-                loss = runner.step(images, targets)
+                loss = all_reduce_mean(ctx, runner.step(images, targets))  # the global batch's mean loss
                 losses.append(loss)
                 step += 1
                 seen += images.shape[0] * ctx.world_size
@@ -320,18 +330,18 @@ def train_fr(
                     tick, seen = now, 0
                 if (recipe.train.checkpoint_every and step % recipe.train.checkpoint_every == 0
                         and in_epoch < sampler.steps_per_epoch):
-                    checkpoint(Position(epoch, in_epoch, step))
+                    checkpoint(Position(epoch, in_epoch, step), losses)
             if task is not None:
                 progress.remove_task(task)
             if ctx.is_main and val_packs:
-                accuracies = validate(backbone, val_packs, recipe, dev, channels_last)
+                accuracies = validate(backbone, val_packs, recipe, dev)
                 summary = "  ".join(f"{k} {v['accuracy'] * 100:.2f}%" for k, v in accuracies.items())
                 console.print(f"epoch {epoch + 1}: {summary}")
             if ctx.is_main:
                 log.log(event="epoch", epoch=epoch + 1, step=step,
                         loss=float(np.mean(losses)) if losses else None,
                         val={k: v["accuracy"] for k, v in accuracies.items()})
-            checkpoint(Position(epoch + 1, 0, step))
+            checkpoint(Position(epoch + 1, 0, step), [])
 
     result = TrainResult(out_dir=out_dir, global_step=step,
                          accuracies={k: v["accuracy"] for k, v in accuracies.items()})

@@ -166,7 +166,11 @@ class FidAnalysis:
 
 
 class PoseQualityAnalysis:
-    """Histograms of head yaw (degrees) and image quality, when pose and quality extractors are given."""
+    """Histograms of head-pose angles (degrees) and image quality, when pose/quality extractors are given.
+
+    A pose extractor's ``forward_tensor`` returns one column per angle, named by its ``outputs`` attribute
+    (SixDRepNet: pitch, yaw, roll); quality is the L2 norm of a quality model's raw feature (MagFace).
+    """
 
     def __init__(self, images: int = 10_000, bins: int = 36):
         self.images = images
@@ -182,20 +186,28 @@ class PoseQualityAnalysis:
         picks = np.sort(rng.choice(len(ctx.reader), size=count, replace=False))
         summary: dict = {"images": int(count)}
         arrays: dict = {}
-        for role, spec in (("pose", ctx.pose_extractor), ("quality", ctx.quality_extractor)):
-            if spec is None:
-                continue
-            name, model = spec
+
+        def raw_outputs(name, model, role):
             items = ((ctx.reader.image_bytes(int(i)), ctx.reader.where(int(i))) for i in picks)
-            raw = embed_encoded(model, items, count, path=ctx.reader.path, batch_size=ctx.batch_size,
-                                flip_test=False, description=f"{role} ({name})")
-            # Pose models output (yaw, pitch, roll) in degrees; quality is the norm of a MagFace-style feature.
-            values = raw[:, 0] if role == "pose" else np.linalg.norm(raw, axis=1)
-            lo, hi = (-90.0, 90.0) if role == "pose" else (float(values.min()), float(values.max()) + 1e-9)
+            return embed_encoded(model, items, count, path=ctx.reader.path, batch_size=ctx.batch_size,
+                                 flip_test=False, description=f"{role} ({name})")
+
+        def histogram(key, values, lo, hi, extractor):
             counts, edges = np.histogram(np.clip(values, lo, hi), bins=self.bins, range=(lo, hi))
-            key = "yaw" if role == "pose" else "quality"
             arrays[key] = values.astype(np.float32)
             arrays[f"{key}_hist"] = counts
             arrays[f"{key}_edges"] = edges
-            summary[key] = {"extractor": name, "mean": float(values.mean()), "std": float(values.std())}
+            summary[key] = {"extractor": extractor, "mean": float(values.mean()), "std": float(values.std()),
+                            "abs_mean": float(np.abs(values).mean())}
+
+        if ctx.pose_extractor is not None:
+            name, model = ctx.pose_extractor
+            raw = raw_outputs(name, model, "pose")
+            columns = model.outputs or (("yaw",) if raw.shape[1] == 1 else tuple(f"angle{i}" for i in range(raw.shape[1])))
+            for k, column in enumerate(columns[: raw.shape[1]]):
+                histogram(column, raw[:, k], -90.0, 90.0, name)
+        if ctx.quality_extractor is not None:
+            name, model = ctx.quality_extractor
+            quality = np.linalg.norm(raw_outputs(name, model, "quality"), axis=1)
+            histogram("quality", quality, float(quality.min()), float(quality.max()) + 1e-9, name)
         return AnalysisOutput(summary, arrays)

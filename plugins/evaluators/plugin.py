@@ -39,3 +39,10 @@ ANALYSES = (
     ("pose-quality", "facebench_plugins.evaluators.analyses:PoseQualityAnalysis",
      "head-pose and image-quality histograms from pose/quality extractors"),
 )
+
+
+@hookimpl
+def register_feature_extractors(register):
+    register("fid-inception", "facebench_plugins.evaluators.inception:FidInceptionExtractor",
+             "FID Inception-v3 pool3 features (needs pt_inception-2015-12-05-6726825d.pth, checked by hash)",
+             mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), flip_test=False)

@@ -18,7 +18,7 @@ def _bench(name: str, label: str, description: str, *aliases: str) -> Benchmark:
 
 
 def _toy(name: str, label: str, description: str) -> Benchmark:
-    files = (f"{name}.bin", f"packs/{name}.bin", f"val/{name}.bin", name)
+    files = (f"{name}.bin", f"packs/{name}.bin", name)
     return Benchmark(name=name, label=label, files=files, description=description)
 
 

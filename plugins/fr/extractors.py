@@ -99,19 +99,21 @@ class FeatureExtractor:
 
     def embed(self, images: np.ndarray, *, on_batch: Any = None) -> np.ndarray:
         """L2-normalised (N, D) float32 embeddings of ``uint8`` NHWC RGB images (flip test if set)."""
-
-        class _Prepared(torch.nn.Module):
-            def __init__(inner, outer: FeatureExtractor):
-                super().__init__()
-                inner.outer = outer
-
-            def forward(inner, x: torch.Tensor) -> torch.Tensor:
-                return inner.outer.model(inner.outer._prepare(x))
-
-        wrapper = _Prepared(self)
-        wrapper.train(False)
-        return embed_uint8(wrapper, images, input_size=self.input_size, device=self.device,
+        return embed_uint8(_Prepared(self), images, input_size=self.input_size, device=self.device,
                            batch_size=self.batch_size, flip=self.flip_test, on_batch=on_batch)
+
+
+class _Prepared(torch.nn.Module):
+    """The extractor's model behind its input preparation (resize, channel order), as one module."""
+
+    def __init__(self, extractor: FeatureExtractor):
+        super().__init__()
+        self.model = extractor.model
+        self.prepare = extractor._prepare
+        self.train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.prepare(x))
 
 
 def from_backbone(backbone: str, weights: str | os.PathLike | None = None, *, device: Any = "cpu",

@@ -1,0 +1,186 @@
+"""The FR trainer end to end on CPU: training, validation, outputs, exact resume after a kill, and
+the same result under torchrun with 2 processes (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from fr_helpers import array_reader, one_thread, write_pack, write_train_folder  # noqa: F401
+
+import facebench
+from facebench.cli import create_cli
+from facebench.training.fr_recipe import resolve_recipe
+from facebench.training.fr_trainer import train_fr
+
+SMALL = ["optim.batch_size=8", "optim.epochs=2", "train.log_every=1", "data.workers=0"]
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _sets(items):
+    return [x for item in items for x in ("--set", item)]
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_train_fr_api_writes_a_loadable_model(tmp_path):
+    reader = array_reader(identities=6, per_identity=4)
+    recipe = resolve_recipe("tiny-arcface", SMALL)
+    result = train_fr(recipe, reader, tmp_path / "run", dataset_info={"path": "memory"})
+    assert result.global_step == 2 * (24 // 8)
+    state = _load(tmp_path / "run" / "backbone.pt")
+    model = facebench.create_backbone("se_iresnet_tiny", input_size=56)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(state, strict=True)
+    assert not torch.equal(initial["conv1.weight"], state["conv1.weight"])  # it trained
+    card = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert card["backbone"] == "se_iresnet_tiny" and card["recipe"] == "tiny-arcface"
+    assert card["num_classes"] == 6 and card["num_images"] == 24 and card["steps"] == 6
+    assert card["dataset"] == {"path": "memory"}
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["event"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in rows if r["event"] == "epoch"] == [1, 2]
+    assert all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_train_fr_cli_reaches_high_accuracy_on_unseen_identities(tmp_path):
+    data = write_train_folder(tmp_path / "toy" / "train", identities=24, per_identity=6)
+    write_pack(tmp_path / "toy" / "toy_lfw.bin", pairs=60)
+    out = tmp_path / "run"
+    args = ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val", "toy_lfw", "--out", str(out),
+            "--device", "cpu", *_sets(["optim.batch_size=24", "optim.epochs=3", "data.workers=2"])]
+    result = CliRunner().invoke(create_cli(), args)
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "model.json").read_text())
+    assert card["accuracies"]["toy_lfw"] > 0.85, card["accuracies"]
+    assert "toy_lfw" in result.output
+    prov = json.loads((out / "provenance.json").read_text())
+    assert card["dataset"]["sha256"] == prov["inputs"]["dataset"]["sha256"]
+    assert "val:toy_lfw" in prov["inputs"]
+    # the run directory can be used as a feature extractor at once
+    ext = facebench.registry("feature_extractor").create("fr-run", weights=str(out))
+    assert ext.input_size == 56 and ext.flip_test
+    # a second run into the same directory must be explicit
+    again = CliRunner().invoke(create_cli(), args)
+    assert again.exit_code == 2
+    assert "holds a checkpoint of an earlier run; pass --resume" in again.output
+
+
+def test_train_fr_user_errors_are_one_line(tmp_path):
+    data = write_train_folder(tmp_path / "train", identities=4, per_identity=2)
+    cli = create_cli()
+    res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcfac", "--data", str(data)])
+    assert res.exit_code == 2 and "unknown recipe 'tiny-arcfac'; did you mean 'tiny-arcface'?" in res.output
+    res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(data),
+                                   "--set", "optim.lr_max=3"])
+    assert res.exit_code == 2 and "unknown config key 'optim.lr_max'" in res.output
+    res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val", "nope"])
+    assert res.exit_code == 2 and "nope: verification pack not found (also looked for nope.bin" in res.output
+    res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val", "toy-five"])
+    assert res.exit_code == 2 and "toy-five: packs toy_lfw, toy_cfp_fp, toy_cplfw, toy_agedb_30, toy_calfw of suite not found" in res.output
+    res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "missing: dataset not found" in res.output
+    res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(data),
+                                   "--out", str(tmp_path / "r"), "--set", "optim.batch_size=64"])
+    assert res.exit_code == 2 and "fewer than one batch of 64" in res.output
+
+
+def test_validation_on_a_registered_suite(tmp_path):
+    data = write_train_folder(tmp_path / "toy" / "train", identities=4, per_identity=2)
+    names = ["toy_lfw", "toy_cfp_fp", "toy_cplfw", "toy_agedb_30", "toy_calfw"]
+    for k, name in enumerate(names):
+        write_pack(tmp_path / "toy" / f"{name}.bin", pairs=20, seed=k)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(create_cli(), ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val",
+                                            "toy-five", "--out", str(out), *_sets(["optim.batch_size=8",
+                                                                                   "optim.epochs=1"])])
+    assert res.exit_code == 0, res.output
+    card = json.loads((out / "model.json").read_text())
+    assert sorted(card["accuracies"]) == sorted(names)
+    assert all(0 <= v <= 1 for v in card["accuracies"].values())
+
+
+def _env():
+    env = dict(os.environ, FACEBENCH_QUIET="1", OMP_NUM_THREADS="1")
+    env.pop("FACEBENCH_PLUGINS", None)
+    return env
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    data = write_train_folder(tmp_path / "train", identities=8, per_identity=4)
+    write_pack(tmp_path / "toy_lfw.bin", pairs=20)
+    sets = ["optim.batch_size=8", "optim.epochs=5", "train.log_every=1", "train.checkpoint_every=1",
+            "data.workers=0", "data.random_erasing=true", "model.dropout=0.2"]
+    base = ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val", "toy_lfw", "--device", "cpu",
+            *_sets(sets)]
+    straight = tmp_path / "straight"
+    res = CliRunner().invoke(create_cli(), [*base, "--out", str(straight)])
+    assert res.exit_code == 0, res.output
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "facebench", *base, "--out", str(killed)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and any(json.loads(x).get("step", 0) >= 3 for x in log.read_text().splitlines() if x):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (killed / "checkpoint.pt").exists() and not (killed / "backbone.pt").exists()
+
+    res = CliRunner().invoke(create_cli(), [*base, "--out", str(killed), "--resume"])
+    assert res.exit_code == 0, res.output
+    a, b = _load(straight / "backbone.pt"), _load(killed / "backbone.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = lambda p: [(r["step"], r["loss"]) for r in map(json.loads, (p / "metrics.jsonl").read_text().splitlines())]  # noqa: E731
+    assert rows(straight) == rows(killed)
+    assert json.loads((straight / "model.json").read_text())["accuracies"] == \
+        json.loads((killed / "model.json").read_text())["accuracies"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    data = write_train_folder(tmp_path / "train", identities=8, per_identity=4)
+    sets = ["optim.batch_size=8", "optim.micro_batch=4", "optim.epochs=1", "train.log_every=1", "data.workers=0"]
+    args = ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--device", "cpu", *_sets(sets)]
+    res = CliRunner().invoke(create_cli(), [*args, "--out", str(tmp_path / "one")])
+    assert res.exit_code == 0, res.output
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "facebench", *args, "--out", str(tmp_path / "two")]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stderr[-3000:]
+    prov = json.loads((tmp_path / "two" / "provenance.json").read_text())
+    assert prov["world_size"] == 2
+    one, two = _load(tmp_path / "one" / "backbone.pt"), _load(tmp_path / "two" / "backbone.pt")
+    model = facebench.create_backbone("se_iresnet_tiny")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    start = model.state_dict()
+    for name in trainable:
+        assert not torch.equal(one[name], start[name]) or name.startswith("features")
+        assert torch.allclose(one[name], two[name], rtol=1e-4, atol=1e-5), name
+    loss = lambda p: [r["loss"] for r in map(json.loads, (p / "metrics.jsonl").read_text().splitlines())  # noqa: E731
+                      if r["event"] == "train"]
+    assert np.allclose(loss(tmp_path / "one"), loss(tmp_path / "two"), rtol=1e-4)
