@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.linalg
 from click.testing import CliRunner
@@ -57,6 +58,13 @@ def test_analyze_writes_summary_and_arrays_that_match_direct_computation(tmp_pat
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "analysis" / "summary.json").read_text())
     assert summary["identities"] == 60 and summary["images"] == 360
+    # Headline scalars at the top level (what a report tabulates), equal to the detailed entries.
+    assert summary["eer"] == summary["analyses"]["pair-distributions"]["eer"]
+    assert summary["separability_threshold"] == 0.4
+    assert summary["separable"] == summary["analyses"]["separability"]["separable"]
+    assert summary["intra_noise"] == summary["analyses"]["class-noise"]["intra_noise"]
+    assert summary["leaked"] == summary["analyses"]["leakage"]["leaked"]
+    assert summary["fid"] == summary["analyses"]["fid"]["fid"] and summary["fid_features"] == "fr:pixels"
     analyses = summary["analyses"]
 
     # Features: the plain (no flip) pooled projection of every image.
@@ -120,6 +128,10 @@ def test_analyze_writes_summary_and_arrays_that_match_direct_computation(tmp_pat
                                                    "--quality-extractor)"}
     prov = json.loads((out / "provenance.json").read_text())
     assert {"dataset", "weights", "reference", "fid_against"} <= set(prov["inputs"])
+    tidy = pd.read_csv(out / "analysis" / "summary.csv")
+    assert list(tidy.columns) == ["dataset", "analysis", "metric", "value"]
+    value = tidy[(tidy.analysis == "class-noise") & (tidy.metric == "inter_pairs_above")]["value"].item()
+    assert float(value) == noise["inter_pairs_above"]
 
 
 def test_analyze_only_some_and_resume_features(tmp_path, cli, weights, train_set):
@@ -136,6 +148,11 @@ def test_analyze_only_some_and_resume_features(tmp_path, cli, weights, train_set
     assert again.exit_code == 0
     assert (out / "analysis" / "features.npy").stat().st_mtime_ns == stamp  # reused, not recomputed
     assert json.loads(again.stdout)["analyses"]["separability"] == summary["analyses"]["separability"]
+    other = write_weights(tmp_path / "other.pt")
+    other.write_bytes(other.read_bytes() + b"\0")  # another file: another hash, same tensors
+    clash = CliRunner().invoke(cli, [*args[:5], str(other), *args[6:]])
+    assert clash.exit_code == 2 and "cannot resume: parameters differ" in clash.output
+    assert "weights_sha256" in clash.output
 
 
 def test_analyze_errors(tmp_path, cli, weights, train_set):
@@ -172,3 +189,37 @@ def test_pose_and_quality_histograms(tmp_path, cli, weights, train_set):
     np.testing.assert_allclose(quality, np.linalg.norm(plain_features(images, weights), axis=1), rtol=1e-4)
     assert summary["yaw"]["extractor"] == "angles" and summary["quality"]["extractor"] == "pixels"
     assert summary["quality"]["mean"] == pytest.approx(quality.mean(), rel=1e-5)
+
+
+def test_feature_extraction_killed_midway_resumes_at_the_unfinished_shard(tmp_path, train_set):
+    import torch
+
+    from facebench.data import open_dataset
+    from facebench.evaluation.embed import TensorModel
+    from facebench.evaluation.features import dataset_features
+
+    calls = []
+
+    def forward(x):
+        calls.append(x.shape[0])
+        if len(calls) == 3 and stop_early:
+            raise KeyboardInterrupt  # the user presses Ctrl-C during the third batch
+        return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+
+    model = TensorModel(forward=forward, input_size=32)
+    reader = open_dataset(tmp_path / "train")
+    out = tmp_path / "feats.npy"
+    stop_early = True
+    with pytest.raises(KeyboardInterrupt):
+        dataset_features(model, reader, out, params={"model": "pool"}, batch_size=50, shard_size=100)
+    assert not out.exists() and (tmp_path / "feats.partial.npy").exists()
+    assert list(json.loads((tmp_path / "feats.manifest.json").read_text())["done"]) == ["0"]
+    calls.clear()
+    stop_early = False
+    feats = dataset_features(model, reader, out, params={"model": "pool"}, batch_size=50, shard_size=100)
+    assert sum(calls) == 260  # shards 1..3 only (images 100..359), shard 0 was kept
+    assert not (tmp_path / "feats.partial.npy").exists()
+    calls.clear()
+    fresh = dataset_features(model, reader, tmp_path / "fresh.npy", params={"model": "pool"}, batch_size=50,
+                             shard_size=100)
+    np.testing.assert_array_equal(np.asarray(feats), np.asarray(fresh))

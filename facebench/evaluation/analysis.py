@@ -8,6 +8,8 @@ and named arrays, saved as ``analysis/<name>.npy`` beside ``analysis/summary.jso
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +46,12 @@ class AnalysisContext:
 
 @dataclass
 class AnalysisOutput:
+    """``summary`` goes under ``analyses.<name>``; ``headline`` scalars also at the top level of summary.json
+    (flat keys such as ``eer`` or ``separability_threshold`` that a report shows in one table)."""
+
     summary: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    headline: dict[str, Any] = field(default_factory=dict)
 
 
 def skipped(reason: str) -> AnalysisOutput:
@@ -74,7 +80,7 @@ def select_analyses(only: list[str] | None) -> list[Any]:
 def save_outputs(run: Any, outputs: dict[str, AnalysisOutput], header: dict[str, Any]) -> dict[str, Any]:
     """``analysis/summary.json`` (header + one entry per analysis) and every array as ``analysis/NAME.npy``."""
     summary: dict[str, Any] = dict(header)
-    summary["analyses"] = {}
+    summary["analyses"] = {}  # filled below; headline scalars are added after the header keys
     for name, out in outputs.items():
         entry = dict(out.summary)
         files = {}
@@ -87,5 +93,21 @@ def save_outputs(run: Any, outputs: dict[str, AnalysisOutput], header: dict[str,
         if files:
             entry["arrays"] = files
         summary["analyses"][name] = entry
+        for key, value in out.headline.items():
+            summary.setdefault(key, value)
     run.write_json("analysis/summary.json", summary)
+    run.write_text("analysis/summary.csv", tidy_csv(summary))
     return summary
+
+
+def tidy_csv(summary: dict[str, Any]) -> str:
+    """One row per scalar figure: ``dataset, analysis, metric, value`` (pandas-friendly)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["dataset", "analysis", "metric", "value"])
+    for name, entry in summary.get("analyses", {}).items():
+        for key, value in entry.items():
+            if isinstance(value, bool) or not isinstance(value, int | float | str) or key == "arrays":
+                continue
+            writer.writerow([summary.get("dataset", ""), name, key, value])
+    return buffer.getvalue()

@@ -27,14 +27,15 @@ def dataset_features(model: TensorModel, reader: Any, out: str | os.PathLike, *,
     n = len(reader)
     if n == 0:
         raise DataError(reader.path, "the dataset holds no images")
+    # The manifest outlives the run: reusing finished features also requires the same model and dataset.
+    manifest = ShardManifest(out.with_name(out.stem + ".manifest.json"),
+                             {**params, "images": n, "flip_test": flip_test, "shard_size": shard_size})
     if out.is_file():
         features = np.load(out, mmap_mode="r")
         if features.shape[0] != n:
             raise DataError(out, f"holds {features.shape[0]} rows but the dataset has {n} images; delete it")
         return features
     partial = out.with_name(out.stem + ".partial.npy")
-    manifest = ShardManifest(out.with_name(out.stem + ".manifest.json"),
-                             {**params, "images": n, "flip_test": flip_test, "shard_size": shard_size})
     shards = range(0, n, shard_size)
     features = np.lib.format.open_memmap(partial, mode="r+") if partial.is_file() else None
     for index, start in enumerate(shards):

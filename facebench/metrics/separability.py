@@ -29,6 +29,16 @@ def block_rows(n: int, block: int = DEFAULT_BLOCK, memory_mb: int = DEFAULT_MEMO
     return int(max(1, min(block, (memory_mb << 20) // (4 * max(n, 1)))))
 
 
+def _margin(device: Any) -> float:
+    """How far a float32 product may be from the float64 one: wider when CUDA matmuls may use TF32."""
+    import torch
+
+    if str(device).startswith("cuda") and (torch.backends.cuda.matmul.allow_tf32
+                                           or torch.get_float32_matmul_precision() != "highest"):
+        return 5e-3
+    return _MARGIN
+
+
 def has_earlier_match(centers: Any, threshold: float = DEFAULT_THRESHOLD, *, block: int = DEFAULT_BLOCK,
                       device: str = "cpu", memory_mb: int = DEFAULT_MEMORY_MB) -> np.ndarray:
     """For each identity, whether some earlier identity has cosine similarity above ``threshold``."""
@@ -40,6 +50,7 @@ def has_earlier_match(centers: Any, threshold: float = DEFAULT_THRESHOLD, *, blo
     n = exact.shape[0]
     rows_per_block = block_rows(n, block, memory_mb)
     fast = torch.from_numpy(exact.astype(np.float32)).to(device)
+    margin = _margin(device)
     flagged = np.zeros(n, dtype=bool)
     for start in range(0, n, rows_per_block):
         stop = min(start + rows_per_block, n)
@@ -48,8 +59,8 @@ def has_earlier_match(centers: Any, threshold: float = DEFAULT_THRESHOLD, *, blo
         own = torch.ones(stop - start, stop - start, dtype=torch.bool, device=sims.device).triu()
         sims[:, start:stop].masked_fill_(own, -float("inf"))
         best = sims.max(dim=1).values.cpu().numpy().astype(np.float64)
-        hit = best > threshold + _MARGIN
-        for r in np.flatnonzero(np.abs(best - threshold) <= _MARGIN):
+        hit = best > threshold + margin
+        for r in np.flatnonzero(np.abs(best - threshold) <= margin):
             i = start + int(r)
             hit[r] = bool((exact[:i] @ exact[i] > threshold).any())
         flagged[start:stop] = hit

@@ -34,7 +34,8 @@ class PairDistributionAnalysis:
             "eer_estimator": dist.estimator,
             "seed": ctx.seed,
         }
-        return AnalysisOutput(summary, {"genuine": dist.genuine, "impostor": dist.impostor})
+        return AnalysisOutput(summary, {"genuine": dist.genuine, "impostor": dist.impostor},
+                              headline={"eer": dist.eer})
 
 
 class ClassNoiseAnalysis:
@@ -75,7 +76,9 @@ class ClassNoiseAnalysis:
             arrays["inter"] = inter.nearest.astype(np.float32)
         else:
             summary["inter_skipped"] = "only one identity"
-        return AnalysisOutput(summary, arrays)
+        headline = {k: summary[k] for k in ("intra_noise", "intra_threshold", "inter_noise", "inter_threshold")
+                    if k in summary}
+        return AnalysisOutput(summary, arrays, headline)
 
 
 class SeparabilityAnalysis:
@@ -98,7 +101,9 @@ class SeparabilityAnalysis:
             "at": {str(m): int(curve[m - 1]) for m in marks},
             "order": "identity label order (the generation order for generated sets)",
         }
-        return AnalysisOutput(summary, {"separability": curve})
+        headline = {"separability_threshold": self.threshold, "separable": int(curve[-1]),
+                    "separable_share": float(curve[-1] / n)}
+        return AnalysisOutput(summary, {"separability": curve}, headline)
 
 
 class LeakageAnalysis:
@@ -122,7 +127,9 @@ class LeakageAnalysis:
             "leaked_share": float(leaked.mean()),
             "leaked_labels": [int(c) for c in ctx.classes[leaked][:1000]],
         }
-        return AnalysisOutput(summary, {"leakage": best.astype(np.float32), "leakage_match": which})
+        headline = {"leakage_threshold": self.threshold, "leaked": summary["leaked"],
+                    "leaked_share": summary["leaked_share"]}
+        return AnalysisOutput(summary, {"leakage": best.astype(np.float32), "leakage_match": which}, headline)
 
 
 class FidAnalysis:
@@ -162,7 +169,8 @@ class FidAnalysis:
             "against": str(ctx.fid_against),
             "images": [int(own.shape[0]), int(other.shape[0])],
         }
-        return AnalysisOutput(summary)
+        return AnalysisOutput(summary, headline={"fid": value, "fid_features": kind if kind == "inception"
+                                                 else f"fr:{name}"})
 
 
 class PoseQualityAnalysis:
