@@ -67,6 +67,10 @@ def train_generator(config_path, data, data_format, features, extractor, weights
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
         click.echo(f"trained {cfg.model}: {result.steps} steps, {result.epochs_done} epochs; last losses: {losses}")
         click.echo(f"generator weights: {run_dir / 'generator.pth'}")
+        rec = result.reconstruction
+        if rec:
+            click.echo(f"identity check ({extractor}, {rec['samples']} images): cosine input vs generated "
+                       f"{rec['genuine_mean']:.3f}, unrelated pairs {rec['unrelated_mean']:.3f}")
         console.print(f"reconstruction grids in {run_dir / 'grids'}")
 
 

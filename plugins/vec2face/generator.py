@@ -46,7 +46,11 @@ def load_vec2face_weights(path: str | os.PathLike, model: Vec2Face) -> None:
             if items:
                 parts.append(f"{len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})")
         raise DataError(path, f"does not match the {model_label(model.config)} layout: {'; '.join(parts)}")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=_on_meta(model))
+
+
+def _on_meta(model: torch.nn.Module) -> bool:
+    return any(t.is_meta for t in model.state_dict().values())
 
 
 def checkpoint_config(path: str | os.PathLike) -> Vec2FaceConfig | None:
@@ -152,9 +156,12 @@ def build_generator(name: str, weights: str | os.PathLike | None = None, device:
         stored = checkpoint_config(path)
         if stored is not None:
             config = stored
-    model = Vec2Face(config)
     if path is not None:
+        with torch.device("meta"):  # no point initialising 174M parameters that the file overwrites
+            model = Vec2Face(config)
         load_vec2face_weights(path, model)
+    else:
+        model = Vec2Face(config)
     masking = options.pop("masking", None)
     if isinstance(masking, dict):
         masking = MaskingSettings(**masking)

@@ -52,6 +52,24 @@ def _unit_channels(t: torch.Tensor) -> torch.Tensor:
     return t / (t.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
 
 
+#: VGG16 convolution widths with "M" for max-pooling, as torchvision numbers its ``features`` layers.
+VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+
+
+def vgg16_features() -> nn.Sequential:
+    """torchvision's ``vgg16().features`` up to relu5_3 (same indices), without building the 120M-parameter
+    classifier that LPIPS never uses."""
+    layers: list[nn.Module] = []
+    ch = 3
+    for item in VGG16_LAYOUT:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(ch, int(item), 3, padding=1), nn.ReLU(inplace=False)]
+            ch = int(item)
+    return nn.Sequential(*layers)
+
+
 class LPIPSVGG16(nn.Module):
     """LPIPS distance with VGG16 features: channel-normalised feature differences at five depths,
     weighted per channel by the LPIPS linear layers, averaged over space and summed over depths."""
@@ -62,11 +80,9 @@ class LPIPSVGG16(nn.Module):
 
     def __init__(self, vgg_weights: str | os.PathLike, lpips_weights: str | os.PathLike):
         super().__init__()
-        from torchvision.models import vgg16
-
         vgg_path = resolve_weights(vgg_weights)
         lin_path = resolve_weights(lpips_weights)
-        features = vgg16(weights=None).features[: self.CUTS[-1]]
+        features = vgg16_features()
         state = load_state_dict(vgg_path, what="VGG16 ImageNet weights")
         feature_state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         try:

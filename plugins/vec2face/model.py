@@ -124,8 +124,8 @@ class Vec2FaceConfig:
 CONFIGS: dict[str, Vec2FaceConfig] = {
     "vec2face_vit_base_patch16": Vec2FaceConfig(),
     "vec2face_tiny": Vec2FaceConfig(
-        embed_dim=128, depth=2, num_heads=4, decoder_depth=2, decoder_num_heads=4, z_channels=64,
-        decoder_channels=32, channel_mult=[1, 1, 2, 2], num_res_blocks=1,
+        embed_dim=128, depth=2, num_heads=4, decoder_depth=2, decoder_num_heads=4, z_channels=32,
+        decoder_channels=32, channel_mult=[1, 1, 1, 1], num_res_blocks=1,
     ),
 }
 

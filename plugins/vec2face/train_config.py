@@ -51,6 +51,7 @@ class TrainGeneratorConfig:
     checkpoint_every: int = 0            # optimizer steps between mid-epoch checkpoints (0: per epoch only)
     max_steps: int = 0                   # stop after this many optimizer steps in total (0: no cap)
     grid_samples: int = 8                # images in the per-epoch reconstruction grid
+    eval_samples: int = 256              # images for the final identity check (needs an extractor; 0: skip)
 
     def __post_init__(self) -> None:
         if self.model not in CONFIGS:

@@ -56,30 +56,44 @@ TRAINING_FORMAT = 1
 
 
 class FeaturePairs:
-    """(image in [-1, 1] at the model's size, its identity feature) for every image of a train reader."""
+    """(image in [-1, 1] at the model's size, its identity feature) for every image of a train reader.
 
-    def __init__(self, reader: Any, features: np.ndarray, image_size: int):
-        if features.ndim != 2 or features.shape[0] != len(reader):
+    Features come from an array (``--features`` or extracted up front) or, when ``features`` is None,
+    from the reader itself record by record (the official generator-training LMDB stores them).
+    """
+
+    def __init__(self, reader: Any, features: np.ndarray | None, image_size: int):
+        if features is not None and (features.ndim != 2 or features.shape[0] != len(reader)):
             raise DataError(getattr(reader, "path", "dataset"),
                             f"{len(reader)} images but features of shape {tuple(features.shape)}")
         self.reader = reader
-        self.features = np.ascontiguousarray(features, dtype=np.float32)
+        self.features = None if features is None else np.ascontiguousarray(features, dtype=np.float32)
         self.image_size = image_size
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[1]) if self.features is not None else int(self.feature(0).shape[0])
+
+    def feature(self, index: int) -> np.ndarray:
+        if self.features is not None:
+            return self.features[index]
+        return np.asarray(self.reader.feature(index), dtype=np.float32).reshape(-1)
 
     def __len__(self) -> int:
         return len(self.reader)
 
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
         index = key[1] if isinstance(key, tuple) else key
-        image = to_model_input(self.reader.image(index), self.image_size)[0]
-        return image, torch.from_numpy(self.features[index])
+        image = to_model_input(np.array(self.reader.image(index)), self.image_size)[0]
+        return image, torch.from_numpy(np.array(self.feature(index)))
 
 
-def reader_features(reader: Any) -> np.ndarray | None:
-    """Features stored in the dataset itself (the official generator-training LMDB), else None."""
+def reader_has_features(reader: Any) -> bool:
+    """Whether the dataset stores a feature per image (the official generator-training LMDB does)."""
     if not callable(getattr(reader, "feature", None)):
-        return None
-    return np.stack([np.asarray(reader.feature(i), dtype=np.float32).reshape(-1) for i in range(len(reader))])
+        return False
+    has = getattr(reader, "has_features", None)
+    return bool(has()) if callable(has) else True
 
 
 def load_features(path: str | os.PathLike, expected_rows: int) -> np.ndarray:
@@ -129,12 +143,14 @@ class TrainResult:
     steps: int
     epochs_done: int
     last_losses: dict[str, float]
+    reconstruction: dict[str, float] | None = None
 
 
 class GeneratorTrainer:
     """One training job; the same object runs alone or as one rank under ``torchrun``."""
 
-    def __init__(self, config: TrainGeneratorConfig, reader: Any, features: np.ndarray, run_dir: str | os.PathLike,
+    def __init__(self, config: TrainGeneratorConfig, reader: Any, features: np.ndarray | None,
+                 run_dir: str | os.PathLike,
                  *, extractor: Any = None):
         self.cfg = config
         self.run_dir = Path(run_dir)
@@ -143,11 +159,11 @@ class GeneratorTrainer:
         self.device = select_device(config.device, self.dist.local_rank)
         self.amp = config.amp and self.device.type == "cuda"
         self.model_cfg = model_config(config.model)
-        if features.shape[1] != self.model_cfg.feature_dim:
-            raise DataError(getattr(reader, "path", "features"),
-                            f"features have {features.shape[1]} dimensions, the model expects "
-                            f"{self.model_cfg.feature_dim}")
         self.data = FeaturePairs(reader, features, self.model_cfg.image_size)
+        if self.data.feature_dim != self.model_cfg.feature_dim:
+            raise DataError(getattr(reader, "path", "features"),
+                            f"features have {self.data.feature_dim} dimensions, the model expects "
+                            f"{self.model_cfg.feature_dim}")
         weights = config.losses
         if weights.identity > 0 and extractor is None:
             raise ConfigError("the identity loss needs a frozen FR extractor (--extractor/--weights), "
@@ -185,8 +201,8 @@ class GeneratorTrainer:
         schedule = LRSchedule.from_epochs("cosine", epochs=config.epochs, steps_per_epoch=self.sampler.steps_per_epoch,
                                           warmup_epochs=config.warmup_epochs,
                                           min_factor=min(1.0, config.min_lr / lr) if lr > 0 else 0.0)
+        self.schedule = schedule
         self.sched = build_scheduler(self.opt, schedule)
-        self.disc_sched = build_scheduler(self.disc_opt, schedule)
         self.scaler = grad_scaler(self.device, self.amp)
         self.disc_scaler = grad_scaler(self.device, self.amp)
         self.position = Position()
@@ -205,7 +221,6 @@ class GeneratorTrainer:
             "scaler": self.scaler.state_dict(),
             "discriminator": self.disc.state_dict(),
             "disc_optimizer": self.disc_opt.state_dict(),
-            "disc_scheduler": self.disc_sched.state_dict(),
             "disc_scaler": self.disc_scaler.state_dict(),
             "rng": gather_objects(self.dist, capture_rng_state()),
         }
@@ -230,7 +245,6 @@ class GeneratorTrainer:
         self.scaler.load_state_dict(data["scaler"])
         self.disc.load_state_dict(data["discriminator"])
         self.disc_opt.load_state_dict(data["disc_optimizer"])
-        self.disc_sched.load_state_dict(data["disc_scheduler"])
         self.disc_scaler.load_state_dict(data["disc_scaler"])
         rng = data["rng"]
         if self.dist.rank < len(rng):
@@ -275,8 +289,9 @@ class GeneratorTrainer:
                 losses["identity"] = w.identity * identity_loss(self.extractor, fake, vectors)
         total = sum(losses.values())
         if gan_on:
+            # the bare discriminator (not its DDP wrapper): no discriminator gradients are wanted here
             self.disc.requires_grad_(False)
-            g_loss = generator_gan_loss(self.train_disc(fake))
+            g_loss = generator_gan_loss(self.disc(fake))
             rec_terms = [losses[k] for k in ("pixel", "perceptual") if k in losses]
             last_layer = self.model.im_decoder.last_layer
             weight = adaptive_gan_weight(sum(rec_terms), g_loss, last_layer) if rec_terms else 1.0
@@ -292,6 +307,9 @@ class GeneratorTrainer:
         self.scaler.update()
         self.sched.step()
         if gan_on:
+            # the discriminator follows the generator's schedule (set directly: it does not step every iteration)
+            for group in self.disc_opt.param_groups:
+                group["lr"] = self.lr * self.schedule(self.position.global_step)
             with autocast(self.device, self.amp):
                 d_loss = discriminator_loss(self.train_disc(images), self.train_disc(fake.detach()))
             self.disc_opt.zero_grad(set_to_none=True)
@@ -302,7 +320,6 @@ class GeneratorTrainer:
             self.disc_scaler.step(self.disc_opt)
             self.disc_scaler.update()
             losses["disc"] = d_loss
-        self.disc_sched.step()
         record = {k: float(v.detach()) for k, v in losses.items()}
         record["total"] = float(total.detach())
         return record
@@ -329,6 +346,21 @@ class GeneratorTrainer:
             Image.fromarray(grid).save(tmp, format="PNG")
         return path
 
+    def check_identities(self, samples: int) -> dict[str, float]:
+        """Genuine vs unrelated cosines through the identity extractor, on evenly spread training images;
+        written to ``reconstruction.json``."""
+        from .generator import Vec2FaceGenerator
+        from .reconstruction import reconstruction_similarity
+
+        n = len(self.data)
+        idx = np.unique(np.linspace(0, n - 1, num=min(samples, n)).round().astype(int))
+        feats = np.stack([self.data.feature(int(i)) for i in idx])
+        labels = np.asarray(self.data.reader.labels)[idx]
+        gen = Vec2FaceGenerator(self.model, device=self.device, seed=self.cfg.seed)
+        stats = reconstruction_similarity(gen, self.extractor, feats, labels)
+        atomic.write_json(self.run_dir / "reconstruction.json", stats)
+        return stats
+
     # -------------------------------------------------------------------------------------------- run
     def fit(self) -> TrainResult:
         from torch.utils.data import DataLoader
@@ -347,8 +379,10 @@ class GeneratorTrainer:
             while self.position.epoch < cfg.epochs and self.position.global_step < total_steps:
                 epoch = self.position.epoch
                 self.sampler.set_epoch(epoch, self.position.step_in_epoch)
+                # a private generator: creating the iterator must not draw from the global RNG (dropout's),
+                # or a resumed run would be one draw off the uninterrupted one
                 loader = DataLoader(self.data, batch_sampler=self.sampler, num_workers=cfg.num_workers,
-                                    persistent_workers=False)
+                                    generator=torch.Generator().manual_seed(cfg.seed + epoch))
                 for images, vectors in loader:
                     last = self.train_step(images, vectors)
                     self.position.step_in_epoch += 1
@@ -390,22 +424,27 @@ def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_
         device = "cuda" if config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available()) \
             else "cpu"
         extractor = registry("feature_extractor").create(extractor_name, weights=extractor_weights, device=device)
+    feats = None
     if features is not None:
         feats = load_features(features, len(reader))
-    else:
-        feats = reader_features(reader)
-        if feats is None:
-            if extractor is None:
-                raise ConfigError(f"{data}: holds no features; pass --features FEATS or --extractor E --weights W")
+    elif not reader_has_features(reader):
+        if extractor is None:
+            raise ConfigError(f"{data}: holds no features; pass --features FEATS or --extractor E --weights W")
+        saved = Path(run_dir) / "features.npy"
+        if resume and saved.is_file():
+            feats = load_features(saved, len(reader))
+        else:
             feats = extract_features(reader, extractor)
-            out = Path(run_dir) / "features.npy"
-            with atomic.atomic_path(out) as tmp:
+            with atomic.atomic_path(saved) as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, feats)
     trainer = GeneratorTrainer(config, reader, feats, run_dir, extractor=extractor)
     try:
         if resume:
             trainer.resume()
-        return trainer.fit()
+        result = trainer.fit()
+        if extractor is not None and config.eval_samples > 0 and trainer.dist.is_main:
+            result.reconstruction = trainer.check_identities(config.eval_samples)
+        return result
     finally:
         trainer.close()

@@ -1,0 +1,142 @@
+"""``facebench train-generator`` on tiny data: outputs, exact resume, LMDB features, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import facebench
+from facebench.cli import create_cli
+from facebench.data import encode_image, open_writer
+
+N_IDS, PER_ID, SIZE = 4, 4, 56
+
+
+def toy_images():
+    """Identity = colour + a bar position; every image differs a little."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(N_IDS):
+        colour = rng.integers(30, 220, 3)
+        for j in range(PER_ID):
+            img = np.zeros((SIZE, SIZE, 3), np.uint8) + colour.astype(np.uint8)
+            img[8 + 8 * i: 16 + 8 * i, 10 + j: 40 + j] = 255 - colour
+            out.append((i, img))
+    feats = np.repeat(rng.normal(size=(N_IDS, 512)), PER_ID, axis=0)
+    feats += 0.05 * rng.normal(size=feats.shape)
+    return out, feats.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    images, feats = toy_images()
+    with open_writer(root / "train", "folder") as w:
+        for label, img in images:
+            w.add(encode_image(img, "png"), label)
+    np.save(root / "feats.npy", feats)
+    with open_writer(root / "gen.lmdb", "lmdb", features=True) as w:
+        for (label, img), f in zip(images, feats):
+            w.add(encode_image(img, "png"), label, feature=f)
+    return root
+
+
+BASE = ["--config", "tiny", "--set", "losses.identity=0", "--set", "batch_size=8", "--set", "epochs=2",
+        "--set", "disc_start=1", "--set", "grid_samples=4", "--set", "log_every=1"]
+
+
+def run(args):
+    result = CliRunner().invoke(create_cli(), args, catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def whole(toy, tmp_path_factory):
+    """One uninterrupted 2-epoch run, shared by the output checks and the resume comparison."""
+    out = tmp_path_factory.mktemp("whole") / "run"
+    res = run(["train-generator", "--data", str(toy / "train"), "--features", str(toy / "feats.npy"),
+               "--out", str(out), *BASE])
+    assert res.exit_code == 0, res.output
+    return out, res
+
+
+def test_train_generator_writes_a_loadable_generator_grids_log_and_provenance(toy, whole):
+    out, res = whole
+    assert "trained vec2face_tiny: 4 steps, 2 epochs" in res.output
+    gen = facebench.load_generator("vec2face_tiny", weights=out / "generator.pth")
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    for k, v in ckpt["model_vec2face"].items():
+        assert torch.equal(gen.model.state_dict()[k], v), k
+    assert set(ckpt) >= {"optimizer", "discriminator", "disc_optimizer", "scheduler", "rng", "position"}
+    assert ckpt["position"] == {"epoch": 2, "step_in_epoch": 0, "global_step": 4}
+    for epoch in (0, 1):
+        grid = np.asarray(Image.open(out / "grids" / f"epoch_{epoch:03d}.png"))
+        assert grid.shape == (2 * SIZE, 4 * SIZE, 3)
+    # the top row of the grid is the real images, read back from the dataset
+    reader = facebench.data.open_dataset(toy / "train")
+    np.testing.assert_array_equal(grid[:SIZE, :SIZE], reader.image(0))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all("gan" not in r for r in rows if r["epoch"] == 0)
+    assert all("gan" in r and "disc" in r for r in rows if r["epoch"] == 1)
+    assert all(np.isfinite(r["total"]) for r in rows)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert set(prov["inputs"]) >= {"data", "features"}
+    assert (out / "config.toml").read_text().count('model = "vec2face_tiny"') == 1
+
+
+def test_resume_continues_exactly(toy, whole, tmp_path):
+    common = ["--data", str(toy / "train"), "--features", str(toy / "feats.npy"), *BASE]
+    whole, parts = whole[0], tmp_path / "parts"
+    first = run(["train-generator", "--out", str(parts), *common, "--set", "max_steps=3"])
+    assert first.exit_code == 0 and "3 steps" in first.output
+    again = run(["train-generator", "--out", str(parts), *common])
+    assert again.exit_code == 2 and "already holds a training checkpoint" in again.output
+    resumed = run(["train-generator", "--out", str(parts), *common, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    a = torch.load(whole / "generator.pth", weights_only=True)["model_vec2face"]
+    b = torch.load(parts / "generator.pth", weights_only=True)["model_vec2face"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    la = (whole / "metrics.jsonl").read_text().splitlines()
+    lb = (parts / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["total"] for x in la] == [json.loads(x)["total"] for x in lb]
+
+
+def test_features_stored_in_the_lmdb_are_used(toy, tmp_path):
+    out = tmp_path / "lmdb_run"
+    res = run(["train-generator", "--data", str(toy / "gen.lmdb"), "--out", str(out), *BASE,
+               "--set", "epochs=1", "--set", "max_steps=1"])
+    assert res.exit_code == 0, res.output
+    assert (out / "generator.pth").is_file() and not (out / "features.npy").exists()
+
+
+def test_user_errors_are_one_line(toy, tmp_path):
+    data = ["--data", str(toy / "train")]
+    res = run(["train-generator", *data, "--out", str(tmp_path / "a"), *BASE])
+    assert res.exit_code == 2 and "holds no features; pass --features" in res.output
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((3, 512), np.float32))
+    res = run(["train-generator", *data, "--features", str(bad), "--out", str(tmp_path / "b"), *BASE])
+    assert res.exit_code == 2 and f"{bad}: expected float features of shape (16, D)" in res.output
+    res = run(["train-generator", *data, "--features", str(toy / "feats.npy"), "--out", str(tmp_path / "c"),
+               "--config", "tiny"])
+    assert res.exit_code == 2 and "identity loss needs a frozen FR extractor" in res.output
+    res = run(["train-generator", *data, "--features", str(toy / "feats.npy"), "--config", "tiny",
+               "--set", "losses.idnetity=0"])
+    assert res.exit_code == 2 and "unknown config key 'losses.idnetity'" in res.output
+    res = run(["train-generator", *data, "--config", "huge"])
+    assert res.exit_code == 2 and "no shipped vec2face config 'huge' (shipped: base, tiny)" in res.output
+    res = run(["train-generator", *data, "--features", str(toy / "feats.npy"), "--out", str(tmp_path / "d"),
+               *BASE, "--set", "perceptual=\"lpips-vgg16\"", "--set", "vgg_weights=\"/nowhere/vgg16.pth\""])
+    assert res.exit_code == 2 and "/nowhere/vgg16.pth: weights file not found" in res.output
+    assert all(len(r.splitlines()) == 1 for r in [res.output.strip()])
+
+
+def test_help_has_an_example():
+    res = run(["train-generator", "--help"])
+    assert res.exit_code == 0 and "Example:" in res.output and "--extractor" in res.output
