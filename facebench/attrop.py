@@ -85,9 +85,9 @@ class AttrOPConfig:
     quality_tol: float = 1.0
     pose_tol: float = 5.0
     batch_size: int = 32
-    identity_extractor: str = ""
+    identity_extractor: str = "arcface-r100"
     identity_weights: str = ""
-    quality_extractor: str = "magface-quality"
+    quality_extractor: str = "magface-r100"
     quality_weights: str = ""
     pose_extractor: str = "sixdrepnet"
     pose_weights: str = ""
@@ -139,13 +139,13 @@ def assign_targets(terms: list[AttrOPTerm], n_ids: int, per_id: int, rng: np.ran
 def _differentiable_images(generator: Any, vectors):
     import torch
 
-    fn = getattr(generator, "generate_differentiable", None)
+    fn = getattr(generator, "forward_images", None)
     with torch.enable_grad():
         images = fn(vectors) if callable(fn) else generator.generate(vectors)
     if not images.requires_grad:
         raise FacebenchError(
             f"generator {type(generator).__name__} returns images without gradients; AttrOP needs "
-            "generate() to be differentiable or a generate_differentiable(vectors) method"
+            "generate() to be differentiable or a forward_images(vectors) method"
         )
     return images.clamp(-1, 1)
 
@@ -261,10 +261,7 @@ def build_attrop(config: AttrOPConfig, *, device: str = "cpu") -> AttrOP:
     terms = parse_attrop(config.spec)
     extractors = registry("feature_extractor")
     if not config.identity_extractor:
-        raise ConfigError(
-            "AttrOP needs an identity model: --attrop-identity NAME (feature extractors: "
-            f"{', '.join(extractors.names()) or 'none registered'})"
-        )
+        raise ConfigError("AttrOP needs an identity model: --attrop-identity NAME (a feature extractor)")
 
     def make(name: str, weights: str) -> Any:
         model = extractors.create(name, weights=weights or None, device=device)

@@ -11,6 +11,7 @@ torchrun each rank takes every world-size-th shard and keeps its own manifest; r
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -42,8 +43,8 @@ class GenerationConfig:
     ids_per_shard: int = 100
     batch_size: int = 50
     seed: int = 0
-    format: str = "imagefolder"
-    dataset_name: str = "dataset"
+    format: str = "folder"
+    dataset_name: str = ""  # default "dataset.<format>", e.g. dataset.folder, dataset.lmdb
     image_encoding: str = "jpg"  # "jpg" or "png"
     jpeg_quality: int = 95
     keep_shards: bool = False
@@ -57,7 +58,7 @@ class GenerationConfig:
             raise ConfigError(f"generation: image_encoding must be 'jpg' or 'png', got '{self.image_encoding}'")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"generation: jpeg_quality must be in 1..100, got {self.jpeg_quality}")
-        if not self.dataset_name or "/" in self.dataset_name or self.dataset_name.startswith("."):
+        if "/" in self.dataset_name or self.dataset_name.startswith("."):
             raise ConfigError(f"generation: dataset_name must be a plain file name, got '{self.dataset_name}'")
 
 
@@ -80,7 +81,9 @@ def seed_generator(generator: Any, seed: int) -> None:
     import torch
 
     torch.manual_seed(seed)
-    if callable(getattr(generator, "manual_seed", None)):
+    if callable(getattr(generator, "reseed", None)):
+        generator.reseed(seed)
+    elif callable(getattr(generator, "manual_seed", None)):
         generator.manual_seed(seed)
     elif isinstance(getattr(generator, "rng", None), torch.Generator):
         generator.rng.manual_seed(seed)
@@ -239,7 +242,7 @@ class GenerationJob:
 
     @property
     def dataset_path(self) -> Path:
-        return self.out / self.config.dataset_name
+        return self.out / (self.config.dataset_name or f"dataset.{self.config.format}")
 
     def params(self) -> dict[str, Any]:
         cfg = asdict(self.config)
@@ -335,10 +338,13 @@ def assemble(job: GenerationJob, format_obj: Any, *, writer_options: dict[str, A
             shutil.rmtree(job.dataset_path)
         else:
             job.dataset_path.unlink()
+    options = dict(writer_options or {})
+    if "overwrite" in inspect.signature(format_obj.writer).parameters:
+        options.setdefault("overwrite", True)  # side files of an interrupted assembly (e.g. a .idx) are ours
     task = progress.add_task("writing dataset", total=job.num_ids * job.config.images_per_id) if progress else None
     shard_stats = []
     count = 0
-    with format_obj.writer(job.dataset_path, **(writer_options or {})) as writer:
+    with format_obj.writer(job.dataset_path, **options) as writer:
         for shard in range(job.num_shards):
             result = read_shard(_shard_path(job.out, shard))
             for data, label in zip(result.images, result.labels):
@@ -350,8 +356,11 @@ def assemble(job: GenerationJob, format_obj: Any, *, writer_options: dict[str, A
     expected = job.num_ids * job.config.images_per_id
     if count != expected:
         raise FacebenchError(f"{job.out}: staged shards hold {count} images, expected {expected}")
+    if callable(getattr(format_obj, "detect", None)) and not format_obj.detect(job.dataset_path):
+        raise FacebenchError(f"{job.dataset_path}: format '{job.config.format}' does not recognise what it wrote "
+                             "under this name; choose one it detects with --set generation.dataset_name=NAME")
     summary = {
-        "dataset": job.config.dataset_name,
+        "dataset": job.dataset_path.name,
         "format": job.config.format,
         "identities": job.num_ids,
         "images": count,

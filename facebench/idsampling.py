@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -84,12 +85,18 @@ class PCAStats:
     def inverse_transform(self, z: np.ndarray) -> np.ndarray:
         return np.asarray(z, dtype=np.float64) @ self.components + self.mean
 
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` vectors: multivariate normal in PCA space, mapped back to feature space."""
+    @cached_property
+    def _sampling_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """(A, b) with x = eps @ A + b: the PCA-space normal and the inverse transform in one product."""
         vals, vecs = np.linalg.eigh((self.pca_cov + self.pca_cov.T) / 2)
-        root = vecs * np.sqrt(np.clip(vals, 0.0, None))  # root @ root.T == pca_cov
-        z = self.pca_mean + rng.standard_normal((n, self.dim)) @ root.T
-        return self.inverse_transform(z)
+        root = vecs * np.sqrt(np.clip(vals, 0.0, None))  # root @ root.T == pca_cov, even if singular
+        return root.T @ self.components, self.inverse_transform(self.pca_mean[None])[0]
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` vectors: multivariate normal in PCA space (mean ``pca_mean``, covariance ``pca_cov``),
+        mapped back to feature space by the inverse transform."""
+        a, b = self._sampling_map
+        return rng.standard_normal((n, self.dim)) @ a + b
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
@@ -154,10 +161,13 @@ def _max_cos_to_kept(cand, kept, n_kept: int, block: int):
     return best
 
 
-def _exact_max_cos(cand64: np.ndarray, kept64: np.ndarray, block: int) -> np.ndarray:
+def _exact_max_cos(cand64: np.ndarray, kept: np.ndarray, block: int) -> np.ndarray:
+    """Float64 maximum cosine of unit ``cand64`` rows to the stored (float32) ``kept`` vectors."""
     best = np.full(cand64.shape[0], -2.0)
-    for start in range(0, kept64.shape[0], block):
-        best = np.maximum(best, (cand64 @ kept64[start:start + block].T).max(axis=1))
+    for start in range(0, kept.shape[0], block):
+        rows = kept[start:start + block].astype(np.float64)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        best = np.maximum(best, (cand64 @ rows.T).max(axis=1))
     return best
 
 
@@ -167,6 +177,7 @@ def reject_above_tau(
     tau: float,
     *,
     kept_unit=None,
+    kept_vectors: np.ndarray | None = None,
     n_kept: int = 0,
     device: str = "cpu",
     block: int = 8192,
@@ -174,8 +185,9 @@ def reject_above_tau(
     """Greedily keep candidates (in order) whose cosine to every kept vector is at most ``tau``.
 
     ``kept_unit`` is a preallocated (capacity, D) float32 tensor of unit vectors whose first ``n_kept``
-    rows are already kept; accepted rows are appended. Returns (indices of accepted candidates, n_kept).
-    Comparisons are exact: float32 values within 1e-4 of tau are recomputed in float64.
+    rows are already kept (``kept_vectors`` holds the same rows as stored); accepted rows are appended to
+    ``kept_unit`` only. Returns (indices of accepted candidates, new n_kept). Decisions are exact for the
+    vectors as given: float32 products within 1e-4 of tau are recomputed in float64.
     """
     import torch
 
@@ -189,8 +201,7 @@ def reject_above_tau(
         ok = best <= tau
         near = torch.nonzero((best - tau).abs() <= _RECHECK_MARGIN).flatten().cpu().numpy()
         if near.size:
-            kept64 = kept_unit[:n_kept].double().cpu().numpy()
-            exact = _exact_max_cos(cand64[near], kept64, block) <= tau
+            exact = _exact_max_cos(cand64[near], kept_vectors[:n_kept], block) <= tau
             ok[torch.from_numpy(near).to(device)] = torch.from_numpy(exact).to(device)
     # 2. greedily within the batch, in order
     gram = (cand @ cand.T).cpu().numpy()
@@ -250,9 +261,11 @@ def sample_identities(
                 f"only {n_kept} of {n} identity vectors kept after {drawn} candidates at tau={tau}; "
                 "raise tau or use fewer identities"
             )
-        cand = stats.sample(batch, rng)
+        # Decide on the float32 values that are written out, so the guarantee holds for the file.
+        cand = stats.sample(batch, rng).astype(np.float32)
         before = n_kept
-        idx, n_kept = reject_above_tau(cand, n, tau, kept_unit=kept_unit, n_kept=n_kept, device=device)
+        idx, n_kept = reject_above_tau(cand, n, tau, kept_unit=kept_unit, kept_vectors=kept, n_kept=n_kept,
+                                       device=device)
         kept[before:n_kept] = cand[idx]
         # Candidates after the last one needed are not counted as drawn: they were never examined.
         drawn += int(idx[-1]) + 1 if n_kept == n and idx.size else batch

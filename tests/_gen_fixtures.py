@@ -67,22 +67,22 @@ class ToyIdentity:
 
 
 class ToyPose(ToyIdentity):
-    """'Yaw' = 80 * tanh(left-half minus right-half brightness): bounded below 80 degrees."""
+    """'Yaw' = 80 * tanh(10 x (left-half minus right-half brightness)): never reaches 80 degrees."""
 
     outputs = ("pitch", "yaw", "roll")
 
     def forward_tensor(self, x):
         half = x.shape[-1] // 2
-        yaw = 80 * torch.tanh(3 * (x[..., :half].mean(dim=(1, 2, 3)) - x[..., half:].mean(dim=(1, 2, 3))))
+        yaw = 80 * torch.tanh(10 * (x[..., :half].mean(dim=(1, 2, 3)) - x[..., half:].mean(dim=(1, 2, 3))))
         zero = torch.zeros_like(yaw)
         return torch.stack([zero, yaw, zero], dim=1)
 
 
 class ToyQuality(ToyIdentity):
-    """Quality = norm of the image's mean colour times 40 (what AttrOP's quality loss reads)."""
+    """Quality = norm of 100 x the image's mean colour (AttrOP's quality loss reads the norm)."""
 
     def forward_tensor(self, x):
-        return x.mean(dim=(2, 3)) * 40
+        return x.mean(dim=(2, 3)) * 100
 
 
 class FolderWriter:

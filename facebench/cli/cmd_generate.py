@@ -73,12 +73,12 @@ def sample_ids(features, stats, n, tau, out, save_stats, seed, batch, max_draw_f
 _GENERATE_EPILOG = """Example:
 
   facebench generate --generator vec2face --weights vec2face_generator.pth --ids ids.npy \\
-      --images-per-id 50 --out runs/hsface10k --format imagefolder
+      --images-per-id 50 --out runs/hsface10k --format folder
 
   facebench generate --generator vec2face --weights vec2face_generator.pth --n-ids 1000 --stats pca.npz \\
       --out runs/pose --attrop pose=60:0.4,pose=85:0.2,quality=27 \\
-      --attrop-identity arcface-r100 --attrop-identity-weights arcface-r100-glint360k.pth \\
-      --attrop-pose-weights 6DRepNet_300W_LP_AFLW2000.pth --attrop-quality-weights magface-r100-glint360k.pth
+      --attrop-identity-weights arcface-r100-glint360k.pth --attrop-quality-weights magface-r100-glint360k.pth \\
+      --attrop-pose-weights 6DRepNet_300W_LP_AFLW2000.pth
 """
 
 
@@ -93,7 +93,7 @@ _GENERATE_EPILOG = """Example:
 @click.option("--images-per-id", type=click.IntRange(min=1), help="Images per identity [default 50].")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Run directory: ids.npy, manifest, staged shards, the dataset and dataset.json.")
-@click.option("--format", "fmt", help="Registered dataset format to write [default imagefolder].")
+@click.option("--format", "fmt", help="Registered dataset format to write (folder, lmdb, rec, ...) [default folder].")
 @click.option("--ids-per-shard", type=click.IntRange(min=1), help="Identities per resumable shard [default 100].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Vectors per generator call [default 50].")
 @click.option("--seed", type=int, help="Seed of every random choice [default 0].")
@@ -101,11 +101,11 @@ _GENERATE_EPILOG = """Example:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML generation config.")
 @click.option("--set", "overrides", multiple=True, help="Override a config key, e.g. --set perturb.min_cos=0.6.")
 @click.option("--attrop", "attrop_spec", help="AttrOP targets, e.g. pose=60:0.4,pose=85:0.2,quality=27 (see docs).")
-@click.option("--attrop-identity", help="Feature extractor for AttrOP's identity loss (the generator's FR space).")
+@click.option("--attrop-identity", help="Identity extractor for AttrOP, in the generator's FR space [default arcface-r100].")
 @click.option("--attrop-identity-weights", type=click.Path(dir_okay=False))
 @click.option("--attrop-pose", help="Pose extractor [default sixdrepnet].")
 @click.option("--attrop-pose-weights", type=click.Path(dir_okay=False))
-@click.option("--attrop-quality", help="Quality extractor [default magface-quality].")
+@click.option("--attrop-quality", help="Quality extractor; quality = norm of its feature [default magface-r100].")
 @click.option("--attrop-quality-weights", type=click.Path(dir_okay=False))
 def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, images_per_id, out, fmt,
              ids_per_shard, batch_size, seed, device, config_path, overrides, attrop_spec, attrop_identity,

@@ -1,0 +1,176 @@
+"""SixDRepNet head-pose estimator (Hempel et al.) in RepVGG deploy form, so the released weights load.
+
+The release ``6DRepNet_300W_LP_AFLW2000.pth`` is a plain state dict of a RepVGG-B1g2 backbone whose
+blocks are re-parameterised into one biased 3x3 convolution each (``layerK.i.rbr_reparam``), followed by
+global average pooling and ``linear_reg`` (2048 -> 6). The 6 outputs are two 3-vectors turned into a
+rotation matrix by Gram-Schmidt; Euler angles (pitch, yaw, roll) follow from the matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from facebench.errors import DataError, FacebenchError
+from facebench.safe_load import load_state_dict
+from facebench.weights import resolve_weights
+
+#: RepVGG blocks whose running index is even (2..26) use grouped convolutions in the "g2" variants.
+_GROUPED_INDICES = frozenset(range(2, 27, 2))
+
+
+@dataclass(frozen=True)
+class SixDRepNetConfig:
+    blocks: tuple[int, int, int, int] = (4, 6, 16, 1)
+    widths: tuple[int, int, int, int] = (128, 256, 512, 2048)  # 64/128/256/512 x (2, 2, 2, 4)
+    stem: int = 64
+    groups: int = 2
+
+
+B1G2 = SixDRepNetConfig()
+TINY = SixDRepNetConfig(blocks=(1, 1, 2, 1), widths=(8, 16, 16, 32), stem=8, groups=2)
+
+
+class RepVGGDeployBlock(nn.Module):
+    """One re-parameterised RepVGG block: a biased 3x3 convolution and ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int, groups: int = 1):
+        super().__init__()
+        self.rbr_reparam = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=True)
+        self.nonlinearity = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nonlinearity(self.rbr_reparam(x))
+
+
+class SixDRepNet(nn.Module):
+    """Image -> (N, 3, 3) rotation matrix."""
+
+    def __init__(self, config: SixDRepNetConfig = B1G2):
+        super().__init__()
+        self.config = config
+        first = min(config.stem, config.widths[0])
+        self.layer0 = RepVGGDeployBlock(3, first, stride=2)
+        cin, index = first, 1
+        stages = []
+        for count, width in zip(config.blocks, config.widths):
+            blocks = []
+            for i in range(count):
+                groups = config.groups if index in _GROUPED_INDICES else 1
+                blocks.append(RepVGGDeployBlock(cin, width, stride=2 if i == 0 else 1, groups=groups))
+                cin, index = width, index + 1
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.linear_reg = nn.Linear(config.widths[-1], 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in (self.layer0, self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+        return rotation_from_6d(self.linear_reg(torch.flatten(self.gap(x), 1)))
+
+
+def rotation_from_6d(six: torch.Tensor) -> torch.Tensor:
+    """Two 3-vectors -> orthonormal basis (columns x, y, z) by Gram-Schmidt (Zhou et al. 2019)."""
+    a, b = six[:, 0:3], six[:, 3:6]
+    x = a / a.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    z = torch.linalg.cross(x, b, dim=1)
+    z = z / z.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    y = torch.linalg.cross(z, x, dim=1)
+    return torch.stack([x, y, z], dim=2)
+
+
+def euler_from_rotation(r: torch.Tensor) -> torch.Tensor:
+    """(N,3,3) rotation matrices -> (N,3) angles (pitch about x, yaw about y, roll about z) in degrees."""
+    sy = torch.sqrt(r[:, 0, 0] ** 2 + r[:, 1, 0] ** 2)
+    regular = sy >= 1e-6
+    pitch = torch.where(regular, torch.atan2(r[:, 2, 1], r[:, 2, 2]), torch.atan2(-r[:, 1, 2], r[:, 1, 1]))
+    yaw = torch.atan2(-r[:, 2, 0], sy)
+    roll = torch.where(regular, torch.atan2(r[:, 1, 0], r[:, 0, 0]), torch.zeros_like(sy))
+    return torch.stack([pitch, yaw, roll], dim=1) * (180.0 / math.pi)
+
+
+def load_strict(model: nn.Module, path, what: str) -> None:
+    """Load a plain (optionally DataParallel-prefixed) state dict; any mismatch is a one-line error."""
+    state = load_state_dict(path, what=what)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape of {k} is {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
+        raise DataError(path, f"{what} does not match the architecture: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+class PoseExtractor:
+    """Feature-extractor wrapper: ``forward_tensor`` gives (pitch, yaw, roll) in degrees, differentiably.
+
+    ``preprocess="vec2face"`` feeds the model as Vec2Face's AttrOP does (BGR, [0, 1], generator
+    resolution); ``"imagenet"`` as SixDRepNet's own demo (RGB resized to 224, ImageNet mean/std).
+    ``embed`` returns the angles as a numpy array (they are not L2-normalised features).
+    """
+
+    outputs = ("pitch", "yaw", "roll")
+    flip_test = False
+
+    def __init__(self, model: SixDRepNet, device: str = "cpu", preprocess: str = "vec2face"):
+        if preprocess not in ("vec2face", "imagenet"):
+            raise FacebenchError(f"sixdrepnet: preprocess must be 'vec2face' or 'imagenet', got '{preprocess}'")
+        self.model = model.to(device).eval()
+        self.device = device
+        self.preprocess = preprocess
+        if preprocess == "vec2face":
+            self.input_size, self.mean, self.std = (112, 112), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        else:
+            self.input_size, self.mean, self.std = (224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.to(self.device) + 1) / 2
+        if self.preprocess == "vec2face":
+            x = x[:, [2, 1, 0]]
+        else:
+            x = nn.functional.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
+            mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+            x = (x - mean) / std
+        return euler_from_rotation(self.model(x))
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.inference_mode():
+            return self.forward_tensor(x).cpu().numpy()
+
+
+RELEASED_WEIGHTS = "6DRepNet_300W_LP_AFLW2000.pth"
+
+
+def sixdrepnet_extractor(weights=None, device: str = "cpu", preprocess: str = "vec2face", **_):
+    """The released SixDRepNet; its weights file is required (default: the release's file name, looked up
+    in the weights directory), since random pose estimates would be useless."""
+    weights = RELEASED_WEIGHTS if weights is None else weights
+    model = SixDRepNet(B1G2)
+    load_strict(model, resolve_weights(weights), "SixDRepNet weights")
+    return PoseExtractor(model, device=device, preprocess=preprocess)
+
+
+def sixdrepnet_tiny_extractor(weights=None, device: str = "cpu", preprocess: str = "vec2face", seed: int = 0, **_):
+    """A tiny SixDRepNet with the same code path; seeded random weights unless a file is given."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SixDRepNet(TINY)
+    if weights is not None:
+        load_strict(model, resolve_weights(weights), "tiny SixDRepNet weights")
+    return PoseExtractor(model, device=device, preprocess=preprocess)

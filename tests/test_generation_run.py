@@ -1,0 +1,188 @@
+"""``facebench generate``: sharded writing, read-back, resume after an interruption or kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _gen_fixtures as fx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from facebench import generation
+
+HERE = Path(__file__).resolve().parent
+
+
+def _ids(path: Path, n=12, d=fx.DIM, seed=0) -> Path:
+    np.save(path, np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32) * 1.5)
+    return path
+
+
+def _args(ids: Path, out: Path, *extra: str) -> list[str]:
+    return ["generate", "--generator", "tinygen", "--ids", str(ids), "--images-per-id", "4", "--ids-per-shard", "2",
+            "--batch-size", "3", "--out", str(out), "--format", "testfolder", "--device", "cpu", *extra]
+
+
+def _dataset_bytes(out: Path) -> dict[str, bytes]:
+    files = {f"dataset/{k}": v for k, v in fx.tree_bytes(out / "dataset.testfolder").items()}
+    files["ids.npy"] = (out / "ids.npy").read_bytes()
+    files["dataset.json"] = (out / "dataset.json").read_bytes()
+    return files
+
+
+def test_generate_writes_a_readable_dataset(tmp_path, monkeypatch):
+    ids = _ids(tmp_path / "ids.npy")
+    out = tmp_path / "run"
+    res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out))
+    assert res.exit_code == 0, res.output
+    assert "generated 6 of 6 shards in this run; wrote 48 images of 12 identities" in res.output
+    reader = fx.TestFolderFormat().open(out / "dataset.testfolder")
+    assert len(reader) == 48 and reader.num_classes == 12
+    assert np.bincount(reader.labels).tolist() == [4] * 12
+    assert reader.image(0).shape == (16, 16, 3)
+    summary = json.loads((out / "dataset.json").read_text())
+    assert summary["identities"] == 12 and summary["images"] == 48 and summary["format"] == "testfolder"
+    assert summary["stats"]["perturb"]["images"] == 48
+    assert summary["stats"]["perturb"]["min_cos"] >= 0.5
+    np.testing.assert_array_equal(np.load(out / "ids.npy"), np.load(ids))
+    assert not (out / "shards").exists()  # staged shards are removed once the dataset is complete
+    assert (out / "provenance.json").is_file() and (out / "config.toml").is_file()
+    # the images are what the generator makes of the perturbed vectors: same identity, similar images
+    imgs = np.stack([reader.image(i) for i in range(len(reader))]).reshape(12, 4, -1).astype(float)
+    within = np.mean([np.abs(g[0] - g[1]).mean() for g in imgs])
+    across = np.mean([np.abs(imgs[i, 0] - imgs[i + 1, 0]).mean() for i in range(11)])
+    assert within < across
+    # rerunning a finished run does nothing
+    again = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out))
+    assert again.exit_code == 0 and "already complete" in again.output
+
+
+def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
+    ids = _ids(tmp_path / "ids.npy")
+    full = tmp_path / "full"
+    assert CliRunner().invoke(fx.cli(monkeypatch), _args(ids, full)).exit_code == 0
+
+    real = generation.generate_shard
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    part = tmp_path / "part"
+    monkeypatch.setattr(generation, "generate_shard", failing)
+    res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, part))
+    assert res.exit_code == 130
+    assert not (part / "dataset.testfolder").exists() and not (part / "dataset.json").exists()
+    assert len(json.loads((part / "manifest.json").read_text())["done"]) == 2
+    monkeypatch.setattr(generation, "generate_shard", real)
+    res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, part))
+    assert res.exit_code == 0, res.output
+    assert "generated 4 of 6 shards in this run" in res.output
+    assert _dataset_bytes(part) == _dataset_bytes(full)
+
+
+def test_kill_9_during_generation_then_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    ids = _ids(tmp_path / "ids.npy", n=20)
+    full = tmp_path / "full"
+    assert CliRunner().invoke(fx.cli(monkeypatch), _args(ids, full)).exit_code == 0
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "TINYGEN_DELAY": "0.25", "FACEBENCH_QUIET": "1", "PYTHONPATH": str(HERE)}
+    cmd = [sys.executable, str(HERE / "_gen_fixtures.py"), *_args(ids, out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done = 0
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            manifest = out / "manifest.json"
+            if manifest.is_file():
+                try:
+                    done = len(json.loads(manifest.read_text())["done"])
+                except (json.JSONDecodeError, KeyError):
+                    done = 0
+                if done >= 3:
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert 3 <= done < 10
+    assert not (out / "dataset.json").exists() and not (out / "dataset.testfolder").exists()
+
+    res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out))
+    assert res.exit_code == 0, res.output
+    assert _dataset_bytes(out) == _dataset_bytes(full)
+
+
+def test_changed_parameters_refuse_to_resume(tmp_path, monkeypatch):
+    ids = _ids(tmp_path / "ids.npy")
+    out = tmp_path / "run"
+    real = generation.generate_shard
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generation, "generate_shard", stop)
+    CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out))
+    monkeypatch.setattr(generation, "generate_shard", real)
+    res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out, "--seed", "7"))
+    assert res.exit_code == 2
+    assert "manifest.json: cannot resume: parameters differ from the interrupted run (config)" in res.output
+
+
+def test_seed_changes_images_and_n_ids_samples_from_stats(tmp_path, monkeypatch):
+    from facebench.idsampling import PCAStats
+
+    rng = np.random.default_rng(0)
+    PCAStats.fit(rng.standard_normal((200, fx.DIM)) + 0.2).save(tmp_path / "pca.npz")
+    base = ["generate", "--generator", "tinygen", "--n-ids", "6", "--stats", str(tmp_path / "pca.npz"),
+            "--images-per-id", "3", "--format", "testfolder", "--device", "cpu", "--tau", "0.6"]
+    a = CliRunner().invoke(fx.cli(monkeypatch), [*base, "--out", str(tmp_path / "a")])
+    b = CliRunner().invoke(fx.cli(monkeypatch), [*base, "--out", str(tmp_path / "b"), "--seed", "1"])
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    assert "rejection rate" in a.output
+    ids = np.load(tmp_path / "a" / "ids.npy")
+    unit = ids / np.linalg.norm(ids, axis=1, keepdims=True)
+    gram = unit @ unit.T
+    np.fill_diagonal(gram, -1)
+    assert ids.shape == (6, fx.DIM) and gram.max() <= 0.6
+    assert fx.tree_bytes(tmp_path / "a" / "dataset.testfolder") != fx.tree_bytes(tmp_path / "b" / "dataset.testfolder")
+    summary = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    assert summary["ids_source"]["sample"]["n"] == 6
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--format", "nosuchformat"], "unknown format 'nosuchformat'"),
+        (["--n-ids", "3"], "give exactly one of --ids FILE or --n-ids N"),
+        (["--weights", "missing_generator.pth"], "missing_generator.pth: weights file not found"),
+        (["--set", "generation.images_per_id=0"], "images_per_id must be >= 1"),
+        (["--set", "generation.perturb.min_cos=2.0"], "min_cos must be in [-1, 1)"),
+    ],
+)
+def test_bad_generate_options_are_one_line_errors(tmp_path, monkeypatch, extra, message):
+    ids = _ids(tmp_path / "ids.npy")
+    res = CliRunner().invoke(fx.cli(monkeypatch), [*_args(ids, tmp_path / "out"), *extra])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert res.output.strip().count("\n") == 0 or "error:" in res.output.strip().splitlines()[-1]
+
+
+def test_wrong_identity_width_names_the_file(tmp_path, monkeypatch):
+    ids = _ids(tmp_path / "ids16.npy", d=16)
+    res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, tmp_path / "out"))
+    assert res.exit_code == 2
+    assert f"error: {ids}: identity vectors have 16 dimensions, the generator expects 32" in res.output
