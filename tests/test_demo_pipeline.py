@@ -25,12 +25,13 @@ class Cells(HTMLParser):
         self.cells, self._in = [], False
 
     def handle_starttag(self, tag, attrs):
-        self._in = tag == "td"
-        if self._in:
+        if tag == "td":
+            self._in = True
             self.cells.append("")
 
     def handle_endtag(self, tag):
-        self._in = False if tag == "td" else self._in
+        if tag == "td":
+            self._in = False
 
     def handle_data(self, data):
         if self._in:
