@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from html.parser import HTMLParser
 
-import pytest
 from click.testing import CliRunner
 from facebench_plugins.demo.run import QUICK, config_path
 
@@ -50,7 +49,7 @@ def test_demo_config_uses_only_installed_commands(tmp_path):
                                        "evaluate-real", "evaluate-vec2face", "evaluate-baseline"}
 
 
-@pytest.mark.slow  # about 4 minutes on a loaded 2-core machine: two trainings of FR models and Vec2Face
+
 def test_tiny_demo_end_to_end_and_rerun_reuses_steps(tmp_path):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out)] + [a for t in TINY for a in ("--set", t)]
