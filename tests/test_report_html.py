@@ -291,3 +291,24 @@ def test_analysis_summaries_are_read_flat_and_nested(report_runs, tmp_path):
     # flat
     assert rows[EVIL]["EER %"] == "3.10" and rows[EVIL]["intra-class noise %"] == "2.00"
     assert "cosine 0.35" in text  # the threshold stated by the first run labels Fig. 5
+
+
+def test_card_shows_a_grid_of_the_training_set_named_by_model_json(tmp_path):
+    from facebench.pluginmanager import registry
+
+    data = tmp_path / "train"
+    with registry("format").create("folder").writer(data) as writer:
+        for label in range(3):
+            for k in range(2):
+                png = io.BytesIO()
+                Image.new("RGB", (20, 20), (80 * label, 40 * k, 200)).save(png, "PNG")
+                writer.add(png.getvalue(), label)
+    run = tmp_path / "fr"
+    run.mkdir()
+    (run / "model.json").write_text(json.dumps({"backbone": "tiny", "recipe": "tiny-arcface", "num_classes": 3,
+                                                "num_images": 6, "dataset": {"path": str(data)}}))
+    doc = parse(write_report([run], tmp_path / "r.html", sections=["datasets"]).read_text())
+    assert len(doc.images) == 1
+    grid = Image.open(io.BytesIO(base64.b64decode(doc.images[0]["src"].split(",", 1)[1]))).convert("RGB")
+    assert grid.size == (6 * 56, 3 * 56)  # 3 identities in rows, 2 images each, cells of 56 px
+    assert grid.getpixel((28, 28 + 56)) == (80, 0, 200) and grid.getpixel((56 + 28, 28 + 2 * 56)) == (160, 40, 200)

@@ -233,9 +233,12 @@ def dataset_grid(path: Path, identities: int = 6, per_identity: int = 6, cell: i
 
 def _dataset_path(run: RunData) -> Path | None:
     """Where the images described by ``dataset.json`` are: its ``path``, the folder named by its
-    ``dataset`` key beside it (as ``facebench generate`` writes it), or the run directory itself."""
+    ``dataset`` key beside it (as ``facebench generate`` writes it), or the run directory itself; for
+    an FR training run, the training set its ``model.json`` names."""
     if run.dataset is None:
-        return None
+        trained_on = (run.model or {}).get("dataset")
+        path = trained_on.get("path") if isinstance(trained_on, dict) else None
+        return Path(path) if isinstance(path, str) and Path(path).exists() else None
     for key in ("path", "dataset"):
         raw = run.dataset.get(key)
         if isinstance(raw, str) and raw:
