@@ -1,0 +1,223 @@
+"""Experiments: a TOML list of facebench commands run in order, resumable step by step.
+
+An experiment config (``benchmarks/paper/*.toml``, the demo's config) names its steps as the command
+lines a user would type, so every step runs through the same registered commands and components as
+by hand. ``${name}`` in a step is replaced by a ``[vars]`` value (``--set vars.name=...``) or by
+``${out}``, the experiment's run directory. A step is done when it finished in an earlier run (recorded
+in ``steps.json``, a :class:`~facebench.shards.ShardManifest`, with its command line) and its declared
+outputs exist; done steps are skipped, so a rerun after a kill continues where it stopped. A step whose
+command line changed since it ran is refused rather than silently reused; changing a later step's
+settings does not invalidate the earlier ones.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import load_config
+from .console import console
+from .errors import ConfigError, DataError, FacebenchError
+from .shards import ShardManifest
+
+STEPS_MANIFEST = "steps.json"
+
+
+@dataclass
+class StepConfig:
+    """One command line (without the leading ``facebench``) and the files that prove it finished."""
+
+    name: str
+    command: list[str]
+    outputs: list[str] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)
+    gpu_hours: float = 0.0
+    description: str = ""
+
+
+@dataclass
+class ExperimentInfo:
+    name: str
+    title: str = ""
+    table: str = ""
+    description: str = ""
+    gpu: str = ""
+    gpu_hours: float = 0.0
+    published_avg: float | None = None
+    out: str = ""
+
+
+@dataclass
+class ExperimentConfig:
+    experiment: ExperimentInfo
+    vars: dict[str, Any] = field(default_factory=dict)
+    steps: list[StepConfig] = field(default_factory=list)
+
+
+@dataclass
+class ResolvedStep:
+    name: str
+    argv: list[str]
+    outputs: list[Path]
+    needs: list[str]
+    gpu_hours: float
+    description: str
+
+
+@dataclass
+class StepOutcome:
+    name: str
+    status: str  # "ran", "skipped" (done before), "unavailable" (command missing), "blocked" (a need not done)
+    seconds: float = 0.0
+    detail: str = ""
+
+
+def load_experiment(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    cfg = load_config(ExperimentConfig, path, overrides)
+    if not cfg.steps:
+        raise ConfigError(f"{path}: an experiment needs at least one [[steps]] table")
+    names = [s.name for s in cfg.steps]
+    for step in cfg.steps:
+        if names.count(step.name) > 1:
+            raise ConfigError(f"{path}: two steps are named '{step.name}'")
+        if not step.command:
+            raise ConfigError(f"{path}: step '{step.name}' has an empty command")
+        for need in step.needs:
+            if need not in names[: names.index(step.name)]:
+                raise ConfigError(f"{path}: step '{step.name}' needs '{need}', which is not an earlier step")
+    return cfg
+
+
+def default_out(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.experiment.out) if cfg.experiment.out else Path("runs") / cfg.experiment.name
+
+
+def _substitute(text: str, values: dict[str, str], where: str) -> str:
+    try:
+        return string.Template(text).substitute(values)
+    except KeyError as exc:
+        known = ", ".join(sorted(values))
+        raise ConfigError(f"{where}: unknown variable ${{{exc.args[0]}}} (known: {known})") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}: bad $ placeholder in '{text}' ({exc})") from None
+
+
+def resolve_steps(cfg: ExperimentConfig, out: Path) -> list[ResolvedStep]:
+    """Steps with every ``${var}`` replaced; vars may use ``${out}`` and earlier vars."""
+    values: dict[str, str] = {"out": str(out)}
+    for key, raw in cfg.vars.items():
+        values[key] = _substitute(str(raw), values, f"vars.{key}")
+    resolved = []
+    for step in cfg.steps:
+        where = f"step '{step.name}'"
+        argv = [_substitute(str(a), values, where) for a in step.command]
+        outputs = [Path(os.path.expanduser(_substitute(o, values, where))) for o in step.outputs]
+        resolved.append(ResolvedStep(step.name, argv, outputs, list(step.needs), step.gpu_hours, step.description))
+    return resolved
+
+
+def find_command(cli: click.Group, argv: Sequence[str]) -> click.Command | None:
+    """The (sub)command ``argv`` names in ``cli``, following groups; None when it is not registered."""
+    command: click.Command = cli
+    ctx = click.Context(cli, info_name="facebench")
+    for token in argv:
+        if not isinstance(command, click.Group):
+            return command
+        if token.startswith("-"):
+            return command
+        sub = command.get_command(ctx, token)
+        if sub is None:
+            return None
+        command = sub
+    return command if command is not cli else None
+
+
+def invoke(cli: click.Group, argv: Sequence[str]) -> None:
+    """Run ``facebench ARGV`` in this process; user errors propagate as they would from the shell."""
+    try:
+        with cli.make_context("facebench", list(argv)) as ctx:
+            cli.invoke(ctx)
+    except click.exceptions.Exit as exc:
+        if exc.exit_code:
+            raise FacebenchError(f"'facebench {' '.join(argv)}' exited with code {exc.exit_code}") from None
+    except click.ClickException as exc:
+        raise FacebenchError(f"'facebench {' '.join(argv[:2])} ...': {exc.format_message()}") from None
+
+
+def _outputs_present(step: ResolvedStep) -> bool:
+    return all(p.exists() for p in step.outputs)
+
+
+def run_experiment(
+    cli: click.Group,
+    cfg: ExperimentConfig,
+    out: Path,
+    *,
+    skip_unavailable: bool = False,
+    only: Sequence[str] = (),
+    runner: Callable[[click.Group, Sequence[str]], None] = invoke,
+) -> list[StepOutcome]:
+    """Execute the steps not done yet, in order.
+
+    With ``skip_unavailable`` a step whose command no installed plugin provides is reported and skipped
+    (and so is every step that needs it) instead of stopping the run before it starts; the demo uses
+    this to do everything the installed components allow.
+    """
+    steps = resolve_steps(cfg, out)
+    missing = [s for s in steps if find_command(cli, s.argv) is None]
+    if missing and not skip_unavailable:
+        listed = "; ".join(f"step '{s.name}': 'facebench {s.argv[0]}'" for s in missing)
+        raise ConfigError(f"unknown command(s) in the experiment: {listed} (is the plugin that provides it installed?)")
+    unknown_only = [n for n in only if n not in {s.name for s in steps}]
+    if unknown_only:
+        raise ConfigError(f"unknown step(s) {', '.join(unknown_only)}; steps: {', '.join(s.name for s in steps)}")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = ShardManifest(out / STEPS_MANIFEST, {"experiment": cfg.experiment.name})
+    outcomes: list[StepOutcome] = []
+    done: set[str] = set()
+    missing_names = {s.name for s in missing}
+    for i, step in enumerate(steps, 1):
+        head = f"[{i}/{len(steps)}] {step.name}"
+        recorded = manifest.done.get(step.name)
+        if isinstance(recorded, dict) and recorded.get("argv") not in (None, step.argv):
+            raise DataError(out / STEPS_MANIFEST, f"cannot resume: step '{step.name}' ran with another command line "
+                            f"({' '.join(recorded['argv'])}); delete its outputs and this entry, or use another --out")
+        if only and step.name not in only:
+            if recorded is not None and _outputs_present(step):
+                done.add(step.name)
+            continue
+        if step.name in missing_names:
+            outcomes.append(StepOutcome(step.name, "unavailable", detail=f"no command 'facebench {step.argv[0]}'"))
+            console.print(f"{head}: [yellow]skipped[/], command 'facebench {step.argv[0]}' is not installed")
+            continue
+        blocked = [n for n in step.needs if n not in done]
+        if blocked:
+            outcomes.append(StepOutcome(step.name, "blocked", detail=f"needs {', '.join(blocked)}"))
+            console.print(f"{head}: [yellow]skipped[/], needs {', '.join(blocked)}")
+            continue
+        if (step.outputs or recorded is not None) and _outputs_present(step):
+            if recorded is None:
+                manifest.mark_done(step.name, {"argv": step.argv, "seconds": 0.0, "reused": True})
+            outcomes.append(StepOutcome(step.name, "skipped", detail="outputs already complete"))
+            console.print(f"{head}: [green]done before[/], reusing {', '.join(map(str, step.outputs)) or 'it'}")
+            done.add(step.name)
+            continue
+        console.rule(f"{head}: facebench {' '.join(step.argv)}")
+        start = time.perf_counter()
+        runner(cli, step.argv)
+        seconds = time.perf_counter() - start
+        absent = [str(p) for p in step.outputs if not p.exists()]
+        if absent:
+            raise DataError(absent[0], f"step '{step.name}' finished but did not write this declared output")
+        manifest.mark_done(step.name, {"argv": step.argv, "seconds": round(seconds, 3)})
+        outcomes.append(StepOutcome(step.name, "ran", seconds))
+        console.print(f"{head}: [green]finished[/] in {seconds:.1f} s")
+        done.add(step.name)
+    return outcomes

@@ -1,0 +1,8 @@
+"""Comparison reports: one self-contained HTML file from run directories (``facebench report``)."""
+
+from __future__ import annotations
+
+from .loading import RunData, load_run, load_runs
+from .render import render_html, write_report
+
+__all__ = ["RunData", "load_run", "load_runs", "render_html", "write_report"]

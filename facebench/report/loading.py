@@ -1,0 +1,180 @@
+"""Read the result files of run directories into one object per run, for the report sections.
+
+The file names are the contract of ARCHITECTURE.md ("Result files in a run directory"): whatever a
+run holds is read, whatever it lacks is simply absent, and a file that is there but unreadable is a
+one-line :class:`~facebench.errors.DataError` naming it (a report must never silently drop a result).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, MissingFileError
+
+#: Columns every tidy result row carries (``facebench evaluate``); more are kept when present.
+RESULT_COLUMNS = ("dataset", "benchmark", "accuracy", "std", "threshold", "tar_at_far_1e-3", "tar_at_far_1e-4", "eer")
+
+#: Arrays written by ``facebench analyze`` that the report plots, when present.
+ANALYSIS_ARRAYS = ("genuine", "impostor", "intra", "inter", "separability", "yaw", "pose", "quality")
+
+#: Image files a run may carry as its sample grid, in the order they are looked for.
+SAMPLE_IMAGES = ("samples.png", "samples.jpg", "grid.png", "grid.jpg")
+
+_MARKERS = ("results.json", "results.csv", "analysis/summary.json", "dataset.json", "model.json")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"invalid JSON: {exc.msg}", f"line {exc.lineno} column {exc.colno}") from None
+    except UnicodeDecodeError:
+        raise DataError(path, "not UTF-8 text") from None
+
+
+def _results_frame(path: Path) -> pd.DataFrame:
+    if path.suffix == ".json":
+        data = read_json(path)
+        rows = data.get("results", data.get("rows")) if isinstance(data, dict) else data
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise DataError(path, "expected a list of result rows (objects with dataset, benchmark, accuracy)")
+        frame = pd.DataFrame(rows)
+    else:
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(path, f"unreadable CSV: {first}") from None
+    missing = [c for c in ("benchmark", "accuracy") if c not in frame.columns]
+    if missing:
+        raise DataError(path, f"result rows lack the column(s) {', '.join(missing)}")
+    try:
+        raw = pd.to_numeric(frame["accuracy"], errors="raise").astype(float)
+        if "std" in frame.columns:
+            frame["std"] = pd.to_numeric(frame["std"], errors="raise").astype(float)
+    except (TypeError, ValueError) as exc:
+        raise DataError(path, f"non-numeric accuracy or std: {exc}") from None
+    # Accuracies may be fractions (0.9) or percent (90.0): a fraction is never above 1, and a percent
+    # accuracy at or below 1% is below chance, so the unit is unambiguous; std follows its accuracy.
+    scale = np.where(raw <= 1.0, 100.0, 1.0)
+    frame["accuracy"] = raw * scale
+    if "std" in frame.columns:
+        frame["std"] = frame["std"] * scale
+    frame["benchmark"] = frame["benchmark"].astype(str)
+    return frame
+
+
+@dataclass
+class RunData:
+    """Everything the report knows about one run directory."""
+
+    path: Path
+    name: str
+    results: pd.DataFrame | None = None
+    summary: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = None
+    model: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = None
+    config_text: str | None = None
+    sample_image: Path | None = None
+    label_override: str | None = None
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def label(self) -> str:
+        """The training dataset this run is about: ``--label``, else as its files name it."""
+        if self.label_override:
+            return self.label_override
+        for source, key in ((self.dataset, "name"), (self.dataset, "dataset"), (self.summary, "dataset"),
+                            (self.model, "dataset")):
+            value = (source or {}).get(key)
+            if isinstance(value, dict):
+                value = value.get("name")
+            if isinstance(value, str) and value:
+                # ``facebench analyze`` names the dataset by its path: show the folder name
+                return Path(value).name if Path(value).is_absolute() or Path(value).exists() else value
+        return self.name
+
+    def array(self, name: str) -> np.ndarray | None:
+        """``analysis/<name>.npy`` as a float array, or None when the run has none."""
+        if name in self._arrays:
+            return self._arrays[name]
+        path = self.path / "analysis" / f"{name}.npy"
+        if not path.is_file():
+            return None
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise DataError(path, f"cannot read array ({exc})") from None
+        except (OSError, EOFError) as exc:
+            raise DataError(path, f"cannot read array: {exc}") from None
+        if not np.issubdtype(arr.dtype, np.number):
+            raise DataError(path, f"expected a numeric array, found dtype {arr.dtype}")
+        arr = np.asarray(arr, dtype=np.float64).ravel()
+        self._arrays[name] = arr
+        return arr
+
+    def size(self) -> tuple[int | None, int | None]:
+        """(identities, images) of the training dataset, from dataset.json or model.json."""
+        for source in (self.dataset, (self.model or {}).get("dataset") if isinstance((self.model or {}).get("dataset"), dict) else None, self.model):
+            if isinstance(source, dict) and ("images" in source or "identities" in source):
+                ids, imgs = source.get("identities"), source.get("images")
+                return (int(ids) if ids is not None else None, int(imgs) if imgs is not None else None)
+        if self.model and ("num_images" in self.model or "num_classes" in self.model):
+            ids, imgs = self.model.get("num_classes"), self.model.get("num_images")
+            return (int(ids) if ids is not None else None, int(imgs) if imgs is not None else None)
+        return None, None
+
+
+def load_run(path: str | os.PathLike, name: str | None = None) -> RunData:
+    """Read one run directory; at least one result file must be present."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(path, "run directory")
+    if not path.is_dir():
+        raise DataError(path, "is a file; expected a run directory")
+    if not any((path / m).is_file() for m in _MARKERS):
+        raise DataError(path, f"no result files found (looked for {', '.join(_MARKERS)})")
+    run = RunData(path=path, name=name or path.resolve().name)
+    if (path / "results.json").is_file():
+        run.results = _results_frame(path / "results.json")
+    elif (path / "results.csv").is_file():
+        run.results = _results_frame(path / "results.csv")
+    for attr, rel in (("summary", "analysis/summary.json"), ("dataset", "dataset.json"),
+                      ("model", "model.json"), ("provenance", "provenance.json")):
+        file = path / rel
+        if file.is_file():
+            value = read_json(file)
+            if not isinstance(value, dict):
+                raise DataError(file, f"expected a JSON object, found {type(value).__name__}")
+            setattr(run, attr, value)
+    if (path / "config.toml").is_file():
+        run.config_text = (path / "config.toml").read_text(encoding="utf-8", errors="replace")
+    run.sample_image = next((path / n for n in SAMPLE_IMAGES if (path / n).is_file()), None)
+    return run
+
+
+def load_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None = None) -> list[RunData]:
+    """Load several runs; two runs with the same directory name get the parent folder as a prefix.
+
+    ``labels`` maps a run directory to the dataset name its rows and plots should carry.
+    """
+    wanted = {Path(k).resolve(): v for k, v in (labels or {}).items()}
+    unknown = [str(k) for k in wanted if k not in {Path(p).resolve() for p in paths}]
+    if unknown:
+        raise DataError(unknown[0], "--label names a run directory that is not among the reported runs")
+    runs = [load_run(p) for p in paths]
+    for run in runs:
+        run.label_override = wanted.get(run.path.resolve())
+    names = [r.name for r in runs]
+    for run in runs:
+        if names.count(run.name) > 1:
+            run.name = f"{run.path.resolve().parent.name}/{run.name}"
+    return runs

@@ -1,0 +1,1 @@
+"""Baseline generators: cheap, honest lower bounds to compare real generators against."""

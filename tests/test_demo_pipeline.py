@@ -1,0 +1,73 @@
+"""facebench demo: the whole pipeline on a tiny toy world, through the same command and config as the
+README's first command, then a rerun that reuses every finished step."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+from click.testing import CliRunner
+from facebench_plugins.demo.run import QUICK, config_path
+
+from facebench.cli import create_cli
+from facebench.experiments import load_experiment, resolve_steps
+
+# A one-epoch teacher on 40 identities has crowded centres: tau 0.9 still keeps 16 identity vectors
+# (16 x 5 = 80 images: more than one batch of the tiny recipe).
+TINY = ("vars.identities=40", "vars.images=4", "vars.pairs=40", "vars.fr_epochs=1", "vars.gen_epochs=1",
+        "vars.gen_identities=16", "vars.gen_images=5", "vars.tau=0.9")
+
+
+class Cells(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.cells, self._in = [], False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "td":
+            self._in = True
+            self.cells.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self._in = False
+
+    def handle_data(self, data):
+        if self._in:
+            self.cells[-1] += data
+
+
+def test_demo_config_uses_only_installed_commands(tmp_path):
+    cli = create_cli()
+    from facebench.experiments import find_command
+
+    cfg = load_experiment(config_path(), QUICK)
+    steps = resolve_steps(cfg, tmp_path)
+    assert [s.name for s in steps if find_command(cli, s.argv) is None] == []
+    assert {s.name for s in steps} >= {"toyfaces", "teacher", "features", "vec2face", "identities",
+                                       "generate-vec2face", "generate-baseline", "fr-vec2face", "fr-baseline",
+                                       "evaluate-real", "evaluate-vec2face", "evaluate-baseline"}
+
+
+
+def test_tiny_demo_end_to_end_and_rerun_reuses_steps(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out)] + [a for t in TINY for a in ("--set", t)]
+    result = CliRunner().invoke(create_cli(), args)
+    assert result.exit_code == 0, result.output
+    report = out / "report.html"
+    assert result.output.strip().splitlines()[-1] == str(report)
+    done = json.loads((out / "steps.json").read_text())["done"]
+    assert len(done) == len(load_experiment(config_path()).steps)
+    parser = Cells()
+    parser.feed(report.read_text())
+    for label in ("toyfaces (real)", "Vec2Face (tiny)", "noise_projection baseline"):
+        assert any(c.startswith(label) and "measured here" in c for c in parser.cells), label
+    assert any("HSFace10K" in c and "published" in c for c in parser.cells)
+    accuracy = json.loads((out / "eval-real" / "results.json").read_text())
+    assert {row["benchmark"] for row in accuracy} >= {"toy_lfw", "toy_cfp_fp", "toy_cplfw", "toy_agedb_30", "toy_calfw"}
+    # a rerun runs nothing again and writes the same report path
+    again = CliRunner().invoke(create_cli(), args)
+    assert again.exit_code == 0, again.output
+    assert "finished in" not in again.output
+    assert again.output.count("done before") == len(done)
