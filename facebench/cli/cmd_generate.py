@@ -102,11 +102,11 @@ _GENERATE_EPILOG = """Example:
 @click.option("--set", "overrides", multiple=True, help="Override a config key, e.g. --set perturb.min_cos=0.6.")
 @click.option("--attrop", "attrop_spec", help="AttrOP targets, e.g. pose=60:0.4,pose=85:0.2,quality=27 (see docs).")
 @click.option("--attrop-identity", help="Identity extractor for AttrOP, in the generator's FR space [default arcface-r100].")
-@click.option("--attrop-identity-weights", type=click.Path(dir_okay=False))
+@click.option("--attrop-identity-weights", type=click.Path(), help="Weights file (or FR run directory for fr-run).")
 @click.option("--attrop-pose", help="Pose extractor [default sixdrepnet].")
-@click.option("--attrop-pose-weights", type=click.Path(dir_okay=False))
+@click.option("--attrop-pose-weights", type=click.Path(), help="Weights file of the pose extractor.")
 @click.option("--attrop-quality", help="Quality extractor; quality = norm of its feature [default magface-r100].")
-@click.option("--attrop-quality-weights", type=click.Path(dir_okay=False))
+@click.option("--attrop-quality-weights", type=click.Path(), help="Weights file (or FR run directory for fr-run).")
 def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, images_per_id, out, fmt,
              ids_per_shard, batch_size, seed, device, config_path, overrides, attrop_spec, attrop_identity,
              attrop_identity_weights, attrop_pose, attrop_pose_weights, attrop_quality, attrop_quality_weights):
@@ -116,7 +116,7 @@ def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, ima
     from ..config import build_config, config_to_dict, read_toml
     from ..errors import FacebenchError
     from ..pluginmanager import registry
-    from ..provenance import sha256_file
+    from ..provenance import sha256_file, sha256_path
     from ..runs import Run
     from ..weights import resolve_weights
 
@@ -186,7 +186,9 @@ def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, ima
         for key in ("identity_weights", "pose_weights", "quality_weights"):
             path = getattr(cfg.attrop, key)
             if path:
-                attrop_info[key] = {"file": Path(path).name, "sha256": sha256_file(resolve_weights(path))}
+                # an FR run directory (extractor fr-run) is hashed as a whole
+                digest = sha256_path(path) if Path(path).is_dir() else sha256_file(resolve_weights(path))
+                attrop_info[key] = {"file": Path(path).name, "sha256": digest}
     job = gen.GenerationJob(
         out=out_dir, config=gcfg, generator_name=generator_name,
         generator_info={"weights": weights_path.name if weights_path else None,
