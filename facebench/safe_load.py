@@ -45,3 +45,19 @@ def load_state_dict(
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise DataError(path, f"{what}: expected a state dict of tensors, found {type(obj).__name__}")
     return obj
+
+
+def state_dict_mismatch(expected: dict[str, Any], state: dict[str, Any], *, show: int = 3) -> str | None:
+    """One line naming missing, unexpected and wrong-shape keys of ``state`` against ``expected``, or None.
+
+    Every loader of released weights reports a layout mismatch the same way, so a user can tell at a
+    glance whether a file belongs to another architecture (many missing) or another size (shapes).
+    """
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    parts = [f"{len(items)} {label} ({', '.join(items[:show])}{', ...' if len(items) > show else ''})"
+             for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong))
+             if items]
+    return "; ".join(parts) or None

@@ -57,7 +57,7 @@ def test_sixdrepnet_refuses_mismatched_or_missing_weights(tmp_path, monkeypatch)
     state = {k: torch.zeros(s) for k, s in expected.items()}
     state["linear_reg.weight"] = torch.zeros(3, 2048)
     torch.save(state, tmp_path / "bad.pth")
-    with pytest.raises(DataError, match=r"shape of linear_reg.weight is \(3, 2048\), expected \(6, 2048\)"):
+    with pytest.raises(DataError, match=r"1 shape mismatch \(linear_reg.weight \(3, 2048\) != \(6, 2048\)\)"):
         registry("feature_extractor").create("sixdrepnet", weights=tmp_path / "bad.pth")
     with pytest.raises(FacebenchError, match="6DRepNet_300W_LP_AFLW2000.pth: weights file not found .SixDRepNet"):
         registry("feature_extractor").create("sixdrepnet")

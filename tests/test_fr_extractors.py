@@ -67,7 +67,7 @@ def test_weight_errors_name_the_file_and_the_keys(tmp_path):
         _extractors().create("se_iresnet_tiny", weights=str(path))
     text = str(info.value)
     assert text.startswith(str(path)) and "does not match backbone 'se_iresnet_tiny'" in text
-    assert "missing keys layer1.0.attn.fc1.weight" in text and "expects 123 keys" in text
+    assert "missing (layer1.0.attn.fc1.weight" in text and "expects 123 keys" in text
     assert "\n" not in text
     with pytest.raises(MissingFileError, match="nothere.pt: weights file not found"):
         _extractors().create("iresnet_tiny", weights=str(tmp_path / "nothere.pt"))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from facebench.errors import DataError, FacebenchError
-from facebench.safe_load import load_state_dict
+from facebench.safe_load import load_state_dict, state_dict_mismatch
 from facebench.weights import resolve_weights
 
 #: RepVGG blocks whose running index is even (2..26) use grouped convolutions in the "g2" variants.
@@ -98,20 +98,9 @@ def load_strict(model: nn.Module, path, what: str) -> None:
     """Load a plain (optionally DataParallel-prefixed) state dict; any mismatch is a one-line error."""
     state = load_state_dict(path, what=what)
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:3])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:3])}")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"shape of {k} is {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
-        raise DataError(path, f"{what} does not match the architecture: {'; '.join(parts)}")
+    problem = state_dict_mismatch(model.state_dict(), state)
+    if problem:
+        raise DataError(path, f"{what} does not match the architecture: {problem}")
     model.load_state_dict(state, strict=True)
 
 

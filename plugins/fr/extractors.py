@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from facebench.errors import DataError
 from facebench.pluginmanager import registry
-from facebench.safe_load import load_checkpoint
+from facebench.safe_load import load_checkpoint, state_dict_mismatch
 from facebench.training.embedding import embed_uint8
 from facebench.weights import resolve_weights
 
@@ -52,20 +52,10 @@ def load_backbone_weights(model: torch.nn.Module, path: str | os.PathLike, *, ke
     path = Path(path)
     state = _state_dict_from(load_checkpoint(path, what=f"{backbone} weights"), path, key)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)}!={tuple(v.shape)}" for k, v in expected.items()
-             if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_preview(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_preview(unexpected)}")
-        if wrong:
-            parts.append(f"wrong shapes {_preview(wrong, 2)}")
+    problem = state_dict_mismatch(expected, state)
+    if problem:
         raise DataError(path, f"does not match backbone '{backbone}' (expects {len(expected)} keys such as "
-                        f"{_preview(list(expected), 2)}): " + "; ".join(parts))
+                        f"{_preview(list(expected), 2)}): {problem}")
     model.load_state_dict(state, strict=True)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from facebench.errors import ConfigError, DataError
-from facebench.safe_load import load_checkpoint
+from facebench.safe_load import load_checkpoint, state_dict_mismatch
 from facebench.weights import resolve_weights
 
 from .model import CONFIGS, MaskingSettings, Vec2Face, Vec2FaceConfig, model_config
@@ -35,17 +35,9 @@ def load_vec2face_weights(path: str | os.PathLike, model: Vec2Face) -> None:
     state = obj[STATE_KEY]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(path, f"'{STATE_KEY}' is not a state dict of tensors")
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
-            if items:
-                parts.append(f"{len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})")
-        raise DataError(path, f"does not match the {model_label(model.config)} layout: {'; '.join(parts)}")
+    problem = state_dict_mismatch(model.state_dict(), state)
+    if problem:
+        raise DataError(path, f"does not match the {model_label(model.config)} layout: {problem}")
     model.load_state_dict(state, strict=True, assign=_on_meta(model))
 
 
