@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from facebench.errors import ConfigError, DataError
-from facebench.safe_load import load_checkpoint, state_dict_mismatch
+from facebench.safe_load import load_checkpoint, load_state_dict, state_dict_mismatch
 from facebench.weights import resolve_weights
 
 from .model import CONFIGS, MaskingSettings, Vec2Face, Vec2FaceConfig, model_config
@@ -28,13 +28,7 @@ CONFIG_KEY = "vec2face_config"
 
 def load_vec2face_weights(path: str | os.PathLike, model: Vec2Face) -> None:
     """Load ``model_vec2face`` from ``path`` into ``model`` with ``strict=True``; mismatches are one line."""
-    obj = load_checkpoint(path, what="Vec2Face generator weights")
-    if not isinstance(obj, dict) or STATE_KEY not in obj:
-        found = ", ".join(sorted(map(str, obj))[:6]) if isinstance(obj, dict) else type(obj).__name__
-        raise DataError(path, f"expected a dict with key '{STATE_KEY}' (the official layout), found {found}")
-    state = obj[STATE_KEY]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DataError(path, f"'{STATE_KEY}' is not a state dict of tensors")
+    state = load_state_dict(path, key=STATE_KEY, what="Vec2Face generator weights")
     problem = state_dict_mismatch(model.state_dict(), state)
     if problem:
         raise DataError(path, f"does not match the {model_label(model.config)} layout: {problem}")

@@ -9,11 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N,3,H,W) in [-1, 1] -> uint8 NHWC RGB, the pixel mapping of the official inference scripts."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+from facebench.generation import to_uint8
 
 
 def reconstruction_similarity(generator: Any, extractor: Any, features: np.ndarray, labels: np.ndarray, *,
