@@ -150,6 +150,20 @@ def _differentiable_images(generator: Any, vectors):
     return images.clamp(-1, 1)
 
 
+def _freeze(model: Any) -> list:
+    """Stop autograd from tracking the weights of a generator or extractor (only the vectors are
+    optimised): otherwise every backward step also computes a gradient for every weight. Returns the
+    parameters it froze, so a caller that does not own the model can unfreeze them."""
+    frozen = []
+    for holder in (model, getattr(model, "model", None)):
+        if callable(getattr(holder, "parameters", None)):
+            for param in holder.parameters():
+                if param.requires_grad:
+                    param.requires_grad_(False)
+                    frozen.append(param)
+    return frozen
+
+
 def yaw_index(model: Any) -> int:
     outputs = tuple(getattr(model, "outputs", ("pitch", "yaw", "roll")))
     if "yaw" not in outputs:
@@ -206,23 +220,25 @@ class AttrOP:
         accepted = torch.zeros(n, dtype=torch.bool, device=device)
         steps_used = torch.zeros(n, dtype=torch.int64, device=device)
         for step in range(cfg.max_steps + 1):
-            images = _differentiable_images(generator, v)
-            id_l, q_l, p_l = self.losses(images, ids, pt, qt)
+            # Only vectors still open are generated and scored: accepted ones are final.
+            rows = torch.nonzero(~accepted).squeeze(1)
+            images = _differentiable_images(generator, v[rows])
+            id_l, q_l, p_l = self.losses(images, ids[rows], pt[rows], qt[rows])
             total = cfg.identity_weight * id_l + q_l + p_l
             with torch.no_grad():
                 ok = (id_l <= cfg.identity_tol) & (q_l <= cfg.quality_tol) & (p_l <= cfg.pose_tol)
-                open_ = ~accepted
-                better = open_ & (total < best_loss)
-                result[better] = v.detach()[better]
-                best_loss = torch.where(better, total.detach(), best_loss)
-                newly = open_ & ok & (step >= cfg.steps)
-                result[newly] = v.detach()[newly]
-                accepted |= newly
-                steps_used[open_] = step
+                current = v.detach()[rows]
+                better = total < best_loss[rows]
+                result[rows[better]] = current[better]
+                best_loss[rows[better]] = total[better]
+                newly = ok & (step >= cfg.steps)
+                result[rows[newly]] = current[newly]
+                accepted[rows[newly]] = True
+                steps_used[rows] = step
             if bool(accepted.all()) or step == cfg.max_steps:
                 break
             opt.zero_grad()
-            total[~accepted].sum().backward()
+            total[~newly].sum().backward()
             opt.step()
         return result.cpu().numpy(), {
             "met": accepted.cpu().numpy(),
@@ -238,13 +254,18 @@ class AttrOP:
         met = np.zeros(0, dtype=bool)
         steps = np.zeros(0, dtype=np.int64)
         id_rows = np.repeat(np.arange(len(identities)), per_id)
-        for start in range(0, len(chosen), self.config.batch_size):
-            idx = chosen[start:start + self.config.batch_size]
-            new, info = self.optimize(generator, identities[id_rows[idx]], vectors[idx], assign.pose[idx],
-                                      assign.quality[idx], device=device)
-            out[idx] = new
-            met = np.concatenate([met, info["met"]])
-            steps = np.concatenate([steps, info["steps"]])
+        frozen = _freeze(generator)
+        try:
+            for start in range(0, len(chosen), self.config.batch_size):
+                idx = chosen[start:start + self.config.batch_size]
+                new, info = self.optimize(generator, identities[id_rows[idx]], vectors[idx], assign.pose[idx],
+                                          assign.quality[idx], device=device)
+                out[idx] = new
+                met = np.concatenate([met, info["met"]])
+                steps = np.concatenate([steps, info["steps"]])
+        finally:
+            for param in frozen:
+                param.requires_grad_(True)
         return out, {
             "images": int(len(chosen)),
             "met": int(met.sum()),
@@ -265,11 +286,7 @@ def build_attrop(config: AttrOPConfig, *, device: str = "cpu") -> AttrOP:
 
     def make(name: str, weights: str) -> Any:
         model = extractors.create(name, weights=weights or None, device=device)
-        # Only the vectors are optimised: freeze whatever module the extractor wraps.
-        for holder in (model, getattr(model, "model", None)):
-            if callable(getattr(holder, "parameters", None)):
-                for param in holder.parameters():
-                    param.requires_grad_(False)
+        _freeze(model)  # for good: the extractor is AttrOP's own
         return model
 
     needs = {t.attribute for t in terms}

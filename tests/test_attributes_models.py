@@ -100,3 +100,32 @@ def test_tiny_pose_model_is_differentiable_with_both_preprocessings():
         assert emb.shape == (2, 3)
     with pytest.raises(FacebenchError, match="preprocess must be"):
         registry("feature_extractor").create("sixdrepnet-tiny", preprocess="bgr")
+
+
+def test_euler_to_rotation_inverts_the_extractor_convention_and_geodesic_measures_the_angle():
+    from facebench_plugins.attributes.sixdrepnet import (
+        euler_from_rotation,
+        geodesic_distance,
+        rotation_from_euler,
+    )
+
+    rng = np.random.default_rng(1)
+    angles = rng.uniform(-85, 85, size=(32, 3))
+    mats = rotation_from_euler(torch.tensor(angles, dtype=torch.float64))
+    np.testing.assert_allclose(mats.numpy(), np.stack([_rotation(*a) for a in angles]), atol=1e-12)
+    np.testing.assert_allclose(euler_from_rotation(mats).numpy(), angles, atol=1e-6)
+    # a further turn of t degrees about any axis is a geodesic distance of t
+    turn = rotation_from_euler(torch.tensor([[0.0, 0.0, 30.0], [0.0, 50.0, 0.0]], dtype=torch.float64))
+    base = mats[:2]
+    dist = geodesic_distance(base, base @ turn)
+    np.testing.assert_allclose(np.degrees(dist.numpy()), [30.0, 50.0], atol=1e-3)
+    assert float(geodesic_distance(base, base).max()) < 1e-2
+
+
+def test_tiny_pose_model_resizes_to_its_input_size():
+    pose = registry("feature_extractor").create("sixdrepnet-tiny")
+    assert pose.input_size == (56, 56)
+    x = torch.rand(2, 3, 56, 56) * 2 - 1
+    big = torch.nn.functional.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False)
+    back = torch.nn.functional.interpolate(big, size=(56, 56), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(pose.forward_tensor(big), pose.forward_tensor(back))

@@ -13,9 +13,11 @@ from facebench.cli import create_cli
 from facebench.experiments import load_experiment, resolve_steps
 
 # A one-epoch teacher on 40 identities has crowded centres: tau 0.9 still keeps 16 identity vectors
-# (16 x 5 = 80 images: more than one batch of the tiny recipe).
+# (16 x 5 = 80 images: more than one batch of the tiny recipe). The pose model sees 128 faces once and
+# AttrOP takes at most 2 steps: the AttrOP arm runs the same code, only shorter.
 TINY = ("vars.identities=40", "vars.images=4", "vars.pairs=40", "vars.fr_epochs=1", "vars.gen_epochs=1",
-        "vars.gen_identities=16", "vars.gen_images=5", "vars.tau=0.9")
+        "vars.gen_identities=16", "vars.gen_images=5", "vars.tau=0.9", "vars.pose_images=128", "vars.pose_epochs=1",
+        "vars.attrop_steps=2")
 
 
 class Cells(HTMLParser):
@@ -46,7 +48,8 @@ def test_demo_config_uses_only_installed_commands(tmp_path):
     assert [s.name for s in steps if find_command(cli, s.argv) is None] == []
     assert {s.name for s in steps} >= {"toyfaces", "teacher", "features", "vec2face", "identities",
                                        "generate-vec2face", "generate-baseline", "fr-vec2face", "fr-baseline",
-                                       "evaluate-real", "evaluate-vec2face", "evaluate-baseline"}
+                                       "evaluate-real", "evaluate-vec2face", "evaluate-baseline", "pose-model",
+                                       "generate-vec2face-attrop", "fr-vec2face-attrop", "evaluate-vec2face-attrop"}
 
 
 
@@ -61,11 +64,17 @@ def test_tiny_demo_end_to_end_and_rerun_reuses_steps(tmp_path):
     assert len(done) == len(load_experiment(config_path()).steps)
     parser = Cells()
     parser.feed(report.read_text())
-    for label in ("toyfaces (real)", "Vec2Face (tiny)", "noise_projection baseline"):
+    for label in ("toyfaces (real)", "Vec2Face (tiny)", "Vec2Face (tiny) + AttrOP", "noise_projection baseline"):
         assert any(c.startswith(label) and "measured here" in c for c in parser.cells), label
     assert any("HSFace10K" in c and "published" in c for c in parser.cells)
     accuracy = json.loads((out / "eval-real" / "results.json").read_text())
     assert {row["benchmark"] for row in accuracy} >= {"toy_lfw", "toy_cfp_fp", "toy_cplfw", "toy_agedb_30", "toy_calfw"}
+    # the AttrOP arm steered 34% of each identity's 5 images (2) toward |yaw| 60, with the demo's pose model
+    attrop = json.loads((out / "gen-vec2face-attrop" / "dataset.json").read_text())
+    assert attrop["stats"]["attrop"]["images"] == 16 * 2 and attrop["stats"]["attrop"]["max_steps"] <= 2
+    assert "pose=60:0.34" in json.dumps(attrop)
+    pose = json.loads((out / "analysis-vec2face-attrop" / "analysis" / "summary.json").read_text())
+    assert pose["analyses"]["pose-quality"]["yaw"]["extractor"] == "sixdrepnet-tiny"
     # a rerun runs nothing again and writes the same report path
     again = CliRunner().invoke(create_cli(), args)
     assert again.exit_code == 0, again.output

@@ -58,6 +58,7 @@ def _setup(n_ids=4, per_id=10):
 
 
 def _measure(gen, vectors, ids, per_id):
+    gen.manual_seed(99)  # the same jitter for every measurement, whatever AttrOP drew before
     with torch.no_grad():
         images = gen.generate(torch.from_numpy(vectors)).clamp(-1, 1)
         yaw = fx.ToyPose().forward_tensor(images)[:, 1].numpy()
@@ -81,7 +82,8 @@ def test_attrop_reaches_pose_and_quality_targets_and_keeps_identity():
     yaw, q, cos = _measure(gen, out, ids, 10)
     # measured independently on freshly generated images (the toy generator's jitter differs slightly)
     assert np.median(np.abs(np.abs(yaw[chosen]) - 60)) < 5 < np.median(np.abs(np.abs(yaw0[chosen]) - 60))
-    assert np.median(q[chosen]) >= 7.5 > np.median(q0[chosen])
+    # quality 8 is the target (tolerance 1): the low quarter of the chosen images is lifted past 7.5
+    assert np.percentile(q[chosen], 25) >= 7.5 > np.percentile(q0[chosen], 25) + 1.5
     assert cos[chosen].min() >= 0.65
 
 
@@ -127,3 +129,15 @@ def test_generate_with_attrop_records_counts(tmp_path, monkeypatch):
     # the release's models are the defaults; without their files AttrOP refuses to start, naming the file
     res = CliRunner().invoke(fx.cli(monkeypatch), [*args[:-8], "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "arcface-r100-glint360k.pth: weights file not found" in res.output
+
+
+def test_attrop_computes_no_generator_gradients_and_restores_the_generator():
+    gen, ids, vectors = _setup(n_ids=2, per_id=4)
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    attrop = AttrOP(parse_attrop("pose=60:0.5"), AttrOPConfig(spec="-", steps=2, max_steps=4), identity=fx.ToyIdentity(),
+                    pose=fx.ToyPose())
+    attrop.apply(gen, ids, vectors, 4, np.random.default_rng(0))
+    for name, param in gen.named_parameters():
+        assert param.grad is None, f"{name} got a gradient"
+        assert param.requires_grad, f"{name} was left frozen"
+        assert torch.equal(param.detach(), before[name])

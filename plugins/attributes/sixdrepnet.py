@@ -94,6 +94,23 @@ def euler_from_rotation(r: torch.Tensor) -> torch.Tensor:
     return torch.stack([pitch, yaw, roll], dim=1) * (180.0 / math.pi)
 
 
+def rotation_from_euler(angles: torch.Tensor) -> torch.Tensor:
+    """(N,3) (pitch, yaw, roll) in degrees -> (N,3,3) ``Rz(roll) @ Ry(yaw) @ Rx(pitch)``, the inverse of
+    :func:`euler_from_rotation` for |yaw| < 90; what a pose model is trained against."""
+    p, y, r = (angles * (math.pi / 180.0)).unbind(1)
+    one, zero = torch.ones_like(p), torch.zeros_like(p)
+    rx = torch.stack([one, zero, zero, zero, p.cos(), -p.sin(), zero, p.sin(), p.cos()], 1).view(-1, 3, 3)
+    ry = torch.stack([y.cos(), zero, y.sin(), zero, one, zero, -y.sin(), zero, y.cos()], 1).view(-1, 3, 3)
+    rz = torch.stack([r.cos(), -r.sin(), zero, r.sin(), r.cos(), zero, zero, zero, one], 1).view(-1, 3, 3)
+    return rz @ ry @ rx
+
+
+def geodesic_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Angle in radians of the rotation between (N,3,3) matrices ``a`` and ``b`` (SixDRepNet's loss)."""
+    cos = ((a.transpose(1, 2) @ b).diagonal(dim1=1, dim2=2).sum(1) - 1) / 2
+    return torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
+
+
 def load_strict(model: nn.Module, path, what: str) -> None:
     """Load a plain (optionally DataParallel-prefixed) state dict; any mismatch is a one-line error."""
     state = load_state_dict(path, what=what)
@@ -107,35 +124,41 @@ def load_strict(model: nn.Module, path, what: str) -> None:
 class PoseExtractor:
     """Feature-extractor wrapper: ``forward_tensor`` gives (pitch, yaw, roll) in degrees, differentiably.
 
-    ``preprocess="vec2face"`` feeds the model as Vec2Face's AttrOP does (BGR, [0, 1], generator
-    resolution); ``"imagenet"`` as SixDRepNet's own demo (RGB resized to 224, ImageNet mean/std).
+    ``preprocess="vec2face"`` feeds the model as Vec2Face's AttrOP does (BGR, [0, 1], at the generator's
+    resolution ``input_size``: 112 for the release, other sizes are resized to it); ``"imagenet"`` as
+    SixDRepNet's own demo (RGB resized to 224, ImageNet mean/std).
     ``embed`` returns the angles as a numpy array (they are not L2-normalised features).
     """
 
     outputs = ("pitch", "yaw", "roll")
     flip_test = False
 
-    def __init__(self, model: SixDRepNet, device: str = "cpu", preprocess: str = "vec2face"):
+    def __init__(self, model: SixDRepNet, device: str = "cpu", preprocess: str = "vec2face", input_size: int = 112):
         if preprocess not in ("vec2face", "imagenet"):
             raise FacebenchError(f"sixdrepnet: preprocess must be 'vec2face' or 'imagenet', got '{preprocess}'")
         self.model = model.to(device).eval()
         self.device = device
         self.preprocess = preprocess
         if preprocess == "vec2face":
-            self.input_size, self.mean, self.std = (112, 112), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+            self.input_size, self.mean, self.std = (input_size, input_size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         else:
             self.input_size, self.mean, self.std = (224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
     def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        return euler_from_rotation(self.rotation(x))
+
+    def rotation(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] (N,3,H,W), RGB -> (N,3,3) rotation matrices; the path training uses too."""
         x = (x.to(self.device) + 1) / 2
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = nn.functional.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
         if self.preprocess == "vec2face":
             x = x[:, [2, 1, 0]]
         else:
-            x = nn.functional.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
             mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
             std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
             x = (x - mean) / std
-        return euler_from_rotation(self.model(x))
+        return self.model(x)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -144,6 +167,8 @@ class PoseExtractor:
 
 
 RELEASED_WEIGHTS = "6DRepNet_300W_LP_AFLW2000.pth"
+#: The tiny model reads faces at the tiny Vec2Face's and the toy world's resolution.
+TINY_INPUT_SIZE = 56
 
 
 def sixdrepnet_extractor(weights=None, device: str = "cpu", preprocess: str = "vec2face", **_):
@@ -155,11 +180,13 @@ def sixdrepnet_extractor(weights=None, device: str = "cpu", preprocess: str = "v
     return PoseExtractor(model, device=device, preprocess=preprocess)
 
 
-def sixdrepnet_tiny_extractor(weights=None, device: str = "cpu", preprocess: str = "vec2face", seed: int = 0, **_):
-    """A tiny SixDRepNet with the same code path; seeded random weights unless a file is given."""
+def sixdrepnet_tiny_extractor(weights=None, device: str = "cpu", preprocess: str = "vec2face", seed: int = 0,
+                              input_size: int = TINY_INPUT_SIZE, **_):
+    """A tiny SixDRepNet with the same code path; seeded random weights unless a file is given (for
+    example one written by ``facebench toyfaces pose-model``)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SixDRepNet(TINY)
     if weights is not None:
         load_strict(model, resolve_weights(weights), "tiny SixDRepNet weights")
-    return PoseExtractor(model, device=device, preprocess=preprocess)
+    return PoseExtractor(model, device=device, preprocess=preprocess, input_size=input_size)

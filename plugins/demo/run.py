@@ -21,8 +21,8 @@ from facebench.experiments import StepOutcome, load_experiment, run_experiment
 
 #: ``--quick``: a smaller world and shorter trainings, same pipeline.
 QUICK = (
-    "vars.identities=150", "vars.images=16", "vars.pairs=300", "vars.fr_epochs=6", "vars.gen_epochs=3",
-    "vars.gen_steps=150", "vars.gen_identities=150", "vars.gen_images=6", "vars.suite=toy-five",
+    "vars.identities=150", "vars.images=16", "vars.pairs=300", "vars.fr_epochs=6",
+    "vars.gen_identities=150", "vars.gen_images=6", "vars.suite=toy-five",
 )
 
 #: The three arms of the comparison: run-directory suffix -> the dataset name the report shows.

@@ -59,6 +59,35 @@ def build(out, identities, images_per_identity, seed, fmt, size, pairs, packs, c
                + ", ".join(f"{k} ({v['pairs']} pairs)" for k, v in record["packs"].items()))
 
 
+@toyfaces.command(
+    "pose-model", epilog="Example: facebench toyfaces pose-model runs/toy-pose --size 56 --epochs 10"
+)
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--size", type=click.IntRange(16, 512), default=None, help="Image side; match the world's [56].")
+@click.option("--images", type=click.IntRange(min=1), default=None, help="Training faces to render [4000].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [10].")
+@click.option("--seed", type=int, default=None, help="Seed of the faces and of the training [0].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting, e.g. --set max_yaw=80 (repeatable).")
+def pose_model(out, size, images, epochs, seed, overrides) -> None:
+    """Train a tiny SixDRepNet on toy faces of known pose: the pose model of toy AttrOP runs.
+
+    Writes OUT/pose.pth (a sixdrepnet-tiny weights file) and OUT/pose.json (validation errors in degrees).
+    """
+    from facebench.config import load_config
+
+    from .pose_model import PoseModelConfig, train_pose_model
+
+    sets = list(overrides)
+    for key, value in (("size", size), ("images", images), ("epochs", epochs), ("seed", seed)):
+        if value is not None:
+            sets.append(f"{key}={value}")
+    record = train_pose_model(load_config(PoseModelConfig, None, sets), out)
+    v = record["validation"]
+    click.echo(f"wrote {out}/pose.pth: validation MAE pitch {v['pitch_mae']:.1f}, yaw {v['yaw_mae']:.1f}, "
+               f"roll {v['roll_mae']:.1f} deg; |yaw| beyond 45 deg {v['abs_yaw_mae_beyond_45']:.1f} deg")
+
+
 @hookimpl
 def register_commands(cli) -> None:
     cli.add_command(toyfaces)
