@@ -34,6 +34,9 @@ class PoseModelConfig:
     images: int = 4000
     val_images: int = 600
     max_yaw: float = 85.0
+    #: blur radius drawn uniformly up to this (px of a 112 px face; the world's own blur goes to 0.6), so
+    #: that the model also reads the soft faces a small generator draws
+    max_blur: float = 6.0
     epochs: int = 10
     batch_size: int = 64
     lr: float = 6e-3
@@ -47,6 +50,8 @@ class PoseModelConfig:
             raise ConfigError("pose-model: need images >= batch_size >= 1, val_images >= 1 and epochs >= 1")
         if not 0 < self.max_yaw < 90:
             raise ConfigError(f"pose-model: max_yaw must be in (0, 90) degrees, got {self.max_yaw}")
+        if self.max_blur < 0:
+            raise ConfigError(f"pose-model: max_blur must be >= 0, got {self.max_blur}")
         if self.lr <= 0:
             raise ConfigError("pose-model: lr must be > 0")
 
@@ -54,8 +59,8 @@ class PoseModelConfig:
 def render_pose_set(cfg: PoseModelConfig, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Faces ``start..start+count`` of the pose stream: uint8 (N,H,W,3) images and (N,3) degrees.
 
-    Every face is a new identity under the world's general nuisances, with its yaw replaced by a
-    uniform draw; angles are (pitch, yaw, roll) as the renderer used them. Keyed draws: any range of
+    Every face is a new identity under the world's general nuisances, with its yaw and blur replaced by
+    uniform draws; angles are (pitch, yaw, roll) as the renderer used them. Keyed draws: any range of
     faces renders the same in any order.
     """
     difficulty = Difficulty()
@@ -65,7 +70,8 @@ def render_pose_set(cfg: PoseModelConfig, start: int, count: int) -> tuple[np.nd
     for row, index in enumerate(range(start, start + count)):
         ident = sample_identity(rng_for(cfg.seed, key, index), difficulty.identity_spread)
         rng = rng_for(cfg.seed, key + 1, index)
-        nuisance = replace(sample_nuisance(rng, ident, difficulty), yaw=float(rng.uniform(-cfg.max_yaw, cfg.max_yaw)))
+        nuisance = replace(sample_nuisance(rng, ident, difficulty), yaw=float(rng.uniform(-cfg.max_yaw, cfg.max_yaw)),
+                           blur=float(rng.uniform(0, cfg.max_blur)))
         images[row] = render_face(ident, nuisance, cfg.size)
         angles[row] = (nuisance.pitch, nuisance.yaw, nuisance.roll)
     return images, angles

@@ -147,7 +147,10 @@ def build_generator(name: str, weights: str | os.PathLike | None = None, device:
             model = Vec2Face(config)
         load_vec2face_weights(path, model)
     else:
-        model = Vec2Face(config)
+        # Untrained weights, but reproducible ones: drawn from the generator's seed, not the global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(options.get("seed", 0)))
+            model = Vec2Face(config)
     masking = options.pop("masking", None)
     if isinstance(masking, dict):
         masking = MaskingSettings(**masking)
