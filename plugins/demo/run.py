@@ -25,7 +25,7 @@ QUICK = (
     "vars.gen_identities=150", "vars.gen_images=6", "vars.suite=toy-five",
 )
 
-#: The three arms of the comparison: run-directory suffix -> the dataset name the report shows.
+#: The four arms of the comparison: run-directory suffix -> the dataset name the report shows.
 ARMS = {"real": "toyfaces (real)", "vec2face": "Vec2Face (tiny)", "vec2face-attrop": "Vec2Face (tiny) + AttrOP",
         "baseline": "noise_projection baseline"}
 
