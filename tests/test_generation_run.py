@@ -201,3 +201,17 @@ def test_torchrun_two_ranks_write_the_same_dataset_as_one_process(tmp_path, monk
     assert "generated 3 of 6 shards in this run" in proc.stdout
     assert (out / "manifest-rank0.json").is_file() and (out / "manifest-rank1.json").is_file()
     assert _dataset_bytes(out) == _dataset_bytes(single)
+
+
+def test_sigmas_too_large_for_the_vectors_are_warned_about(tmp_path, monkeypatch):
+    ids = _ids(tmp_path / "ids.npy")  # norm about 8.5 in 32 dimensions: the paper's sigmas fit
+    fine = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, tmp_path / "fine"))
+    assert fine.exit_code == 0, fine.output
+    assert "needed their noise halved" not in fine.output
+    big = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, tmp_path / "big", "--set",
+                                                         "generation.perturb.sigmas=[10.0, 10.0, 10.0]",
+                                                         "--set", "generation.perturb.max_attempts=1"))
+    assert big.exit_code == 0, big.output
+    shrunk = json.loads((tmp_path / "big" / "dataset.json").read_text())["stats"]["perturb"]["shrunk"]
+    assert shrunk > 24
+    assert f"warning: {shrunk} of 48 perturbed vectors needed their noise halved" in " ".join(big.output.split())

@@ -111,6 +111,8 @@ def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, ima
              ids_per_shard, batch_size, seed, device, config_path, overrides, attrop_spec, attrop_identity,
              attrop_identity_weights, attrop_pose, attrop_pose_weights, attrop_quality, attrop_quality_weights):
     """Generate a labelled dataset: perturb identity vectors, optionally AttrOP, write shards, assemble."""
+    import numpy as np
+
     from .. import generation as gen
     from ..attrop import build_attrop
     from ..config import build_config, config_to_dict, read_toml
@@ -216,6 +218,13 @@ def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, ima
                f"of {summary['identities']} identities to {job.dataset_path} ({gcfg.format})")
     click.echo(f"perturbation: min cosine {p.get('min_cos', float('nan')):.3f}, mean {p.get('mean_cos', float('nan')):.3f}, "
                f"{p.get('resampled', 0)} resampled, {p.get('shrunk', 0)} shrunk")
+    if p.get("images") and p.get("shrunk", 0) > p["images"] / 2:
+        norm = float(np.median(np.linalg.norm(identities, axis=1)))
+        console.print(
+            f"[yellow]warning:[/] {p['shrunk']} of {p['images']} perturbed vectors needed their noise halved to "
+            f"reach cosine {gcfg.perturb.min_cos:g}: sigmas {gcfg.perturb.sigmas} are large for identity vectors "
+            f"of norm {norm:.3g} in {identities.shape[1]} dimensions (the paper's values assume ArcFace-scale "
+            "vectors; see docs/generation.md)")
     if "attrop" in summary["stats"]:
         a = summary["stats"]["attrop"]
         click.echo(f"AttrOP: {a['images']} images optimised, {a['met']} met every target, {a['unmet']} did not "
