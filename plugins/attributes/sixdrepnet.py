@@ -161,7 +161,9 @@ class PoseExtractor:
         return self.model(x)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        from facebench.training.data import to_model_input
+
+        x = to_model_input(images)  # at the images' own size: rotation() resizes to input_size
         with torch.inference_mode():
             return self.forward_tensor(x).cpu().numpy()
 

@@ -77,12 +77,6 @@ def render_pose_set(cfg: PoseModelConfig, start: int, count: int) -> tuple[np.nd
     return images, angles
 
 
-def _to_tensor(images: np.ndarray):
-    import torch
-
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def pose_errors(extractor: Any, images: np.ndarray, angles: np.ndarray, batch_size: int = 256) -> dict[str, float]:
     """Mean absolute error (degrees) of pitch, yaw, roll, and of |yaw| on faces past 45 degrees."""
     predicted = np.concatenate([extractor.embed(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
@@ -128,6 +122,7 @@ def train_pose_model(cfg: PoseModelConfig, out: str | Path) -> dict[str, Any]:
 
     from facebench.console import make_progress
     from facebench.runs import Run
+    from facebench.training.data import to_model_input
 
     out = Path(out)
     if (out / "pose.pth").exists():
@@ -147,7 +142,7 @@ def train_pose_model(cfg: PoseModelConfig, out: str | Path) -> dict[str, Any]:
     steps_per_epoch = cfg.images // cfg.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                 pct_start=0.15)
-    x_all, target_all = _to_tensor(train_x), rotation_from_euler(torch.from_numpy(train_y))
+    x_all, target_all = to_model_input(train_x), rotation_from_euler(torch.from_numpy(train_y))
     generator = torch.Generator().manual_seed(cfg.seed)
     history = []
     with make_progress() as progress:
