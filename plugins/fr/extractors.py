@@ -87,10 +87,16 @@ class FeatureExtractor:
         """Raw embeddings of ``x`` (N,3,H,W) in [-1, 1]; differentiable with respect to ``x``."""
         return self.model(self._prepare(x.to(self.device)))
 
-    def embed(self, images: np.ndarray, *, on_batch: Any = None) -> np.ndarray:
-        """L2-normalised (N, D) float32 embeddings of ``uint8`` NHWC RGB images (flip test if set)."""
+    def embed(self, images: np.ndarray, *, raw: bool = False, on_batch: Any = None) -> np.ndarray:
+        """(N, D) float32 embeddings of ``uint8`` NHWC RGB images.
+
+        Default: L2-normalised, flip test if set (the verification protocol). ``raw=True``: the model's
+        output for the image alone, unnormalised, as the Vec2Face release extracts its identity features
+        (a flip sum would double the norm the released generator was trained on).
+        """
         return embed_uint8(_Prepared(self), images, input_size=self.input_size, device=self.device,
-                           batch_size=self.batch_size, flip=self.flip_test, on_batch=on_batch)
+                           batch_size=self.batch_size, flip=self.flip_test and not raw, normalize=not raw,
+                           on_batch=on_batch)
 
 
 class _Prepared(torch.nn.Module):

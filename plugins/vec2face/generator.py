@@ -24,6 +24,10 @@ from .model import CONFIGS, MaskingSettings, Vec2Face, Vec2FaceConfig, model_con
 STATE_KEY = "model_vec2face"
 #: Key under which facebench checkpoints also record the model configuration (absent in the official file).
 CONFIG_KEY = "vec2face_config"
+#: Key under which facebench's ``generator.pth`` records the feature scale it was trained on:
+#: ``{"median_norm": float, "extractor": str | None, "source": "features" | "dataset" | "extractor",
+#: "raw": bool}``. The official file has none (its vectors are raw ArcFace-R100 features, norm ~10-40).
+FEATURE_SCALE_KEY = "feature_scale"
 
 
 def load_vec2face_weights(path: str | os.PathLike, model: Vec2Face) -> None:
