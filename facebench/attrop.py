@@ -13,6 +13,10 @@ each identity's images toward it (distinct images per term; shares sum to at mos
 without a share is added to every optimised image, or applied to all images when no term has a share.
 Example ``pose=60:0.4,pose=85:0.2,quality=27``: 40% of each identity's images are steered to |yaw| 60,
 20% to |yaw| 85, all of those also to quality >= 27, and the other 40% are left as perturbed.
+
+The identity pre-pass (``identity_prepass``) is what the release's generation scripts do before they
+perturb: AttrOP on every identity vector itself, toward quality ``prepass_quality`` (27) with the identity
+term against the vector, no pose; the updated vectors become the identity centres.
 """
 
 from __future__ import annotations
@@ -91,12 +95,37 @@ class AttrOPConfig:
     quality_weights: str = ""
     pose_extractor: str = "sixdrepnet"
     pose_weights: str = ""
+    identity_prepass: bool = False  # the release's AttrOP on each identity vector before perturbation
+    prepass_quality: float = 27.0
+    prepass_steps: int = 1          # the release's num_iter
+    prepass_max_steps: int = 10     # the release repeats failed steps without limit
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.max_steps < max(self.steps, 1):
-            raise ConfigError(f"attrop: need 0 <= steps <= max_steps and max_steps >= 1, got {self.steps}, {self.max_steps}")
+        for low, high, what in ((self.steps, self.max_steps, ""), (self.prepass_steps, self.prepass_max_steps, "prepass_")):
+            if low < 0 or high < max(low, 1):
+                raise ConfigError(f"attrop: need 0 <= {what}steps <= {what}max_steps and {what}max_steps >= 1, "
+                                  f"got {low}, {high}")
         if self.lr <= 0 or self.batch_size < 1:
             raise ConfigError("attrop: lr must be > 0 and batch_size >= 1")
+
+    def prepass_config(self) -> AttrOPConfig:
+        """The same optimiser and tolerances with the pre-pass's own step counts."""
+        from dataclasses import replace
+
+        return replace(self, spec=f"quality={self.prepass_quality:g}", steps=self.prepass_steps,
+                       max_steps=self.prepass_max_steps)
+
+    def extractor_weights(self) -> dict[str, tuple[str, str]]:
+        """role -> (extractor name, weights) of the models the configured passes need."""
+        needs = {t.attribute for t in parse_attrop(self.spec)} if self.spec else set()
+        if self.identity_prepass:
+            needs.add("quality")
+        roles = {"identity": (self.identity_extractor, self.identity_weights)}
+        if "quality" in needs:
+            roles["quality"] = (self.quality_extractor, self.quality_weights)
+        if "pose" in needs:
+            roles["pose"] = (self.pose_extractor, self.pose_weights)
+        return roles
 
 
 @dataclass
@@ -275,24 +304,23 @@ class AttrOP:
         }
 
 
-def build_attrop(config: AttrOPConfig, *, device: str = "cpu") -> AttrOP:
-    """AttrOP with its models built from the feature-extractor registry, as ``config`` names them."""
+def build_attrop(config: AttrOPConfig, *, device: str = "cpu") -> tuple[AttrOP | None, AttrOP | None]:
+    """(AttrOP on the perturbed vectors, identity pre-pass), each None when not configured, with their
+    models built once from the feature-extractor registry, as ``config`` names them."""
     from .pluginmanager import registry
 
-    terms = parse_attrop(config.spec)
-    extractors = registry("feature_extractor")
+    if not config.spec and not config.identity_prepass:
+        return None, None
     if not config.identity_extractor:
         raise ConfigError("AttrOP needs an identity model: --attrop-identity NAME (a feature extractor)")
-
-    def make(name: str, weights: str) -> Any:
-        model = extractors.create(name, weights=weights or None, device=device)
-        _freeze(model)  # for good: the extractor is AttrOP's own
-        return model
-
-    needs = {t.attribute for t in terms}
-    return AttrOP(
-        terms, config,
-        identity=make(config.identity_extractor, config.identity_weights),
-        quality=make(config.quality_extractor, config.quality_weights) if "quality" in needs else None,
-        pose=make(config.pose_extractor, config.pose_weights) if "pose" in needs else None,
-    )
+    extractors = registry("feature_extractor")
+    models = {}
+    for role, (name, weights) in config.extractor_weights().items():
+        models[role] = extractors.create(name, weights=weights or None, device=device)
+        _freeze(models[role])  # for good: the extractor is AttrOP's own
+    attrop = AttrOP(parse_attrop(config.spec), config, **models) if config.spec else None
+    prepass = None
+    if config.identity_prepass:
+        pre = config.prepass_config()
+        prepass = AttrOP(parse_attrop(pre.spec), pre, identity=models["identity"], quality=models["quality"])
+    return attrop, prepass

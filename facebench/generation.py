@@ -26,8 +26,8 @@ import numpy as np
 from . import atomic
 from .attrop import AttrOPConfig
 from .errors import ConfigError, DataError, FacebenchError
-from .perturb import PerturbConfig, perturb
-from .shards import ShardManifest
+from .perturb import PerturbConfig, perturb, sigma_plan
+from .shards import ShardManifest, changed_keys
 
 SHARD_DIR = "shards"
 IDS_FILE = "ids.npy"
@@ -48,6 +48,7 @@ class GenerationConfig:
     image_encoding: str = "jpg"  # "jpg" or "png"
     jpeg_quality: int = 95
     keep_shards: bool = False
+    rescale_ids: bool = False  # scale identity vectors to the generator's input norm instead of refusing
     perturb: PerturbConfig = field(default_factory=PerturbConfig)
 
     def __post_init__(self) -> None:
@@ -102,6 +103,32 @@ def load_identity_vectors(path: str | os.PathLike, feature_dim: int | None = Non
     return ids.astype(np.float32)
 
 
+def identity_scale(identities: np.ndarray, expected: dict[str, Any] | None, *, rescale: bool,
+                   source: str) -> tuple[float, dict[str, Any]]:
+    """The factor the identity vectors are multiplied by before generation, and the record of the check.
+
+    A generator trained on one feature scale gets faint or broken faces from another (the released
+    Vec2Face saw raw ArcFace features of norm ~22; unit vectors are 20x too small). ``expected`` is the
+    generator's ``input_scale`` (``median_norm``, ``low``, ``high``, ``source``), or None when it has no
+    such contract. Out of range is an error naming both norms unless ``rescale``, which scales every
+    vector by one factor to the generator's median norm (their directions, hence identities, are kept).
+    """
+    norms = np.linalg.norm(np.asarray(identities, dtype=np.float64), axis=1)
+    median = float(np.median(norms)) if len(norms) else float("nan")
+    record: dict[str, Any] = {"ids_median_norm": round(median, 6), "generator": expected, "factor": 1.0}
+    if expected is None or expected["low"] <= median <= expected["high"]:
+        return 1.0, record
+    target = float(expected["median_norm"])
+    if not rescale:
+        raise FacebenchError(
+            f"{source}: identity vectors have median norm {median:.4g} but the generator expects norm "
+            f"{target:.4g} (range {expected['low']:.4g} to {expected['high']:.4g}; {expected['source']}); "
+            f"use features of the same scale (facebench embed --raw gives raw features) or pass --rescale-ids "
+            f"to scale them by {target / median:.4g}")
+    record["factor"] = target / median
+    return target / median, record
+
+
 def array_sha256(array: np.ndarray) -> str:
     a = np.ascontiguousarray(array)
     digest = hashlib.sha256(str((a.dtype.str, a.shape)).encode())
@@ -144,18 +171,26 @@ def generate_shard(
     config: GenerationConfig,
     *,
     attrop: Any = None,
+    prepass: Any = None,
     device: str = "cpu",
+    sigmas: np.ndarray | None = None,
     on_images: Callable[[int], None] | None = None,
 ) -> ShardResult:
-    """Images of one shard: perturb, optionally AttrOP, generate in batches, encode."""
+    """Images of one shard: the identity pre-pass (optional, as the release runs it: AttrOP on the identity
+    vectors themselves), perturb (``sigmas``: this shard's slice of the whole set's sigma plan), optionally
+    AttrOP, generate in batches, encode."""
     import torch
 
     s_seed = shard_seed(config.seed, shard)
     rng = np.random.default_rng(s_seed)
     m = config.images_per_id
-    pert = perturb(identities, m, rng, config.perturb)
+    stats: dict[str, Any] = {}
+    if prepass is not None:
+        seed_generator(generator, s_seed ^ 0x1D1D)
+        identities, stats["prepass"] = prepass.apply(generator, identities, identities, 1, rng, device=device)
+    pert = perturb(identities, m, rng, config.perturb, sigmas=sigmas)
     vectors = pert.vectors
-    stats: dict[str, Any] = {"perturb": pert.summary()}
+    stats["perturb"] = pert.summary()
     if attrop is not None:
         seed_generator(generator, s_seed ^ 0x5EED)
         vectors, attrop_stats = attrop.apply(generator, identities, vectors, m, rng, device=device)
@@ -231,6 +266,9 @@ class GenerationJob:
     identities: np.ndarray
     ids_source: dict[str, Any]
     attrop_info: dict[str, Any] | None = None
+    input_scale: float = 1.0  # factor applied to every identity vector (see identity_scale)
+    scale_info: dict[str, Any] | None = None
+    _sigma_plan: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_ids(self) -> int:
@@ -252,16 +290,43 @@ class GenerationJob:
             "generator_info": self.generator_info,
             "ids_sha256": array_sha256(self.identities),
             "ids_source": self.ids_source,
+            "input_scale": self.input_scale,
             "config": cfg,
             "attrop": self.attrop_info,
         }
 
     def shard_ids(self, shard: int) -> tuple[np.ndarray, int]:
+        """The identity vectors of one shard (times ``input_scale``) and the label of the first."""
         first = shard * self.config.ids_per_shard
-        return self.identities[first:first + self.config.ids_per_shard], first
+        ids = self.identities[first:first + self.config.ids_per_shard]
+        return (ids * np.float32(self.input_scale) if self.input_scale != 1.0 else ids), first
+
+    def shard_sigmas(self, shard: int) -> np.ndarray:
+        """This shard's slice of the sigma plan of the whole set (drawn once from the run's seed alone,
+        so every shard, on any rank and after any resume, sees the same plan)."""
+        if self._sigma_plan is None:
+            rng = np.random.default_rng(np.random.SeedSequence([int(self.config.seed), 0x5161A]))
+            self._sigma_plan = sigma_plan(self.num_ids * self.config.images_per_id, self.config.perturb, rng)
+        ids, first = self.shard_ids(shard)
+        m = self.config.images_per_id
+        return self._sigma_plan[first * m:(first + len(ids)) * m]
 
     def is_complete(self) -> bool:
         return (self.out / DATASET_JSON).is_file() and self.dataset_path.exists()
+
+    def check_same_as_finished(self) -> None:
+        """A finished run rerun with other parameters is refused, naming what changed, instead of being
+        reported as complete (its dataset was made with the old ones)."""
+        params = json.loads(json.dumps(self.params(), default=str))
+        for path in sorted(self.out.glob("manifest*.json")):
+            try:
+                saved = json.loads(path.read_text()).get("params", {})
+            except (OSError, json.JSONDecodeError):
+                continue
+            if saved != params:
+                raise FacebenchError(
+                    f"{self.out}: holds a finished dataset made with other parameters "
+                    f"({', '.join(changed_keys(saved, params))}); choose another --out or delete it")
 
 
 def save_ids(out: Path, identities: np.ndarray) -> Path:
@@ -272,8 +337,8 @@ def save_ids(out: Path, identities: np.ndarray) -> Path:
     return path
 
 
-def run_shards(job: GenerationJob, generator: Any, *, attrop: Any = None, device: str = "cpu",
-               rank: int = 0, world: int = 1, progress: Any = None) -> list[int]:
+def run_shards(job: GenerationJob, generator: Any, *, attrop: Any = None, prepass: Any = None,
+               device: str = "cpu", rank: int = 0, world: int = 1, progress: Any = None) -> list[int]:
     """Generate this rank's unfinished shards; returns the shards it generated."""
     params = job.params()
     manifest = ShardManifest(job.out / _manifest_name(rank, world), params)
@@ -289,8 +354,8 @@ def run_shards(job: GenerationJob, generator: Any, *, attrop: Any = None, device
     for shard in todo:
         ids, first = job.shard_ids(shard)
         result = generate_shard(
-            generator, ids, first, shard, job.config, attrop=attrop, device=device,
-            on_images=(lambda k: progress.advance(task, k)) if task is not None else None,
+            generator, ids, first, shard, job.config, attrop=attrop, prepass=prepass, device=device,
+            sigmas=job.shard_sigmas(shard), on_images=(lambda k: progress.advance(task, k)) if task is not None else None,
         )
         write_shard(_shard_path(job.out, shard), result)
         manifest.mark_done(shard, {"images": len(result.images), **_flat_stats(result.stats)})
@@ -370,6 +435,7 @@ def assemble(job: GenerationJob, format_obj: Any, *, writer_options: dict[str, A
         "ids": IDS_FILE,
         "ids_sha256": array_sha256(job.identities),
         "ids_source": job.ids_source,
+        "ids_scale": job.scale_info,
         "settings": {k: v for k, v in asdict(job.config).items() if k != "keep_shards"},
         "attrop": job.attrop_info,
         "stats": _combine_stats(shard_stats),

@@ -1,10 +1,16 @@
 """Perturbing identity vectors into per-image vectors that keep the identity.
 
-Each image of an identity gets Gaussian noise with a sigma drawn from a mix ({0.3, 0.5, 0.7} at
-{40, 40, 20}% in the paper, Table 5), is rescaled to the identity vector's norm, and is resampled until
-its cosine to the identity vector is at least ``min_cos`` (0.5, paper section 3.2; the released code
-skips that check). Resampling is bounded: after ``max_attempts`` the noise of a vector that still fails is
-halved until it passes, so the guarantee holds and the loop always ends. Both counts are reported.
+As the release does it: every image vector is its identity vector plus N(0, sigma) noise per coordinate,
+rescaled to the identity vector's norm. The sigmas come from a mix ({0.3, 0.5, 0.7} at {40, 40, 20}% in
+the paper, Table 5) whose shares are counted over the whole set and shuffled over it (:func:`sigma_plan`),
+so one identity may get more sigma-0.7 images than another, exactly as in the release's
+``sample_nearby_vectors``. The sigmas are calibrated for raw ArcFace-scale vectors (norm ~22 in 512-d):
+sigma 0.3 then keeps a cosine of about 0.96, sigma 0.7 about 0.81.
+
+The paper also states a minimum similarity of 0.5 to the identity vector, which the released code does
+not check; it stays here as the recorded option ``min_cos`` (``-1`` switches it off). A vector below it is
+redrawn; after ``max_attempts`` its noise is halved until it passes, so the loop always ends. At the
+paper's sigmas on raw-scale vectors nothing is redrawn or shrunk; both counts are reported.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ class PerturbConfig:
 
     sigmas: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
     shares: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2])
-    min_cos: float = 0.5
+    min_cos: float = 0.5  # the paper's floor; -1 disables it (the release has none)
     max_attempts: int = 100
 
     def __post_init__(self) -> None:
@@ -67,24 +73,34 @@ class PerturbResult:
         }
 
 
+def sigma_plan(total: int, config: PerturbConfig, rng: np.random.Generator) -> np.ndarray:
+    """The sigma of each of ``total`` images: ``shares`` of the whole set, shuffled over the whole set."""
+    counts = split_counts(total, config.shares)
+    return rng.permutation(np.repeat(np.asarray(config.sigmas, dtype=np.float32), counts))
+
+
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(1e-300)
 
 
 def perturb(identities: np.ndarray, per_id: int, rng: np.random.Generator,
-            config: PerturbConfig | None = None) -> PerturbResult:
-    """``per_id`` perturbed vectors for every identity vector, each with cosine >= ``config.min_cos``."""
+            config: PerturbConfig | None = None, *, sigmas: np.ndarray | None = None) -> PerturbResult:
+    """``per_id`` perturbed vectors for every identity vector (identity-major), each with cosine >=
+    ``config.min_cos``. ``sigmas`` is this call's slice of a whole-set :func:`sigma_plan`; without it
+    the plan is drawn over the identities given, as the release draws it over its whole run."""
     cfg = config or PerturbConfig()
     ids = np.asarray(identities, dtype=np.float64)
     n, d = ids.shape
     zero = np.flatnonzero(np.linalg.norm(ids, axis=1) == 0)
     if zero.size:
         raise FacebenchError(f"identity vector {int(zero[0])} is all zeros: it has no direction to keep")
-    # A hair above the bound, so that the float32 result still passes it.
-    floor = cfg.min_cos + 1e-6
-    counts = split_counts(per_id, cfg.shares)
-    base = np.repeat(np.asarray(cfg.sigmas, dtype=np.float64), counts)
-    sigma = np.concatenate([rng.permutation(base) for _ in range(n)]) if n else np.empty(0)
+    # A hair above the bound, so that the float32 result still passes it; -1 means no floor at all.
+    floor = cfg.min_cos + 1e-6 if cfg.min_cos > -1 else -np.inf
+    if sigmas is None:
+        sigmas = sigma_plan(n * per_id, cfg, rng)
+    if len(sigmas) != n * per_id:
+        raise FacebenchError(f"perturbation needs one sigma per image: got {len(sigmas)} for {n * per_id} images")
+    sigma = np.asarray(sigmas, dtype=np.float64)
     centre = np.repeat(ids, per_id, axis=0)
     norms = np.linalg.norm(centre, axis=1, keepdims=True)
     noise = rng.standard_normal((len(centre), d)) * sigma[:, None]

@@ -34,9 +34,14 @@ def load_state_dict(
     path: str | os.PathLike, *, key: str | None = None, what: str = "weights", expected_keys: Any = None
 ) -> dict[str, Any]:
     """A state dict from ``path`` (optionally under ``key``); wrong structure is a one-line error."""
+    return state_dict_in(load_checkpoint(path, what=what), path, key=key, what=what)
+
+
+def state_dict_in(obj: Any, path: str | os.PathLike, *, key: str | None = None,
+                  what: str = "weights") -> dict[str, Any]:
+    """The state dict inside an already loaded checkpoint ``obj`` (read once, used for several things)."""
     import torch
 
-    obj = load_checkpoint(path, what=what)
     if key is not None:
         if not isinstance(obj, dict) or key not in obj:
             found = ", ".join(sorted(map(str, obj))[:8]) if isinstance(obj, dict) else type(obj).__name__

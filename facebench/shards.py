@@ -16,6 +16,14 @@ from . import atomic
 from .errors import DataError
 
 
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the values that differ between two JSON-like records (``config.perturb.sigmas``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [key for k in sorted(set(old) | set(new), key=str)
+                for key in changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".") or "(everything)"]
+
+
 class ShardManifest:
     """``manifest.json``: the job's parameters (which must not change on resume) and finished shards."""
 
@@ -29,10 +37,7 @@ class ShardManifest:
             except json.JSONDecodeError as exc:
                 raise DataError(self.path, f"unreadable manifest: {exc.msg}", f"line {exc.lineno}") from None
             if saved.get("params") != self.params:
-                changed = sorted(
-                    k for k in set(saved.get("params", {})) | set(self.params)
-                    if saved.get("params", {}).get(k) != self.params.get(k)
-                )
+                changed = changed_keys(saved.get("params", {}), self.params)
                 raise DataError(
                     self.path,
                     f"cannot resume: parameters differ from the interrupted run ({', '.join(changed)}); "

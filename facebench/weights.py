@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import FacebenchError, MissingFileError
 
@@ -68,3 +69,28 @@ def present(weights_root: str | os.PathLike | None = None) -> list[tuple[KnownWe
     """Each known file with its path in the weights directory, or None when absent."""
     root = weights_dir(weights_root)
     return [(k, (root / k.filename) if (root / k.filename).is_file() else None) for k in KNOWN_WEIGHTS]
+
+
+def needs_weights(spec: Any) -> bool:
+    """Whether a registered component is a trained model: its spec declares a default weights file
+    (``weights="FILE"``) or ``weights_required=True``. Procedural components (baselines) declare neither."""
+    extras = getattr(spec, "extras", {}) or {}
+    return bool(extras.get("weights") or extras.get("weights_required"))
+
+
+def component_weights(spec: Any, weights: str | os.PathLike | None, *, untrained: bool = False,
+                      option: str = "--weights") -> Path | None:
+    """The weights file a component is built with: the one given, else its declared default file in the
+    weights directory; None for procedural components, or with ``untrained`` (random weights, which the
+    caller records). A trained model never silently runs with random weights."""
+    if weights:
+        return resolve_weights(weights)
+    if not needs_weights(spec) or untrained:
+        return None
+    what = f"{spec.kind.replace('_', ' ')} '{spec.name}'"
+    default = spec.extras.get("weights")
+    if default and (weights_dir() / default).is_file():
+        return weights_dir() / default
+    where = f"its file {default} is not in the weights directory {weights_dir()}" if default else "none given"
+    raise FacebenchError(f"{what} needs weights ({where}): pass {option} FILE, or --untrained to run it "
+                         "with random weights")

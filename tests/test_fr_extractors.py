@@ -101,7 +101,7 @@ def test_fr_run_extractor_and_embed_command(tmp_path):
     res = CliRunner().invoke(create_cli(), ["embed", "--extractor", "fr-run", "--weights", str(run), str(data),
                                             "--out", str(out), "--batch-size", "5"])
     assert res.exit_code == 0, res.output
-    assert "12 features (512-d) of 4 identities" in res.output
+    assert "12 unit-length features (512-d) of 4 identities" in res.output
     feats = np.load(out)
     labels = np.load(tmp_path / "out" / "feats.labels.npy")
     centers = np.load(tmp_path / "out" / "feats.centers.npy")
@@ -113,6 +113,21 @@ def test_fr_run_extractor_and_embed_command(tmp_path):
     for c in range(4):
         mean = feats[labels == c].mean(0)
         assert np.allclose(centers[c], mean / np.linalg.norm(mean), atol=1e-5)
+    # --raw: the model's output for the image alone, and centres that are plain means (the release's scale)
+    raw_out = tmp_path / "out" / "raw.npy"
+    res = CliRunner().invoke(create_cli(), ["embed", "--extractor", "fr-run", "--weights", str(run), str(data),
+                                            "--out", str(raw_out), "--raw"])
+    assert res.exit_code == 0, res.output
+    raw = np.load(raw_out)
+    images = np.stack([reader.image(i) for i in range(len(reader))])
+    with torch.no_grad():
+        direct = ext.model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1).numpy()
+    np.testing.assert_allclose(raw, direct, atol=1e-4)
+    norms = np.linalg.norm(raw, axis=1)
+    assert f"12 raw features (median norm {np.median(norms):.4g})" in res.output and norms.min() > 2
+    raw_centers = np.load(tmp_path / "out" / "raw.centers.npy")
+    for c in range(4):
+        np.testing.assert_allclose(raw_centers[c], raw[labels == c].mean(0), rtol=1e-5, atol=1e-5)
     # a mismatched weights file: one line, exit 2, nothing written
     res = CliRunner().invoke(create_cli(), ["embed", "--extractor", "se_iresnet50", "--weights",
                                             str(run / "backbone.pt"), str(data), "--out", str(tmp_path / "x.npy")])

@@ -1,4 +1,4 @@
-"""Perturbation: sigma mix per identity, norm kept, every vector at least min_cos to its identity."""
+"""Perturbation as the release does it: sigma shares over the whole set, norm kept, optional min_cos floor."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facebench.errors import ConfigError, FacebenchError
-from facebench.perturb import PerturbConfig, perturb, split_counts
+from facebench.perturb import PerturbConfig, perturb, sigma_plan, split_counts
 
 
 def _cos_to_identity(vectors, identities, per_id):
@@ -33,11 +33,69 @@ def test_every_perturbed_vector_is_at_least_half_to_its_identity():
     # the norm of each vector is its identity's
     np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1),
                                np.repeat(np.linalg.norm(ids, axis=1), 50), rtol=1e-5)
-    # sigma mix per identity: 20 at 0.3, 20 at 0.5, 10 at 0.7, in shuffled order
-    sig = result.sigmas.reshape(40, 50)
-    for row in sig:
-        assert sorted(np.unique(row, return_counts=True)[1].tolist()) == [10, 20, 20]
-    assert not all((row == sig[0]).all() for row in sig[1:])
+    # the sigma mix holds over the whole set (800/800/400 of 2000), shuffled across identities as the
+    # release shuffles it, so single identities differ in their mix
+    values, counts = np.unique(result.sigmas, return_counts=True)
+    np.testing.assert_allclose(values, [0.3, 0.5, 0.7], rtol=1e-6)
+    assert counts.tolist() == [800, 800, 400]
+    per_id = [np.unique(row, return_counts=True)[1].tolist() for row in result.sigmas.reshape(40, 50)]
+    assert len({tuple(c) for c in per_id}) > 1
+
+
+def _release_per_sigma_mean_cos(ids, per_id, sigmas, shares, seed):
+    """The release's sample_nearby_vectors, written out plainly: int(rows x share) noise rows per sigma,
+    stacked and shuffled over the whole set, added, rescaled to the identity's norm; mean cosine per sigma."""
+    rng = np.random.default_rng(seed)
+    base = np.repeat(ids, per_id, axis=0)
+    rows, dim = base.shape
+    blocks, tags = [], []
+    for sigma, share in zip(sigmas, shares):
+        k = int(rows * share)
+        blocks.append(rng.normal(0, sigma, (k, dim)))
+        tags += [sigma] * k
+    noise, tags = np.vstack(blocks), np.asarray(tags)
+    order = rng.permutation(rows)
+    noise, tags = noise[order], tags[order]
+    out = base + noise
+    out = out / np.linalg.norm(out, axis=1, keepdims=True) * np.linalg.norm(base, axis=1, keepdims=True)
+    cos = np.array([o @ b / (np.linalg.norm(o) * np.linalg.norm(b)) for o, b in zip(out, base)])
+    return {s: cos[tags == s].mean() for s in sigmas}
+
+
+def test_raw_scale_vectors_match_the_release_formula_and_nothing_is_shrunk():
+    """ArcFace-scale identity vectors (per-coordinate std ~0.97, norm ~22 in 512-d, as the release's
+    WebFace4M statistics): facebench's per-sigma mean cosine equals the release's formula to 0.01, and the
+    paper's 0.5 floor never triggers."""
+    ids = np.random.default_rng(10).normal(0.0046, 0.967, (200, 512))
+    assert 20 < np.median(np.linalg.norm(ids, axis=1)) < 24
+    result = perturb(ids, 50, np.random.default_rng(11))
+    assert result.resampled == 0 and result.shrunk == 0
+    cos = _cos_to_identity(result.vectors, ids, 50)
+    release = _release_per_sigma_mean_cos(ids, 50, [0.3, 0.5, 0.7], [0.4, 0.4, 0.2], seed=12)
+    for sigma, expected in release.items():
+        ours = cos[np.isclose(result.sigmas, sigma)].mean()
+        assert abs(ours - expected) < 0.01, (sigma, ours, expected)
+    assert 0.95 < release[0.3] < 0.97 and 0.78 < release[0.7] < 0.83  # the scale the paper's sigmas assume
+
+
+def test_a_whole_set_sigma_plan_sliced_per_shard_is_the_plan_of_the_whole_set():
+    cfg = PerturbConfig()
+    plan = sigma_plan(1000, cfg, np.random.default_rng(5))
+    assert np.unique(plan, return_counts=True)[1].tolist() == [400, 400, 200]
+    ids = np.random.default_rng(6).normal(0, 1, (4, 64))
+    part = perturb(ids, 5, np.random.default_rng(7), cfg, sigmas=plan[:20])
+    np.testing.assert_array_equal(part.sigmas, plan[:20])
+    with pytest.raises(FacebenchError, match="one sigma per image: got 19 for 20 images"):
+        perturb(ids, 5, np.random.default_rng(7), cfg, sigmas=plan[:19])
+
+
+def test_min_cos_minus_one_is_the_release_without_a_floor():
+    """Unit vectors in 512-d with sigma 0.7 fall far below 0.5; with the floor off they are left as drawn."""
+    ids = np.random.default_rng(8).normal(0, 1, (5, 512))
+    ids /= np.linalg.norm(ids, axis=1, keepdims=True)
+    result = perturb(ids, 10, np.random.default_rng(9), PerturbConfig(min_cos=-1))
+    assert result.resampled == 0 and result.shrunk == 0
+    assert _cos_to_identity(result.vectors, ids, 10).max() < 0.5
 
 
 def test_short_vectors_force_resampling_and_shrinking_yet_all_pass():

@@ -139,7 +139,7 @@ def test_changed_parameters_refuse_to_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(generation, "generate_shard", real)
     res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out, "--seed", "7"))
     assert res.exit_code == 2
-    assert "manifest.json: cannot resume: parameters differ from the interrupted run (config)" in res.output
+    assert "manifest.json: cannot resume: parameters differ from the interrupted run (config.seed)" in res.output
 
 
 def test_seed_changes_images_and_n_ids_samples_from_stats(tmp_path, monkeypatch):

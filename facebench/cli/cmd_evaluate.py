@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import FacebenchError
+from .options import device_option
 
 _stdout = Console(highlight=False, width=max(120, shutil.get_terminal_size((120, 24)).columns))
 
@@ -82,7 +83,7 @@ def _default_out(model: str, suite: str) -> Path:
 @click.option("--label", default=None, help="Row label in the tables [default: the model's training set].")
 @click.option("--no-flip", is_flag=True, help="Embed images only, without adding the mirrored image's embedding.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the result rows as JSON instead of the table.")
 def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: str | None, label: str | None,
              no_flip: bool,
@@ -159,7 +160,7 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
 @click.option("--flip/--no-flip", "flip_test", default=False, show_default=True, help="Flip-test identity features.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True)
+@device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
 def analyze(dataset: str, extractor: str, weights: str, out: str | None, only: tuple[str, ...], **options) -> None:
     """Dataset-level analyses: genuine/impostor distributions, class noise, separability, leakage, FID.

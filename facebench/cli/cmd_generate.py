@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..console import console, make_progress
+from .options import device_option
 
 _SAMPLE_EPILOG = """Example:
 
@@ -31,14 +32,16 @@ _SAMPLE_EPILOG = """Example:
               help="Candidates drawn and checked per block.")
 @click.option("--max-draw-factor", type=click.FloatRange(min=1), default=20.0, show_default=True,
               help="Give up after drawing this many candidates per requested vector.")
-@click.option("--device", default="cpu", show_default=True, help="Device for the similarity products (cpu, cuda).")
+@device_option(help="Device for the similarity products: auto, cpu, cuda, cuda:N.")
 def sample_ids(features, stats, n, tau, out, save_stats, seed, batch, max_draw_factor, device):
     """Sample identity vectors: PCA statistics of real features, exact rejection above tau."""
     from .. import atomic
     from ..errors import FacebenchError
     from ..idsampling import PCAStats, load_feature_matrix, sample_identities
     from ..provenance import provenance
+    from ..training.device import select_device
 
+    device = str(select_device(device))
     if (features is None) == (stats is None):
         raise FacebenchError("give exactly one of --features (real identity features) or --stats (saved PCA statistics)")
     if features is not None:
@@ -49,24 +52,28 @@ def sample_ids(features, stats, n, tau, out, save_stats, seed, batch, max_draw_f
     if save_stats:
         pca.save(save_stats)
         console.print(f"saved PCA statistics to {save_stats}")
+    import numpy as np
+
     start = time.perf_counter()
     with make_progress() as progress:
         task = progress.add_task("sampling identities", total=n)
         result = sample_identities(pca, n, tau=tau, seed=seed, batch=batch, max_draw_factor=max_draw_factor,
                                    device=device, progress=lambda k: progress.update(task, completed=k))
     seconds = time.perf_counter() - start
-    import numpy as np
-
     with atomic.atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, result.vectors, allow_pickle=False)
     inputs = {"features": features} if features else {"stats": stats}
+    # The vectors keep the scale of the features the statistics came from (raw or unit): generate checks it.
+    median_norm = float(np.median(np.linalg.norm(result.vectors, axis=1)))
     record = provenance(seed=seed, device=device, inputs=inputs, extra={
         "sampling": {"n": n, "tau": tau, "drawn": result.drawn, "rejected": result.rejected,
-                     "rejection_rate": result.rejection_rate, "batch": batch, "seconds": round(seconds, 3)}})
+                     "rejection_rate": result.rejection_rate, "batch": batch, "seconds": round(seconds, 3),
+                     "median_norm": median_norm}})
     atomic.write_json(Path(str(out) + ".json"), record)
     click.echo(f"kept {n} identity vectors of {result.drawn} drawn at tau={tau}: "
-               f"rejection rate {100 * result.rejection_rate:.2f}% ({result.rejected} rejected) in {seconds:.1f}s")
+               f"rejection rate {100 * result.rejection_rate:.2f}% ({result.rejected} rejected) in {seconds:.1f}s; "
+               f"median norm {median_norm:.4g}")
     click.echo(f"wrote {out}")
 
 
@@ -84,12 +91,17 @@ _GENERATE_EPILOG = """Example:
 
 @click.command("generate", epilog=_GENERATE_EPILOG)
 @click.option("--generator", "generator_name", default="vec2face", show_default=True, help="Registered generator.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Generator weights file.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Generator weights file [default: the generator's released file in the weights directory].")
+@click.option("--untrained", is_flag=True,
+              help="Allow a generator or AttrOP model without weights (random weights; recorded in dataset.json).")
 @click.option("--ids", "ids_path", type=click.Path(dir_okay=False), help="Identity vectors (N, D) .npy.")
 @click.option("--n-ids", type=click.IntRange(min=1), help="Sample this many identity vectors (needs --stats or --features).")
 @click.option("--stats", type=click.Path(dir_okay=False), help="PCA statistics for --n-ids.")
 @click.option("--features", type=click.Path(dir_okay=False), help="Real identity features for --n-ids.")
 @click.option("--tau", type=float, default=0.3, show_default=True, help="Identity separation for --n-ids.")
+@click.option("--rescale-ids", is_flag=True,
+              help="Scale identity vectors whose norm does not match the generator's to its norm (recorded).")
 @click.option("--images-per-id", type=click.IntRange(min=1), help="Images per identity [default 50].")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Run directory: ids.npy, manifest, staged shards, the dataset and dataset.json.")
@@ -97,19 +109,22 @@ _GENERATE_EPILOG = """Example:
 @click.option("--ids-per-shard", type=click.IntRange(min=1), help="Identities per resumable shard [default 100].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Vectors per generator call [default 50].")
 @click.option("--seed", type=int, help="Seed of every random choice [default 0].")
-@click.option("--device", default=None, help="Device (cpu, cuda, cuda:1); under torchrun each rank uses its own GPU.")
+@device_option(help="auto, cpu, cuda, cuda:N; under torchrun each rank uses its own GPU.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML generation config.")
-@click.option("--set", "overrides", multiple=True, help="Override a config key, e.g. --set perturb.min_cos=0.6.")
+@click.option("--set", "overrides", multiple=True, help="Override a config key, e.g. --set generation.perturb.min_cos=0.6.")
 @click.option("--attrop", "attrop_spec", help="AttrOP targets, e.g. pose=60:0.4,pose=85:0.2,quality=27 (see docs).")
+@click.option("--identity-prepass", is_flag=True,
+              help="Run the release's AttrOP pre-pass on the identity vectors (quality 27 + identity) before perturbing.")
 @click.option("--attrop-identity", help="Identity extractor for AttrOP, in the generator's FR space [default arcface-r100].")
 @click.option("--attrop-identity-weights", type=click.Path(), help="Weights file (or FR run directory for fr-run).")
 @click.option("--attrop-pose", help="Pose extractor [default sixdrepnet].")
 @click.option("--attrop-pose-weights", type=click.Path(), help="Weights file of the pose extractor.")
 @click.option("--attrop-quality", help="Quality extractor; quality = norm of its feature [default magface-r100].")
 @click.option("--attrop-quality-weights", type=click.Path(), help="Weights file (or FR run directory for fr-run).")
-def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, images_per_id, out, fmt,
-             ids_per_shard, batch_size, seed, device, config_path, overrides, attrop_spec, attrop_identity,
-             attrop_identity_weights, attrop_pose, attrop_pose_weights, attrop_quality, attrop_quality_weights):
+def generate(generator_name, weights, untrained, ids_path, n_ids, stats, features, tau, rescale_ids, images_per_id,
+             out, fmt, ids_per_shard, batch_size, seed, device, config_path, overrides, attrop_spec, identity_prepass,
+             attrop_identity, attrop_identity_weights, attrop_pose, attrop_pose_weights, attrop_quality,
+             attrop_quality_weights):
     """Generate a labelled dataset: perturb identity vectors, optionally AttrOP, write shards, assemble."""
     import numpy as np
 
@@ -120,16 +135,17 @@ def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, ima
     from ..pluginmanager import registry
     from ..provenance import sha256_file, sha256_path
     from ..runs import Run
-    from ..weights import resolve_weights
+    from ..training.device import select_device
+    from ..weights import component_weights, needs_weights, resolve_weights
 
     data = read_toml(config_path) if config_path else {}
     cli_values = {
         "generation": {"images_per_id": images_per_id, "ids_per_shard": ids_per_shard, "batch_size": batch_size,
-                       "seed": seed, "format": fmt},
+                       "seed": seed, "format": fmt, "rescale_ids": True if rescale_ids else None},
         "attrop": {"spec": attrop_spec, "identity_extractor": attrop_identity,
                    "identity_weights": attrop_identity_weights, "pose_extractor": attrop_pose,
                    "pose_weights": attrop_pose_weights, "quality_extractor": attrop_quality,
-                   "quality_weights": attrop_quality_weights},
+                   "quality_weights": attrop_quality_weights, "identity_prepass": True if identity_prepass else None},
     }
     for section, values in cli_values.items():
         data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
@@ -139,23 +155,19 @@ def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, ima
     if (ids_path is None) == (n_ids is None):
         raise FacebenchError("give exactly one of --ids FILE or --n-ids N")
     rank, world, barrier = gen.distributed_context()
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    device = str(select_device(device, int(os.environ.get("LOCAL_RANK", rank))))
 
     format_spec = registry("format").get(gcfg.format)
     format_obj = format_spec.create()
     if getattr(format_obj, "role", "train") != "train":
         raise FacebenchError(f"format '{gcfg.format}' writes {format_obj.role} sets, not labelled training sets")
-    weights_path = resolve_weights(weights) if weights else None
-    generator = registry("generator").create(generator_name, weights=weights_path, device=device)
+    generator_spec = registry("generator").get(generator_name)
+    weights_path = component_weights(generator_spec, weights, untrained=untrained)
+    generator = generator_spec.create(weights=weights_path, device=device)
     feature_dim = int(getattr(generator, "feature_dim", 512))
+    weights_sha = sha256_file(weights_path) if weights_path else None
 
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out)  # created only once every check has passed
     if ids_path is not None:
         identities = gen.load_identity_vectors(ids_path, feature_dim)
         ids_source = {"file": Path(ids_path).name, "sha256": sha256_file(ids_path)}
@@ -179,56 +191,79 @@ def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, ima
         if identities.shape[1] != feature_dim:
             raise FacebenchError(f"{source}: statistics have {identities.shape[1]} dimensions, "
                                  f"the generator expects {feature_dim}")
+    # Before any shard: identity vectors at the scale the generator was trained on, or a clear refusal.
+    factor, scale_info = gen.identity_scale(identities, getattr(generator, "input_scale", None),
+                                            rescale=gcfg.rescale_ids, source=ids_path or source)
+    if factor != 1.0:
+        console.print(f"rescaling identity vectors by {factor:.4g} (median norm {scale_info['ids_median_norm']:.4g} "
+                      f"-> {scale_info['generator']['median_norm']:.4g})")
 
-    attrop = build_attrop(cfg.attrop, device=device) if cfg.attrop.spec else None
     attrop_info = None
-    if attrop is not None:
+    if cfg.attrop.spec or cfg.attrop.identity_prepass:
+        extractors = registry("feature_extractor")
         attrop_info = {k: v for k, v in config_to_dict(cfg.attrop).items() if not k.endswith("_weights")}
-        attrop_info["terms"] = [str(t) for t in attrop.terms]
-        for key in ("identity_weights", "pose_weights", "quality_weights"):
-            path = getattr(cfg.attrop, key)
-            if path:
+        untrained_roles = []
+        for role, (name, path) in cfg.attrop.extractor_weights().items():
+            # an extractor with a default file finds it itself (or names the missing file)
+            if not path and extractors.get(name).extras.get("weights_required"):
+                if not untrained:
+                    raise FacebenchError(f"AttrOP {role} extractor '{name}' has no weights: pass "
+                                         f"--attrop-{role}-weights FILE, or --untrained to use random weights")
+                untrained_roles.append(role)
+            elif path:
                 # an FR run directory (extractor fr-run) is hashed as a whole
                 digest = sha256_path(path) if Path(path).is_dir() else sha256_file(resolve_weights(path))
-                attrop_info[key] = {"file": Path(path).name, "sha256": digest}
+                attrop_info[f"{role}_weights"] = {"file": Path(path).name, "sha256": digest}
+        if untrained_roles:
+            attrop_info["untrained"] = untrained_roles
+    attrop, prepass = build_attrop(cfg.attrop, device=device)
+    if attrop is not None:
+        attrop_info["terms"] = [str(t) for t in attrop.terms]
+    generator_info = {"weights": weights_path.name if weights_path else None, "weights_sha256": weights_sha,
+                      "image_size": getattr(generator, "image_size", None), "feature_dim": feature_dim}
+    if weights_path is None and needs_weights(generator_spec):
+        generator_info["untrained"] = True
     job = gen.GenerationJob(
-        out=out_dir, config=gcfg, generator_name=generator_name,
-        generator_info={"weights": weights_path.name if weights_path else None,
-                        "weights_sha256": sha256_file(weights_path) if weights_path else None,
-                        "image_size": getattr(generator, "image_size", None), "feature_dim": feature_dim},
+        out=out_dir, config=gcfg, generator_name=generator_name, generator_info=generator_info,
         identities=identities, ids_source=ids_source, attrop_info=attrop_info,
+        input_scale=factor, scale_info=scale_info,
     )
     if job.is_complete():
+        job.check_same_as_finished()
         click.echo(f"{out_dir}: already complete ({job.num_ids} identities); nothing to do")
         return
     if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
         gen.save_ids(out_dir, identities)
         inputs = {"weights": weights_path} if weights_path else {}
         inputs.update({"ids": ids_path} if ids_path else {"sampling_source": stats or features})
         Run(out_dir, config=cfg, seed=gcfg.seed, device=device, inputs=inputs)
     with make_progress() as progress:
-        generated = gen.run_shards(job, generator, attrop=attrop, device=device, rank=rank, world=world,
-                                   progress=progress)
+        generated = gen.run_shards(job, generator, attrop=attrop, prepass=prepass, device=device, rank=rank,
+                                   world=world, progress=progress)
         barrier()
         if rank != 0:
             return
         summary = gen.assemble(job, format_obj, progress=progress)
-    p = summary["stats"].get("perturb", {})
+    stats_ = summary["stats"]
+    p = stats_.get("perturb", {})
     click.echo(f"generated {len(generated)} of {job.num_shards} shards in this run; wrote {summary['images']} images "
                f"of {summary['identities']} identities to {job.dataset_path} ({gcfg.format})")
     click.echo(f"perturbation: min cosine {p.get('min_cos', float('nan')):.3f}, mean {p.get('mean_cos', float('nan')):.3f}, "
                f"{p.get('resampled', 0)} resampled, {p.get('shrunk', 0)} shrunk")
     if p.get("images") and p.get("shrunk", 0) > p["images"] / 2:
-        norm = float(np.median(np.linalg.norm(identities, axis=1)))
+        norm = float(np.median(np.linalg.norm(identities, axis=1))) * factor
         console.print(
             f"[yellow]warning:[/] {p['shrunk']} of {p['images']} perturbed vectors needed their noise halved to "
-            f"reach cosine {gcfg.perturb.min_cos:g}: sigmas {gcfg.perturb.sigmas} are large for identity vectors "
-            f"of norm {norm:.3g} in {identities.shape[1]} dimensions (the paper's values assume ArcFace-scale "
-            "vectors; see docs/generation.md)")
-    if "attrop" in summary["stats"]:
-        a = summary["stats"]["attrop"]
-        click.echo(f"AttrOP: {a['images']} images optimised, {a['met']} met every target, {a['unmet']} did not "
-                   f"(mean {a['mean_steps']:.1f} steps, at most {a['max_steps']})")
+            f"reach cosine {gcfg.perturb.min_cos:g} (--set generation.perturb.min_cos): sigmas "
+            f"{gcfg.perturb.sigmas} (--set generation.perturb.sigmas) are large for identity vectors of norm "
+            f"{norm:.3g} in {identities.shape[1]} dimensions; the paper's sigmas assume raw ArcFace-scale "
+            "vectors of norm about 22")
+    for name, label, unit in (("prepass", "identity pre-pass", "identity vectors"), ("attrop", "AttrOP", "images")):
+        if name in stats_:
+            a = stats_[name]
+            click.echo(f"{label}: {a['images']} {unit} optimised, {a['met']} met every target, {a['unmet']} did "
+                       f"not (mean {a['mean_steps']:.1f} steps, at most {a['max_steps']})")
 
 
 __all__ = ["generate", "sample_ids"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import MissingFileError
+from .options import device_option
 
 
 def _search_dirs(data: str) -> list[Path]:
@@ -76,7 +77,7 @@ def resolve_validation(items: tuple[str, ...] | list[str], data: str) -> dict[st
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory [default: runs/fr-<recipe>-<dataset>].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@device_option()
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe value, e.g. --set optim.epochs=2 --set optim.lr=0.05.")
 def train_fr_command(recipe_name: str, data: str, data_format: str | None, val: tuple[str, ...], out: str | None,

@@ -22,7 +22,14 @@ def select_device(preference: str = "auto", local_rank: int = 0) -> Any:
     if preference.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device '{preference}' requested but CUDA is not available; use --device cpu")
-        index = int(preference.split(":", 1)[1]) if ":" in preference else local_rank
+        try:
+            index = int(preference.split(":", 1)[1]) if ":" in preference else local_rank
+        except ValueError:
+            raise ConfigError(f"unknown device '{preference}' (expected cuda or cuda:N)") from None
+        count = torch.cuda.device_count()
+        if not 0 <= index < count:
+            raise ConfigError(f"device 'cuda:{index}' requested but this machine has {count} CUDA device"
+                              f"{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})")
         return torch.device("cuda", index)
     if preference == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

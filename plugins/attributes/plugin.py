@@ -13,4 +13,5 @@ def register_feature_extractors(register):
              "SixDRepNet head pose (RepVGG-B1g2, deploy form): pitch, yaw, roll in degrees",
              weights="6DRepNet_300W_LP_AFLW2000.pth", attribute="pose")
     register("sixdrepnet-tiny", f"{_POSE}:sixdrepnet_tiny_extractor",
-             "tiny SixDRepNet, 56 px, for tests and toy runs (same code path; weights from toyfaces pose-model)", attribute="pose")
+             "tiny SixDRepNet, 56 px, for tests and toy runs (same code path; weights from toyfaces pose-model)", attribute="pose",
+             weights_required=True)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from facebench.cli.options import device_option
+
 EXAMPLE = """Example:
 
 \b
@@ -29,7 +31,7 @@ EXAMPLE = """Example:
 @click.option("--weights", default=None, help="Weights file of --extractor.")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Run directory [runs/train-generator].")
 @click.option("--resume", is_flag=True, help="Continue from the run directory's checkpoint.pt.")
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N (overrides the config).")
+@device_option(default=None, help="auto, cpu, cuda, cuda:N (overrides the config).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set epochs=2 --set losses.gan=0.")
 def train_generator(config_path, data, data_format, features, extractor, weights, out, resume, device, overrides):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from facebench.errors import ConfigError, DataError
-from facebench.safe_load import load_checkpoint, load_state_dict, state_dict_mismatch
+from facebench.safe_load import load_checkpoint, state_dict_in, state_dict_mismatch
 from facebench.weights import resolve_weights
 
 from .model import CONFIGS, MaskingSettings, Vec2Face, Vec2FaceConfig, model_config
@@ -30,25 +30,46 @@ CONFIG_KEY = "vec2face_config"
 FEATURE_SCALE_KEY = "feature_scale"
 
 
-def load_vec2face_weights(path: str | os.PathLike, model: Vec2Face) -> None:
-    """Load ``model_vec2face`` from ``path`` into ``model`` with ``strict=True``; mismatches are one line."""
-    state = load_state_dict(path, key=STATE_KEY, what="Vec2Face generator weights")
-    problem = state_dict_mismatch(model.state_dict(), state)
-    if problem:
-        raise DataError(path, f"does not match the {model_label(model.config)} layout: {problem}")
-    model.load_state_dict(state, strict=True, assign=_on_meta(model))
+#: The input scale of the released generator: raw ArcFace-R100 features of WebFace4M (per-coordinate
+#: std 0.967 in 512-d, norm ~22; identity centres somewhat shorter).
+RELEASE_SCALE = {"median_norm": 22.0, "low": 10.0, "high": 40.0,
+                 "source": "the released checkpoint was trained on raw ArcFace-R100 features"}
+
+
+class GeneratorFile:
+    """A Vec2Face weights file read once: the state dict, the stored model configuration (facebench
+    checkpoints only) and the recorded input feature scale."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = path
+        obj = load_checkpoint(path, what="Vec2Face generator weights")
+        self.state = state_dict_in(obj, path, key=STATE_KEY, what="Vec2Face generator weights")
+        stored = obj.get(CONFIG_KEY)
+        self.config = Vec2FaceConfig.from_dict(stored) if isinstance(stored, dict) else None
+        scale = obj.get(FEATURE_SCALE_KEY)
+        self.feature_scale = dict(scale) if isinstance(scale, dict) else None
+
+    def input_scale(self) -> dict[str, Any] | None:
+        """What ``generate`` checks identity vectors against: the recorded median norm (half to twice it
+        is accepted), the release's ArcFace scale for the official file, None when unknown (a facebench
+        file written before the scale was recorded)."""
+        if self.feature_scale and self.feature_scale.get("median_norm"):
+            m = float(self.feature_scale["median_norm"])
+            by = self.feature_scale.get("extractor") or self.feature_scale.get("source", "its features")
+            return {"median_norm": m, "low": m / 2, "high": 2 * m,
+                    "source": f"recorded in {os.path.basename(self.path)}: trained on features of {by}"}
+        return None if self.config is not None else dict(RELEASE_SCALE)
+
+    def load_into(self, model: Vec2Face) -> None:
+        """``strict=True``; a layout mismatch is one line naming the file."""
+        problem = state_dict_mismatch(model.state_dict(), self.state)
+        if problem:
+            raise DataError(self.path, f"does not match the {model_label(model.config)} layout: {problem}")
+        model.load_state_dict(self.state, strict=True, assign=_on_meta(model))
 
 
 def _on_meta(model: torch.nn.Module) -> bool:
     return any(t.is_meta for t in model.state_dict().values())
-
-
-def checkpoint_config(path: str | os.PathLike) -> Vec2FaceConfig | None:
-    """The model configuration stored in a facebench checkpoint, or None (the official file has none)."""
-    obj = load_checkpoint(path, what="Vec2Face generator weights")
-    if isinstance(obj, dict) and isinstance(obj.get(CONFIG_KEY), dict):
-        return Vec2FaceConfig.from_dict(obj[CONFIG_KEY])
-    return None
 
 
 def model_label(config: Vec2FaceConfig) -> str:
@@ -59,8 +80,9 @@ class Vec2FaceGenerator:
     """Identity vectors -> face images in [-1, 1] (N, 3, S, S), float32, on the generator's device."""
 
     def __init__(self, model: Vec2Face, *, device: Any = "cpu", seed: int = 0, fast: bool = True,
-                 amp: bool | None = None, channels_last: bool | None = None, compile: bool = False,
-                 masking: MaskingSettings | None = None):
+                 amp: bool | None = None, amp_dtype: str = "float16", channels_last: bool | None = None,
+                 compile: bool = False, masking: MaskingSettings | None = None,
+                 input_scale: dict[str, Any] | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = model.config
@@ -68,8 +90,14 @@ class Vec2FaceGenerator:
         self.image_size = model.config.image_size
         self.masking = masking or MaskingSettings.inference()
         self.fast = fast
+        #: the identity-vector scale this generator was trained on (see facebench.generation.identity_scale)
+        self.input_scale = input_scale
         on_cuda = self.device.type == "cuda"
-        self.amp = on_cuda if amp is None else (bool(amp) and on_cuda)
+        # Reduced precision by default on CUDA (fp16); asked for explicitly it runs anywhere, e.g. bf16 on CPU.
+        self.amp = on_cuda if amp is None else bool(amp)
+        if amp_dtype not in ("float16", "bfloat16"):
+            raise ConfigError(f"vec2face amp_dtype must be 'float16' or 'bfloat16', got '{amp_dtype}'")
+        self.amp_dtype = getattr(torch, amp_dtype)
         self.channels_last = on_cuda if channels_last is None else bool(channels_last)
         self.seed = seed
         self.rng = torch.Generator().manual_seed(seed)
@@ -109,7 +137,7 @@ class Vec2FaceGenerator:
             model.im_decoder.to(memory_format=torch.contiguous_format)
         runner = self._compiled if (fast and self._compiled is not None) else model
         if fast and self.amp:
-            with torch.autocast(device_type=self.device.type, dtype=torch.float16):
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
                 image = runner(v, dropped, masked).image
         else:
             image = runner(v, dropped, masked).image
@@ -140,16 +168,14 @@ def build_generator(name: str, weights: str | os.PathLike | None = None, device:
                     **options: Any) -> Vec2FaceGenerator:
     """A generator of model ``name``; a facebench checkpoint's own stored configuration wins over the name."""
     config = model_config(name)
-    path = None
+    scale = None
     if weights is not None:
-        path = resolve_weights(weights)
-        stored = checkpoint_config(path)
-        if stored is not None:
-            config = stored
-    if path is not None:
+        file = GeneratorFile(resolve_weights(weights))
+        config = file.config or config
+        scale = file.input_scale()
         with torch.device("meta"):  # no point initialising 174M parameters that the file overwrites
             model = Vec2Face(config)
-        load_vec2face_weights(path, model)
+        file.load_into(model)
     else:
         # Untrained weights, but reproducible ones: drawn from the generator's seed, not the global RNG.
         with torch.random.fork_rng(devices=[]):
@@ -158,7 +184,7 @@ def build_generator(name: str, weights: str | os.PathLike | None = None, device:
     masking = options.pop("masking", None)
     if isinstance(masking, dict):
         masking = MaskingSettings(**masking)
-    return Vec2FaceGenerator(model, device=device, masking=masking, **options)
+    return Vec2FaceGenerator(model, device=device, masking=masking, input_scale=scale, **options)
 
 
 def vec2face(weights: str | os.PathLike | None = None, device: Any = "cpu", **options: Any) -> Vec2FaceGenerator:
