@@ -1,6 +1,6 @@
 """Training images/s of an FR backbone + ArcFace: eager vs channels_last vs torch.compile.
 
-Each variant runs the trainer's own :class:`facebench.training.fr_trainer.StepRunner` (SGD, ArcFace,
+Each variant runs the trainer's own :class:`facebench.fr.trainer.StepRunner` (SGD, ArcFace,
 gradient clipping; fp16 autocast on CUDA) on random 112x112 batches for the same number of timed steps
 after warm-up steps. Ratios are against the eager run of the same process, on the same device.
 
@@ -17,9 +17,9 @@ import time
 import torch
 
 from facebench import create_backbone
+from facebench.fr.trainer import StepRunner, parameter_groups
 from facebench.pluginmanager import registry
-from facebench.training.device import grad_scaler, select_device
-from facebench.training.fr_trainer import StepRunner, parameter_groups
+from facebench.runtime import grad_scaler, select_device
 
 
 def measure(variant: str, args: argparse.Namespace, device: torch.device) -> float:

@@ -13,8 +13,8 @@ import facebench
 from facebench.cli import create_cli
 from facebench.data import open_dataset
 from facebench.errors import ConfigError, DataError, MissingFileError
-from facebench.training.fr_recipe import resolve_recipe
-from facebench.training.fr_trainer import train_fr
+from facebench.fr.recipe import resolve_recipe
+from facebench.fr.trainer import train_fr
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -19,8 +19,8 @@ from fr_helpers import array_reader, one_thread, write_pack, write_train_folder 
 
 import facebench
 from facebench.cli import create_cli
-from facebench.training.fr_recipe import resolve_recipe
-from facebench.training.fr_trainer import train_fr
+from facebench.fr.recipe import resolve_recipe
+from facebench.fr.trainer import train_fr
 
 SMALL = ["optim.batch_size=8", "optim.epochs=2", "train.log_every=1", "data.workers=0"]
 

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from facebench.data.tensors import to_model_input
 from facebench.errors import ConfigError, DataError, MissingFileError
+from facebench.fr.augment import AugmentedFaces
+from facebench.runtime import select_device
 from facebench.training import (
     GlobalBatchSampler,
     LRSchedule,
@@ -19,9 +22,7 @@ from facebench.training import (
     load_training_checkpoint,
     restore_checkpoint,
     save_checkpoint,
-    select_device,
 )
-from facebench.training.data import AugmentedFaces, to_model_input
 
 
 def test_step_schedule_matches_paper_milestones():

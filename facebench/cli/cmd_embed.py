@@ -55,8 +55,8 @@ def embed_command(data: str, extractor_name: str, weights: str | None, out: str,
     from ..data import open_dataset
     from ..pluginmanager import registry
     from ..provenance import sha256_path
+    from ..runtime import select_device
     from ..shards import ShardManifest
-    from ..training.device import select_device
 
     out_path = Path(out)
     dev = select_device(device)

@@ -58,7 +58,7 @@ class AnalyzeConfig:
 
 
 def _device(preference: str) -> str:
-    from ..training.device import select_device
+    from ..runtime import select_device
 
     return str(select_device(preference))
 

@@ -39,7 +39,7 @@ def sample_ids(features, stats, n, tau, out, save_stats, seed, batch, max_draw_f
     from ..errors import FacebenchError
     from ..idsampling import PCAStats, load_feature_matrix, sample_identities
     from ..provenance import provenance
-    from ..training.device import select_device
+    from ..runtime import select_device
 
     device = str(select_device(device))
     if (features is None) == (stats is None):
@@ -135,7 +135,7 @@ def generate(generator_name, weights, untrained, ids_path, n_ids, stats, feature
     from ..pluginmanager import registry
     from ..provenance import sha256_file, sha256_path
     from ..runs import Run
-    from ..training.device import select_device
+    from ..runtime import select_device
     from ..weights import component_weights, needs_weights, resolve_weights
 
     data = read_toml(config_path) if config_path else {}

@@ -90,10 +90,11 @@ def train_fr_command(recipe_name: str, data: str, data_format: str | None, val: 
     from ..config import config_to_dict
     from ..data import open_dataset, open_pairs
     from ..errors import ConfigError
+    from ..fr.recipe import resolve_recipe
+    from ..fr.trainer import train_fr
     from ..runs import Run, run_path
-    from ..training.distributed import env_context, shutdown
-    from ..training.fr_recipe import resolve_recipe
-    from ..training.fr_trainer import CHECKPOINT, train_fr
+    from ..runtime import env_context, shutdown
+    from ..training import CHECKPOINT
 
     recipe = resolve_recipe(recipe_name, overrides)
     reader = open_dataset(data, data_format)

@@ -16,7 +16,7 @@ class DeviceParam(click.ParamType):
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
         from ..errors import ConfigError
-        from ..training.device import select_device
+        from ..runtime import select_device
 
         text = str(value).strip().lower()
         try:

@@ -1,4 +1,6 @@
-"""Images -> embeddings for evaluation, with insightface's flip test.
+"""Images -> embeddings, with insightface's flip test: the one embedding path of facebench.
+
+Feature extractors, the FR trainer's validation, ``evaluate``, ``analyze`` and ``embed`` all embed here.
 
 insightface embeds every test image and its mirror image separately, sums the two raw (not normalised)
 embeddings, then L2-normalises the sum; ``verify`` does the normalising. Embeddings are computed batch by
@@ -15,7 +17,64 @@ import numpy as np
 
 from ..console import make_progress
 from ..data.images import decode_image
+from ..data.tensors import to_model_input
 from ..errors import DataError
+
+
+def embed_tensor(model: Any, x: Any, *, flip: bool) -> Any:
+    """Raw (unnormalised) embeddings of a float batch in [-1, 1], flip-summed when ``flip``."""
+    out = model(x)
+    if flip:
+        out = out + model(x.flip(-1))
+    return out
+
+
+def embed_uint8(
+    model: Any,
+    images: np.ndarray | Iterable[np.ndarray],
+    *,
+    input_size: int,
+    device: Any = "cpu",
+    batch_size: int = 64,
+    flip: bool = True,
+    channels_last: bool = False,
+    normalize: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """(N, D) float32 embeddings of ``uint8`` NHWC RGB images (an array or an iterable of HWC images)."""
+    import torch
+    import torch.nn.functional as F
+
+    was_training = model.training
+    model.eval()
+    chunks: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        x = to_model_input(np.stack(batch), input_size).to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        emb = embed_tensor(model, x, flip=flip).float()
+        if normalize:
+            emb = F.normalize(emb, dim=1)
+        chunks.append(emb.cpu().numpy())
+        if on_batch is not None:
+            on_batch(len(batch))
+        batch.clear()
+
+    try:
+        with torch.no_grad():
+            for img in images:
+                batch.append(np.asarray(img, dtype=np.uint8))
+                if len(batch) == batch_size:
+                    flush()
+            if batch:
+                flush()
+    finally:
+        model.train(was_training)
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
 @dataclass
@@ -45,9 +104,6 @@ def as_tensor_model(extractor: Any, device: str = "cpu", name: str = "") -> Tens
 def embed_arrays(model: TensorModel, images: np.ndarray, *, flip_test: bool = True) -> np.ndarray:
     """Raw float32 embeddings of one batch of ``uint8`` NHWC RGB images (plus their mirrors)."""
     import torch
-
-    from ..training.data import to_model_input
-    from ..training.embedding import embed_tensor
 
     x = to_model_input(images, model.input_size).to(model.device)
     with torch.no_grad():

@@ -18,6 +18,8 @@ from ..errors import DataError
 from ..safe_load import load_checkpoint
 
 CHECKPOINT_FORMAT = 1
+#: The file name of the latest checkpoint in a training run directory (FR and Vec2Face trainers).
+CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass

@@ -161,7 +161,7 @@ class PoseExtractor:
         return self.model(x)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        from facebench.training.data import to_model_input
+        from facebench.data.tensors import to_model_input
 
         x = to_model_input(images)  # at the images' own size: rotation() resizes to input_size
         with torch.inference_mode():

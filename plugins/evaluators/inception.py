@@ -132,7 +132,7 @@ class FidInceptionExtractor:
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """L2-normalised pool features of ``uint8`` NHWC RGB images (the extractor contract)."""
-        from facebench.training.data import to_model_input
+        from facebench.data.tensors import to_model_input
 
         with torch.no_grad():
             feats = self.forward_tensor(to_model_input(images, INPUT_SIZE)).float()

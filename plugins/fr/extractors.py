@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from facebench.errors import DataError
+from facebench.evaluation.embed import embed_uint8
 from facebench.pluginmanager import registry
 from facebench.safe_load import load_checkpoint, state_dict_mismatch
-from facebench.training.embedding import embed_uint8
 from facebench.weights import resolve_weights
 
 INPUT_MEAN = (0.5, 0.5, 0.5)
@@ -134,7 +134,7 @@ def from_run(weights: str | os.PathLike | None = None, *, device: Any = "cpu", f
              batch_size: int = 64, **_: Any) -> FeatureExtractor:
     """The backbone of a facebench FR training run directory (its ``model.json`` + ``backbone.pt``)."""
     from facebench.errors import ConfigError
-    from facebench.training.fr_trainer import BACKBONE, read_model_card
+    from facebench.fr.model_card import BACKBONE, read_model_card
 
     if weights is None:
         raise ConfigError("the fr-run extractor needs --weights RUN_DIR (a facebench train-fr output)")

@@ -121,8 +121,8 @@ def train_pose_model(cfg: PoseModelConfig, out: str | Path) -> dict[str, Any]:
     )
 
     from facebench.console import make_progress
+    from facebench.data.tensors import to_model_input
     from facebench.runs import Run
-    from facebench.training.data import to_model_input
 
     out = Path(out)
     if (out / "pose.pth").exists():

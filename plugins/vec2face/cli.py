@@ -40,10 +40,11 @@ def train_generator(config_path, data, data_format, features, extractor, weights
     from facebench.console import console
     from facebench.errors import ConfigError
     from facebench.runs import Run, run_path
-    from facebench.training.distributed import env_context
+    from facebench.runtime import env_context
+    from facebench.training import CHECKPOINT
 
     from .train_config import TrainGeneratorConfig, shipped_config
-    from .trainer import CHECKPOINT_NAME, train_from_paths
+    from .trainer import train_from_paths
 
     path = Path(config_path)
     if not path.is_file() and not path.suffix:
@@ -51,10 +52,10 @@ def train_generator(config_path, data, data_format, features, extractor, weights
     overrides = list(overrides) + ([f'device="{device}"'] if device else [])
     cfg = load_config(TrainGeneratorConfig, path, overrides)
     run_dir = run_path(out, "train-generator")
-    if (run_dir / CHECKPOINT_NAME).exists() and not resume:
+    if (run_dir / CHECKPOINT).exists() and not resume:
         raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
-    if resume and not (run_dir / CHECKPOINT_NAME).exists():
-        raise ConfigError(f"{run_dir / CHECKPOINT_NAME}: nothing to resume")
+    if resume and not (run_dir / CHECKPOINT).exists():
+        raise ConfigError(f"{run_dir / CHECKPOINT}: nothing to resume")
     inputs = {"data": data}
     if features:
         inputs["features"] = features

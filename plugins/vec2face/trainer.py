@@ -19,24 +19,28 @@ import torch.nn.functional as F
 
 from facebench import atomic
 from facebench.console import make_progress
+from facebench.data.tensors import to_model_input
 from facebench.errors import ConfigError, DataError
+from facebench.runtime import (
+    all_reduce_mean,
+    autocast,
+    gather_objects,
+    grad_scaler,
+    init_distributed,
+    select_device,
+    shutdown,
+)
 from facebench.safe_load import load_checkpoint
 from facebench.training import (
+    CHECKPOINT,
     GlobalBatchSampler,
     LRSchedule,
     MetricsLog,
     Position,
-    autocast,
     build_scheduler,
     capture_rng_state,
-    grad_scaler,
-    init_distributed,
     restore_rng_state,
-    select_device,
-    shutdown,
 )
-from facebench.training.data import to_model_input
-from facebench.training.distributed import all_reduce_mean, gather_objects
 
 from .generator import CONFIG_KEY, STATE_KEY
 from .losses import (
@@ -50,7 +54,6 @@ from .losses import (
 from .model import MaskingSettings, Vec2Face, model_config
 from .train_config import TrainGeneratorConfig
 
-CHECKPOINT_NAME = "checkpoint.pt"
 FINAL_NAME = "generator.pth"
 TRAINING_FORMAT = 1
 
@@ -229,11 +232,11 @@ class GeneratorTrainer:
         payload = self.checkpoint_payload()  # every rank takes part in gathering the RNG states
         if not self.dist.is_main:
             return
-        with atomic.atomic_path(self.run_dir / CHECKPOINT_NAME) as tmp:
+        with atomic.atomic_path(self.run_dir / CHECKPOINT) as tmp:
             torch.save(payload, tmp)
 
     def resume(self) -> None:
-        path = self.run_dir / CHECKPOINT_NAME
+        path = self.run_dir / CHECKPOINT
         data = load_checkpoint(path, what="generator training checkpoint")
         if not isinstance(data, dict) or data.get("training_format") != TRAINING_FORMAT:
             raise DataError(path, "not a facebench generator training checkpoint")
@@ -421,7 +424,7 @@ def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_
     reader = open_dataset(data, format=data_format)
     extractor = None
     if extractor_name:
-        from facebench.training.distributed import env_context
+        from facebench.runtime import env_context
 
         device = select_device(config.device, env_context().local_rank)
         extractor = registry("feature_extractor").create(extractor_name, weights=extractor_weights, device=device)

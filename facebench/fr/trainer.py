@@ -28,28 +28,34 @@ from ..config import config_to_dict
 from ..console import console, make_progress
 from ..errors import ConfigError, DataError, FacebenchError
 from ..pluginmanager import registry
-from .checkpoint import (
+from ..runtime import (
+    all_reduce_mean,
+    autocast,
+    barrier,
+    env_context,
+    gather_objects,
+    grad_scaler,
+    init_distributed,
+    select_device,
+    use_channels_last,
+)
+from ..training import (
+    CHECKPOINT,
+    GlobalBatchSampler,
+    LRSchedule,
+    MetricsLog,
     Position,
+    build_scheduler,
     capture_rng_state,
     load_training_checkpoint,
     restore_checkpoint,
     save_checkpoint,
 )
-from .data import AugmentedFaces
-from .device import autocast, grad_scaler, select_device, use_channels_last
-from .distributed import all_reduce_mean, barrier, env_context, gather_objects, init_distributed
-from .fr_recipe import FRRecipe
-from .metrics_log import MetricsLog
-from .sampling import GlobalBatchSampler
-from .schedule import LRSchedule, build_scheduler
+from .augment import AugmentedFaces
+from .model_card import BACKBONE, MODEL_CARD, model_card
+from .recipe import FRRecipe
 
-CHECKPOINT = "checkpoint.pt"
-BACKBONE = "backbone.pt"
-MODEL_CARD = "model.json"
 METRICS = "metrics.jsonl"
-#: input normalisation of every facebench FR model: (x/255 - 0.5) / 0.5
-INPUT_MEAN = (0.5, 0.5, 0.5)
-INPUT_STD = (0.5, 0.5, 0.5)
 
 
 def build_backbone(recipe: FRRecipe) -> Any:
@@ -357,49 +363,4 @@ def train_fr(
     return result
 
 
-def model_card(recipe: FRRecipe, num_classes: int, num_images: int, steps: int,
-               accuracies: Mapping[str, float], dataset_info: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``model.json``: what the model is, how it was trained, on what, and how well it verifies."""
-    options = dict(recipe.model.options)
-    options.update(input_size=recipe.model.input_size, num_features=recipe.model.embedding_size)
-    if recipe.model.dropout is not None:
-        options["dropout"] = recipe.model.dropout
-    return {
-        "backbone": recipe.model.backbone,
-        "backbone_options": options,
-        "weights": BACKBONE,
-        "embedding_size": recipe.model.embedding_size,
-        "input_size": recipe.model.input_size,
-        "mean": list(INPUT_MEAN),
-        "std": list(INPUT_STD),
-        "head": recipe.head.name,
-        "recipe": recipe.name,
-        "recipe_config": config_to_dict(recipe),
-        "dataset": dict(dataset_info or {}),
-        "num_classes": num_classes,
-        "num_images": num_images,
-        "epochs": recipe.optim.epochs,
-        "steps": steps,
-        "accuracies": dict(accuracies),
-    }
-
-
-def read_model_card(run_dir: str | Path) -> dict[str, Any]:
-    """The model card of an FR training run directory, checked for the fields extractors need."""
-    path = Path(run_dir) / MODEL_CARD
-    if not path.is_file():
-        from ..errors import MissingFileError
-
-        raise MissingFileError(path, "FR model card", "an FR training run directory holds model.json")
-    try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"invalid JSON: {exc.msg}", f"line {exc.lineno}") from None
-    for key in ("backbone", "backbone_options", "input_size"):
-        if key not in card:
-            raise DataError(path, f"model card lacks '{key}'")
-    return card
-
-
-__all__ = ["StepRunner", "TrainResult", "build_backbone", "build_head", "build_optimizer", "model_card",
-           "read_model_card", "train_fr", "validate"]
+__all__ = ["StepRunner", "TrainResult", "build_backbone", "build_head", "build_optimizer", "train_fr", "validate"]

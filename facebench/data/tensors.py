@@ -1,0 +1,28 @@
+"""The one conversion from decoded images to model input: uint8 NHWC RGB -> float NCHW in [-1, 1].
+
+Every model facebench feeds (FR backbones, the Vec2Face trainer, pose models, evaluation) normalises
+``(x/255 - 0.5) / 0.5`` and resizes the same way, so it is written once here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def to_model_input(images: np.ndarray, size: int | None = None) -> Any:
+    """``uint8`` NHWC RGB -> float tensor (N,3,S,S) in [-1, 1], resized (bilinear, antialiased) if needed."""
+    import torch
+    import torch.nn.functional as F
+
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[None]
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # e.g. decoded from a read-only buffer; torch wants writable memory
+        arr = arr.copy()
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    if size is not None and (x.shape[-1] != size or x.shape[-2] != size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x

@@ -1,0 +1,60 @@
+"""``model.json``, the model card of an FR training run: what the model is, how it was trained, on what,
+and how well it verifies. Feature extractors (``fr-run``) and reports read it; only the trainer writes it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..config import config_to_dict
+from ..errors import DataError, MissingFileError
+
+BACKBONE = "backbone.pt"
+MODEL_CARD = "model.json"
+#: input normalisation of every facebench FR model: (x/255 - 0.5) / 0.5
+INPUT_MEAN = (0.5, 0.5, 0.5)
+INPUT_STD = (0.5, 0.5, 0.5)
+
+
+def model_card(recipe: Any, num_classes: int, num_images: int, steps: int,
+               accuracies: Mapping[str, float], dataset_info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``model.json``: what the model is, how it was trained, on what, and how well it verifies."""
+    options = dict(recipe.model.options)
+    options.update(input_size=recipe.model.input_size, num_features=recipe.model.embedding_size)
+    if recipe.model.dropout is not None:
+        options["dropout"] = recipe.model.dropout
+    return {
+        "backbone": recipe.model.backbone,
+        "backbone_options": options,
+        "weights": BACKBONE,
+        "embedding_size": recipe.model.embedding_size,
+        "input_size": recipe.model.input_size,
+        "mean": list(INPUT_MEAN),
+        "std": list(INPUT_STD),
+        "head": recipe.head.name,
+        "recipe": recipe.name,
+        "recipe_config": config_to_dict(recipe),
+        "dataset": dict(dataset_info or {}),
+        "num_classes": num_classes,
+        "num_images": num_images,
+        "epochs": recipe.optim.epochs,
+        "steps": steps,
+        "accuracies": dict(accuracies),
+    }
+
+
+def read_model_card(run_dir: str | Path) -> dict[str, Any]:
+    """The model card of an FR training run directory, checked for the fields extractors need."""
+    path = Path(run_dir) / MODEL_CARD
+    if not path.is_file():
+        raise MissingFileError(path, "FR model card", "an FR training run directory holds model.json")
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"invalid JSON: {exc.msg}", f"line {exc.lineno}") from None
+    for key in ("backbone", "backbone_options", "input_size"):
+        if key not in card:
+            raise DataError(path, f"model card lacks '{key}'")
+    return card
