@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import facebench
-from facebench.attrop import AttrOP, AttrOPConfig, parse_attrop
+from facebench.generation.attrop import AttrOP, AttrOPConfig, parse_attrop
 from facebench.pluginmanager import registry
 
 

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from facebench.idsampling import PCAStats, load_feature_matrix, sample_identities
+from facebench.generation.sampling import PCAStats, load_feature_matrix, sample_identities
 
 
 def synthetic_stats(dim: int = 512, n: int = 4000, seed: int = 0) -> PCAStats:

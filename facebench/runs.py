@@ -22,7 +22,11 @@ DEFAULT_RUNS_ROOT = Path("runs")
 
 
 class Run:
-    """A run directory being written; inputs are hashed as they are declared."""
+    """A run directory being written; inputs are hashed as they are declared.
+
+    ``Run.start(path, ...)`` creates the directory and writes ``config.toml`` and ``provenance.json``;
+    the constructor alone writes nothing.
+    """
 
     def __init__(
         self,
@@ -36,16 +40,22 @@ class Run:
         extra: dict[str, Any] | None = None,
     ):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
         self.config = config
         self.seed = seed
         self.device = device
         self.command = list(command) if command is not None else ["facebench", *sys.argv[1:]]
         self.inputs: dict[str, str | os.PathLike] = dict(inputs or {})
         self.extra: dict[str, Any] = dict(extra or {})
-        if config is not None:
-            atomic.write_text(self.path / "config.toml", dump_toml(config))
-        self.write_provenance()
+
+    @classmethod
+    def start(cls, path: str | os.PathLike, **fields: Any) -> Run:
+        """Create the run directory and write its ``config.toml`` (when there is a config) and provenance."""
+        run = cls(path, **fields)
+        run.path.mkdir(parents=True, exist_ok=True)
+        if run.config is not None:
+            atomic.write_text(run.path / "config.toml", dump_toml(run.config))
+        run.write_provenance()
+        return run
 
     def add_input(self, label: str, path: str | os.PathLike) -> None:
         """Declare an input file or folder: its sha256 goes into ``provenance.json``."""

@@ -46,6 +46,26 @@ class TinyGenerator(torch.nn.Module):
         return torch.tanh(self.proj(unit * 3) + jitter).view(-1, 3, SIZE, SIZE)
 
 
+class GlobalRNGGenerator(TinyGenerator):
+    """A third-party-style generator: no ``reseed``, no RNG of its own; its jitter comes from Python's,
+    numpy's and torch's global RNGs."""
+
+    manual_seed = None  # not inherited: nothing of its own to seed
+
+    def __init__(self, weights=None, device="cpu"):
+        super().__init__(weights, device)
+        del self.rng
+
+    def generate(self, vectors, *, masks=None):
+        import random
+
+        if self.delay:
+            time.sleep(self.delay)
+        unit = vectors / vectors.norm(dim=1, keepdim=True)
+        jitter = torch.rand(vectors.shape[0], 1) * 0.05 + random.random() * 0.05 + float(np.random.rand()) * 0.05
+        return torch.tanh(self.proj(unit * 3) + jitter).view(-1, 3, SIZE, SIZE)
+
+
 class ToyIdentity:
     """Least-squares inverse of the tiny generator's projection: recovers the vector's direction."""
 
@@ -151,6 +171,8 @@ class _Plugin:
     @hookimpl
     def register_generators(self, register):
         register("tinygen", TinyGenerator, "tiny test generator")
+        register("globalgen", GlobalRNGGenerator, "draws from the global RNGs only")
+        register("nondetgen", GlobalRNGGenerator, "marked non-deterministic", deterministic=False)
 
     @hookimpl
     def register_formats(self, register):

@@ -16,7 +16,7 @@ def eval_run(root: Path, name: str, dataset: str, accuracies: dict[str, float], 
              images: int | None = None, identities: int | None = None) -> Path:
     """An evaluation run: results.json rows (accuracy as a fraction unless ``fraction`` is False)."""
     path = root / name
-    run = Run(path, config={"suite": "toy-five", "model": f"runs/{name}"}, seed=1, device="cpu",
+    run = Run.start(path, config={"suite": "toy-five", "model": f"runs/{name}"}, seed=1, device="cpu",
               command=["facebench", "evaluate", "--suite", "toy-five"])
     rows = []
     for bench, acc in accuracies.items():
@@ -34,7 +34,7 @@ def analysis_run(root: Path, name: str, dataset: str, seed: int = 0, *, n_ids: i
     """Analysis arrays plus a summary, flat or nested under ``analyses`` as ``facebench analyze`` writes it."""
     rng = np.random.default_rng(seed)
     path = root / name
-    run = Run(path, seed=seed, device="cpu", command=["facebench", "analyze", dataset])
+    run = Run.start(path, seed=seed, device="cpu", command=["facebench", "analyze", dataset])
     (path / "analysis").mkdir(parents=True, exist_ok=True)
     np.save(path / "analysis" / "genuine.npy", rng.normal(0.6, 0.1, 500))
     np.save(path / "analysis" / "impostor.npy", rng.normal(0.05, 0.1, 2000))

@@ -69,7 +69,7 @@ def test_run_directory_has_config_and_provenance(tmp_path):
     data = tmp_path / "train.rec"
     data.write_bytes(b"records")
     cfg = build_config(Recipe, {"epochs": 2})
-    run = Run(tmp_path / "runs" / "exp", config=cfg, seed=7, device="cpu", command=["facebench", "train-fr"],
+    run = Run.start(tmp_path / "runs" / "exp", config=cfg, seed=7, device="cpu", command=["facebench", "train-fr"],
               inputs={"data": data})
     saved = tomllib.loads((run.path / "config.toml").read_text())
     assert build_config(Recipe, saved) == cfg

@@ -10,9 +10,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facebench.attrop import AttrOP, AttrOPConfig, assign_targets, parse_attrop
+from facebench.generation.attrop import AttrOP, AttrOPConfig, assign_targets, parse_attrop
 from facebench.errors import ConfigError, FacebenchError
-from facebench.perturb import perturb
+from facebench.generation.perturbation import perturb
 
 
 def test_parse_spec_terms_and_errors():

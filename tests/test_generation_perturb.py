@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facebench.errors import ConfigError, FacebenchError
-from facebench.perturb import PerturbConfig, perturb, sigma_plan, split_counts
+from facebench.generation.perturbation import PerturbConfig, perturb, sigma_plan, split_counts
 
 
 def _cos_to_identity(vectors, identities, per_id):

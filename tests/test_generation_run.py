@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facebench import generation
+from facebench.generation import sharded as generation
 
 HERE = Path(__file__).resolve().parent
 
@@ -126,6 +126,45 @@ def test_kill_9_during_generation_then_resume_equals_uninterrupted_run(tmp_path,
     assert _dataset_bytes(out) == _dataset_bytes(full)
 
 
+def _interrupted_then_resumed(tmp_path, monkeypatch, generator, *, stop_at=3):
+    ids = _ids(tmp_path / "ids.npy")
+    args = lambda out: [*_args(ids, out), "--generator", generator]  # noqa: E731 (the last --generator wins)
+    full = tmp_path / f"full-{generator}"
+    assert CliRunner().invoke(fx.cli(monkeypatch), args(full)).exit_code == 0
+    real, calls = generation.generate_shard, {"n": 0}
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == stop_at:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    part = tmp_path / f"part-{generator}"
+    monkeypatch.setattr(generation, "generate_shard", interrupted)
+    assert CliRunner().invoke(fx.cli(monkeypatch), args(part)).exit_code == 130
+    monkeypatch.setattr(generation, "generate_shard", real)
+    # other draws from the global RNGs between the two runs must not matter either
+    import random
+
+    random.random(), np.random.rand(), __import__("torch").rand(3)
+    res = CliRunner().invoke(fx.cli(monkeypatch), args(part))
+    assert res.exit_code == 0, res.output
+    return res, _dataset_bytes(full), _dataset_bytes(part)
+
+
+def test_a_generator_drawing_from_the_global_rngs_resumes_byte_for_byte(tmp_path, monkeypatch):
+    """No ``reseed``, no RNG of its own (Python, numpy and torch global RNGs): every shard is seeded
+    from (seed, shard) alone, so the resumed dataset equals the uninterrupted one."""
+    res, full, part = _interrupted_then_resumed(tmp_path, monkeypatch, "globalgen")
+    assert "generated 4 of 6 shards in this run" in res.output and "non-deterministic" not in res.output
+    assert part == full
+
+
+def test_a_generator_marked_non_deterministic_is_named_when_resuming(tmp_path, monkeypatch):
+    res, _, _ = _interrupted_then_resumed(tmp_path, monkeypatch, "nondetgen")
+    assert "generator 'nondetgen' is marked non-deterministic by its plugin" in " ".join(res.output.split())
+
+
 def test_changed_parameters_refuse_to_resume(tmp_path, monkeypatch):
     ids = _ids(tmp_path / "ids.npy")
     out = tmp_path / "run"
@@ -143,7 +182,7 @@ def test_changed_parameters_refuse_to_resume(tmp_path, monkeypatch):
 
 
 def test_seed_changes_images_and_n_ids_samples_from_stats(tmp_path, monkeypatch):
-    from facebench.idsampling import PCAStats
+    from facebench.generation.sampling import PCAStats
 
     rng = np.random.default_rng(0)
     PCAStats.fit(rng.standard_normal((200, fx.DIM)) + 0.2).save(tmp_path / "pca.npz")

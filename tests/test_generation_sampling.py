@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from facebench.errors import DataError, FacebenchError, MissingFileError
-from facebench.idsampling import PCAStats, sample_identities
+from facebench.generation.sampling import PCAStats, sample_identities
 
 
 def _features(n=600, d=64, seed=0, offset=3.0):
@@ -166,7 +166,7 @@ def test_decisions_at_the_threshold_are_made_in_float64():
     """Candidates whose cosine to a kept vector straddles tau by ~1e-7: float32 alone would misjudge some."""
     import torch
 
-    from facebench.idsampling import reject_above_tau
+    from facebench.generation.sampling import reject_above_tau
 
     tau = 0.3
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facebench import generation
+from facebench.generation import sharded as generation
 from facebench.cli import create_cli
 from facebench.data import open_dataset
 

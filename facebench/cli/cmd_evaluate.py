@@ -109,7 +109,7 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
     dataset = label or resolved.dataset
     config = EvaluateConfig(suite=suite, model=str(model), data_root=str(data_root), backbone=resolved.name,
                             label=dataset, flip_test=not no_flip, batch_size=batch_size, device=dev)
-    run = Run(out or _default_out(model, suite), config=config, device=dev,
+    run = Run.start(out or _default_out(model, suite), config=config, device=dev,
               inputs={"weights": resolved.weights},
               extra={"suite": the_suite.name, "missing_packs": [b.name for b in missing],
                      "trained_on": resolved.dataset})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import click
@@ -35,45 +33,18 @@ _SAMPLE_EPILOG = """Example:
 @device_option(help="Device for the similarity products: auto, cpu, cuda, cuda:N.")
 def sample_ids(features, stats, n, tau, out, save_stats, seed, batch, max_draw_factor, device):
     """Sample identity vectors: PCA statistics of real features, exact rejection above tau."""
-    from .. import atomic
-    from ..errors import FacebenchError
-    from ..idsampling import PCAStats, load_feature_matrix, sample_identities
-    from ..provenance import provenance
+    from ..generation.sampling import sample_ids_file
     from ..runtime import select_device
 
-    device = str(select_device(device))
-    if (features is None) == (stats is None):
-        raise FacebenchError("give exactly one of --features (real identity features) or --stats (saved PCA statistics)")
-    if features is not None:
-        pca = PCAStats.fit(load_feature_matrix(features, what="identity features"))
-        console.print(f"fitted PCA on {pca.n_samples} identity features of dimension {pca.dim}")
-    else:
-        pca = PCAStats.load(stats)
-    if save_stats:
-        pca.save(save_stats)
-        console.print(f"saved PCA statistics to {save_stats}")
-    import numpy as np
-
-    start = time.perf_counter()
     with make_progress() as progress:
         task = progress.add_task("sampling identities", total=n)
-        result = sample_identities(pca, n, tau=tau, seed=seed, batch=batch, max_draw_factor=max_draw_factor,
-                                   device=device, progress=lambda k: progress.update(task, completed=k))
-    seconds = time.perf_counter() - start
-    with atomic.atomic_path(out) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, result.vectors, allow_pickle=False)
-    inputs = {"features": features} if features else {"stats": stats}
-    # The vectors keep the scale of the features the statistics came from (raw or unit): generate checks it.
-    median_norm = float(np.median(np.linalg.norm(result.vectors, axis=1)))
-    record = provenance(seed=seed, device=device, inputs=inputs, extra={
-        "sampling": {"n": n, "tau": tau, "drawn": result.drawn, "rejected": result.rejected,
-                     "rejection_rate": result.rejection_rate, "batch": batch, "seconds": round(seconds, 3),
-                     "median_norm": median_norm}})
-    atomic.write_json(Path(str(out) + ".json"), record)
+        result, record = sample_ids_file(
+            out, n, features=features, stats=stats, tau=tau, seed=seed, batch=batch,
+            max_draw_factor=max_draw_factor, device=str(select_device(device)), save_stats=save_stats,
+            progress=lambda k: progress.update(task, completed=k))
     click.echo(f"kept {n} identity vectors of {result.drawn} drawn at tau={tau}: "
-               f"rejection rate {100 * result.rejection_rate:.2f}% ({result.rejected} rejected) in {seconds:.1f}s; "
-               f"median norm {median_norm:.4g}")
+               f"rejection rate {100 * result.rejection_rate:.2f}% ({result.rejected} rejected) in "
+               f"{record['seconds']:.1f}s; median norm {record['median_norm']:.4g}")
     click.echo(f"wrote {out}")
 
 
@@ -126,17 +97,8 @@ def generate(generator_name, weights, untrained, ids_path, n_ids, stats, feature
              attrop_identity, attrop_identity_weights, attrop_pose, attrop_pose_weights, attrop_quality,
              attrop_quality_weights):
     """Generate a labelled dataset: perturb identity vectors, optionally AttrOP, write shards, assemble."""
-    import numpy as np
-
-    from .. import generation as gen
-    from ..attrop import build_attrop
-    from ..config import build_config, config_to_dict, read_toml
-    from ..errors import FacebenchError
-    from ..pluginmanager import registry
-    from ..provenance import sha256_file, sha256_path
-    from ..runs import Run
-    from ..runtime import select_device
-    from ..weights import component_weights, needs_weights, resolve_weights
+    from ..config import build_config, read_toml
+    from ..generation.job import GenerateConfig, GenerateRequest, run_generate
 
     data = read_toml(config_path) if config_path else {}
     cli_values = {
@@ -149,119 +111,37 @@ def generate(generator_name, weights, untrained, ids_path, n_ids, stats, feature
     }
     for section, values in cli_values.items():
         data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
-    cfg = build_config(gen.GenerateSettings, data, overrides)
-    gcfg = cfg.generation
-
-    if (ids_path is None) == (n_ids is None):
-        raise FacebenchError("give exactly one of --ids FILE or --n-ids N")
-    rank, world, barrier = gen.distributed_context()
-    device = str(select_device(device, int(os.environ.get("LOCAL_RANK", rank))))
-
-    format_spec = registry("format").get(gcfg.format)
-    format_obj = format_spec.create()
-    if getattr(format_obj, "role", "train") != "train":
-        raise FacebenchError(f"format '{gcfg.format}' writes {format_obj.role} sets, not labelled training sets")
-    generator_spec = registry("generator").get(generator_name)
-    weights_path = component_weights(generator_spec, weights, untrained=untrained)
-    generator = generator_spec.create(weights=weights_path, device=device)
-    feature_dim = int(getattr(generator, "feature_dim", 512))
-    weights_sha = sha256_file(weights_path) if weights_path else None
-
-    out_dir = Path(out)  # created only once every check has passed
-    if ids_path is not None:
-        identities = gen.load_identity_vectors(ids_path, feature_dim)
-        ids_source = {"file": Path(ids_path).name, "sha256": sha256_file(ids_path)}
-    else:
-        from ..idsampling import PCAStats, load_feature_matrix, sample_identities
-
-        if (stats is None) == (features is None):
-            raise FacebenchError("--n-ids needs exactly one of --stats (PCA statistics) or --features")
-        source = stats or features
-        ids_source = {"sample": {"n": n_ids, "tau": tau, "seed": gcfg.seed, "from": Path(source).name,
-                                 "sha256": sha256_file(source)}}
-        saved = out_dir / gen.IDS_FILE
-        if saved.is_file() and (out_dir / gen.MANIFEST).is_file():
-            identities = gen.load_identity_vectors(saved, feature_dim)  # resume: the manifest checks they match
-        else:
-            pca = PCAStats.load(stats) if stats else PCAStats.fit(load_feature_matrix(features))
-            result = sample_identities(pca, n_ids, tau=tau, seed=gcfg.seed, device=device)
-            console.print(f"sampled {n_ids} identities at tau={tau}: rejection rate "
-                          f"{100 * result.rejection_rate:.2f}%")
-            identities = result.vectors
-        if identities.shape[1] != feature_dim:
-            raise FacebenchError(f"{source}: statistics have {identities.shape[1]} dimensions, "
-                                 f"the generator expects {feature_dim}")
-    # Before any shard: identity vectors at the scale the generator was trained on, or a clear refusal.
-    factor, scale_info = gen.identity_scale(identities, getattr(generator, "input_scale", None),
-                                            rescale=gcfg.rescale_ids, source=ids_path or source)
-    if factor != 1.0:
-        console.print(f"rescaling identity vectors by {factor:.4g} (median norm {scale_info['ids_median_norm']:.4g} "
-                      f"-> {scale_info['generator']['median_norm']:.4g})")
-
-    attrop_info = None
-    if cfg.attrop.spec or cfg.attrop.identity_prepass:
-        extractors = registry("feature_extractor")
-        attrop_info = {k: v for k, v in config_to_dict(cfg.attrop).items() if not k.endswith("_weights")}
-        untrained_roles = []
-        for role, (name, path) in cfg.attrop.extractor_weights().items():
-            # an extractor with a default file finds it itself (or names the missing file)
-            if not path and extractors.get(name).extras.get("weights_required"):
-                if not untrained:
-                    raise FacebenchError(f"AttrOP {role} extractor '{name}' has no weights: pass "
-                                         f"--attrop-{role}-weights FILE, or --untrained to use random weights")
-                untrained_roles.append(role)
-            elif path:
-                # an FR run directory (extractor fr-run) is hashed as a whole
-                digest = sha256_path(path) if Path(path).is_dir() else sha256_file(resolve_weights(path))
-                attrop_info[f"{role}_weights"] = {"file": Path(path).name, "sha256": digest}
-        if untrained_roles:
-            attrop_info["untrained"] = untrained_roles
-    attrop, prepass = build_attrop(cfg.attrop, device=device)
-    if attrop is not None:
-        attrop_info["terms"] = [str(t) for t in attrop.terms]
-    generator_info = {"weights": weights_path.name if weights_path else None, "weights_sha256": weights_sha,
-                      "image_size": getattr(generator, "image_size", None), "feature_dim": feature_dim}
-    if weights_path is None and needs_weights(generator_spec):
-        generator_info["untrained"] = True
-    job = gen.GenerationJob(
-        out=out_dir, config=gcfg, generator_name=generator_name, generator_info=generator_info,
-        identities=identities, ids_source=ids_source, attrop_info=attrop_info,
-        input_scale=factor, scale_info=scale_info,
-    )
-    if job.is_complete():
-        job.check_same_as_finished()
-        click.echo(f"{out_dir}: already complete ({job.num_ids} identities); nothing to do")
-        return
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        gen.save_ids(out_dir, identities)
-        inputs = {"weights": weights_path} if weights_path else {}
-        inputs.update({"ids": ids_path} if ids_path else {"sampling_source": stats or features})
-        Run(out_dir, config=cfg, seed=gcfg.seed, device=device, inputs=inputs)
+    config = build_config(GenerateConfig, data, overrides)
+    request = GenerateRequest(out=Path(out), generator=generator_name, weights=weights, untrained=untrained,
+                              ids=ids_path, n_ids=n_ids, stats=stats, features=features, tau=tau, device=device)
     with make_progress() as progress:
-        generated = gen.run_shards(job, generator, attrop=attrop, prepass=prepass, device=device, rank=rank,
-                                   world=world, progress=progress)
-        barrier()
-        if rank != 0:
-            return
-        summary = gen.assemble(job, format_obj, progress=progress)
-    stats_ = summary["stats"]
-    p = stats_.get("perturb", {})
-    click.echo(f"generated {len(generated)} of {job.num_shards} shards in this run; wrote {summary['images']} images "
-               f"of {summary['identities']} identities to {job.dataset_path} ({gcfg.format})")
+        outcome = run_generate(request, config, progress=progress)
+    _print_outcome(outcome, config)
+
+
+def _print_outcome(outcome, config) -> None:
+    job, summary = outcome.job, outcome.summary
+    if outcome.already_complete:
+        click.echo(f"{job.out}: already complete ({job.num_ids} identities); nothing to do")
+        return
+    if summary is None:  # a rank other than 0: rank 0 reports
+        return
+    stats, perturb = summary["stats"], config.generation.perturb
+    p = stats.get("perturb", {})
+    click.echo(f"generated {len(outcome.generated)} of {job.num_shards} shards in this run; wrote {summary['images']} "
+               f"images of {summary['identities']} identities to {job.dataset_path} ({config.generation.format})")
     click.echo(f"perturbation: min cosine {p.get('min_cos', float('nan')):.3f}, mean {p.get('mean_cos', float('nan')):.3f}, "
                f"{p.get('resampled', 0)} resampled, {p.get('shrunk', 0)} shrunk")
     if p.get("images") and p.get("shrunk", 0) > p["images"] / 2:
-        norm = float(np.median(np.linalg.norm(identities, axis=1))) * factor
         console.print(
             f"[yellow]warning:[/] {p['shrunk']} of {p['images']} perturbed vectors needed their noise halved to "
-            f"reach cosine {gcfg.perturb.min_cos:g} (--set generation.perturb.min_cos): sigmas "
-            f"{gcfg.perturb.sigmas} (--set generation.perturb.sigmas) are large for identity vectors of norm "
-            f"{norm:.3g} in {identities.shape[1]} dimensions; the paper's sigmas assume raw ArcFace-scale "
-            "vectors of norm about 22")
+            f"reach cosine {perturb.min_cos:g} (--set generation.perturb.min_cos): sigmas {perturb.sigmas} "
+            f"(--set generation.perturb.sigmas) are large for identity vectors of norm {outcome.median_norm:.3g} in "
+            f"{job.identities.shape[1]} dimensions; the paper's sigmas assume raw ArcFace-scale vectors of norm "
+            "about 22")
     for name, label, unit in (("prepass", "identity pre-pass", "identity vectors"), ("attrop", "AttrOP", "images")):
-        if name in stats_:
-            a = stats_[name]
+        if name in stats:
+            a = stats[name]
             click.echo(f"{label}: {a['images']} {unit} optimised, {a['met']} met every target, {a['unmet']} did "
                        f"not (mean {a['mean_steps']:.1f} steps, at most {a['max_steps']})")
 

@@ -54,7 +54,7 @@ def run(ctx: click.Context, config: str, out: str | None, overrides: tuple[str, 
         total = sum(s.gpu_hours for s in steps)
         click.echo(f"{len(steps)} steps, {total:g} GPU hours at full scale ({cfg.experiment.gpu or 'GPU not stated'})")
         return
-    Run(out_dir, config=cfg, extra={"experiment": cfg.experiment.name})
+    Run.start(out_dir, config=cfg, extra={"experiment": cfg.experiment.name})
     outcomes = run_experiment(ctx.find_root().command, cfg, out_dir, only=only)
     ran = sum(o.status == "ran" for o in outcomes)
     click.echo(f"{out_dir}: {ran} step(s) ran, {len(outcomes) - ran} already done")

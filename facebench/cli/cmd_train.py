@@ -110,7 +110,7 @@ def train_fr_command(recipe_name: str, data: str, data_format: str | None, val: 
             raise ConfigError(f"{out_dir}: holds a checkpoint of an earlier run; pass --resume to continue it "
                               "or choose another --out")
         inputs = {"dataset": data, **{f"val:{k}": p for k, p in pack_paths.items()}}
-        run = Run(out_dir, config=config_to_dict(recipe), seed=recipe.train.seed, device=device, inputs=inputs,
+        run = Run.start(out_dir, config=config_to_dict(recipe), seed=recipe.train.seed, device=device, inputs=inputs,
                   extra={"world_size": ctx.world_size})
         dataset_info["sha256"] = run.provenance()["inputs"]["dataset"]["sha256"]
     try:

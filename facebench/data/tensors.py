@@ -26,3 +26,11 @@ def to_model_input(images: np.ndarray, size: int | None = None) -> Any:
     if size is not None and (x.shape[-1] != size or x.shape[-2] != size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x
+
+
+def to_uint8(images) -> np.ndarray:
+    """The inverse: (N,3,H,W) tensor in [-1, 1] -> (N,H,W,3) ``uint8``, clipping as the release does."""
+    import torch
+
+    x = images.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()

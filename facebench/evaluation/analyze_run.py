@@ -103,7 +103,7 @@ def run_analyses(config: Any, out: str | os.PathLike | None) -> tuple[dict[str, 
         raise MissingFileError(dataset, "dataset")
     specs = select_analyses(config.only or None)
     resolved = resolve_model(config.weights, config.extractor, device=config.device)
-    run = Run(Path(out) if out else DEFAULT_RUNS_ROOT / f"analyze-{dataset.name}", config=config,
+    run = Run.start(Path(out) if out else DEFAULT_RUNS_ROOT / f"analyze-{dataset.name}", config=config,
               seed=config.seed, device=config.device, inputs={"dataset": dataset, "weights": resolved.weights})
     features, reader = _features_of(resolved, dataset, run.file("analysis/features.npy"), config)
     labels = np.asarray(reader.labels)

@@ -55,8 +55,10 @@ class NoiseProjectionGenerator:
         return {"projection": self.projection.cpu()}
 
     @torch.inference_mode()
-    def generate(self, vectors: torch.Tensor, *, masks=None) -> torch.Tensor:
-        """``masks`` is accepted for interface compatibility and ignored: there is nothing to mask."""
+    def generate(self, vectors: torch.Tensor, *, masks=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``masks`` is accepted for interface compatibility and ignored: there is nothing to mask.
+        ``generator`` (a CPU ``torch.Generator``, which ``facebench generate`` seeds per shard) draws the
+        per-image noise; without it the generator's own RNG does."""
         x = torch.as_tensor(vectors, dtype=torch.float32, device=self.device)
         if x.ndim != 2 or x.shape[1] != self.feature_dim:
             raise FacebenchError(
@@ -70,6 +72,6 @@ class NoiseProjectionGenerator:
             images = F.interpolate(coarse, size=(self.image_size, self.image_size), mode="bilinear",
                                    align_corners=False)
         if self.config.noise > 0:
-            noise = torch.randn(images.shape, generator=self._noise_rng).to(self.device)
+            noise = torch.randn(images.shape, generator=generator or self._noise_rng).to(self.device)
             images = images + self.config.noise * noise
         return images.clamp(-1.0, 1.0)

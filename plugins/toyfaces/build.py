@@ -253,5 +253,5 @@ def _assemble(out: Path, cfg: ToyConfig, partial: Path, names: list[str], overwr
             "settings": asdict(cfg),
         }
         atomic.write_json(tmp / "dataset.json", record)
-        Run(tmp, config=cfg, seed=cfg.seed, command=command)
+        Run.start(tmp, config=cfg, seed=cfg.seed, command=command)
     return record

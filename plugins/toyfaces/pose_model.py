@@ -127,7 +127,7 @@ def train_pose_model(cfg: PoseModelConfig, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     if (out / "pose.pth").exists():
         raise FacebenchError(f"{out}: already holds a trained pose model (pose.pth); choose another --out")
-    run = Run(out, config=asdict(cfg), seed=cfg.seed, device="cpu")
+    run = Run.start(out, config=asdict(cfg), seed=cfg.seed, device="cpu")
     with make_progress(transient=True) as progress:
         task = progress.add_task("render pose faces", total=2)
         train_x, train_y = render_pose_set(cfg, 0, cfg.images)

@@ -62,7 +62,7 @@ def train_generator(config_path, data, data_format, features, extractor, weights
     if weights:
         inputs["extractor_weights"] = weights
     if env_context().is_main:
-        Run(run_dir, config=cfg, seed=cfg.seed, device=cfg.device, inputs=inputs,
+        Run.start(run_dir, config=cfg, seed=cfg.seed, device=cfg.device, inputs=inputs,
             extra={"generator": cfg.model, "extractor": extractor, "world_size": env_context().world_size})
     result = train_from_paths(cfg, data, run_dir, data_format=data_format, features=features,
                               extractor_name=extractor, extractor_weights=weights, resume=resume)

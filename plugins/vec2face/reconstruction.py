@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facebench.generation import to_uint8
+from facebench.data.tensors import to_uint8
 
 
 def reconstruction_similarity(generator: Any, extractor: Any, features: np.ndarray, labels: np.ndarray, *,

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, FacebenchError
-from .perturb import split_counts
+from ..errors import ConfigError, FacebenchError
+from .perturbation import split_counts
 
 ATTRIBUTES = ("pose", "quality")
 
@@ -307,7 +307,7 @@ class AttrOP:
 def build_attrop(config: AttrOPConfig, *, device: str = "cpu") -> tuple[AttrOP | None, AttrOP | None]:
     """(AttrOP on the perturbed vectors, identity pre-pass), each None when not configured, with their
     models built once from the feature-extractor registry, as ``config`` names them."""
-    from .pluginmanager import registry
+    from ..pluginmanager import registry
 
     if not config.spec and not config.identity_prepass:
         return None, None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import io
 import json
 import os
 import shutil
@@ -23,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic
-from .attrop import AttrOPConfig
-from .errors import ConfigError, DataError, FacebenchError
-from .perturb import PerturbConfig, perturb, sigma_plan
-from .shards import ShardManifest, changed_keys
+from .. import atomic
+from ..data.images import encode_image
+from ..data.tensors import to_uint8
+from ..errors import ConfigError, DataError, FacebenchError
+from ..shards import ShardManifest, changed_keys
+from .perturbation import PerturbConfig, perturb, sigma_plan
 
 SHARD_DIR = "shards"
 IDS_FILE = "ids.npy"
@@ -63,36 +63,45 @@ class GenerationConfig:
             raise ConfigError(f"generation: dataset_name must be a plain file name, got '{self.dataset_name}'")
 
 
-@dataclass
-class GenerateSettings:
-    """The ``facebench generate`` config file: ``[generation]`` and ``[attrop]`` tables."""
-
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    attrop: AttrOPConfig = field(default_factory=AttrOPConfig)
-
-
 def shard_seed(seed: int, shard: int) -> int:
     """A 63-bit seed that depends only on (seed, shard), so any shard can be redone alone."""
     state = np.random.SeedSequence([int(seed), int(shard)]).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 
 
-def seed_generator(generator: Any, seed: int) -> None:
-    """Reseed every random source a generator may use (torch's global RNG and its own, if it has one)."""
+def seed_shard(generator: Any, seed: int) -> Any:
+    """Seed every random source a generator may draw from, so a shard depends only on (seed, shard):
+    Python's, numpy's and torch's global RNGs (CPU and every CUDA device), and the generator's own
+    (``reseed``, ``manual_seed`` or an ``rng`` attribute) when it has one. Returns a ``torch.Generator``
+    seeded the same way, for generators whose ``generate`` accepts ``generator=``."""
+    import random
+
     import torch
 
-    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
     if callable(getattr(generator, "reseed", None)):
         generator.reseed(seed)
     elif callable(getattr(generator, "manual_seed", None)):
         generator.manual_seed(seed)
     elif isinstance(getattr(generator, "rng", None), torch.Generator):
         generator.rng.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def accepts_generator(generator: Any) -> bool:
+    """Whether ``generator.generate`` names a ``generator=`` keyword (a per-shard torch RNG)."""
+    try:
+        params = inspect.signature(generator.generate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "generator" in params
 
 
 def load_identity_vectors(path: str | os.PathLike, feature_dim: int | None = None) -> np.ndarray:
     """Identity vectors from a ``.npy`` (N, D) file, checked against the generator's input width."""
-    from .idsampling import load_feature_matrix
+    from .sampling import load_feature_matrix
 
     ids = load_feature_matrix(path, what="identity vectors")
     if feature_dim is not None and ids.shape[1] != feature_dim:
@@ -136,26 +145,6 @@ def array_sha256(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def to_uint8(images) -> np.ndarray:
-    """(N,3,H,W) tensor in [-1,1] -> (N,H,W,3) uint8, clipping as the release does."""
-    import torch
-
-    x = images.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
-def encode_image(pixels: np.ndarray, encoding: str = "jpg", quality: int = 95) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    image = Image.fromarray(pixels, mode="RGB")
-    if encoding == "png":
-        image.save(buf, format="PNG", optimize=False)
-    else:
-        image.save(buf, format="JPEG", quality=quality, subsampling=0)
-    return buf.getvalue()
-
-
 @dataclass
 class ShardResult:
     labels: list[int]
@@ -186,22 +175,23 @@ def generate_shard(
     m = config.images_per_id
     stats: dict[str, Any] = {}
     if prepass is not None:
-        seed_generator(generator, s_seed ^ 0x1D1D)
+        seed_shard(generator, s_seed ^ 0x1D1D)
         identities, stats["prepass"] = prepass.apply(generator, identities, identities, 1, rng, device=device)
     pert = perturb(identities, m, rng, config.perturb, sigmas=sigmas)
     vectors = pert.vectors
     stats["perturb"] = pert.summary()
     if attrop is not None:
-        seed_generator(generator, s_seed ^ 0x5EED)
+        seed_shard(generator, s_seed ^ 0x5EED)
         vectors, attrop_stats = attrop.apply(generator, identities, vectors, m, rng, device=device)
         stats["attrop"] = attrop_stats
-    seed_generator(generator, s_seed)
+    torch_rng = seed_shard(generator, s_seed)
+    options = {"generator": torch_rng} if accepts_generator(generator) else {}
     labels = np.repeat(np.arange(first_label, first_label + len(identities)), m)
     encoded: list[bytes] = []
     for start in range(0, len(vectors), config.batch_size):
         batch = torch.from_numpy(vectors[start:start + config.batch_size]).to(device)
         with torch.no_grad():
-            images = generator.generate(batch)
+            images = generator.generate(batch, **options)
         pixels = to_uint8(images)
         encoded += [encode_image(p, config.image_encoding, config.jpeg_quality) for p in pixels]
         if on_images is not None:
@@ -313,6 +303,10 @@ class GenerationJob:
 
     def is_complete(self) -> bool:
         return (self.out / DATASET_JSON).is_file() and self.dataset_path.exists()
+
+    def finished_shards(self) -> set[int]:
+        """Shards a manifest in the run directory records as done with these parameters."""
+        return _done_shards(self.out, self.params())
 
     def check_same_as_finished(self) -> None:
         """A finished run rerun with other parameters is refused, naming what changed, instead of being
@@ -444,17 +438,3 @@ def assemble(job: GenerationJob, format_obj: Any, *, writer_options: dict[str, A
     if not job.config.keep_shards:
         shutil.rmtree(job.out / SHARD_DIR, ignore_errors=True)
     return summary
-
-
-def distributed_context() -> tuple[int, int, Any]:
-    """(rank, world size, barrier) from torchrun's environment; a single process gets (0, 1, no-op)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, lambda: None
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        import torch
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size(), dist.barrier

@@ -12,11 +12,12 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from . import atomic
-from .errors import DataError, FacebenchError, MissingFileError
+from .. import atomic
+from ..errors import DataError, FacebenchError, MissingFileError
 
 STATS_VERSION = 1
 _STATS_KEYS = ("mean", "components", "pca_mean", "pca_cov", "n_samples", "version")
@@ -279,3 +280,43 @@ def sample_identities(
         if progress is not None:
             progress(n_kept)
     return SamplingResult(vectors=kept, drawn=drawn, tau=tau)
+
+
+def sample_ids_file(out: str | os.PathLike, n: int, *, features: str | None = None, stats: str | None = None,
+                    tau: float = 0.3, seed: int = 0, batch: int = 4096, max_draw_factor: float = 20.0,
+                    device: str = "cpu", save_stats: str | None = None, progress: Any = None,
+                    ) -> tuple[SamplingResult, dict[str, Any]]:
+    """What ``facebench sample-ids`` does: PCA statistics from real features (or a saved ``.npz``), sample,
+    write ``out`` and ``out.json`` (provenance and the sampling record). Returns the result and the record.
+
+    The vectors keep the scale of the features the statistics came from (raw or unit length); the record
+    carries their median norm, which ``generate`` checks against the generator's.
+    """
+    import time
+
+    from ..console import console
+    from ..provenance import provenance
+
+    if (features is None) == (stats is None):
+        raise FacebenchError("give exactly one of --features (real identity features) or --stats (saved PCA statistics)")
+    if features is not None:
+        pca = PCAStats.fit(load_feature_matrix(features, what="identity features"))
+        console.print(f"fitted PCA on {pca.n_samples} identity features of dimension {pca.dim}")
+    else:
+        pca = PCAStats.load(stats)
+    if save_stats:
+        pca.save(save_stats)
+        console.print(f"saved PCA statistics to {save_stats}")
+    start = time.perf_counter()
+    result = sample_identities(pca, n, tau=tau, seed=seed, batch=batch, max_draw_factor=max_draw_factor,
+                               device=device, progress=progress)
+    seconds = time.perf_counter() - start
+    with atomic.atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, result.vectors, allow_pickle=False)
+    record = {"n": n, "tau": tau, "drawn": result.drawn, "rejected": result.rejected,
+              "rejection_rate": result.rejection_rate, "batch": batch, "seconds": round(seconds, 3),
+              "median_norm": float(np.median(np.linalg.norm(result.vectors, axis=1)))}
+    inputs = {"features": features} if features else {"stats": stats}
+    atomic.write_json(Path(str(out) + ".json"),
+                      provenance(seed=seed, device=device, inputs=inputs, extra={"sampling": record}))
+    return result, record
