@@ -10,8 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facebench.generation.attrop import AttrOP, AttrOPConfig, assign_targets, parse_attrop
 from facebench.errors import ConfigError, FacebenchError
+from facebench.generation.attrop import AttrOP, AttrOPConfig, assign_targets, parse_attrop
 from facebench.generation.perturbation import perturb
 
 

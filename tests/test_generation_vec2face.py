@@ -9,9 +9,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facebench.generation import sharded as generation
 from facebench.cli import create_cli
 from facebench.data import open_dataset
+from facebench.generation import sharded as generation
 
 
 @pytest.fixture(scope="module")
