@@ -1,8 +1,8 @@
 """Images per second reading each dataset format through a torch DataLoader with 0, 1 and 2 workers.
 
 Builds a small toyfaces world in a temporary folder, converts its training set to every training format
-(and uses its toy_lfw pack for ``bin``), then times a full pass of ``FaceDataset`` (decode + FR
-transform) per format and worker count. Ratios are against the image-folder, 0-worker run of the same
+(and uses its toy_lfw pack for ``bin``), then times a full pass of the FR trainer's dataset (decode +
+resize + normalise) per format and worker count. Ratios are against the image-folder, 0-worker run of the same
 process, so they compare formats and worker counts on this machine only.
 
     python benchmarks/data_read.py --identities 200 --images-per-identity 20 --size 112
@@ -20,21 +20,23 @@ import torch
 from facebench_plugins.toyfaces.build import ToyConfig, build_world
 from torch.utils.data import DataLoader, Dataset
 
-from facebench.data import FaceDataset, decode_image, eval_transform, open_dataset, open_pairs, open_writer
+from facebench.data import decode_image, open_dataset, open_pairs, open_writer
+from facebench.data.tensors import to_model_input
+from facebench.fr.augment import AugmentedFaces
 
 
 class PackImages(Dataset):
     """Every image of a verification pack, in pair order (what an evaluator reads)."""
 
-    def __init__(self, reader, transform):
-        self.reader, self.transform = reader, transform
+    def __init__(self, reader, size):
+        self.reader, self.size = reader, size
 
     def __len__(self) -> int:
         return 2 * len(self.reader)
 
     def __getitem__(self, j: int):
         data = self.reader.pair_bytes(j // 2)[j % 2]
-        return self.transform(decode_image(data, path=self.reader.path)), int(self.reader.issame[j // 2])
+        return to_model_input(decode_image(data, path=self.reader.path), self.size)[0], int(self.reader.issame[j // 2])
 
 
 def time_pass(dataset: Dataset, workers: int, batch: int) -> float:
@@ -72,9 +74,10 @@ def main() -> None:
             with open_writer(paths[fmt], fmt) as writer:
                 for data, label in source:
                     writer.add(data, label)
-        transform = eval_transform(args.size)
-        datasets = {fmt: FaceDataset(open_dataset(p), transform) for fmt, p in paths.items()}
-        datasets["bin"] = PackImages(open_pairs(root / "toy_lfw.bin"), transform)
+        # the FR trainer's own dataset (decode + resize + normalise; no augmentation, to time reading alone)
+        datasets = {fmt: AugmentedFaces(open_dataset(p), input_size=args.size, flip=False)
+                    for fmt, p in paths.items()}
+        datasets["bin"] = PackImages(open_pairs(root / "toy_lfw.bin"), args.size)
 
         workers = [int(w) for w in args.workers.split(",")]
         baseline = None

@@ -23,7 +23,8 @@ from facebench_plugins.toyfaces.build import ToyConfig, build_world
 from facebench_plugins.toyfaces.packs import PACKS
 from torch import nn
 
-from facebench.data import normalize, open_dataset, open_pairs
+from facebench.data import open_dataset, open_pairs
+from facebench.data.tensors import to_model_input
 
 
 def small_cnn(size: int, dim: int = 128) -> nn.Module:
@@ -84,14 +85,14 @@ def main() -> None:
         build_world(out, ToyConfig(identities=args.identities, images_per_identity=args.images_per_identity,
                                    size=args.size, pairs=args.pairs, seed=args.seed), workers=2)
     reader = open_dataset(out / "train")
-    images = normalize(np.stack([reader.image(i) for i in range(len(reader))]))
+    images = to_model_input(np.stack([reader.image(i) for i in range(len(reader))]))
     net = small_cnn(args.size)
     train(net, images, torch.from_numpy(reader.labels), reader.num_classes, args.epochs)
     net.eval()
     print(f"\n{'pack':14} accuracy (10-fold, %)")
     for name in PACKS:
         pack = open_pairs(out / f"{name}.bin")
-        x = normalize(pack.images())
+        x = to_model_input(pack.images())
         with torch.no_grad():
             emb = F.normalize(net(x) + net(x.flip(-1))).numpy()
         sim = (emb[0::2] * emb[1::2]).sum(1)

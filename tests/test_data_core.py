@@ -11,8 +11,6 @@ import pytest
 from PIL import Image
 
 from facebench.data import (
-    FaceDataset,
-    FRTransform,
     decode_image,
     encode_image,
     open_dataset,
@@ -154,30 +152,3 @@ def test_bin_structure_errors(tmp_path):
     (tmp_path / "t.bin").write_bytes(good[: len(good) // 2])
     with pytest.raises(DataError, match=r"t.bin: truncated pickle at offset \d+"):
         open_pairs(tmp_path / "t.bin")
-
-
-def test_fr_transform_normalises_and_flips():
-    import torch
-
-    img = np.zeros((8, 8, 3), np.uint8)
-    img[:, :4] = 255
-    t = FRTransform(size=8)(img)
-    assert t.shape == (3, 8, 8) and t.dtype == torch.float32
-    assert t[0, 0, 0].item() == 1.0 and t[0, 0, 7].item() == -1.0
-    torch.manual_seed(0)
-    flips = [FRTransform(size=8, flip=True)(img)[0, 0, 0].item() for _ in range(40)]
-    assert set(flips) == {1.0, -1.0}
-    assert FRTransform(size=4)(img).shape == (3, 4, 4)
-    erased = FRTransform(size=8, random_erasing=True, erasing_p=1.0)(np.full((8, 8, 3), 255, np.uint8))
-    assert (erased == 0).any() and (erased == 1).any()
-
-
-def test_face_dataset_through_a_dataloader(tmp_path):
-    import torch
-
-    make_folder(tmp_path / "ds", sizes=(2, 3))
-    ds = FaceDataset(open_dataset(tmp_path / "ds"), FRTransform(size=16))
-    loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=1)
-    x, y = next(iter(loader))
-    assert x.shape == (5, 3, 16, 16) and y.tolist() == [0, 0, 1, 1, 1]
-    assert x.min() >= -1 and x.max() <= 1
