@@ -20,6 +20,14 @@ from .provenance import provenance
 
 DEFAULT_RUNS_ROOT = Path("runs")
 
+#: The files a run directory may hold, by the command that writes them; ``facebench report`` reads them.
+CONFIG = "config.toml"  # every command: the resolved config
+PROVENANCE = "provenance.json"  # every command: versions, device, seed, command line, input hashes
+RESULTS = "results.json"  # evaluate (and results.csv)
+ANALYSIS_SUMMARY = "analysis/summary.json"  # analyze
+DATASET_CARD = "dataset.json"  # generate, toyfaces build: what the dataset is and how it was made
+MODEL_CARD = "model.json"  # train-fr: what the model is and how it was trained
+
 
 class Run:
     """A run directory being written; inputs are hashed as they are declared.
@@ -53,7 +61,7 @@ class Run:
         run = cls(path, **fields)
         run.path.mkdir(parents=True, exist_ok=True)
         if run.config is not None:
-            atomic.write_text(run.path / "config.toml", dump_toml(run.config))
+            atomic.write_text(run.path / CONFIG, dump_toml(run.config))
         run.write_provenance()
         return run
 
@@ -66,10 +74,10 @@ class Run:
         record = provenance(
             command=self.command, seed=self.seed, device=self.device, inputs=self.inputs, extra=self.extra
         )
-        return atomic.write_json(self.path / "provenance.json", record)
+        return atomic.write_json(self.path / PROVENANCE, record)
 
     def provenance(self) -> dict[str, Any]:
-        return json.loads((self.path / "provenance.json").read_text())
+        return json.loads((self.path / PROVENANCE).read_text())
 
     def file(self, name: str) -> Path:
         out = self.path / name

@@ -136,7 +136,7 @@ def test_fr_run_extractor_and_embed_command(tmp_path):
 
 
 def test_embed_resumes_after_a_crash(tmp_path, monkeypatch):
-    from facebench_plugins.fr.extractors import FeatureExtractor
+    from facebench.evaluation import features
 
     data = write_train_folder(tmp_path / "train", identities=4, per_identity=9)
     _, weights = _saved_weights(tmp_path)
@@ -144,25 +144,25 @@ def test_embed_resumes_after_a_crash(tmp_path, monkeypatch):
     clean = CliRunner().invoke(create_cli(), [*args, "--out", str(tmp_path / "clean.npy")])
     assert clean.exit_code == 0, clean.output
 
-    real = FeatureExtractor.embed
+    real = features.embed_encoded
     calls = []
 
-    def crashing(self, images, **kw):  # 36 images in chunks of 16: dies on the second chunk
-        calls.append(len(images))
+    def crashing(model, items, count, **kw):  # 36 images in shards of 16: dies on the second shard
+        calls.append(count)
         if len(calls) == 2:
             raise RuntimeError("killed")
-        return real(self, images, **kw)
+        return real(model, items, count, **kw)
 
-    monkeypatch.setattr(FeatureExtractor, "embed", crashing)
+    monkeypatch.setattr(features, "embed_encoded", crashing)
     out = tmp_path / "feats.npy"
     first = CliRunner().invoke(create_cli(), [*args, "--out", str(out)])
     assert first.exit_code != 0 and not out.exists()
     calls.clear()
-    monkeypatch.setattr(FeatureExtractor, "embed", lambda self, images, **kw: calls.append(len(images)) or
-                        real(self, images, **kw))
+    monkeypatch.setattr(features, "embed_encoded", lambda model, items, count, **kw: calls.append(count) or
+                        real(model, items, count, **kw))
     second = CliRunner().invoke(create_cli(), [*args, "--out", str(out)])
     assert second.exit_code == 0, second.output
-    assert calls == [16, 4]  # the finished first chunk was not recomputed
+    assert calls == [16, 4]  # the finished first shard was not recomputed
     assert np.array_equal(np.load(out), np.load(tmp_path / "clean.npy"))
     assert np.array_equal(np.load(tmp_path / "feats.centers.npy"), np.load(tmp_path / "clean.centers.npy"))
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert not list(tmp_path.glob("*.partial*"))

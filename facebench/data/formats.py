@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, FacebenchError, MissingFileError
+from ..runs import DATASET_CARD
 from .images import decode_image
 
 TRAIN = "train"
@@ -181,7 +182,7 @@ def detect_format(path: str | os.PathLike, role: str | None = None) -> Any:
             return fmt
     what = {TRAIN: "training-set", PAIRS: "verification-pair", None: "dataset"}[role]
     hint = ""
-    record = path / "dataset.json" if path.is_dir() else None
+    record = path / DATASET_CARD if path.is_dir() else None
     if record is not None and record.is_file():  # a generated world: point at the set it describes
         import json
 

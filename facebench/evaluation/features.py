@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import atomic
 from ..errors import DataError
 from ..shards import ShardManifest
 from .embed import TensorModel, embed_encoded
@@ -21,15 +22,18 @@ DEFAULT_SHARD = 8192
 
 
 def dataset_features(model: TensorModel, reader: Any, out: str | os.PathLike, *, params: dict[str, Any],
-                     batch_size: int = 64, flip_test: bool = False, shard_size: int = DEFAULT_SHARD) -> np.ndarray:
-    """Raw (not normalised) embeddings of every image of ``reader``, one row per image, in reader order."""
+                     batch_size: int = 64, flip_test: bool = False, normalize: bool = False,
+                     shard_size: int = DEFAULT_SHARD) -> np.ndarray:
+    """Embeddings of every image of ``reader``, one row per image, in reader order: raw, or L2-normalised
+    row by row when ``normalize``."""
     out = Path(out)
     n = len(reader)
     if n == 0:
         raise DataError(reader.path, "the dataset holds no images")
     # The manifest outlives the run: reusing finished features also requires the same model and dataset.
     manifest = ShardManifest(out.with_name(out.stem + ".manifest.json"),
-                             {**params, "images": n, "flip_test": flip_test, "shard_size": shard_size})
+                             {**params, "images": n, "flip_test": flip_test, "normalize": normalize,
+                              "shard_size": shard_size})
     if out.is_file():
         features = np.load(out, mmap_mode="r")
         if features.shape[0] != n:
@@ -45,6 +49,8 @@ def dataset_features(model: TensorModel, reader: Any, out: str | os.PathLike, *,
         items = ((reader.image_bytes(i), reader.where(i)) for i in range(start, stop))
         emb = embed_encoded(model, items, stop - start, path=reader.path, batch_size=batch_size,
                             flip_test=flip_test, description=f"features {index + 1}/{len(shards)}")
+        if normalize:
+            emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
         if features is None:
             features = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
         features[start:stop] = emb
@@ -53,6 +59,44 @@ def dataset_features(model: TensorModel, reader: Any, out: str | os.PathLike, *,
     del features
     os.replace(partial, out)
     return np.load(out, mmap_mode="r")
+
+
+def write_features(extractor_name: str, weights: str | None, data: str | os.PathLike, out: str | os.PathLike, *,
+                   raw: bool = False, flip: bool = True, batch_size: int = 64, device: str = "cpu",
+                   data_format: str | None = None) -> dict[str, Any]:
+    """What ``facebench embed`` does: features of every image of ``data`` into ``out`` (resumable), with
+    ``out`` stem + ``.labels.npy`` and ``.centers.npy``. Unit-length flip-test features and renormalised
+    mean centres by default (as the analyses use them); with ``raw`` the model's output for the image
+    alone and plain-mean centres (the scale the Vec2Face release trains and generates on)."""
+    from ..data import open_dataset
+    from ..pluginmanager import registry
+    from ..provenance import sha256_path
+    from .embed import as_tensor_model
+
+    out = Path(out)
+    reader = open_dataset(data, data_format)
+    extractor = registry("feature_extractor").create(extractor_name, weights=weights, device=device)
+    flip = flip and bool(getattr(extractor, "flip_test", True)) and not raw
+    weights_file = getattr(extractor, "weights", None)
+    params = {"data": str(Path(data).resolve()), "extractor": extractor_name, "raw": raw,
+              "weights_sha256": sha256_path(weights_file) if weights_file else None}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    feats = dataset_features(as_tensor_model(extractor, device, extractor_name), reader, out, params=params,
+                             batch_size=batch_size, flip_test=flip, normalize=not raw,
+                             shard_size=batch_size * 16)
+    labels = np.asarray(reader.labels, dtype=np.int64)
+    means, classes = centers_of(feats, labels)
+    centers = np.zeros((int(reader.num_classes), feats.shape[1]))
+    centers[classes] = means  # row i = identity i; an identity without images keeps a zero row
+    if not raw:
+        norms = np.linalg.norm(centers, axis=1, keepdims=True)
+        centers = np.divide(centers, norms, out=np.zeros_like(centers), where=norms > 0)
+    for suffix, array in ((".centers.npy", centers.astype(np.float32)), (".labels.npy", labels)):
+        with atomic.atomic_path(out.with_name(out.stem + suffix)) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+    sample = np.asarray(feats[: min(len(labels), 65536)])
+    return {"images": len(labels), "dim": int(feats.shape[1]), "identities": int(reader.num_classes),
+            "median_norm": float(np.median(np.linalg.norm(sample, axis=1))), "raw": raw, "out": out}
 
 
 def centers_of(features: np.ndarray, labels: np.ndarray, *, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:

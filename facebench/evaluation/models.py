@@ -7,16 +7,15 @@ directory (``model.json`` + ``backbone.pt`` from ``facebench train-fr``) goes to
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError, FacebenchError
+from ..errors import FacebenchError
+from ..runs import MODEL_CARD
 from .embed import TensorModel, as_tensor_model
 
-MODEL_CARD = "model.json"
 RUN_EXTRACTOR = "fr-run"
 GENERIC_NAMES = {"train", "images", "data", "dataset", "imgs"}
 
@@ -30,20 +29,6 @@ class ResolvedModel:
     weights: Path  # the file whose hash identifies the model
     dataset: str  # what the model was trained on, when known (the row label of result tables)
     card: dict[str, Any] = field(default_factory=dict)
-
-
-def _read_card(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / MODEL_CARD
-    if not path.is_file():
-        raise FacebenchError(f"{run_dir}: not an FR run directory ({MODEL_CARD} not found); "
-                             "pass a weights file with --backbone NAME instead")
-    try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"invalid JSON: {exc.msg}", f"line {exc.lineno}") from None
-    if not isinstance(card, dict):
-        raise DataError(path, "expected a JSON object")
-    return card
 
 
 def _dataset_label(card: dict[str, Any], fallback: str) -> str:
@@ -70,14 +55,13 @@ def resolve_model(model: str | os.PathLike, backbone: str | None = None, device:
 
     path = Path(model).expanduser()
     if path.is_dir():
-        card = _read_card(path)
+        if not (path / MODEL_CARD).is_file():
+            raise FacebenchError(f"{path}: not an FR run directory ({MODEL_CARD} not found); "
+                                 "pass a weights file with --backbone NAME instead")
         name = backbone or RUN_EXTRACTOR
-        weights_file = path / str(card.get("weights", "backbone.pt"))
-        if not weights_file.is_file():
-            from ..errors import MissingFileError
-
-            raise MissingFileError(weights_file, "backbone weights of the FR run")
-        extractor = build_extractor(name, path, device)
+        extractor = build_extractor(name, path, device)  # the fr-run extractor reads and checks the card
+        card = dict(getattr(extractor, "card", None) or {})
+        weights_file = Path(getattr(extractor, "weights", None) or path / "backbone.pt")
         dataset = _dataset_label(card, path.name)
     else:
         weights_file = resolve_weights(path)

@@ -21,6 +21,7 @@ from ..errors import DataError, FacebenchError
 from ..metrics import MetricInputError, VerificationResult, far_key, verify
 from ..metrics.verification import DEFAULT_FARS
 from ..provenance import sha256_path
+from ..runs import RESULTS
 from ..shards import ShardManifest
 from .embed import TensorModel, embed_pairs
 from .suites import Benchmark, Suite
@@ -136,7 +137,7 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
 
 def write_results(run: Any, rows: list[dict[str, Any]]) -> None:
     """``results.json`` (list of rows) and ``results.csv``, both atomic."""
-    run.write_json("results.json", rows)
+    run.write_json(RESULTS, rows)
     run.write_text("results.csv", rows_to_csv(rows))
 
 

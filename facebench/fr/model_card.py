@@ -10,9 +10,9 @@ from typing import Any
 
 from ..config import config_to_dict
 from ..errors import DataError, MissingFileError
+from ..runs import MODEL_CARD
 
 BACKBONE = "backbone.pt"
-MODEL_CARD = "model.json"
 #: input normalisation of every facebench FR model: (x/255 - 0.5) / 0.5
 INPUT_MEAN = (0.5, 0.5, 0.5)
 INPUT_STD = (0.5, 0.5, 0.5)

@@ -26,12 +26,12 @@ from .. import atomic
 from ..data.images import encode_image
 from ..data.tensors import to_uint8
 from ..errors import ConfigError, DataError, FacebenchError
+from ..runs import DATASET_CARD
 from ..shards import ShardManifest, changed_keys
 from .perturbation import PerturbConfig, perturb, sigma_plan
 
 SHARD_DIR = "shards"
 IDS_FILE = "ids.npy"
-DATASET_JSON = "dataset.json"
 MANIFEST = "manifest.json"
 
 
@@ -302,7 +302,7 @@ class GenerationJob:
         return self._sigma_plan[first * m:(first + len(ids)) * m]
 
     def is_complete(self) -> bool:
-        return (self.out / DATASET_JSON).is_file() and self.dataset_path.exists()
+        return (self.out / DATASET_CARD).is_file() and self.dataset_path.exists()
 
     def finished_shards(self) -> set[int]:
         """Shards a manifest in the run directory records as done with these parameters."""
@@ -434,7 +434,7 @@ def assemble(job: GenerationJob, format_obj: Any, *, writer_options: dict[str, A
         "attrop": job.attrop_info,
         "stats": _combine_stats(shard_stats),
     }
-    atomic.write_json(job.out / DATASET_JSON, summary)
+    atomic.write_json(job.out / DATASET_CARD, summary)
     if not job.config.keep_shards:
         shutil.rmtree(job.out / SHARD_DIR, ignore_errors=True)
     return summary

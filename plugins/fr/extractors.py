@@ -135,15 +135,19 @@ def from_run(weights: str | os.PathLike | None = None, *, device: Any = "cpu", f
     """The backbone of a facebench FR training run directory (its ``model.json`` + ``backbone.pt``)."""
     from facebench.errors import ConfigError
     from facebench.fr.model_card import BACKBONE, read_model_card
+    from facebench.runs import MODEL_CARD
 
     if weights is None:
         raise ConfigError("the fr-run extractor needs --weights RUN_DIR (a facebench train-fr output)")
     run = Path(weights)
-    if run.is_file() and run.name in ("model.json", BACKBONE):
+    if run.is_file() and run.name in (MODEL_CARD, BACKBONE):
         run = run.parent
     card = read_model_card(run)
     options = dict(card["backbone_options"])
     model = registry("backbone").create(card["backbone"], **options)
     load_backbone_weights(model, run / card.get("weights", BACKBONE), backbone=card["backbone"])
-    return FeatureExtractor(model, name=f"fr-run:{run.name}", input_size=int(card["input_size"]), device=device,
-                            flip_test=flip_test, batch_size=batch_size, weights=str(run / card.get("weights", BACKBONE)))
+    extractor = FeatureExtractor(model, name=f"fr-run:{run.name}", input_size=int(card["input_size"]), device=device,
+                                 flip_test=flip_test, batch_size=batch_size,
+                                 weights=str(run / card.get("weights", BACKBONE)))
+    extractor.card = card  # what the run says of itself (dataset, recipe, accuracies), for evaluate's labels
+    return extractor

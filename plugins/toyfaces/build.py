@@ -22,7 +22,7 @@ from facebench import atomic
 from facebench.console import console, make_progress
 from facebench.data import encode_image, get_format, open_writer
 from facebench.errors import ConfigError
-from facebench.runs import Run
+from facebench.runs import DATASET_CARD, Run
 
 from .packs import PACKS, check_pair_count, pack_identity_count, plan_pairs
 from .params import Difficulty, identity_vector, rng_for, sample_identity, sample_nuisance, stream_key
@@ -252,6 +252,6 @@ def _assemble(out: Path, cfg: ToyConfig, partial: Path, names: list[str], overwr
             "packs": packs,
             "settings": asdict(cfg),
         }
-        atomic.write_json(tmp / "dataset.json", record)
+        atomic.write_json(tmp / DATASET_CARD, record)
         Run.start(tmp, config=cfg, seed=cfg.seed, command=command)
     return record
