@@ -117,8 +117,11 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown config key '{prefix}{key}' (known keys: {known})")
+            import difflib
+
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}' ({hint}known keys: {', '.join(sorted(fields))})")
     kwargs = {name: _coerce(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)

@@ -53,8 +53,9 @@ def test_analyze_writes_summary_and_arrays_that_match_direct_computation(tmp_pat
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, [
         "analyze", str(tmp_path / "train"), "--extractor", "pixels", "--weights", str(weights), "--out", str(out),
-        "--genuine-pairs", "500", "--impostor-pairs", "700", "--reference", str(tmp_path / "ref"),
-        "--fid-against", str(tmp_path / "ref"), "--fid-images", "90", "--device", "cpu"])
+        "--set", "pair-distributions.genuine=500", "--set", "pair-distributions.impostor=700",
+        "--reference", str(tmp_path / "ref"), "--fid-against", str(tmp_path / "ref"), "--set", "fid.images=90",
+        "--device", "cpu"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "analysis" / "summary.json").read_text())
     assert summary["identities"] == 60 and summary["images"] == 360
@@ -167,6 +168,33 @@ def test_analyze_errors(tmp_path, cli, weights, train_set):
                                      str(weights), "--reference", str(tmp_path / "ref.npy"), "--out",
                                      str(tmp_path / "r"), "--only", "leakage"])
     assert wrong.exit_code == 2 and "ref.npy: expected an (identities, dims) array" in wrong.output
+
+
+def test_each_analysis_takes_its_own_options_through_set(tmp_path, cli, weights, train_set):
+    images, labels = train_set
+    base = ["analyze", str(tmp_path / "train"), "--extractor", "pixels", "--weights", str(weights), "--device", "cpu",
+            "--only", "class-noise", "--only", "separability"]
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, [*base, "--out", str(out), "--set", "class-noise.intra_threshold=0.95",
+                                   "--set", "separability.threshold=0.2"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "analysis" / "summary.json").read_text())
+    feats = plain_features(images, weights)
+    centers = np.stack([feats[labels == k].mean(0) for k in range(60)])
+    intra = np.sum(unit(feats) * unit(centers)[labels], axis=1)
+    noise = summary["analyses"]["class-noise"]
+    assert noise["intra_threshold"] == 0.95 and noise["inter_threshold"] == 0.7  # the other option: its default
+    assert noise["intra_noisy_images"] == int((intra < 0.95).sum())
+    assert summary["separability_threshold"] == 0.2
+    assert "intra_threshold = 0.95" in (out / "config.toml").read_text()
+    for option, message in (
+        ("class-nosie.intra_threshold=0.3", "no analysis 'class-nosie' (did you mean 'class-noise'?"),
+        ("class-noise.intra_treshold=0.3", "unknown config key 'intra_treshold' (did you mean 'intra_threshold'?"),
+        ("class-noise=0.3", "expected ANALYSIS.OPTION=VALUE ('class-noise' options: intra_threshold, inter_threshold"),
+    ):
+        bad = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "bad"), "--set", option])
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+        assert not (tmp_path / "bad").exists()
 
 
 def test_pose_and_quality_histograms(tmp_path, cli, weights, train_set):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -27,33 +27,6 @@ class EvaluateConfig:
     flip_test: bool = True
     folds: int = 10
     batch_size: int = 64
-    device: str = "auto"
-
-
-@dataclass
-class AnalyzeConfig:
-    dataset: str
-    extractor: str
-    weights: str
-    only: list[str] = field(default_factory=list)
-    genuine_pairs: int = 100_000
-    impostor_pairs: int = 100_000
-    intra_threshold: float = 0.3
-    inter_threshold: float = 0.7
-    separability_threshold: float = 0.4
-    leakage_threshold: float = 0.4
-    reference: str | None = None
-    fid_against: str | None = None
-    fid_extractor: str | None = None
-    fid_weights: str | None = None
-    fid_images: int = 10_000
-    pose_extractor: str | None = None
-    pose_weights: str | None = None
-    quality_extractor: str | None = None
-    quality_weights: str | None = None
-    flip_test: bool = False
-    batch_size: int = 64
-    seed: int = 0
     device: str = "auto"
 
 
@@ -142,17 +115,13 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
 @click.option("--weights", required=True, help="Its weights file, or an FR run directory.")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Run directory [default: runs/analyze-NAME].")
 @click.option("--only", multiple=True, help="Run only these analyses (repeatable); default all.")
-@click.option("--genuine-pairs", default=100_000, show_default=True, type=click.IntRange(min=1))
-@click.option("--impostor-pairs", default=100_000, show_default=True, type=click.IntRange(min=1))
-@click.option("--intra-threshold", default=0.3, show_default=True, help="Image-to-centre cosine below which an image is noise.")
-@click.option("--inter-threshold", default=0.7, show_default=True, help="Centre-to-centre cosine above which a pair is noise.")
-@click.option("--separability-threshold", default=0.4, show_default=True)
-@click.option("--leakage-threshold", default=0.4, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="ANALYSIS.OPTION=VALUE",
+              help="An analysis option, e.g. --set class-noise.intra_threshold=0.3 or "
+                   "--set pair-distributions.genuine=20000 (docs/evaluation.md lists them).")
 @click.option("--reference", default=None, help="Reference identities for leakage: centres .npy or a dataset.")
 @click.option("--fid-against", default=None, type=click.Path(), help="Second image set for FID.")
 @click.option("--fid-extractor", default=None, help="Feature extractor for FID [default: fid-inception if its weights exist, else --extractor].")
 @click.option("--fid-weights", default=None, help="Weights of the FID extractor.")
-@click.option("--fid-images", default=10_000, show_default=True, type=click.IntRange(min=2), help="Images drawn from each set.")
 @click.option("--pose-extractor", default=None, help="Head-pose extractor name (for pose histograms).")
 @click.option("--pose-weights", default=None)
 @click.option("--quality-extractor", default=None, help="Quality extractor name (for quality histograms).")
@@ -162,16 +131,17 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
-def analyze(dataset: str, extractor: str, weights: str, out: str | None, only: tuple[str, ...], **options) -> None:
+def analyze(dataset: str, extractor: str, weights: str, out: str | None, only: tuple[str, ...],
+            overrides: tuple[str, ...], **options) -> None:
     """Dataset-level analyses: genuine/impostor distributions, class noise, separability, leakage, FID.
 
     Identity features are extracted once (resumable, in the run directory) and shared by every analysis.
     """
     as_json = options.pop("as_json")
-    from ..evaluation.analyze_run import run_analyses
+    from ..evaluation.analyze import AnalyzeConfig, analysis_options, run_analyses
 
     config = AnalyzeConfig(dataset=str(dataset), extractor=extractor, weights=str(weights), only=list(only),
-                           **options)
+                           options=analysis_options(overrides), **options)
     config.device = _device(config.device)
     summary, run_path = run_analyses(config, out)
     if as_json:

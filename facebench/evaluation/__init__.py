@@ -6,7 +6,7 @@ embeddings (flip test), resolves ``--model`` arguments and writes the result fil
 
 from __future__ import annotations
 
-from .analysis import AnalysisContext, AnalysisOutput, skipped
+from .analyze import AnalysisContext, AnalysisOutput, skipped
 from .embed import TensorModel, as_tensor_model, embed_arrays, embed_pairs
 from .runner import evaluate_pack, evaluate_suite, table_1, write_results
 from .suites import ANALYSIS, SUITE, Benchmark, Suite, get_suite, suite_from_toml

@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from facebench.evaluation.analysis import AnalysisContext, AnalysisOutput, skipped
+from facebench.evaluation.analyze import AnalysisContext, AnalysisOutput, skipped
 from facebench.metrics import identity, separability
 from facebench.metrics.distributions import pair_distributions
 from facebench.metrics.frechet import frechet_distance
+
+from .options import (
+    ClassNoiseConfig,
+    FidConfig,
+    LeakageConfig,
+    PairDistributionConfig,
+    PoseQualityConfig,
+    SeparabilityConfig,
+)
 
 
 class PairDistributionAnalysis:
     """Cosine similarities of sampled genuine and impostor pairs and the EER between them."""
 
-    def __init__(self, genuine: int = 100_000, impostor: int = 100_000):
-        self.genuine = genuine
-        self.impostor = impostor
+    def __init__(self, config: PairDistributionConfig | None = None):
+        config = config or PairDistributionConfig()
+        self.genuine = config.genuine
+        self.impostor = config.impostor
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
         dist = pair_distributions(ctx.features, ctx.labels, self.genuine, self.impostor, seed=ctx.seed)
@@ -41,11 +51,11 @@ class PairDistributionAnalysis:
 class ClassNoiseAnalysis:
     """Intra-class noise (images far from their centre) and inter-class noise (centres close together)."""
 
-    def __init__(self, intra_threshold: float = identity.INTRA_THRESHOLD,
-                 inter_threshold: float = identity.INTER_THRESHOLD, block: int = identity.DEFAULT_BLOCK):
-        self.intra_threshold = intra_threshold
-        self.inter_threshold = inter_threshold
-        self.block = block
+    def __init__(self, config: ClassNoiseConfig | None = None):
+        config = config or ClassNoiseConfig()
+        self.intra_threshold = config.intra_threshold
+        self.inter_threshold = config.inter_threshold
+        self.block = config.block
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
         unit_centers = ctx.centers / np.linalg.norm(ctx.centers, axis=1, keepdims=True)
@@ -84,9 +94,10 @@ class ClassNoiseAnalysis:
 class SeparabilityAnalysis:
     """For every prefix size n: identities among the first n with no earlier identity above the threshold."""
 
-    def __init__(self, threshold: float = separability.DEFAULT_THRESHOLD, block: int = separability.DEFAULT_BLOCK):
-        self.threshold = threshold
-        self.block = block
+    def __init__(self, config: SeparabilityConfig | None = None):
+        config = config or SeparabilityConfig()
+        self.threshold = config.threshold
+        self.block = config.block
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
         curve = separability.separability_curve(ctx.centers, self.threshold, block=self.block, device=ctx.device)
@@ -109,9 +120,10 @@ class SeparabilityAnalysis:
 class LeakageAnalysis:
     """Identities whose centre is above the threshold to a reference identity (e.g. the generator's training set)."""
 
-    def __init__(self, threshold: float = identity.LEAKAGE_THRESHOLD, block: int = identity.DEFAULT_BLOCK):
-        self.threshold = threshold
-        self.block = block
+    def __init__(self, config: LeakageConfig | None = None):
+        config = config or LeakageConfig()
+        self.threshold = config.threshold
+        self.block = config.block
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
         if ctx.reference_centers is None:
@@ -135,8 +147,8 @@ class LeakageAnalysis:
 class FidAnalysis:
     """Fréchet distance between this dataset's images and another image set, on named features."""
 
-    def __init__(self, images: int = 10_000):
-        self.images = images
+    def __init__(self, config: FidConfig | None = None):
+        self.images = (config or FidConfig()).images
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
         from facebench.data import open_dataset
@@ -180,9 +192,10 @@ class PoseQualityAnalysis:
     (SixDRepNet: pitch, yaw, roll); quality is the L2 norm of a quality model's raw feature (MagFace).
     """
 
-    def __init__(self, images: int = 10_000, bins: int = 36):
-        self.images = images
-        self.bins = bins
+    def __init__(self, config: PoseQualityConfig | None = None):
+        config = config or PoseQualityConfig()
+        self.images = config.images
+        self.bins = config.bins
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
         from facebench.evaluation.embed import embed_encoded

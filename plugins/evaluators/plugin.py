@@ -21,24 +21,24 @@ def register_evaluators(register):
 
     for name, (benchmarks, description) in SUITES.items():
         register(name, _suite_factory(name), description, kind="suite", benchmarks=benchmarks)
-    for name, target, description in ANALYSES:
-        register(name, target, description, kind="analysis")
+    from . import options
 
-
-ANALYSES = (
-    ("pair-distributions", "facebench_plugins.evaluators.analyses:PairDistributionAnalysis",
-     "genuine/impostor cosine distributions and their EER (paper Fig. 11)"),
-    ("class-noise", "facebench_plugins.evaluators.analyses:ClassNoiseAnalysis",
-     "intra-class (image-centre < 0.3) and inter-class (centre-centre > 0.7) noise (paper Fig. 12)"),
-    ("separability", "facebench_plugins.evaluators.analyses:SeparabilityAnalysis",
-     "identities with no earlier identity above cosine 0.4, every prefix (paper Fig. 5)"),
-    ("leakage", "facebench_plugins.evaluators.analyses:LeakageAnalysis",
-     "identities above cosine 0.4 to a reference identity set (paper section 4.4)"),
-    ("fid", "facebench_plugins.evaluators.analyses:FidAnalysis",
-     "Frechet distance to another image set (Inception when its weights are present, else FR features)"),
-    ("pose-quality", "facebench_plugins.evaluators.analyses:PoseQualityAnalysis",
-     "head-pose and image-quality histograms from pose/quality extractors"),
-)
+    analyses = (
+        ("pair-distributions", "PairDistributionAnalysis", options.PairDistributionConfig,
+         "genuine/impostor cosine distributions and their EER (paper Fig. 11)"),
+        ("class-noise", "ClassNoiseAnalysis", options.ClassNoiseConfig,
+         "intra-class (image-centre < 0.3) and inter-class (centre-centre > 0.7) noise (paper Fig. 12)"),
+        ("separability", "SeparabilityAnalysis", options.SeparabilityConfig,
+         "identities with no earlier identity above cosine 0.4, every prefix (paper Fig. 5)"),
+        ("leakage", "LeakageAnalysis", options.LeakageConfig,
+         "identities above cosine 0.4 to a reference identity set (paper section 4.4)"),
+        ("fid", "FidAnalysis", options.FidConfig,
+         "Frechet distance to another image set (Inception when its weights are present, else FR features)"),
+        ("pose-quality", "PoseQualityAnalysis", options.PoseQualityConfig,
+         "head-pose and image-quality histograms from pose/quality extractors"),
+    )
+    for name, cls, config, description in analyses:
+        register(name, f"facebench_plugins.evaluators.analyses:{cls}", description, kind="analysis", config=config)
 
 
 @hookimpl

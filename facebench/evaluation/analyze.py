@@ -1,0 +1,295 @@
+"""``facebench analyze``: features once, then every selected dataset analysis, then the result files.
+
+Analyses are ``evaluator`` components with ``extras["kind"] == "analysis"``: ``factory(config)`` (or
+``factory()`` for one without options) returns an object with ``run(context) -> AnalysisOutput``. Each
+registers its options as the registry's ``config=`` dataclass; ``--set NAME.KEY=VALUE`` sets them
+(``--set class-noise.intra_threshold=0.3``) and they are recorded in the run's ``config.toml``. The
+features are computed once (resumable, in the run directory) and every selected analysis gets the same
+:class:`AnalysisContext`; each returns a summary (JSON) and named arrays, saved as ``analysis/<name>.npy``
+beside ``analysis/summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import build_config, config_to_dict, parse_override
+from ..console import console
+from ..errors import ConfigError, DataError, FacebenchError
+from ..provenance import sha256_path
+from ..runs import DEFAULT_RUNS_ROOT, Run
+from .embed import TensorModel
+from .features import centers_of, dataset_features
+from .models import ResolvedModel, resolve_model
+
+
+@dataclass
+class AnalyzeConfig:
+    """What ``facebench analyze`` was asked: the dataset, the identity-feature model, the inputs some
+    analyses need, and each analysis's own options (``options[name]``, from ``--set name.key=value``)."""
+
+    dataset: str
+    extractor: str
+    weights: str
+    only: list[str] = field(default_factory=list)
+    reference: str | None = None
+    fid_against: str | None = None
+    fid_extractor: str | None = None
+    fid_weights: str | None = None
+    pose_extractor: str | None = None
+    pose_weights: str | None = None
+    quality_extractor: str | None = None
+    quality_weights: str | None = None
+    flip_test: bool = False
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def analysis_options(overrides: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``NAME.KEY=VALUE`` overrides -> ``{analysis: {key: value}}`` with every analysis's full option set,
+    checked against its registered config (an unknown analysis or key is an error with a suggestion)."""
+    specs = {s.name: s for s in registered_analyses()}
+    per_analysis: dict[str, list[str]] = {}
+    for text in overrides:
+        keys, _ = parse_override(text)
+        name = keys[0]
+        if name not in specs:
+            close = difflib.get_close_matches(name, list(specs), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"--set {text}: no analysis '{name}' ({hint}analyses: {', '.join(specs)})")
+        if specs[name].config is None or len(keys) < 2:
+            raise ConfigError(f"--set {text}: expected ANALYSIS.OPTION=VALUE ('{name}' options: "
+                              f"{', '.join(_option_names(specs[name])) or 'none'})")
+        per_analysis.setdefault(name, []).append(text.split(".", 1)[1])
+    return {name: config_to_dict(build_config(spec.config, {}, per_analysis.get(name, ())))
+            for name, spec in specs.items() if spec.config is not None}
+
+
+def _option_names(spec: Any) -> list[str]:
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(spec.config)] if spec.config is not None else []
+
+
+@dataclass
+class AnalysisContext:
+    """Everything the analyses share; optional inputs are ``None`` when the user did not give them."""
+
+    dataset: Path
+    reader: Any  # the training-set reader (images, labels)
+    features: np.ndarray  # raw embeddings, one row per image (may be a memory map)
+    labels: np.ndarray
+    centers: np.ndarray  # mean raw feature of each identity, rows in ``classes`` order
+    classes: np.ndarray
+    model: TensorModel
+    model_name: str
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 64
+    reference_centers: np.ndarray | None = None  # identities to test leakage against
+    reference_name: str = ""
+    fid_against: Path | None = None  # a second image set for FID
+    fid_extractor: Any = None  # (name, TensorModel, feature kind) or None: then the FR model is used
+    pose_extractor: Any = None
+    quality_extractor: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AnalysisOutput:
+    """``summary`` goes under ``analyses.<name>``; ``headline`` scalars also at the top level of summary.json
+    (flat keys such as ``eer`` or ``separability_threshold`` that a report shows in one table)."""
+
+    summary: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    headline: dict[str, Any] = field(default_factory=dict)
+
+
+def skipped(reason: str) -> AnalysisOutput:
+    """The output of an analysis that had nothing to work on (recorded, not an error)."""
+    return AnalysisOutput(summary={"skipped": reason})
+
+
+def registered_analyses() -> list[Any]:
+    from ..pluginmanager import registry
+    from .suites import ANALYSIS
+
+    return [spec for spec in registry("evaluator") if spec.extras.get("kind") == ANALYSIS]
+
+
+def select_analyses(only: list[str] | None) -> list[Any]:
+    specs = registered_analyses()
+    if not only:
+        return specs
+    by_name = {s.name: s for s in specs}
+    unknown = [n for n in only if n not in by_name]
+    if unknown:
+        raise FacebenchError(f"unknown analysis '{unknown[0]}' (available: {', '.join(by_name) or 'none'})")
+    return [by_name[n] for n in only]
+
+
+def save_outputs(run: Any, outputs: dict[str, AnalysisOutput], header: dict[str, Any]) -> dict[str, Any]:
+    """``analysis/summary.json`` (header + one entry per analysis) and every array as ``analysis/NAME.npy``."""
+    summary: dict[str, Any] = dict(header)
+    summary["analyses"] = {}  # filled below; headline scalars are added after the header keys
+    for name, out in outputs.items():
+        entry = dict(out.summary)
+        files = {}
+        for key, array in out.arrays.items():
+            target = run.file(f"analysis/{key}.npy")
+            with run.atomic(f"analysis/{key}.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, np.asarray(array), allow_pickle=False)
+            files[key] = target.name
+        if files:
+            entry["arrays"] = files
+        summary["analyses"][name] = entry
+        for key, value in out.headline.items():
+            summary.setdefault(key, value)
+    run.write_json("analysis/summary.json", summary)
+    run.write_text("analysis/summary.csv", tidy_csv(summary))
+    return summary
+
+
+def tidy_csv(summary: dict[str, Any]) -> str:
+    """One row per scalar figure: ``dataset, analysis, metric, value`` (pandas-friendly)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["dataset", "analysis", "metric", "value"])
+    for name, entry in summary.get("analyses", {}).items():
+        for key, value in entry.items():
+            if isinstance(value, bool) or not isinstance(value, int | float | str) or key == "arrays":
+                continue
+            writer.writerow([summary.get("dataset", ""), name, key, value])
+    return buffer.getvalue()
+
+
+#: The feature extractor used for FID when the user has its weights (see ``docs/evaluation.md``).
+FID_INCEPTION = "fid-inception"
+FID_INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
+
+def _features_of(resolved: ResolvedModel, path: Path, out: Path, config: Any) -> tuple[np.ndarray, Any]:
+    from ..data import open_dataset
+
+    reader = open_dataset(path)
+    params = {"dataset": str(path.resolve()), "model": resolved.name,
+              "weights_sha256": sha256_path(resolved.weights)}
+    feats = dataset_features(resolved.model, reader, out, params=params, batch_size=config.batch_size,
+                             flip_test=config.flip_test)
+    return feats, reader
+
+
+def _fid_extractor(config: Any) -> Any:
+    """``(name, model, kind)`` for FID, or ``None`` to use the identity features' model."""
+    from ..pluginmanager import registry
+    from ..weights import weights_dir
+    from .embed import as_tensor_model
+
+    name, weights = config.fid_extractor, config.fid_weights
+    if name is None:
+        default = weights_dir() / FID_INCEPTION_WEIGHTS
+        if FID_INCEPTION in registry("feature_extractor") and default.is_file():
+            name, weights = FID_INCEPTION, str(default)
+        else:
+            return None
+    if name == FID_INCEPTION:
+        extractor = registry("feature_extractor").create(name, weights=weights, device=config.device)
+        return name, as_tensor_model(extractor, config.device, name), "inception"
+    if weights is None:
+        raise FacebenchError(f"--fid-extractor {name} needs --fid-weights")
+    resolved = resolve_model(weights, name, device=config.device)
+    return name, resolved.model, "fr"
+
+
+def _side_model(name: str | None, weights: str | None, config: Any, what: str) -> Any:
+    if name is None:
+        return None
+    if weights is None:
+        raise FacebenchError(f"--{what}-extractor {name} needs --{what}-weights")
+    return name, resolve_model(weights, name, device=config.device).model
+
+
+def _load_reference(path: str, extractor_fn) -> tuple:
+    """Reference identities: a centres ``.npy`` (identities x dims) or a dataset whose centres are computed."""
+    from ..errors import MissingFileError
+
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(p, "reference identities")
+    if p.is_file() and p.suffix == ".npy":
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except ValueError as exc:
+            raise DataError(p, f"not a plain numeric .npy ({exc})") from None
+        if arr.ndim != 2:
+            raise DataError(p, f"expected an (identities, dims) array, got shape {arr.shape}")
+        return arr.astype(np.float64), p.name
+    return extractor_fn(p), p.name
+
+
+def _save_array(run: Run, name: str, array: np.ndarray) -> None:
+    with run.atomic(name) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+
+
+def run_analyses(config: Any, out: str | os.PathLike | None) -> tuple[dict[str, Any], Path]:
+    """Run the analyses ``config`` selects; returns the summary and the run directory."""
+    dataset = Path(config.dataset)
+    if not dataset.exists():
+        from ..errors import MissingFileError
+
+        raise MissingFileError(dataset, "dataset")
+    specs = select_analyses(config.only or None)
+
+    resolved = resolve_model(config.weights, config.extractor, device=config.device)
+    run = Run.start(Path(out) if out else DEFAULT_RUNS_ROOT / f"analyze-{dataset.name}", config=config,
+              seed=config.seed, device=config.device, inputs={"dataset": dataset, "weights": resolved.weights})
+    features, reader = _features_of(resolved, dataset, run.file("analysis/features.npy"), config)
+    labels = np.asarray(reader.labels)
+    centers, classes = centers_of(features, labels)
+    zero = np.linalg.norm(centers, axis=1) == 0
+    if zero.any():
+        raise DataError(dataset, f"identity {classes[zero][0]} has an all-zero mean feature")
+    reference, reference_name = None, ""
+    if config.reference:
+        def centres_of_dataset(p: Path) -> np.ndarray:
+            feats, ref_reader = _features_of(resolved, p, run.file("analysis/reference_features.npy"), config)
+            return centers_of(feats, np.asarray(ref_reader.labels))[0]
+
+        reference, reference_name = _load_reference(config.reference, centres_of_dataset)
+        run.add_input("reference", config.reference)
+    _save_array(run, "analysis/centers.npy", centers.astype(np.float32))
+    if config.fid_against:
+        run.add_input("fid_against", config.fid_against)
+    ctx = AnalysisContext(
+        dataset=dataset, reader=reader, features=features, labels=labels, centers=centers, classes=classes,
+        model=resolved.model, model_name=resolved.name, seed=config.seed, device=config.device,
+        batch_size=config.batch_size, reference_centers=reference, reference_name=reference_name,
+        fid_against=Path(config.fid_against) if config.fid_against else None,
+        fid_extractor=_fid_extractor(config) if config.fid_against else None,
+        pose_extractor=_side_model(config.pose_extractor, config.pose_weights, config, "pose"),
+        quality_extractor=_side_model(config.quality_extractor, config.quality_weights, config, "quality"),
+    )
+    outputs = {}
+    for spec in specs:
+        console.print(f"analysis: {spec.name}")
+        options = build_config(spec.config, config.options.get(spec.name, {})) if spec.config else None
+        analysis = spec.create(options) if spec.config is not None else spec.create()
+        outputs[spec.name] = analysis.run(ctx)
+    header = {"dataset": str(dataset), "identities": int(classes.size), "images": int(labels.size),
+              "extractor": resolved.name, "weights": str(resolved.weights), "feature_dim": int(features.shape[1])}
+    summary = save_outputs(run, outputs, header)
+    reader.close()
+    return summary, run.path

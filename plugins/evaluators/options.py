@@ -1,0 +1,47 @@
+"""The options of each built-in analysis, registered as the analysis's ``config=`` so that
+``facebench analyze --set class-noise.intra_threshold=0.3`` is checked like every other config key.
+
+Kept free of heavy imports (no torch): the registry reads these classes without importing the analyses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from facebench.metrics import identity, separability
+
+
+@dataclass
+class PairDistributionConfig:
+    genuine: int = 100_000  # sampled genuine pairs (at most the pairs that exist)
+    impostor: int = 100_000  # sampled impostor pairs
+
+
+@dataclass
+class ClassNoiseConfig:
+    intra_threshold: float = identity.INTRA_THRESHOLD  # image-to-centre cosine below which an image is noise
+    inter_threshold: float = identity.INTER_THRESHOLD  # centre-to-centre cosine above which a pair is noise
+    block: int = identity.DEFAULT_BLOCK
+
+
+@dataclass
+class SeparabilityConfig:
+    threshold: float = separability.DEFAULT_THRESHOLD  # separable: no earlier identity above it (Fig. 5)
+    block: int = separability.DEFAULT_BLOCK
+
+
+@dataclass
+class LeakageConfig:
+    threshold: float = identity.LEAKAGE_THRESHOLD  # centre cosine above which an identity matches a reference
+    block: int = identity.DEFAULT_BLOCK
+
+
+@dataclass
+class FidConfig:
+    images: int = 10_000  # images drawn from each set
+
+
+@dataclass
+class PoseQualityConfig:
+    images: int = 10_000  # images drawn for the histograms
+    bins: int = 36
