@@ -42,7 +42,7 @@ def test_toml_then_overrides(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["optim.lrr=0.1"], "unknown config key 'optim.lrr' (known keys: fp16, lr, milestones)"),
+        (["optim.lrr=0.1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'? known keys: fp16, lr, milestones)"),
         (["epochs=ten"], "config key 'epochs' expects int, got str 'ten'"),
         (["optim.fp16=1"], "config key 'optim.fp16' expects bool, got int 1"),
         (["optim.milestones=[1, 'a']"], "config key 'optim.milestones[1]' expects int, got str 'a'"),
