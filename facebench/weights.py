@@ -19,26 +19,26 @@ DEFAULT_WEIGHTS_DIR = Path("~/.cache/facebench/weights")
 
 @dataclass(frozen=True)
 class KnownWeights:
+    """A weights file a component loads, as its plugin declares it (``weight_files=`` on ``register``,
+    timm's ``pretrained_cfg`` idea): the file name, what it is for, where a user gets it, and who uses it."""
+
     filename: str
     purpose: str
     source: str
+    component: str = ""
 
 
-#: Files of the public releases that facebench components load unchanged.
-KNOWN_WEIGHTS: tuple[KnownWeights, ...] = (
-    KnownWeights("vec2face_generator.pth", "Vec2Face generator (key 'model_vec2face')", "Vec2Face release"),
-    KnownWeights("arcface-r100-glint360k.pth", "ArcFace iresnet100: identity loss, AttrOP, analysis", "Vec2Face release"),
-    KnownWeights("magface-r100-glint360k.pth", "MagFace iresnet100: image quality for AttrOP", "Vec2Face release"),
-    KnownWeights("6DRepNet_300W_LP_AFLW2000.pth", "SixDRepNet head pose for AttrOP", "Vec2Face release"),
-    KnownWeights("hsface10k.pth", "SE-IResNet50 FR model trained on HSFace10k", "Vec2Face release"),
-    KnownWeights("hsface20k.pth", "SE-IResNet50 FR model trained on HSFace20k", "Vec2Face release"),
-    KnownWeights("hsface100k.pth", "SE-IResNet50 FR model trained on HSFace100k", "Vec2Face release"),
-    KnownWeights("hsface200k.pth", "SE-IResNet50 FR model trained on HSFace200k", "Vec2Face release"),
-    KnownWeights("hsface300k.pth", "SE-IResNet50 FR model trained on HSFace300k", "Vec2Face release"),
-    KnownWeights("vgg16-397923af.pth", "VGG16 ImageNet features for the LPIPS loss", "torchvision"),
-    KnownWeights("vgg.pth", "LPIPS linear layers for VGG16", "LPIPS release"),
-    KnownWeights("pt_inception-2015-12-05-6726825d.pth", "FID Inception-v3 features", "pytorch-fid release"),
-)
+def declared_weights() -> list[KnownWeights]:
+    """Every weights file the registered components declare (``extras["weight_files"]``: tuples of
+    file name, purpose, source), once per file in registry order."""
+    from .pluginmanager import get_plugin_set
+
+    seen: dict[str, KnownWeights] = {}
+    for kind, registry in get_plugin_set().registries().items():
+        for spec in registry:
+            for filename, purpose, source in spec.extras.get("weight_files", ()):
+                seen.setdefault(filename, KnownWeights(filename, purpose, source, f"{kind} {spec.name}"))
+    return list(seen.values())
 
 
 def weights_dir(override: str | os.PathLike | None = None) -> Path:
@@ -47,7 +47,7 @@ def weights_dir(override: str | os.PathLike | None = None) -> Path:
 
 
 def known(filename: str) -> KnownWeights | None:
-    return next((k for k in KNOWN_WEIGHTS if k.filename == filename), None)
+    return next((k for k in declared_weights() if k.filename == filename), None)
 
 
 def resolve_weights(path_or_name: str | os.PathLike, *, weights_root: str | os.PathLike | None = None) -> Path:
@@ -66,9 +66,9 @@ def resolve_weights(path_or_name: str | os.PathLike, *, weights_root: str | os.P
 
 
 def present(weights_root: str | os.PathLike | None = None) -> list[tuple[KnownWeights, Path | None]]:
-    """Each known file with its path in the weights directory, or None when absent."""
+    """Each declared file with its path in the weights directory, or None when absent."""
     root = weights_dir(weights_root)
-    return [(k, (root / k.filename) if (root / k.filename).is_file() else None) for k in KNOWN_WEIGHTS]
+    return [(k, (root / k.filename) if (root / k.filename).is_file() else None) for k in declared_weights()]
 
 
 def needs_weights(spec: Any) -> bool:

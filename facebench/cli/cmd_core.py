@@ -60,11 +60,13 @@ def doctor(weights_dir: str | None, as_json: bool) -> None:
     }
     counts = {k: len(r) for k, r in get_plugin_set().registries().items()}
     files = [
-        {"file": k.filename, "purpose": k.purpose, "source": k.source, "path": str(p) if p else None}
+        {"file": k.filename, "purpose": k.purpose, "source": k.source, "declared_by": k.component,
+         "path": str(p) if p else None}
         for k, p in present(root)
     ]
     report = {"torch": torch.__version__, "devices": devices, "components": counts,
-              "weights_dir": str(root), "weights_dir_exists": root.is_dir(), "weights": files}
+              "weights_dir": str(root), "weights_dir_exists": root.is_dir(), "weights": files,
+              "toy_world_needs": []}
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -79,12 +81,13 @@ def doctor(weights_dir: str | None, as_json: bool) -> None:
         comp.add_row(k, str(n))
     _stdout.print(comp)
     note = "" if root.is_dir() else " (does not exist)"
-    wt = Table(title=f"weights in {root}{note}")
-    for col in ("file", "present", "for"):
-        wt.add_column(col)
+    wt = Table(title=f"weight files the plugins declare, looked for in {root}{note}")
+    for col in ("file", "present", "for", "declared by"):
+        wt.add_column(col, overflow="fold")
     for f in files:
-        wt.add_row(f["file"], "yes" if f["path"] else "no", f["purpose"])
+        wt.add_row(f["file"], "yes" if f["path"] else "no", f["purpose"], f["declared_by"])
     _stdout.print(wt)
+    _stdout.print("The toyfaces world and the demo need none of these files: they train every model they use.")
 
 
 __all__ = ["doctor", "plugins"]

@@ -120,7 +120,7 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
                    "--set pair-distributions.genuine=20000 (docs/evaluation.md lists them).")
 @click.option("--reference", default=None, help="Reference identities for leakage: centres .npy or a dataset.")
 @click.option("--fid-against", default=None, type=click.Path(), help="Second image set for FID.")
-@click.option("--fid-extractor", default=None, help="Feature extractor for FID [default: fid-inception if its weights exist, else --extractor].")
+@click.option("--fid-extractor", default=None, help="Feature extractor for FID [default: the standard Inception features (fid-inception) if their weights file is in the weights directory, else --extractor].")
 @click.option("--fid-weights", default=None, help="Weights of the FID extractor.")
 @click.option("--pose-extractor", default=None, help="Head-pose extractor name (for pose histograms).")
 @click.option("--pose-weights", default=None)

@@ -175,10 +175,6 @@ def tidy_csv(summary: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-#: The feature extractor used for FID when the user has its weights (see ``docs/evaluation.md``).
-FID_INCEPTION = "fid-inception"
-FID_INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
-
 def _features_of(resolved: ResolvedModel, path: Path, out: Path, config: Any) -> tuple[np.ndarray, Any]:
     from ..data import open_dataset
 
@@ -191,20 +187,25 @@ def _features_of(resolved: ResolvedModel, path: Path, out: Path, config: Any) ->
 
 
 def _fid_extractor(config: Any) -> Any:
-    """``(name, model, kind)`` for FID, or ``None`` to use the identity features' model."""
+    """``(name, model, kind)`` for FID, or ``None`` to use the identity features' model.
+
+    Without ``--fid-extractor``, a registered extractor of role ``fid`` (the standard Inception features)
+    is used when its declared weights file is in the weights directory.
+    """
     from ..pluginmanager import registry
     from ..weights import weights_dir
     from .embed import as_tensor_model
 
     name, weights = config.fid_extractor, config.fid_weights
+    extractors = registry("feature_extractor")
     if name is None:
-        default = weights_dir() / FID_INCEPTION_WEIGHTS
-        if FID_INCEPTION in registry("feature_extractor") and default.is_file():
-            name, weights = FID_INCEPTION, str(default)
-        else:
+        standard = [s for s in extractors if s.extras.get("role") == "fid" and s.extras.get("weights")
+                    and (weights_dir() / s.extras["weights"]).is_file()]
+        if not standard:
             return None
-    if name == FID_INCEPTION:
-        extractor = registry("feature_extractor").create(name, weights=weights, device=config.device)
+        name, weights = standard[0].name, str(weights_dir() / standard[0].extras["weights"])
+    if extractors.get(name).extras.get("role") == "fid":
+        extractor = extractors.create(name, weights=weights, device=config.device)
         return name, as_tensor_model(extractor, config.device, name), "inception"
     if weights is None:
         raise FacebenchError(f"--fid-extractor {name} needs --fid-weights")

@@ -45,4 +45,7 @@ def register_evaluators(register):
 def register_feature_extractors(register):
     register("fid-inception", "facebench_plugins.evaluators.inception:FidInceptionExtractor",
              "FID Inception-v3 pool3 features (needs pt_inception-2015-12-05-6726825d.pth, checked by hash)",
-             mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), flip_test=False)
+             mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), flip_test=False, role="fid",
+             weights="pt_inception-2015-12-05-6726825d.pth",
+             weight_files=(("pt_inception-2015-12-05-6726825d.pth", "FID Inception-v3 features (checked by sha256)",
+                            "pytorch-fid release"),))

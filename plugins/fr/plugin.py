@@ -37,11 +37,13 @@ HEADS: dict[str, tuple[str, str]] = {
     "softmax": (f"{_HEADS}:softmax", "plain softmax cross-entropy"),
 }
 
-#: released weight files (facebench.weights.KNOWN_WEIGHTS) and the backbone each one loads into
+#: released weight files (declared to ``facebench doctor``) and the backbone each one loads into
 RELEASED_EXTRACTORS: dict[str, tuple[str, str, str]] = {
-    "arcface-r100": ("iresnet100", "arcface-r100-glint360k.pth", "ArcFace IResNet-100 (Glint360K)"),
+    "arcface-r100": ("iresnet100", "arcface-r100-glint360k.pth",
+                     "ArcFace IResNet-100 (Glint360K): identity loss, AttrOP, analysis"),
     "magface-r100": ("iresnet100", "magface-r100-glint360k.pth", "MagFace IResNet-100 (feature norm = quality)"),
-    "hsface10k-se-ir50": ("se_iresnet50", "hsface10k.pth", "SE-IResNet50 trained on HSFace10k"),
+    **{f"hsface{n}-se-ir50": ("se_iresnet50", f"hsface{n}.pth", f"SE-IResNet50 trained on HSFace{n.upper()}")
+       for n in ("10k", "20k", "100k", "200k", "300k")},
 }
 
 
@@ -88,5 +90,6 @@ def register_feature_extractors(register):
     for name, (_, description) in BACKBONES.items():
         register(name, _extractor(name), f"{description} + --weights FILE", **extras)
     for name, (backbone, filename, description) in RELEASED_EXTRACTORS.items():
-        register(name, _extractor(backbone, filename), f"{description}; default weights {filename}", **extras)
+        register(name, _extractor(backbone, filename), f"{description}; default weights {filename}", **extras,
+                 weights=filename, weight_files=((filename, description, "Vec2Face release"),))
     register("fr-run", _run_extractor, "a facebench train-fr run directory (--weights RUN_DIR)", **extras)

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 from facebench import hookimpl
 
+#: The files Vec2Face loads: its generator, and LPIPS-VGG16's two files for train-generator.
+WEIGHT_FILES = (
+    ("vec2face_generator.pth", "Vec2Face generator (key 'model_vec2face')", "Vec2Face release"),
+    ("vgg16-397923af.pth", "VGG16 ImageNet features for train-generator's LPIPS loss", "torchvision"),
+    ("vgg.pth", "LPIPS linear layers for VGG16 (train-generator)", "LPIPS release (also in the Vec2Face repo)"),
+)
+
 
 @hookimpl
 def register_generators(register):
     register("vec2face", "facebench_plugins.vec2face.generator:vec2face",
              "Vec2Face ViT-Base, official layout (weights/vec2face_generator.pth), 112 px",
-             feature_dim=512, image_size=112, weights="vec2face_generator.pth")
+             feature_dim=512, image_size=112, weights="vec2face_generator.pth", weight_files=WEIGHT_FILES)
     register("vec2face_vit_base_patch16", "facebench_plugins.vec2face.generator:vec2face",
              "Vec2Face ViT-Base under its official model name (same as 'vec2face')",
              feature_dim=512, image_size=112, weights="vec2face_generator.pth")
