@@ -1,1 +1,1 @@
-"""Built-in report sections."""
+"""Built-in report sections, their figures and the published reference numbers they show."""

@@ -1,4 +1,5 @@
-"""The built-in sections of ``facebench report``, registered like a third party's would be.
+"""The built-in sections of ``facebench report`` (accuracy table beside published rows, dataset cards,
+analyses, size plot, provenance), registered like a third party's would be.
 
 Factories are lazy ``"module:attr"`` strings so listing plugins imports neither matplotlib nor pandas.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from facebench import hookimpl
 
-_SECTIONS = "facebench.report.sections"
+_SECTIONS = "facebench_plugins.reports.sections"
 
 
 @hookimpl

@@ -7,7 +7,6 @@ which escapes every user-provided string.
 
 from __future__ import annotations
 
-import importlib
 import io
 import math
 from collections.abc import Sequence
@@ -16,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FacebenchError
+from facebench.errors import FacebenchError
+from facebench.report.html import definition_list, esc, image, table
+from facebench.report.loading import RunData
+
 from . import figures
-from .html import definition_list, esc, image, table
-from .loading import RunData
 from .published import (
     FIVE,
     OTHER_TASKS,
@@ -203,12 +203,23 @@ def _settings_text(settings: Any) -> str:
     return str(settings)
 
 
+def scores_eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """The EER of genuine/impostor score arrays by the tie-safe ROC that ``analyze`` uses (for runs whose
+    summary does not state its own)."""
+    from facebench.metrics.roc import eer, roc_curve
+
+    scores = np.concatenate([genuine, impostor])
+    same = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(impostor), bool)])
+    return eer(roc_curve(scores, same))[0]
+
+
 def dataset_grid(path: Path, identities: int = 6, per_identity: int = 6, cell: int = 56) -> bytes | None:
     """A contact sheet of a dataset readable through the format registry, or None if it cannot be read."""
+    from facebench.data import open_dataset
+
     try:
-        data_api = importlib.import_module("facebench.data")
-        reader = data_api.open_dataset(path)
-    except (ImportError, AttributeError, FacebenchError, OSError):
+        reader = open_dataset(path)
+    except (FacebenchError, OSError):
         return None
     from PIL import Image
 
@@ -322,12 +333,12 @@ def analysis_section(runs: Sequence[RunData]) -> list[str]:
         if gen is None or imp is None or not len(gen) or not len(imp):
             continue
         given = stated(run.summary, "pair-distributions", "eer")
-        eer = float(given) if given is not None else figures.equal_error_rate(gen, imp)
+        eer = float(given) if given is not None else scores_eer(gen, imp)
         if eer > 1.0:  # stated in percent
             eer /= 100.0
         estimator = stated(run.summary, "pair-distributions", "eer_estimator")
         source = (f"as stated in analysis/summary.json{', ' + str(estimator) if estimator else ''}"
-                  if given is not None else "computed from the arrays by a threshold sweep")
+                  if given is not None else "computed from the arrays as analyze computes it")
         pairs.append(image(
             figures.similarity_plot(gen, imp, eer, run.label), f"similarity distributions of {run.label}",
             f"{run.label}: EER {eer * 100:.2f}% ({source})"))

@@ -40,20 +40,6 @@ def to_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> float:
-    """EER by sweeping every observed score as threshold: where false rejects meet false accepts.
-
-    Used only when a run's ``analysis/summary.json`` does not state its own EER.
-    """
-    genuine = np.sort(np.asarray(genuine, dtype=np.float64))
-    impostor = np.sort(np.asarray(impostor, dtype=np.float64))
-    thresholds = np.unique(np.concatenate([genuine, impostor]))
-    frr = np.searchsorted(genuine, thresholds, side="left") / len(genuine)  # genuine below t rejected
-    far = 1.0 - np.searchsorted(impostor, thresholds, side="left") / len(impostor)  # impostors >= t accepted
-    i = int(np.argmin(np.abs(frr - far)))
-    return float((frr[i] + far[i]) / 2.0)
-
-
 def separability_plot(curves: Sequence[tuple[str, np.ndarray]], threshold: float = 0.4) -> bytes:
     """Well-separated identities against identities seen, one line per dataset (paper Fig. 5)."""
     plt = _pyplot()
