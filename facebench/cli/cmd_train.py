@@ -2,65 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from ..errors import MissingFileError
 from .options import device_option
-
-
-def _search_dirs(data: str) -> list[Path]:
-    data_path = Path(data)
-    places = [data_path if data_path.is_dir() else data_path.parent, data_path.parent, Path.cwd()]
-    return list(dict.fromkeys(places))
-
-
-def resolve_pack(name_or_path: str, data: str) -> Path:
-    """A verification pack given as a path, or as a name (``toy_lfw``) looked up as ``<name>.bin`` (or a
-    pair-list folder of that name) beside the training set (its folder, its parent) and in the current
-    directory."""
-    path = Path(name_or_path)
-    if path.exists():
-        return path
-    filename = name_or_path if name_or_path.endswith(".bin") else f"{name_or_path}.bin"
-    for place in _search_dirs(data):
-        for candidate in (place / filename, place / name_or_path):
-            if candidate.exists():
-                return candidate
-    looked = ", ".join(str(p) for p in _search_dirs(data))
-    raise MissingFileError(path, "verification pack", f"also looked for {filename} in {looked}")
-
-
-def resolve_validation(items: tuple[str, ...] | list[str], data: str) -> dict[str, Path]:
-    """``--val`` values -> {benchmark name: pack path}. Each value is a pack (path or name) or the name of
-    a verification suite from the evaluator registry (e.g. ``toy-five``), whose packs are looked up beside
-    the training set the way ``facebench evaluate`` finds them under ``--data-root``."""
-    from ..evaluation.suites import SUITE
-    from ..pluginmanager import registry
-
-    evaluators = registry("evaluator")
-    packs: dict[str, Path] = {}
-    for item in items:
-        if item in evaluators and evaluators.get(item).extras.get("kind") == SUITE:
-            from ..evaluation.suites import get_suite
-
-            suite = get_suite(item)
-            found: dict[str, Path] = {}
-            for place in _search_dirs(data):
-                located, _ = suite.locate(place)
-                for name, path in located.items():
-                    found.setdefault(name, path)
-            absent = [b.name for b in suite.benchmarks if b.name not in found]
-            if absent:
-                looked = ", ".join(str(p) for p in _search_dirs(data))
-                raise MissingFileError(item, f"packs {', '.join(absent)} of suite", f"looked in {looked}")
-            packs.update(found)
-            continue
-        path = resolve_pack(item, data)
-        name = path.name[:-4] if path.name.endswith(".bin") else path.name
-        packs[name] = path
-    return packs
 
 
 @click.command(
@@ -87,40 +31,14 @@ def train_fr_command(recipe_name: str, data: str, data_format: str | None, val: 
     Writes checkpoint.pt (every epoch and every train.checkpoint_every steps), metrics.jsonl,
     backbone.pt (state dict, insightface key names) and model.json (the model card) to the run directory.
     """
-    from ..config import config_to_dict
-    from ..data import open_dataset, open_pairs
-    from ..errors import ConfigError
-    from ..fr.recipe import resolve_recipe
-    from ..fr.trainer import train_fr
-    from ..runs import Run, run_path
-    from ..runtime import env_context, shutdown
-    from ..training import CHECKPOINT
+    from ..fr.trainer import train_from_paths
+    from ..runtime import env_context
 
-    recipe = resolve_recipe(recipe_name, overrides)
-    reader = open_dataset(data, data_format)
-    pack_paths = resolve_validation(val, data)
-    for path in pack_paths.values():
-        open_pairs(path).close()  # a broken pack fails now, not after the first epoch
-    out_dir = run_path(out, f"fr-{recipe.name}-{Path(data).name}")
-    ctx = env_context()
-    dataset_info = {"path": str(Path(data).resolve()), "format": getattr(reader, "format_name", "") or data_format,
-                    "images": len(reader), "identities": int(reader.num_classes)}
-    if ctx.is_main:
-        if (out_dir / CHECKPOINT).exists() and not resume:
-            raise ConfigError(f"{out_dir}: holds a checkpoint of an earlier run; pass --resume to continue it "
-                              "or choose another --out")
-        inputs = {"dataset": data, **{f"val:{k}": p for k, p in pack_paths.items()}}
-        run = Run.start(out_dir, config=config_to_dict(recipe), seed=recipe.train.seed, device=device, inputs=inputs,
-                  extra={"world_size": ctx.world_size})
-        dataset_info["sha256"] = run.provenance()["inputs"]["dataset"]["sha256"]
-    try:
-        result = train_fr(recipe, reader, out_dir, val_packs=pack_paths, device=device, resume=resume,
-                          dataset_info=dataset_info)
-    finally:
-        shutdown(ctx)
-    if ctx.is_main:
+    result = train_from_paths(recipe_name, data, data_format=data_format, val=val, out=out, resume=resume,
+                              device=device, overrides=overrides)
+    if env_context().is_main:
         accs = "  ".join(f"{k} {v * 100:.2f}%" for k, v in result.accuracies.items())
-        click.echo(f"trained {recipe.name}: {result.global_step} steps -> {out_dir / 'backbone.pt'}"
+        click.echo(f"trained {result.recipe}: {result.global_step} steps -> {result.out_dir / 'backbone.pt'}"
                    + (f"  ({accs})" if accs else ""))
 
 

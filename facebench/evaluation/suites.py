@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import read_toml
-from ..errors import ConfigError, FacebenchError
+from ..errors import ConfigError, FacebenchError, MissingFileError
 
 SUITE = "suite"
 ANALYSIS = "analysis"
@@ -162,3 +162,53 @@ def get_suite(name_or_path: str | os.PathLike) -> Suite:
     if not isinstance(suite, Suite):
         raise FacebenchError(f"suite '{text}' from plugin '{spec.plugin}' did not build a Suite")
     return suite
+
+
+def _search_dirs(data: str) -> list[Path]:
+    data_path = Path(data)
+    places = [data_path if data_path.is_dir() else data_path.parent, data_path.parent, Path.cwd()]
+    return list(dict.fromkeys(places))
+
+
+def resolve_pack(name_or_path: str, data: str) -> Path:
+    """A verification pack given as a path, or as a name (``toy_lfw``) looked up as ``<name>.bin`` (or a
+    pair-list folder of that name) beside the training set (its folder, its parent) and in the current
+    directory."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    filename = name_or_path if name_or_path.endswith(".bin") else f"{name_or_path}.bin"
+    for place in _search_dirs(data):
+        for candidate in (place / filename, place / name_or_path):
+            if candidate.exists():
+                return candidate
+    looked = ", ".join(str(p) for p in _search_dirs(data))
+    raise MissingFileError(path, "verification pack", f"also looked for {filename} in {looked}")
+
+
+def resolve_validation(items: tuple[str, ...] | list[str], data: str) -> dict[str, Path]:
+    """``--val`` values -> {benchmark name: pack path}. Each value is a pack (path or name) or the name of
+    a verification suite from the evaluator registry (e.g. ``toy-five``), whose packs are looked up beside
+    the training set the way ``facebench evaluate`` finds them under ``--data-root``."""
+    from ..pluginmanager import registry
+
+    evaluators = registry("evaluator")
+    packs: dict[str, Path] = {}
+    for item in items:
+        if item in evaluators and evaluators.get(item).extras.get("kind") == SUITE:
+            suite = get_suite(item)
+            found: dict[str, Path] = {}
+            for place in _search_dirs(data):
+                located, _ = suite.locate(place)
+                for name, path in located.items():
+                    found.setdefault(name, path)
+            absent = [b.name for b in suite.benchmarks if b.name not in found]
+            if absent:
+                looked = ", ".join(str(p) for p in _search_dirs(data))
+                raise MissingFileError(item, f"packs {', '.join(absent)} of suite", f"looked in {looked}")
+            packs.update(found)
+            continue
+        path = resolve_pack(item, data)
+        name = path.name[:-4] if path.name.endswith(".bin") else path.name
+        packs[name] = path
+    return packs

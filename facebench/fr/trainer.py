@@ -40,13 +40,13 @@ from ..runtime import (
     use_channels_last,
 )
 from ..training import (
-    CHECKPOINT,
     GlobalBatchSampler,
     LRSchedule,
     MetricsLog,
     Position,
     build_scheduler,
     capture_rng_state,
+    check_resume,
     load_training_checkpoint,
     restore_checkpoint,
     save_checkpoint,
@@ -173,11 +173,12 @@ class StepRunner:
 
 
 @dataclass
-class TrainResult:
+class FRTrainResult:
     out_dir: Path
     global_step: int
     accuracies: dict[str, float] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
+    recipe: str = ""
 
 
 def validate(backbone: Any, packs: Mapping[str, Any], recipe: FRRecipe, device: Any) -> dict[str, dict[str, float]]:
@@ -217,7 +218,7 @@ def train_fr(
     device: str = "auto",
     resume: bool = False,
     dataset_info: Mapping[str, Any] | None = None,
-) -> TrainResult:
+) -> FRTrainResult:
     """Train ``recipe`` on the train reader ``reader``; see the module docstring for the outputs.
 
     ``dataset_info`` (path, sha256, format, ...) goes into the model card; the caller writes the run's
@@ -229,10 +230,7 @@ def train_fr(
     dev = select_device(device, local_rank=env_context().local_rank)
     ctx = init_distributed(dev.type)
     val_packs = dict(val_packs or {})
-    ckpt_path = out_dir / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise ConfigError(f"{out_dir}: holds a checkpoint of an earlier run; pass --resume to continue it "
-                          "or choose another --out")
+    ckpt_path = check_resume(out_dir, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     num_classes = int(reader.num_classes)
@@ -349,7 +347,7 @@ def train_fr(
                         val={k: v["accuracy"] for k, v in accuracies.items()})
             checkpoint(Position(epoch + 1, 0, step), [])
 
-    result = TrainResult(out_dir=out_dir, global_step=step,
+    result = FRTrainResult(out_dir=out_dir, global_step=step,
                          accuracies={k: v["accuracy"] for k, v in accuracies.items()})
     if ctx.is_main:
         if not accuracies:  # resumed after the last epoch: take the last validation from the log
@@ -363,4 +361,41 @@ def train_fr(
     return result
 
 
-__all__ = ["StepRunner", "TrainResult", "build_backbone", "build_head", "build_optimizer", "train_fr", "validate"]
+def train_from_paths(recipe_name: str, data: str, *, data_format: str | None = None, val: Any = (),
+                     out: str | None = None, resume: bool = False, device: str = "auto",
+                     overrides: Any = ()) -> FRTrainResult:
+    """What ``facebench train-fr`` does: the recipe (registry or TOML, then ``--set``), the training set,
+    its validation packs (checked now, not after the first epoch), the run directory with provenance,
+    then :func:`train_fr`."""
+    from ..config import config_to_dict
+    from ..data import open_dataset, open_pairs
+    from ..evaluation.suites import resolve_validation
+    from ..runs import Run, run_path
+    from ..runtime import shutdown
+    from .recipe import resolve_recipe
+
+    recipe = resolve_recipe(recipe_name, overrides)
+    reader = open_dataset(data, data_format)
+    pack_paths = resolve_validation(val, data)
+    for path in pack_paths.values():
+        open_pairs(path).close()
+    out_dir = run_path(out, f"fr-{recipe.name}-{Path(data).name}")
+    ctx = env_context()
+    dataset_info = {"path": str(Path(data).resolve()), "format": getattr(reader, "format_name", "") or data_format,
+                    "images": len(reader), "identities": int(reader.num_classes)}
+    if ctx.is_main:
+        check_resume(out_dir, resume)
+        inputs = {"dataset": data, **{f"val:{k}": p for k, p in pack_paths.items()}}
+        run = Run.start(out_dir, config=config_to_dict(recipe), seed=recipe.train.seed, device=device,
+                        inputs=inputs, extra={"world_size": ctx.world_size})
+        dataset_info["sha256"] = run.provenance()["inputs"]["dataset"]["sha256"]
+    try:
+        result = train_fr(recipe, reader, out_dir, val_packs=pack_paths, device=device, resume=resume,
+                          dataset_info=dataset_info)
+    finally:
+        shutdown(ctx)
+    result.recipe = recipe.name
+    return result
+
+
+__all__ = ["FRTrainResult", "StepRunner", "build_backbone", "build_head", "build_optimizer", "train_from_paths", "train_fr", "validate"]

@@ -14,12 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..safe_load import load_checkpoint
 
 CHECKPOINT_FORMAT = 1
 #: The file name of the latest checkpoint in a training run directory (FR and Vec2Face trainers).
 CHECKPOINT = "checkpoint.pt"
+
+
+def check_resume(run_dir: str | os.PathLike, resume: bool) -> Path:
+    """The checkpoint path of ``run_dir``. A fresh run refuses a directory that already holds one (both
+    trainers ask here); ``resume`` without a checkpoint yet (killed before the first one) starts over."""
+    path = Path(run_dir) / CHECKPOINT
+    if path.exists() and not resume:
+        raise ConfigError(f"{run_dir}: holds a checkpoint of an earlier run; pass --resume to continue it "
+                          "or choose another --out")
+    return path
 
 
 @dataclass
