@@ -4,46 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import FacebenchError
 from .options import device_option
 
 _stdout = Console(highlight=False, width=max(120, shutil.get_terminal_size((120, 24)).columns))
-
-
-@dataclass
-class EvaluateConfig:
-    suite: str
-    model: str
-    data_root: str
-    backbone: str | None = None
-    label: str | None = None
-    flip_test: bool = True
-    folds: int = 10
-    batch_size: int = 64
-    device: str = "auto"
 
 
 def _device(preference: str) -> str:
     from ..runtime import select_device
 
     return str(select_device(preference))
-
-
-def _default_out(model: str, suite: str) -> Path:
-    from ..runs import DEFAULT_RUNS_ROOT
-
-    path = Path(model)
-    safe_suite = Path(suite).stem
-    if path.is_dir():
-        return path / f"eval-{safe_suite}"
-    return DEFAULT_RUNS_ROOT / f"eval-{safe_suite}-{path.stem}"
 
 
 @click.command(epilog="Example: facebench evaluate --suite five --model runs/fr-hsface10k --data-root ~/data/eval")
@@ -66,30 +41,11 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
     Every pack of the suite found under --data-root is scored (10 folds, flip test); missing packs are
     listed and skipped. Results go to results.json / results.csv with provenance in the run directory.
     """
-    from ..evaluation.models import resolve_model
-    from ..evaluation.runner import evaluate_suite, table_1, write_results
-    from ..evaluation.suites import get_suite
-    from ..provenance import sha256_path
-    from ..runs import Run
+    from ..evaluation.runner import EvaluateConfig, run_evaluation, table_1
 
-    the_suite = get_suite(suite)
-    found, missing = the_suite.locate(data_root)
-    if not found:
-        tried = "; ".join(f"{b.name}: {', '.join(b.files)}" for b in missing)
-        raise FacebenchError(f"{data_root}: none of the packs of suite '{the_suite.name}' is there (looked for {tried})")
-    dev = _device(device)
-    resolved = resolve_model(model, backbone, device=dev)
-    dataset = label or resolved.dataset
-    config = EvaluateConfig(suite=suite, model=str(model), data_root=str(data_root), backbone=resolved.name,
-                            label=dataset, flip_test=not no_flip, batch_size=batch_size, device=dev)
-    run = Run.start(out or _default_out(model, suite), config=config, device=dev,
-              inputs={"weights": resolved.weights},
-              extra={"suite": the_suite.name, "missing_packs": [b.name for b in missing],
-                     "trained_on": resolved.dataset})
-    outcome = evaluate_suite(resolved.model, the_suite, data_root, dataset=dataset, run=run,
-                             weights_sha256=sha256_path(resolved.weights), batch_size=batch_size,
-                             flip_test=not no_flip)
-    write_results(run, outcome.rows)
+    config = EvaluateConfig(suite=suite, model=str(model), data_root=str(data_root), backbone=backbone, label=label,
+                            flip_test=not no_flip, batch_size=batch_size, device=_device(device))
+    run, outcome, the_suite = run_evaluation(config, out)
     if as_json:
         click.echo(json.dumps({"run": str(run.path), "missing": [b.name for b in outcome.missing],
                                "rows": outcome.rows}, indent=2))

@@ -21,7 +21,7 @@ from ..errors import DataError, FacebenchError
 from ..metrics import MetricInputError, VerificationResult, far_key, verify
 from ..metrics.verification import DEFAULT_FARS
 from ..provenance import sha256_path
-from ..runs import RESULTS
+from ..runs import DEFAULT_RUNS_ROOT, RESULTS
 from ..shards import ShardManifest
 from .embed import TensorModel, embed_pairs
 from .suites import Benchmark, Suite
@@ -154,3 +154,52 @@ def table_1(rows: list[dict[str, Any]], suite: Suite) -> tuple[list[str], list[l
         avg = f"{100 * float(np.mean(present)):.2f}" if present else "-"
         body.append([dataset, *cells, avg])
     return header, body
+
+
+@dataclass
+class EvaluateConfig:
+    suite: str
+    model: str
+    data_root: str
+    backbone: str | None = None
+    label: str | None = None
+    flip_test: bool = True
+    folds: int = 10
+    batch_size: int = 64
+    device: str = "auto"
+
+
+def _default_out(model: str, suite: str) -> Path:
+    path = Path(model)
+    safe_suite = Path(suite).stem
+    if path.is_dir():
+        return path / f"eval-{safe_suite}"
+    return DEFAULT_RUNS_ROOT / f"eval-{safe_suite}-{path.stem}"
+
+
+def run_evaluation(config: EvaluateConfig, out: str | None = None) -> tuple[Any, SuiteOutcome, Suite]:
+    """What ``facebench evaluate`` does: the suite's packs under the data root, the model (an FR run
+    directory or a weights file with a backbone), a run directory with provenance, every pack scored
+    (resumable per pack), ``results.json``/``.csv``. Returns (run, outcome, suite)."""
+    from ..runs import Run
+    from .models import resolve_model
+    from .suites import get_suite
+
+    suite = get_suite(config.suite)
+    found, missing = suite.locate(config.data_root)
+    if not found:
+        tried = "; ".join(f"{b.name}: {', '.join(b.files)}" for b in missing)
+        raise FacebenchError(f"{config.data_root}: none of the packs of suite '{suite.name}' is there "
+                             f"(looked for {tried})")
+    resolved = resolve_model(config.model, config.backbone, device=config.device)
+    config.label = config.label or resolved.dataset
+    config.backbone = resolved.name
+    run = Run.start(out or _default_out(config.model, config.suite), config=config, device=config.device,
+                    inputs={"weights": resolved.weights},
+                    extra={"suite": suite.name, "missing_packs": [b.name for b in missing],
+                           "trained_on": resolved.dataset})
+    outcome = evaluate_suite(resolved.model, suite, config.data_root, dataset=config.label, run=run,
+                             weights_sha256=sha256_path(resolved.weights), batch_size=config.batch_size,
+                             flip_test=config.flip_test)
+    write_results(run, outcome.rows)
+    return run, outcome, suite
