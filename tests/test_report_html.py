@@ -311,5 +311,10 @@ def test_card_shows_a_grid_of_the_training_set_named_by_model_json(tmp_path):
     doc = parse(write_report([run], tmp_path / "r.html", sections=["datasets"]).read_text())
     assert len(doc.images) == 1
     grid = Image.open(io.BytesIO(base64.b64decode(doc.images[0]["src"].split(",", 1)[1]))).convert("RGB")
-    assert grid.size == (6 * 56, 3 * 56)  # 3 identities in rows, 2 images each, cells of 56 px
-    assert grid.getpixel((28, 28 + 56)) == (80, 0, 200) and grid.getpixel((56 + 28, 28 + 2 * 56)) == (160, 40, 200)
+    # data grid's contact sheet: 3 identities in rows, 2 images each, cells of 56 px with 2 px gaps
+    assert grid.size == (2 + 2 * 58, 2 + 3 * 58)
+
+    def centre(row, col):
+        return grid.getpixel((2 + col * 58 + 28, 2 + row * 58 + 28))
+
+    assert centre(1, 0) == (80, 0, 200) and centre(2, 1) == (160, 40, 200)

@@ -11,8 +11,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ..console import track
-from ..errors import DataError, FacebenchError
+from ..errors import FacebenchError
 
 _stdout = Console(highlight=False)
 
@@ -100,7 +99,9 @@ _mask_option = click.option("--mask", type=click.Path(dir_okay=False), default=N
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a table.")
 def info(path: str, fmt: str | None, mask: str | None, as_json: bool) -> None:
     """Format, identities, images, images per identity (min/median/max), image sizes; for packs the pairs."""
-    with _open(path, fmt, mask) as reader:
+    from ..data.inspect import dataset_summary, open_for_inspection
+
+    with open_for_inspection(path, fmt, mask) as reader:
         summary = dataset_summary(reader)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -126,31 +127,9 @@ def info(path: str, fmt: str | None, mask: str | None, as_json: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
 def convert(src: str, dst: str, to_format: str, fmt: str | None, mask: str | None, overwrite: bool) -> None:
     """Convert SRC to DST in another format, streaming one record at a time; DST appears only when complete."""
-    from ..data import get_format, open_writer
+    from ..data.inspect import convert_dataset
 
-    out_fmt = get_format(to_format)
-    with _open(src, fmt, mask) as reader:
-        pairs = _is_pairs(reader)
-        if (out_fmt.role == "pairs") != pairs:
-            kind = "verification pairs" if pairs else "a training set"
-            raise FacebenchError(f"{src} holds {kind} ({reader.format_name}); format '{to_format}' holds "
-                                 f"{out_fmt.role} data")
-        options: dict[str, Any] = {"overwrite": overwrite}
-        features = to_format == "lmdb" and getattr(reader, "has_features", lambda: False)()
-        if features:
-            options["features"] = True
-        with open_writer(dst, to_format, **options) as writer:
-            if pairs:
-                for k in track(range(len(reader)), f"convert {Path(src).name}"):
-                    a, b = reader.pair_bytes(k)
-                    writer.add(a, b, bool(reader.issame[k]))
-            else:
-                for i in track(range(len(reader)), f"convert {Path(src).name}"):
-                    if features:
-                        writer.add(reader.image_bytes(i), reader.label(i), feature=reader.feature(i))
-                    else:
-                        writer.add(reader.image_bytes(i), reader.label(i))
-        n = len(reader)
+    n, pairs = convert_dataset(src, dst, to_format, fmt=fmt, mask=mask, overwrite=overwrite)
     click.echo(f"wrote {dst} ({to_format}): {n} {'pairs' if pairs else 'images'}")
 
 
@@ -162,55 +141,16 @@ def convert(src: str, dst: str, to_format: str, fmt: str | None, mask: str | Non
               help="Stop listing after this many problems.")
 def check(path: str, fmt: str | None, mask: str | None, max_problems: int) -> None:
     """Decode every record (and stored feature) and list the problems; exits with code 2 if there is any."""
-    problems: list[str] = []
-    with _open(path, fmt, mask) as reader:
-        pairs = _is_pairs(reader)
-        if not pairs:
-            try:  # labels are read up front by most formats, lazily (record by record) by LMDB
-                counts = np.bincount(reader.labels, minlength=reader.num_classes)
-                problems += [f"{path}: empty identity (no images) at label {c}" for c in np.flatnonzero(counts == 0)]
-            except DataError as exc:
-                problems.append(str(exc))
-        n = len(reader)
-        try:
-            features = not pairs and getattr(reader, "has_features", lambda: False)()
-        except DataError:
-            features = False  # record 0 itself is broken; the loop below reports it
-        for i in track(range(n), f"check {Path(path).name}"):
-            if len(problems) >= max_problems:
-                break
-            try:
-                if pairs:
-                    reader.pair_images(i)
-                else:
-                    reader.image(i)
-                    if features:
-                        reader.feature(i)
-            except DataError as exc:
-                problems.append(str(exc))
-    for line in problems[:max_problems]:
+    from ..data.inspect import check_dataset, is_pairs
+
+    problems, reader = check_dataset(path, fmt=fmt, mask=mask, max_problems=max_problems)
+    for line in problems:
         click.echo(line)
     if problems:
         more = "at least " if len(problems) >= max_problems else ""
         raise FacebenchError(f"{path}: {more}{len(problems)} problem(s) found")
-    click.echo(f"ok: {path} ({reader.format_name}), {n} {'pairs' if pairs else 'images'} read without a problem")
-
-
-def _tile(images: list[list[np.ndarray | None]], size: int, borders: list[list[tuple[int, int, int]]] | None = None):
-    from PIL import Image
-
-    pad = 2
-    rows, cols = len(images), max((len(r) for r in images), default=0)
-    sheet = Image.new("RGB", (cols * (size + pad) + pad, rows * (size + pad) + pad), (255, 255, 255))
-    for r, row in enumerate(images):
-        for c, img in enumerate(row):
-            if img is None:
-                continue
-            x, y = pad + c * (size + pad), pad + r * (size + pad)
-            if borders is not None:
-                sheet.paste(Image.new("RGB", (size + 2 * pad, size + 2 * pad), borders[r][c]), (x - pad, y - pad))
-            sheet.paste(Image.fromarray(img).resize((size, size)), (x, y))
-    return sheet
+    click.echo(f"ok: {path} ({reader.format_name}), {len(reader)} {'pairs' if is_pairs(reader) else 'images'} "
+               "read without a problem")
 
 
 @data.command(epilog="Example: facebench data grid toy/train --out grid.png --identities 8 --per-identity 6")
@@ -226,28 +166,10 @@ def _tile(images: list[list[np.ndarray | None]], size: int, borders: list[list[t
 def grid(path: str, out: str, identities: int, per_identity: int, size: int, fmt: str | None, mask: str | None) -> None:
     """A contact sheet: one row per identity (packs: pairs framed green = same, red = different)."""
     from .. import atomic
+    from ..data.inspect import contact_sheet, open_for_inspection
 
-    with _open(path, fmt, mask) as reader:
-        if _is_pairs(reader):
-            per_row = max(1, per_identity // 2)
-            rows, borders = [], []
-            for r in range(identities):
-                row, frame = [], []
-                for k in range(r * per_row, min((r + 1) * per_row, len(reader))):
-                    a, b = reader.pair_images(k)
-                    colour = (40, 160, 60) if reader.issame[k] else (200, 40, 40)
-                    row += [a, b]
-                    frame += [colour, colour]
-                if row:
-                    rows.append(row)
-                    borders.append(frame)
-            sheet = _tile(rows, size, borders)
-        else:
-            labels = reader.labels
-            chosen = np.unique(labels)
-            chosen = chosen[np.unique(np.linspace(0, len(chosen) - 1, min(identities, len(chosen))).astype(int))]
-            rows = [[reader.image(int(i)) for i in np.flatnonzero(labels == c)[:per_identity]] for c in chosen]
-            sheet = _tile(rows, size)
+    with open_for_inspection(path, fmt, mask) as reader:
+        sheet = contact_sheet(reader, identities=identities, per_identity=per_identity, size=size)
     with atomic.atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG")
     click.echo(f"wrote {out} ({sheet.width}x{sheet.height})")

@@ -214,29 +214,14 @@ def scores_eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
 
 
 def dataset_grid(path: Path, identities: int = 6, per_identity: int = 6, cell: int = 56) -> bytes | None:
-    """A contact sheet of a dataset readable through the format registry, or None if it cannot be read."""
-    from facebench.data import open_dataset
+    """``facebench data grid``'s contact sheet of a dataset as PNG bytes, or None if it cannot be read."""
+    from facebench.data.inspect import contact_sheet, open_for_inspection
 
     try:
-        reader = open_dataset(path)
+        with open_for_inspection(str(path)) as reader:
+            sheet = contact_sheet(reader, identities=identities, per_identity=per_identity, size=cell)
     except (FacebenchError, OSError):
         return None
-    from PIL import Image
-
-    try:
-        labels = np.asarray(reader.labels)
-        chosen = [c for c in dict.fromkeys(labels.tolist())][:identities]
-        sheet = Image.new("RGB", (per_identity * cell, max(1, len(chosen)) * cell), "white")
-        for row, cls in enumerate(chosen):
-            for col, idx in enumerate(np.flatnonzero(labels == cls)[:per_identity]):
-                face = Image.fromarray(np.asarray(reader.image(int(idx)), dtype=np.uint8)).convert("RGB")
-                sheet.paste(face.resize((cell, cell)), (col * cell, row * cell))
-    except FacebenchError:
-        return None
-    finally:
-        close = getattr(reader, "close", None)
-        if close:
-            close()
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return buf.getvalue()
