@@ -14,7 +14,7 @@ from ..errors import ConfigError
 
 
 @dataclass
-class ModelSection:
+class ModelConfig:
     backbone: str = "se_iresnet50"
     input_size: int = 112
     embedding_size: int = 512
@@ -26,20 +26,20 @@ class ModelSection:
 
 
 @dataclass
-class HeadSection:
+class HeadConfig:
     name: str = "arcface"
     options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class DataSection:
+class DataConfig:
     flip: bool = True
     random_erasing: bool = False
     workers: int = 2
 
 
 @dataclass
-class OptimSection:
+class OptimConfig:
     name: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
@@ -56,7 +56,7 @@ class OptimSection:
 
 
 @dataclass
-class ScheduleSection:
+class ScheduleConfig:
     kind: str = "step"
     milestones: list[int] = field(default_factory=lambda: [12, 20, 24])
     gamma: float = 0.1
@@ -66,7 +66,7 @@ class ScheduleSection:
 
 
 @dataclass
-class TrainSection:
+class TrainConfig:
     fp16: bool = True
     seed: int = 0
     #: also checkpoint every N optimizer steps (0 = only at epoch end)
@@ -84,12 +84,12 @@ class FRRecipe:
 
     name: str = "custom"
     description: str = ""
-    model: ModelSection = field(default_factory=ModelSection)
-    head: HeadSection = field(default_factory=HeadSection)
-    data: DataSection = field(default_factory=DataSection)
-    optim: OptimSection = field(default_factory=OptimSection)
-    schedule: ScheduleSection = field(default_factory=ScheduleSection)
-    train: TrainSection = field(default_factory=TrainSection)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         if self.optim.batch_size < 1 or self.optim.epochs < 1:
