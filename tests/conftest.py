@@ -1,8 +1,25 @@
-"""Shared test fixtures: a fresh plugin set per test and quiet progress bars."""
+"""The test suite's shared helpers, in one place: the plugin isolation every test gets, the generation
+components (a tiny generator, a folder format, toy attribute models), synthetic FR datasets and the run
+directories the report tests read. Test modules import what they need with ``import conftest``; the
+kill -9 tests run this file as a script (the real CLI with the test plugin added).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
 import pytest
+import torch
+
+from facebench import atomic, hookimpl
+from facebench.runs import Run
+
+# --------------------------------------------------------------------------------- plugin isolation
+# Shared test fixtures: a fresh plugin set per test and quiet progress bars.
 
 
 @pytest.fixture(autouse=True)
@@ -17,3 +34,376 @@ def _isolated_plugins(monkeypatch):
     reset_plugins()
     yield
     reset_plugins()
+
+
+# ---------------------------------------------------------------------------- generation components
+# Small components for the generation tests: a tiny generator, a folder format and toy attribute models.
+#
+# They go through the same registries as the real ones (registered by :data:`plugin`), so the commands'
+# code path is the one a Vec2Face run takes; only the models are tiny.
+
+
+
+
+DIM = 32
+SIZE = 16
+
+
+class TinyGenerator(torch.nn.Module):
+    """Vectors -> (N,3,16,16) images in [-1,1]; it draws noise from its own RNG like Vec2Face's masks."""
+
+    feature_dim = DIM
+    image_size = SIZE
+
+    def __init__(self, weights=None, device="cpu", delay=None):
+        super().__init__()
+        gen = torch.Generator().manual_seed(1234)
+        self.proj = torch.nn.Linear(DIM, 3 * SIZE * SIZE)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.randn(3 * SIZE * SIZE, DIM, generator=gen) * 0.4)
+            self.proj.bias.zero_()
+        self.rng = torch.Generator().manual_seed(0)
+        self.delay = float(os.environ.get("TINYGEN_DELAY", "0")) if delay is None else delay
+
+    def manual_seed(self, seed: int) -> None:
+        self.rng.manual_seed(seed)
+
+    def generate(self, vectors, *, masks=None):
+        if self.delay:
+            time.sleep(self.delay)
+        unit = vectors / vectors.norm(dim=1, keepdim=True)
+        jitter = torch.rand(vectors.shape[0], 1, generator=self.rng).to(vectors.device) * 0.05
+        return torch.tanh(self.proj(unit * 3) + jitter).view(-1, 3, SIZE, SIZE)
+
+
+class GlobalRNGGenerator(TinyGenerator):
+    """A third-party-style generator: no ``reseed``, no RNG of its own; its jitter comes from Python's,
+    numpy's and torch's global RNGs."""
+
+    manual_seed = None  # not inherited: nothing of its own to seed
+
+    def __init__(self, weights=None, device="cpu"):
+        super().__init__(weights, device)
+        del self.rng
+
+    def generate(self, vectors, *, masks=None):
+        import random
+
+        if self.delay:
+            time.sleep(self.delay)
+        unit = vectors / vectors.norm(dim=1, keepdim=True)
+        jitter = torch.rand(vectors.shape[0], 1) * 0.05 + random.random() * 0.05 + float(np.random.rand()) * 0.05
+        return torch.tanh(self.proj(unit * 3) + jitter).view(-1, 3, SIZE, SIZE)
+
+
+class ToyIdentity:
+    """Least-squares inverse of the tiny generator's projection: recovers the vector's direction."""
+
+    input_size = (SIZE, SIZE)
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
+    flip_test = False
+
+    def __init__(self, weights=None, device="cpu"):
+        self.pinv = torch.linalg.pinv(TinyGenerator().proj.weight.detach())
+
+    def forward_tensor(self, x):
+        return torch.atanh(x.reshape(len(x), -1).clamp(-0.999, 0.999)) @ self.pinv.T
+
+    def embed(self, images):
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        feats = self.forward_tensor(x)
+        return torch.nn.functional.normalize(feats, dim=1).numpy()
+
+
+class ToyPose(ToyIdentity):
+    """'Yaw' = 80 * tanh(10 x (left-half minus right-half brightness)): never reaches 80 degrees."""
+
+    outputs = ("pitch", "yaw", "roll")
+
+    def forward_tensor(self, x):
+        half = x.shape[-1] // 2
+        yaw = 80 * torch.tanh(10 * (x[..., :half].mean(dim=(1, 2, 3)) - x[..., half:].mean(dim=(1, 2, 3))))
+        zero = torch.zeros_like(yaw)
+        return torch.stack([zero, yaw, zero], dim=1)
+
+
+class ToyQuality(ToyIdentity):
+    """Quality = norm of 100 x the image's mean colour (AttrOP's quality loss reads the norm)."""
+
+    def forward_tensor(self, x):
+        return x.mean(dim=(2, 3)) * 100
+
+
+class FolderWriter:
+    def __init__(self, path):
+        self.path = Path(path)
+        self.count: dict[int, int] = {}
+
+    def __enter__(self):
+        self._ctx = atomic.atomic_dir(self.path)
+        self.tmp = self._ctx.__enter__()
+        return self
+
+    def add(self, data: bytes, label: int) -> None:
+        k = self.count.get(label, 0)
+        self.count[label] = k + 1
+        ext = "png" if data[:4] == b"\x89PNG" else "jpg"
+        folder = self.tmp / f"{label:06d}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{k:03d}.{ext}").write_bytes(data)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+class FolderReader:
+    def __init__(self, path):
+        self.path = Path(path)
+        self.files = sorted(p for p in self.path.rglob("*") if p.is_file())
+        self.labels = np.array([int(p.parent.name) for p in self.files], dtype=np.int64)
+        self.num_classes = len(set(self.labels.tolist()))
+
+    def __len__(self):
+        return len(self.files)
+
+    def label(self, i):
+        return int(self.labels[i])
+
+    def image_bytes(self, i):
+        return self.files[i].read_bytes()
+
+    def image(self, i):
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:
+            return np.asarray(im.convert("RGB"))
+
+    def close(self):
+        pass
+
+
+class TestFolderFormat:
+    name = "testfolder"
+    role = "train"
+
+    def detect(self, path):
+        return Path(path).is_dir()
+
+    def open(self, path):
+        return FolderReader(path)
+
+    def writer(self, path, **options):
+        return FolderWriter(path)
+
+
+class _Plugin:
+    @hookimpl
+    def register_generators(self, register):
+        register("tinygen", TinyGenerator, "tiny test generator")
+        register("globalgen", GlobalRNGGenerator, "draws from the global RNGs only")
+        register("nondetgen", GlobalRNGGenerator, "marked non-deterministic", deterministic=False)
+
+    @hookimpl
+    def register_formats(self, register):
+        register("testfolder", TestFolderFormat, "test image folder")
+
+    @hookimpl
+    def register_feature_extractors(self, register):
+        register("toy-identity", ToyIdentity, "inverse of tinygen")
+        register("toy-pose", ToyPose, "toy yaw")
+        register("toy-quality", ToyQuality, "toy quality")
+
+
+plugin = _Plugin()
+
+
+def install(monkeypatch=None):
+    """Make the process-wide registries include the test plugin (through monkeypatch in tests)."""
+    import functools
+
+    from facebench import pluginmanager
+
+    @functools.lru_cache(maxsize=1)
+    def plugin_set():
+        return pluginmanager.build_plugin_set(extra_plugins={"gentest": plugin})
+
+    if monkeypatch is not None:
+        monkeypatch.setattr(pluginmanager, "get_plugin_set", plugin_set)
+    else:
+        pluginmanager.get_plugin_set = plugin_set
+    return plugin_set()
+
+
+def cli(monkeypatch=None):
+    from facebench.cli import create_cli
+
+    return create_cli(install(monkeypatch))
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------- synthetic FR datasets
+# Small synthetic face-like datasets for the FR tests, written through the real format writers.
+#
+# Each identity is a smooth random colour pattern; each image of it is shifted, brightened and noised, so
+# identity survives nuisance changes and a model must learn it. Verification packs use identities that
+# never appear in the training set.
+
+
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads per process thrash (10x slower), and
+    runs compared for equality must use the same thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def identity_pattern(rng: np.random.Generator, size: int) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    coarse = torch.from_numpy(rng.uniform(30, 225, (1, 3, 4, 4)).astype(np.float32))
+    return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+
+
+def render(pattern: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    dy, dx = rng.integers(-3, 4, 2)
+    img = np.roll(pattern, (int(dy), int(dx)), axis=(0, 1)) + rng.uniform(-20, 20)
+    img = img + rng.normal(0, 8, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_train_folder(root: Path, identities: int = 24, per_identity: int = 8, size: int = 56, seed: int = 0) -> Path:
+    from facebench.data import encode_image, open_writer
+
+    rng = np.random.default_rng(seed)
+    with open_writer(root, "folder") as writer:
+        for label in range(identities):
+            pattern = identity_pattern(rng, size)
+            for _ in range(per_identity):
+                writer.add(encode_image(render(pattern, rng), "png"), label)
+    return root
+
+
+def write_pack(path: Path, pairs: int = 60, size: int = 56, seed: int = 1000) -> Path:
+    """A balanced ``.bin`` pack (half same, half different) of identities unseen in training."""
+    from facebench.data import encode_image, open_writer
+
+    rng = np.random.default_rng(seed)
+    with open_writer(path, "bin") as writer:
+        for k in range(pairs):
+            same = k % 2 == 0
+            a = identity_pattern(rng, size)
+            b = a if same else identity_pattern(rng, size)
+            writer.add(encode_image(render(a, rng), "png"), encode_image(render(b, rng), "png"), same)
+    return path
+
+
+class ArrayReader:
+    """A train reader over in-memory arrays (the ARCHITECTURE.md train-reader contract), picklable."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, path: str = "<memory>"):
+        self.images = images
+        self._labels = np.asarray(labels, dtype=np.int64)
+        self.num_classes = int(self._labels.max()) + 1
+        self.path = path
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def label(self, i: int) -> int:
+        return int(self._labels[i])
+
+    def image(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+    def close(self) -> None:
+        pass
+
+
+def array_reader(identities: int = 8, per_identity: int = 4, size: int = 56, seed: int = 0) -> ArrayReader:
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label in range(identities):
+        pattern = identity_pattern(rng, size)
+        for _ in range(per_identity):
+            images.append(render(pattern, rng))
+            labels.append(label)
+    return ArrayReader(np.stack(images), np.array(labels))
+
+
+# --------------------------------------------------------------------------- report run directories
+# Run directories with synthetic result files, shaped as ARCHITECTURE.md "Result files" describes.
+
+
+
+TOY_PACKS = ("toy_lfw", "toy_cfp_fp", "toy_cplfw", "toy_agedb_30", "toy_calfw")
+
+
+def eval_run(root: Path, name: str, dataset: str, accuracies: dict[str, float], *, fraction: bool = True,
+             images: int | None = None, identities: int | None = None) -> Path:
+    """An evaluation run: results.json rows (accuracy as a fraction unless ``fraction`` is False)."""
+    path = root / name
+    run = Run.start(path, config={"suite": "toy-five", "model": f"runs/{name}"}, seed=1, device="cpu",
+              command=["facebench", "evaluate", "--suite", "toy-five"])
+    rows = []
+    for bench, acc in accuracies.items():
+        rows.append({"dataset": dataset, "benchmark": bench, "accuracy": acc if fraction else acc * 100,
+                     "std": 0.01 if fraction else 1.0, "threshold": 1.42, "tar_at_far_1e-3": 0.5,
+                     "tar_at_far_1e-4": 0.25, "eer": 0.08})
+    run.write_json("results.json", rows)
+    if images is not None:
+        run.write_json("model.json", {"backbone": "tiny", "recipe": "tiny-arcface",
+                                      "dataset": {"name": dataset, "images": images, "identities": identities}})
+    return path
+
+
+def analysis_run(root: Path, name: str, dataset: str, seed: int = 0, *, n_ids: int = 200, nested: bool = False) -> Path:
+    """Analysis arrays plus a summary, flat or nested under ``analyses`` as ``facebench analyze`` writes it."""
+    rng = np.random.default_rng(seed)
+    path = root / name
+    run = Run.start(path, seed=seed, device="cpu", command=["facebench", "analyze", dataset])
+    (path / "analysis").mkdir(parents=True, exist_ok=True)
+    np.save(path / "analysis" / "genuine.npy", rng.normal(0.6, 0.1, 500))
+    np.save(path / "analysis" / "impostor.npy", rng.normal(0.05, 0.1, 2000))
+    np.save(path / "analysis" / "intra.npy", rng.normal(0.6, 0.15, 800))
+    np.save(path / "analysis" / "inter.npy", rng.normal(0.1, 0.2, 1500))
+    np.save(path / "analysis" / "separability.npy", np.minimum(np.arange(1, n_ids + 1), 0.9 * np.arange(1, n_ids + 1) + 3).astype(np.int64))
+    if nested:
+        run.write_json("analysis/summary.json", {
+            "dataset": f"/data/{dataset}", "identities": n_ids, "images": 800, "analyses": {
+                "pair-distributions": {"eer": 0.042, "eer_estimator": "tie-safe ROC", "genuine_mean": 0.6},
+                "class-noise": {"intra_noise": 0.125, "inter_noise": 0.0005, "nearest_mean": 0.3},
+                "separability": {"threshold": 0.35, "separable_share": 0.9}}})
+    else:
+        run.write_json("analysis/summary.json", {"dataset": dataset, "eer": 0.031, "intra_noise": 0.02,
+                                                 "inter_noise": 0.001, "separability_threshold": 0.4})
+    return path
+
+
+def dataset_run(root: Path, name: str, dataset: str, generator: str, png: bytes | None = None) -> Path:
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "dataset.json").write_text(json.dumps({
+        "name": dataset, "identities": 40, "images": 800, "generator": generator,
+        "settings": {"sigma": [0.3, 0.5, 0.7], "share": [0.4, 0.4, 0.2], "attrop": "pose=60:0.4"}}))
+    if png is not None:
+        (path / "samples.png").write_bytes(png)
+    return path
+
+
+if __name__ == "__main__":  # used by the kill -9 test: the real CLI with the test plugin added
+    cli().main()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from fr_helpers import one_thread  # noqa: F401 (fixture)
+from conftest import one_thread  # noqa: F401 (fixture)
 from torch import nn
 
 import facebench

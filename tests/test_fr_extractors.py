@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from fr_helpers import array_reader, one_thread, write_train_folder  # noqa: F401
+from conftest import array_reader, one_thread, write_train_folder  # noqa: F401
 
 import facebench
 from facebench.cli import create_cli

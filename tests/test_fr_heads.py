@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from fr_helpers import one_thread  # noqa: F401 (fixture)
+from conftest import one_thread  # noqa: F401 (fixture)
 
 from facebench.pluginmanager import registry
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from fr_helpers import array_reader, one_thread, write_pack, write_train_folder  # noqa: F401
+from conftest import array_reader, one_thread, write_pack, write_train_folder  # noqa: F401
 
 import facebench
 from facebench.cli import create_cli

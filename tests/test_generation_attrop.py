@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-import _gen_fixtures as fx
+import conftest as fx
 import numpy as np
 import pytest
 import torch

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import _gen_fixtures as fx
+import conftest as fx
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -98,7 +98,7 @@ def test_kill_9_during_generation_then_resume_equals_uninterrupted_run(tmp_path,
 
     out = tmp_path / "killed"
     env = {**os.environ, "TINYGEN_DELAY": "0.25", "FACEBENCH_QUIET": "1", "PYTHONPATH": str(HERE)}
-    cmd = [sys.executable, str(HERE / "_gen_fixtures.py"), *_args(ids, out)]
+    cmd = [sys.executable, str(HERE / "conftest.py"), *_args(ids, out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     done = 0
     deadline = time.monotonic() + 120
@@ -234,7 +234,7 @@ def test_torchrun_two_ranks_write_the_same_dataset_as_one_process(tmp_path, monk
     out = tmp_path / "ranks"
     env = {**os.environ, "FACEBENCH_QUIET": "1", "PYTHONPATH": str(HERE)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           str(HERE / "_gen_fixtures.py"), *_args(ids, out)]
+           str(HERE / "conftest.py"), *_args(ids, out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "generated 3 of 6 shards in this run" in proc.stdout

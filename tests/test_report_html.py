@@ -13,10 +13,10 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import TOY_PACKS, analysis_run, dataset_run, eval_run
 from facebench_plugins.reports.published import FIVE, canonical_benchmark, published_tables
 from facebench_plugins.reports.sections import scores_eer
 from PIL import Image
-from report_fixtures import TOY_PACKS, analysis_run, dataset_run, eval_run
 
 from facebench.cli import create_cli
 from facebench.report import render_html, write_report
