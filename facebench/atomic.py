@@ -1,12 +1,16 @@
 """Atomic outputs: write under a temporary name, rename when complete.
 
 An interrupted command must never leave a file that looks finished, so every output of facebench goes
-through :func:`atomic_path` (files) or :func:`atomic_dir` (dataset folders, LMDB environments).
+through :func:`atomic_path` (files) or :func:`atomic_dir` (dataset folders, LMDB environments). When the
+writing itself fails (a full disk, a read-only or forbidden folder, a quota), the temporary is removed
+and the error becomes one :class:`~facebench.errors.OutputError` naming the final path and ``what`` was
+being written, so the command ends with one ``error:`` line and a rerun resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -15,31 +19,64 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import OutputError
+
+#: errno values that always mean "this output cannot be written here" (as opposed to a failed read).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def is_write_failure(exc: OSError, path: Path, *places: Path) -> bool:
+    """A full disk, quota or read-only file system, or any failure on ``path``, on a temporary sibling of
+    it (``.NAME.tmp-...``) or on one of ``places``: the output could not be written (not a failed read)."""
+    if exc.errno in _WRITE_ERRNOS:
+        return True
+    for name in (exc.filename, getattr(exc, "filename2", None)):
+        if name is None:
+            continue
+        name = Path(name)
+        if name.name.startswith(f".{path.name}.tmp") or any(name == p or p in name.parents for p in (path, *places)):
+            return True
+    return False
+
+
+def _make_parent(path: Path, what: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(path, what, exc) from exc
+
 
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, else removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path, what)
     tmp = _tmp_sibling(path)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if is_write_failure(exc, path, tmp):
+            raise OutputError(path, what, exc) from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, what: str = "output") -> Iterator[Path]:
     """Yield an empty temporary directory that becomes ``path`` only when the block completes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    _make_parent(path, what)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    except OSError as exc:
+        raise OutputError(path, what, exc) from exc
     try:
         yield tmp
         if path.exists():
@@ -51,13 +88,17 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as exc:
+        if is_write_failure(exc, path, tmp):
+            raise OutputError(path, what, exc) from exc
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | os.PathLike, data: bytes, what: str = "output") -> Path:
+    with atomic_path(path, what) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -65,9 +106,9 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+def write_text(path: str | os.PathLike, text: str, what: str = "output") -> Path:
+    return write_bytes(path, text.encode("utf-8"), what)
 
 
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+def write_json(path: str | os.PathLike, data: Any, what: str = "output") -> Path:
+    return write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", what)

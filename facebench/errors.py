@@ -47,6 +47,18 @@ class DataError(FacebenchError):
         super().__init__(text)
 
 
+class OutputError(FacebenchError):
+    """An output that could not be written: a full disk, a read-only or forbidden folder, a quota.
+
+    The message names the final path and what was being written; nothing is left at that name.
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str, exc: OSError):
+        self.path = os.fspath(path)
+        reason = exc.strerror or str(exc)
+        super().__init__(f"{self.path}: cannot write {what}: {reason}")
+
+
 class MissingFileError(FacebenchError, FileNotFoundError):
     """A file the user must supply (weights, a test pack) is not there."""
 

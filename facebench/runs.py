@@ -61,7 +61,7 @@ class Run:
         run = cls(path, **fields)
         run.path.mkdir(parents=True, exist_ok=True)
         if run.config is not None:
-            atomic.write_text(run.path / CONFIG, dump_toml(run.config))
+            atomic.write_text(run.path / CONFIG, dump_toml(run.config), "run config")
         run.write_provenance()
         return run
 
@@ -74,7 +74,7 @@ class Run:
         record = provenance(
             command=self.command, seed=self.seed, device=self.device, inputs=self.inputs, extra=self.extra
         )
-        return atomic.write_json(self.path / PROVENANCE, record)
+        return atomic.write_json(self.path / PROVENANCE, record, "provenance")
 
     def provenance(self) -> dict[str, Any]:
         return json.loads((self.path / PROVENANCE).read_text())

@@ -55,4 +55,4 @@ class ShardManifest:
         self._save()
 
     def _save(self) -> None:
-        atomic.write_json(self.path, {"params": self.params, "done": self.done})
+        atomic.write_json(self.path, {"params": self.params, "done": self.done}, "shard manifest")

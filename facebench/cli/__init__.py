@@ -44,12 +44,15 @@ class FacebenchGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"error: {_one_line(exc.format_message())}", err=True)
             sys.exit(2)
-        except (FacebenchError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        except (FacebenchError, OSError) as exc:
+            # OSError: a file system refusal the command did not word itself (a read-only folder, a full
+            # disk, a permission): still one line naming the path, never a traceback.
             if debug:
                 traceback.print_exc()
             message = str(exc)
-            if isinstance(exc, OSError) and exc.filename and not isinstance(exc, FacebenchError):
-                message = f"{exc.filename}: {exc.strerror}"
+            if isinstance(exc, OSError) and not isinstance(exc, FacebenchError):
+                names = [n for n in (exc.filename, getattr(exc, "filename2", None)) if n is not None]
+                message = f"{' -> '.join(map(str, names)) + ': ' if names else ''}{exc.strerror or exc}"
             click.echo(f"error: {_one_line(message)}", err=True)
             sys.exit(getattr(exc, "exit_code", 2))
         except KeyboardInterrupt:

@@ -170,7 +170,7 @@ def grid(path: str, out: str, identities: int, per_identity: int, size: int, fmt
 
     with open_for_inspection(path, fmt, mask) as reader:
         sheet = contact_sheet(reader, identities=identities, per_identity=per_identity, size=size)
-    with atomic.atomic_path(out) as tmp:
+    with atomic.atomic_path(out, "contact sheet") as tmp:
         sheet.save(tmp, format="PNG")
     click.echo(f"wrote {out} ({sheet.width}x{sheet.height})")
 

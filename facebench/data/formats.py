@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, FacebenchError, MissingFileError
+from .. import atomic
+from ..errors import DataError, FacebenchError, MissingFileError, OutputError
 from ..runs import DATASET_CARD
 from .images import decode_image
 
@@ -250,9 +251,29 @@ class DatasetWriter(abc.ABC):
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self._finish()
+            try:
+                self._finish()
+            except Exception as error:  # a failed rename or flush: remove every temporary left
+                self._abort_quietly()
+                if isinstance(error, OSError):
+                    self._raise_output_error(error)
+                raise
         else:
+            self._abort_quietly()
+            if isinstance(exc, OSError):
+                self._raise_output_error(exc)
+
+    def _abort_quietly(self) -> None:
+        """``_abort``, whose own failures (flushing into the full disk again) must not hide the first."""
+        try:
             self._abort()
+        except Exception:  # noqa: BLE001 - the original failure is the one to report
+            pass
+
+    def _raise_output_error(self, exc: OSError) -> None:
+        """A full disk or a refused folder while writing becomes one error naming the dataset."""
+        if not isinstance(exc, FacebenchError) and atomic.is_write_failure(exc, self.path):
+            raise OutputError(self.path, "dataset", exc) from exc
 
     @abc.abstractmethod
     def _start(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import atomic
-from ..errors import DataError
+from ..errors import DataError, OutputError
 from ..shards import ShardManifest
 from .embed import TensorModel, embed_encoded
 
@@ -52,13 +52,31 @@ def dataset_features(model: TensorModel, reader: Any, out: str | os.PathLike, *,
         if normalize:
             emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
         if features is None:
-            features = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
+            features = _reserved_memmap(partial, (n, emb.shape[1]), out)
         features[start:stop] = emb
         features.flush()
         manifest.mark_done(index)
     del features
-    os.replace(partial, out)
+    try:
+        os.replace(partial, out)
+    except OSError as exc:
+        raise OutputError(out, "features", exc) from exc
     return np.load(out, mmap_mode="r")
+
+
+def _reserved_memmap(path: Path, shape: tuple[int, int], out: Path) -> np.ndarray:
+    """A new float32 memory-mapped ``.npy`` whose disk blocks are reserved up front: on a full disk this
+    fails now, as one error naming ``out``, instead of killing the process later with SIGBUS when a page
+    of the map cannot be written back."""
+    try:
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        if hasattr(os, "posix_fallocate"):
+            with open(path, "r+b") as fh:
+                os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        return array
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise OutputError(out, "features", exc) from exc
 
 
 def write_features(extractor_name: str, weights: str | None, data: str | os.PathLike, out: str | os.PathLike, *,
@@ -92,7 +110,7 @@ def write_features(extractor_name: str, weights: str | None, data: str | os.Path
         norms = np.linalg.norm(centers, axis=1, keepdims=True)
         centers = np.divide(centers, norms, out=np.zeros_like(centers), where=norms > 0)
     for suffix, array in ((".centers.npy", centers.astype(np.float32)), (".labels.npy", labels)):
-        with atomic.atomic_path(out.with_name(out.stem + suffix)) as tmp, open(tmp, "wb") as fh:
+        with atomic.atomic_path(out.with_name(out.stem + suffix), "features") as tmp, open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
     sample = np.asarray(feats[: min(len(labels), 65536)])
     return {"images": len(labels), "dim": int(feats.shape[1]), "identities": int(reader.num_classes),

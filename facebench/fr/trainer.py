@@ -353,10 +353,10 @@ def train_fr(
         if not accuracies:  # resumed after the last epoch: take the last validation from the log
             epochs = [r for r in log.read() if r.get("event") == "epoch"]
             result.accuracies = dict(epochs[-1].get("val") or {}) if epochs else {}
-        with atomic.atomic_path(out_dir / BACKBONE) as tmp:
+        with atomic.atomic_path(out_dir / BACKBONE, "backbone weights") as tmp:
             torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, tmp)
         result.card = model_card(recipe, num_classes, len(reader), step, result.accuracies, dataset_info)
-        atomic.write_json(out_dir / MODEL_CARD, result.card)
+        atomic.write_json(out_dir / MODEL_CARD, result.card, "model card")
     barrier(ctx)
     return result
 

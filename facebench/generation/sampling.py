@@ -101,7 +101,7 @@ class PCAStats:
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
-        with atomic.atomic_path(path) as tmp:
+        with atomic.atomic_path(path, "PCA statistics") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, mean=self.mean, components=self.components, pca_mean=self.pca_mean,
                          pca_cov=self.pca_cov, n_samples=np.int64(self.n_samples), version=np.int64(STATS_VERSION))
@@ -311,7 +311,7 @@ def sample_ids_file(out: str | os.PathLike, n: int, *, features: str | None = No
     result = sample_identities(pca, n, tau=tau, seed=seed, batch=batch, max_draw_factor=max_draw_factor,
                                device=device, progress=progress)
     seconds = time.perf_counter() - start
-    with atomic.atomic_path(out) as tmp, open(tmp, "wb") as fh:
+    with atomic.atomic_path(out, "identity vectors") as tmp, open(tmp, "wb") as fh:
         np.save(fh, result.vectors, allow_pickle=False)
     record = {"n": n, "tau": tau, "drawn": result.drawn, "rejected": result.rejected,
               "rejection_rate": result.rejection_rate, "batch": batch, "seconds": round(seconds, 3),

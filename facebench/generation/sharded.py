@@ -208,7 +208,7 @@ def write_shard(path: Path, result: ShardResult) -> None:
 
     payload = msgpack.packb({"labels": result.labels, "images": result.images, "stats": result.stats},
                             use_bin_type=True)
-    atomic.write_bytes(path, payload)
+    atomic.write_bytes(path, payload, "generated shard")
 
 
 def read_shard(path: Path) -> ShardResult:
@@ -325,7 +325,7 @@ class GenerationJob:
 
 def save_ids(out: Path, identities: np.ndarray) -> Path:
     path = out / IDS_FILE
-    with atomic.atomic_path(path) as tmp:
+    with atomic.atomic_path(path, "identity vectors") as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(identities, dtype=np.float32), allow_pickle=False)
     return path
@@ -434,7 +434,7 @@ def assemble(job: GenerationJob, format_obj: Any, *, writer_options: dict[str, A
         "attrop": job.attrop_info,
         "stats": _combine_stats(shard_stats),
     }
-    atomic.write_json(job.out / DATASET_CARD, summary)
+    atomic.write_json(job.out / DATASET_CARD, summary, "dataset card")
     if not job.config.keep_shards:
         shutil.rmtree(job.out / SHARD_DIR, ignore_errors=True)
     return summary

@@ -54,4 +54,4 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         raise FacebenchError("no run directories given")
     runs = load_runs(list(run_dirs), labels)
     text = render_html(runs, title=title, sections=sections)
-    return atomic.write_text(out, text)
+    return atomic.write_text(out, text, "report")

@@ -113,7 +113,7 @@ def save_checkpoint(
         "extra": dict(extra or {}),
     }
     path = Path(path)
-    with atomic.atomic_path(path) as tmp:
+    with atomic.atomic_path(path, "training checkpoint") as tmp:
         torch.save(payload, tmp)
     return path
 

@@ -58,4 +58,4 @@ class MetricsLog:
         if not self.enabled or not self.path.exists():
             return
         kept = [r for r in self.read() if int(r.get("step", 0)) <= global_step]
-        atomic.write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        atomic.write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept), "metrics log")

@@ -154,7 +154,7 @@ class BinPackWriter(DatasetWriter):
         payload = pickle.dumps((self._images, self._flags), protocol=4)
         if self.path.suffix.lower() == ".xz":
             payload = lzma.compress(payload)
-        atomic.write_bytes(self.path, payload)
+        atomic.write_bytes(self.path, payload, "verification pack")
 
     def _abort(self) -> None:
         self._images, self._flags = [], []

@@ -9,6 +9,8 @@ object array is refused). HSFace100k/200k are ``.npy`` index masks over HSFace30
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
 import struct
@@ -288,7 +290,7 @@ class LMDBWriter(DatasetWriter):
         self.commit_every = commit_every
 
     def _start(self) -> None:
-        self._cm = atomic.atomic_path(self.path)
+        self._cm = atomic.atomic_path(self.path, "dataset")
         self._tmp = self._cm.__enter__()
         self._map_size = 1 << 26
         self._env = _lmdb().open(os.fspath(self._tmp), subdir=False, map_size=self._map_size, lock=False,
@@ -336,9 +338,17 @@ class LMDBWriter(DatasetWriter):
         self._classes = max(self._classes, label + 1)
         self.count += 1
         if self.count % self.commit_every == 0:
-            self._txn.commit()
+            self._commit()
             self._pending = []
             self._txn = self._env.begin(write=True)
+
+    def _commit(self) -> None:
+        """Commit, turning LMDB's own errors (a full disk shows as an I/O error) into an OSError on the
+        temporary file, which the writer reports as one error naming the dataset."""
+        try:
+            self._txn.commit()
+        except _lmdb().Error as exc:
+            raise OSError(errno.EIO, str(exc), os.fspath(self._tmp)) from exc
 
     def _finish(self) -> None:
         import msgpack
@@ -347,13 +357,14 @@ class LMDBWriter(DatasetWriter):
         for key, value in ((b"__keys__", keys), (b"__len__", self.count), (b"__classnum__", self._classes)):
             self._pending.append((key, msgpack.packb(value, use_bin_type=True)))
             self._put(key, self._pending[-1][1])
-        self._txn.commit()
+        self._commit()
         self._env.sync(True)
         self._env.close()
         self._cm.__exit__(None, None, None)
 
     def _abort(self) -> None:
-        self._txn.abort()
+        with contextlib.suppress(_lmdb().Error):  # a failed commit has already ended the transaction
+            self._txn.abort()
         self._env.close()
         self._cm.__exit__(RuntimeError, RuntimeError("aborted"), None)
 

@@ -14,6 +14,7 @@ unchanged, so a ``.bin`` converted to a pair list and back is identical.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -161,7 +162,8 @@ class PairListWriter(DatasetWriter):
         os.replace(self._tmp, self.path)
 
     def _abort(self) -> None:
-        self._csv_fh.close()
+        with contextlib.suppress(OSError):  # flushing into a full disk fails again: the temporaries go anyway
+            self._csv_fh.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 

@@ -12,6 +12,7 @@ The ``.idx`` text file maps ``key<TAB>offset`` for random access, so DataLoader 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from pathlib import Path
@@ -286,13 +287,13 @@ class RecordIOWriter(DatasetWriter):
 
     def _start(self) -> None:
         if self._directory:
-            self._dir_cm = atomic.atomic_dir(self.path, overwrite=self.overwrite)
+            self._dir_cm = atomic.atomic_dir(self.path, overwrite=self.overwrite, what="dataset")
             root = self._dir_cm.__enter__()
             rec, idx, prop = rec_paths(root)
             self._prop = prop
         else:
             rec, idx, _ = rec_paths(self.path)
-            self._cms = [atomic.atomic_path(rec), atomic.atomic_path(idx)]
+            self._cms = [atomic.atomic_path(rec, "dataset"), atomic.atomic_path(idx, "dataset index")]
             rec, idx = (cm.__enter__() for cm in self._cms)
             self._prop = None
         self._rec = open(rec, "wb")  # noqa: SIM115 - closed in _finish/_abort
@@ -344,8 +345,9 @@ class RecordIOWriter(DatasetWriter):
                 cm.__exit__(None, None, None)
 
     def _abort(self) -> None:
-        self._rec.close()
-        self._idx.close()
+        for fh in (self._rec, self._idx):
+            with contextlib.suppress(OSError):  # flushing into a full disk fails again: the temporaries go anyway
+                fh.close()
         error = RuntimeError("writer aborted")
         cms = [self._dir_cm] if self._directory else self._cms
         for cm in cms:

@@ -209,7 +209,7 @@ def build_world(
         try:
             rendered = _map(pool, _render_shard, [job for _, job in todo])
             for (name, _), blob in zip(todo, rendered):
-                atomic.write_bytes(partial / f"{name}.msgpack", blob)
+                atomic.write_bytes(partial / f"{name}.msgpack", blob, "rendered shard")
                 manifest.mark_done(name)
                 progress.advance(task, images[name])
         finally:
@@ -224,7 +224,7 @@ def build_world(
 def _assemble(out: Path, cfg: ToyConfig, partial: Path, names: list[str], overwrite: bool,
               command: list[str] | None) -> dict[str, Any]:
     """Stream the rendered shards into the training-set writer and the pack writers."""
-    with atomic.atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic.atomic_dir(out, overwrite=overwrite, what="toy world") as tmp:
         with open_writer(train_path(tmp, cfg.format), cfg.format) as writer:
             for name in names:
                 if name.startswith(f"{TRAIN_STREAM}-"):
