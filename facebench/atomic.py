@@ -39,6 +39,17 @@ def is_write_failure(exc: OSError, path: Path, *places: Path) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _worded(path: Path, what: str, tmp: Path) -> Iterator[None]:
+    """Turn a failure to write ``path`` (through ``tmp``) into one :class:`OutputError`."""
+    try:
+        yield
+    except OSError as exc:
+        if is_write_failure(exc, path, tmp):
+            raise OutputError(path, what, exc) from exc
+        raise
+
+
 def _make_parent(path: Path, what: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,12 +68,9 @@ def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]
     _make_parent(path, what)
     tmp = _tmp_sibling(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as exc:
-        if is_write_failure(exc, path, tmp):
-            raise OutputError(path, what, exc) from exc
-        raise
+        with _worded(path, what, tmp):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -78,20 +86,17 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, what: str = 
     except OSError as exc:
         raise OutputError(path, what, exc) from exc
     try:
-        yield tmp
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(f"{path} exists")
-            old = _tmp_sibling(path, ".old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except OSError as exc:
-        if is_write_failure(exc, path, tmp):
-            raise OutputError(path, what, exc) from exc
-        raise
+        with _worded(path, what, tmp):
+            yield tmp
+            if path.exists():
+                if not overwrite:
+                    raise FileExistsError(f"{path} exists")
+                old = _tmp_sibling(path, ".old")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,9 @@ import pytest
 import torch
 
 from facebench import atomic, hookimpl
+from facebench.cli import create_cli
+from facebench.data import encode_image, open_writer
+from facebench.pluginmanager import build_plugin_set
 from facebench.runs import Run
 
 # --------------------------------------------------------------------------------- plugin isolation
@@ -235,7 +239,7 @@ def install(monkeypatch=None):
     return plugin_set()
 
 
-def cli(monkeypatch=None):
+def gen_cli(monkeypatch=None):
     from facebench.cli import create_cli
 
     return create_cli(install(monkeypatch))
@@ -405,5 +409,130 @@ def dataset_run(root: Path, name: str, dataset: str, generator: str, png: bytes 
     return path
 
 
+# ----------------------------------------------------------------------------- evaluation extractors
+# Deterministic toy models for `evaluate`/`analyze`: "pixels" average-pools the image to 4x4 and projects it
+# with a weights file, so expected embeddings can be recomputed with plain numpy; "angles" is a toy pose
+# model. The fixtures `cli` (the CLI with them registered) and `weights` (a pixels weights file) serve the
+# evaluation tests.
+
+PIXEL_SIZE = 32
+
+
+class PixelExtractor:
+    """Deterministic toy FR model: 4x4 average pooling, then a projection loaded from a weights file."""
+
+    def __init__(self, weights=None, device="cpu", nan_on_black=False, **_):
+        from facebench.safe_load import load_state_dict
+
+        self.proj = load_state_dict(weights, what="pixels weights")["proj"].to(device)
+        self.input_size = PIXEL_SIZE
+        self.mean = self.std = (0.5, 0.5, 0.5)
+        self.flip_test = True
+        self.nan_on_black = nan_on_black
+
+    def forward_tensor(self, x):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+        out = pooled @ self.proj
+        if self.nan_on_black:
+            black = (x <= -0.99).flatten(1).all(dim=1)
+            out[black] = float("nan")
+        return out
+
+    def embed(self, images):
+        raise AssertionError("evaluate must use forward_tensor (raw embeddings for the flip test)")
+
+
+class AnglesExtractor:
+    """Toy pose model: 'yaw' = 90 x (mean of the red channel in [-1, 1]), pitch = 0, roll = 5."""
+
+    input_size = PIXEL_SIZE
+    outputs = ("pitch", "yaw", "roll")
+
+    def __init__(self, weights=None, device="cpu", **_):
+        self.device = device
+
+    def forward_tensor(self, x):
+        yaw = 90.0 * x[:, 0].mean(dim=(1, 2))
+        return torch.stack([torch.zeros_like(yaw), yaw, torch.full_like(yaw, 5.0)], dim=1)
+
+
+def _plugin():
+    @hookimpl
+    def register_feature_extractors(register):
+        register("pixels", PixelExtractor, "test extractor")
+        register("angles", AnglesExtractor, "test pose extractor")
+        register("pixels-nan", lambda weights=None, device="cpu", **kw: PixelExtractor(weights, device, True),
+                 "test extractor that outputs NaN for black images")
+
+    return types.SimpleNamespace(register_feature_extractors=register_feature_extractors)
+
+
+def cli_with_test_extractors(monkeypatch):
+    """The CLI with the test extractors visible to every registry lookup, as an installed plugin's would be."""
+    import facebench.pluginmanager as pm
+
+    plugins = build_plugin_set(extra_plugins={"test-extractors": _plugin()})
+    def current():
+        return plugins
+
+    current.cache_clear = lambda: None  # conftest resets the cache before monkeypatch restores the original
+    monkeypatch.setattr(pm, "get_plugin_set", current)
+    return create_cli(plugins)
+
+
+def write_weights(path):
+    gen = torch.Generator().manual_seed(0)
+    torch.save({"proj": torch.randn(48, 24, generator=gen)}, path)
+    return path
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    return cli_with_test_extractors(monkeypatch)
+
+
+@pytest.fixture
+def weights(tmp_path):
+    return write_weights(tmp_path / "pixels.pt")
+
+
+def identity_image(identity: int, rng: np.random.Generator, noise: float) -> np.ndarray:
+    pattern = np.random.default_rng(1000 + identity).integers(40, 216, size=(4, 4, 3))
+    image = np.kron(pattern, np.ones((PIXEL_SIZE // 4, PIXEL_SIZE // 4, 1)))
+    image = image + rng.normal(0, noise, image.shape) + rng.normal(0, noise / 2)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_pack(path, pairs: int, seed: int, noise: float = 40.0):
+    """A balanced pack in the LFW layout (per fold: same pairs then different pairs); returns its images."""
+    rng = np.random.default_rng(seed)
+    images, flags = [], []
+    per_fold = pairs // 10
+    for k in range(pairs):
+        same = (k % per_fold) < per_fold // 2
+        a = int(rng.integers(0, 200))
+        b = a if same else int((a + 1 + rng.integers(0, 199)) % 200)
+        images += [identity_image(a, rng, noise), identity_image(b, rng, noise)]
+        flags.append(same)
+    with open_writer(path, "bin") as writer:
+        for k, same in enumerate(flags):
+            writer.add(encode_image(images[2 * k], "png"), encode_image(images[2 * k + 1], "png"), same)
+    return np.stack(images), np.array(flags)
+
+
+def plain_features(images: np.ndarray, weights) -> np.ndarray:
+    """The extractor recomputed with numpy: 4x4 average pooling of (x/127.5 - 1), then the projection."""
+    proj = torch.load(weights, weights_only=True)["proj"].numpy().astype(np.float64)
+    x = images.astype(np.float64) / 127.5 - 1.0
+    n = x.shape[0]
+    pooled = x.reshape(n, 4, PIXEL_SIZE // 4, 4, PIXEL_SIZE // 4, 3).mean(axis=(2, 4)).transpose(0, 3, 1, 2).reshape(n, 48)
+    return pooled @ proj
+
+
+def plain_embeddings(images: np.ndarray, weights) -> np.ndarray:
+    """What the flip test must give: features of the image plus features of its mirror image."""
+    return plain_features(images, weights) + plain_features(images[:, :, ::-1], weights)
+
+
 if __name__ == "__main__":  # used by the kill -9 test: the real CLI with the test plugin added
-    cli().main()
+    gen_cli().main()

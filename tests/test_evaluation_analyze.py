@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scipy.linalg
 from click.testing import CliRunner
-from test_evaluation_cli import cli_with_test_extractors, identity_image, plain_features, write_weights
+from conftest import identity_image, plain_features, write_weights
 
 from facebench.data import encode_image, open_writer
 from facebench.metrics import sample_pairs
@@ -30,16 +30,6 @@ def make_train_set(path, identities: int, per_identity: int, seed: int, noise: f
 
 def unit(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-@pytest.fixture
-def cli(monkeypatch):
-    return cli_with_test_extractors(monkeypatch)
-
-
-@pytest.fixture
-def weights(tmp_path):
-    return write_weights(tmp_path / "pixels.pt")
 
 
 @pytest.fixture

@@ -120,7 +120,7 @@ def test_generate_with_attrop_records_counts(tmp_path, monkeypatch):
             "--ids-per-shard", "2", "--out", str(tmp_path / "run"), "--format", "testfolder", "--device", "cpu",
             "--attrop", "pose=60:0.4,quality=8", "--attrop-identity", "toy-identity", "--attrop-pose", "toy-pose",
             "--attrop-quality", "toy-quality", "--set", "attrop.max_steps=25"]
-    res = CliRunner().invoke(fx.cli(monkeypatch), args)
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), args)
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "run" / "dataset.json").read_text())
     stats = summary["stats"]["attrop"]
@@ -128,7 +128,7 @@ def test_generate_with_attrop_records_counts(tmp_path, monkeypatch):
     assert f"AttrOP: 8 images optimised, {stats['met']} met every target" in res.output
     assert summary["attrop"]["terms"] == ["pose=60:0.4", "quality=8"]
     # the release's models are the defaults; without their files AttrOP refuses to start, naming the file
-    res = CliRunner().invoke(fx.cli(monkeypatch), [*args[:-8], "--out", str(tmp_path / "x")])
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), [*args[:-8], "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "arcface-r100-glint360k.pth: weights file not found" in res.output
 
 

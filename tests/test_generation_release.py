@@ -149,9 +149,9 @@ def test_identity_prepass_updates_the_identity_vectors_and_is_recorded(tmp_path,
     base = ["generate", "--generator", "tinygen", "--ids", str(ids), "--images-per-id", "4", "--ids-per-shard", "3",
             "--format", "testfolder", "--device", "cpu", "--attrop-identity", "toy-identity",
             "--attrop-quality", "toy-quality"]
-    plain = CliRunner().invoke(fx.cli(monkeypatch), [*base, "--out", str(tmp_path / "plain")])
+    plain = CliRunner().invoke(fx.gen_cli(monkeypatch), [*base, "--out", str(tmp_path / "plain")])
     assert plain.exit_code == 0, plain.output
-    pre = CliRunner().invoke(fx.cli(monkeypatch), [*base, "--out", str(tmp_path / "pre"), "--identity-prepass",
+    pre = CliRunner().invoke(fx.gen_cli(monkeypatch), [*base, "--out", str(tmp_path / "pre"), "--identity-prepass",
                                                    "--set", "attrop.prepass_quality=12",
                                                    "--set", "attrop.prepass_max_steps=30"])
     assert pre.exit_code == 0, pre.output

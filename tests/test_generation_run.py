@@ -40,7 +40,7 @@ def _dataset_bytes(out: Path) -> dict[str, bytes]:
 def test_generate_writes_a_readable_dataset(tmp_path, monkeypatch):
     ids = _ids(tmp_path / "ids.npy")
     out = tmp_path / "run"
-    res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out))
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, out))
     assert res.exit_code == 0, res.output
     assert "generated 6 of 6 shards in this run; wrote 48 images of 12 identities" in res.output
     reader = fx.TestFolderFormat().open(out / "dataset.testfolder")
@@ -60,14 +60,14 @@ def test_generate_writes_a_readable_dataset(tmp_path, monkeypatch):
     across = np.mean([np.abs(imgs[i, 0] - imgs[i + 1, 0]).mean() for i in range(11)])
     assert within < across
     # rerunning a finished run does nothing
-    again = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out))
+    again = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, out))
     assert again.exit_code == 0 and "already complete" in again.output
 
 
 def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     ids = _ids(tmp_path / "ids.npy")
     full = tmp_path / "full"
-    assert CliRunner().invoke(fx.cli(monkeypatch), _args(ids, full)).exit_code == 0
+    assert CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, full)).exit_code == 0
 
     real = generation.generate_shard
     calls = {"n": 0}
@@ -80,12 +80,12 @@ def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
 
     part = tmp_path / "part"
     monkeypatch.setattr(generation, "generate_shard", failing)
-    res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, part))
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, part))
     assert res.exit_code == 130
     assert not (part / "dataset.testfolder").exists() and not (part / "dataset.json").exists()
     assert len(json.loads((part / "manifest.json").read_text())["done"]) == 2
     monkeypatch.setattr(generation, "generate_shard", real)
-    res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, part))
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, part))
     assert res.exit_code == 0, res.output
     assert "generated 4 of 6 shards in this run" in res.output
     assert _dataset_bytes(part) == _dataset_bytes(full)
@@ -94,7 +94,7 @@ def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
 def test_kill_9_during_generation_then_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     ids = _ids(tmp_path / "ids.npy", n=20)
     full = tmp_path / "full"
-    assert CliRunner().invoke(fx.cli(monkeypatch), _args(ids, full)).exit_code == 0
+    assert CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, full)).exit_code == 0
 
     out = tmp_path / "killed"
     env = {**os.environ, "TINYGEN_DELAY": "0.25", "FACEBENCH_QUIET": "1", "PYTHONPATH": str(HERE)}
@@ -121,7 +121,7 @@ def test_kill_9_during_generation_then_resume_equals_uninterrupted_run(tmp_path,
     assert 3 <= done < 10
     assert not (out / "dataset.json").exists() and not (out / "dataset.testfolder").exists()
 
-    res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out))
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, out))
     assert res.exit_code == 0, res.output
     assert _dataset_bytes(out) == _dataset_bytes(full)
 
@@ -130,7 +130,7 @@ def _interrupted_then_resumed(tmp_path, monkeypatch, generator, *, stop_at=3):
     ids = _ids(tmp_path / "ids.npy")
     args = lambda out: [*_args(ids, out), "--generator", generator]  # noqa: E731 (the last --generator wins)
     full = tmp_path / f"full-{generator}"
-    assert CliRunner().invoke(fx.cli(monkeypatch), args(full)).exit_code == 0
+    assert CliRunner().invoke(fx.gen_cli(monkeypatch), args(full)).exit_code == 0
     real, calls = generation.generate_shard, {"n": 0}
 
     def interrupted(*a, **k):
@@ -141,13 +141,13 @@ def _interrupted_then_resumed(tmp_path, monkeypatch, generator, *, stop_at=3):
 
     part = tmp_path / f"part-{generator}"
     monkeypatch.setattr(generation, "generate_shard", interrupted)
-    assert CliRunner().invoke(fx.cli(monkeypatch), args(part)).exit_code == 130
+    assert CliRunner().invoke(fx.gen_cli(monkeypatch), args(part)).exit_code == 130
     monkeypatch.setattr(generation, "generate_shard", real)
     # other draws from the global RNGs between the two runs must not matter either
     import random
 
     random.random(), np.random.rand(), __import__("torch").rand(3)
-    res = CliRunner().invoke(fx.cli(monkeypatch), args(part))
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), args(part))
     assert res.exit_code == 0, res.output
     return res, _dataset_bytes(full), _dataset_bytes(part)
 
@@ -174,9 +174,9 @@ def test_changed_parameters_refuse_to_resume(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(generation, "generate_shard", stop)
-    CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out))
+    CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, out))
     monkeypatch.setattr(generation, "generate_shard", real)
-    res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, out, "--seed", "7"))
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, out, "--seed", "7"))
     assert res.exit_code == 2
     assert "manifest.json: cannot resume: parameters differ from the interrupted run (config.seed)" in res.output
 
@@ -188,8 +188,8 @@ def test_seed_changes_images_and_n_ids_samples_from_stats(tmp_path, monkeypatch)
     PCAStats.fit(rng.standard_normal((200, fx.DIM)) + 0.2).save(tmp_path / "pca.npz")
     base = ["generate", "--generator", "tinygen", "--n-ids", "6", "--stats", str(tmp_path / "pca.npz"),
             "--images-per-id", "3", "--format", "testfolder", "--device", "cpu", "--tau", "0.6"]
-    a = CliRunner().invoke(fx.cli(monkeypatch), [*base, "--out", str(tmp_path / "a")])
-    b = CliRunner().invoke(fx.cli(monkeypatch), [*base, "--out", str(tmp_path / "b"), "--seed", "1"])
+    a = CliRunner().invoke(fx.gen_cli(monkeypatch), [*base, "--out", str(tmp_path / "a")])
+    b = CliRunner().invoke(fx.gen_cli(monkeypatch), [*base, "--out", str(tmp_path / "b"), "--seed", "1"])
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     assert "rejection rate" in a.output
     ids = np.load(tmp_path / "a" / "ids.npy")
@@ -214,7 +214,7 @@ def test_seed_changes_images_and_n_ids_samples_from_stats(tmp_path, monkeypatch)
 )
 def test_bad_generate_options_are_one_line_errors(tmp_path, monkeypatch, extra, message):
     ids = _ids(tmp_path / "ids.npy")
-    res = CliRunner().invoke(fx.cli(monkeypatch), [*_args(ids, tmp_path / "out"), *extra])
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), [*_args(ids, tmp_path / "out"), *extra])
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert res.output.strip().count("\n") == 0 or "error:" in res.output.strip().splitlines()[-1]
@@ -222,7 +222,7 @@ def test_bad_generate_options_are_one_line_errors(tmp_path, monkeypatch, extra, 
 
 def test_wrong_identity_width_names_the_file(tmp_path, monkeypatch):
     ids = _ids(tmp_path / "ids16.npy", d=16)
-    res = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, tmp_path / "out"))
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, tmp_path / "out"))
     assert res.exit_code == 2
     assert f"error: {ids}: identity vectors have 16 dimensions, the generator expects 32" in res.output
 
@@ -230,7 +230,7 @@ def test_wrong_identity_width_names_the_file(tmp_path, monkeypatch):
 def test_torchrun_two_ranks_write_the_same_dataset_as_one_process(tmp_path, monkeypatch):
     ids = _ids(tmp_path / "ids.npy")
     single = tmp_path / "single"
-    assert CliRunner().invoke(fx.cli(monkeypatch), _args(ids, single)).exit_code == 0
+    assert CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, single)).exit_code == 0
     out = tmp_path / "ranks"
     env = {**os.environ, "FACEBENCH_QUIET": "1", "PYTHONPATH": str(HERE)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
@@ -244,10 +244,10 @@ def test_torchrun_two_ranks_write_the_same_dataset_as_one_process(tmp_path, monk
 
 def test_sigmas_too_large_for_the_vectors_are_warned_about(tmp_path, monkeypatch):
     ids = _ids(tmp_path / "ids.npy")  # norm about 8.5 in 32 dimensions: the paper's sigmas fit
-    fine = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, tmp_path / "fine"))
+    fine = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, tmp_path / "fine"))
     assert fine.exit_code == 0, fine.output
     assert "needed their noise halved" not in fine.output
-    big = CliRunner().invoke(fx.cli(monkeypatch), _args(ids, tmp_path / "big", "--set",
+    big = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, tmp_path / "big", "--set",
                                                          "generation.perturb.sigmas=[10.0, 10.0, 10.0]",
                                                          "--set", "generation.perturb.max_attempts=1"))
     assert big.exit_code == 0, big.output

@@ -48,7 +48,7 @@ def test_a_full_disk_during_generate_is_one_line_and_a_moved_run_resumes_byte_fo
     ids = tmp_path / "ids.npy"
     np.save(ids, np.random.default_rng(0).standard_normal((12, fx.DIM)).astype(np.float32) * 1.5)
     full = tmp_path / "full"
-    assert CliRunner().invoke(fx.cli(monkeypatch), _generate(ids, full)).exit_code == 0
+    assert CliRunner().invoke(fx.gen_cli(monkeypatch), _generate(ids, full)).exit_code == 0
 
     run = tmp_path / "disk1" / "run"
     # the 3rd shard's file (and everything after it) meets a full disk
@@ -67,7 +67,7 @@ def test_a_full_disk_during_generate_is_one_line_and_a_moved_run_resumes_byte_fo
         return real_write(path, data, what)
 
     monkeypatch.setattr(sharded.atomic, "write_bytes", full_disk)
-    res = CliRunner().invoke(fx.cli(monkeypatch), _generate(ids, run))
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), _generate(ids, run))
     _one_error_line(res, f"{run / 'shards' / 'shard-00002.msgpack'}: cannot write generated shard: "
                          "No space left on device")
     shards = sorted(p.name for p in (run / "shards").iterdir())
@@ -78,7 +78,7 @@ def test_a_full_disk_during_generate_is_one_line_and_a_moved_run_resumes_byte_fo
     moved = tmp_path / "disk2" / "run"
     moved.parent.mkdir()
     shutil.move(run, moved)
-    res = CliRunner().invoke(fx.cli(monkeypatch), _generate(ids, moved))
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), _generate(ids, moved))
     assert res.exit_code == 0, res.output
     assert "generated 4 of 6 shards in this run" in res.output
     assert fx.tree_bytes(moved / "dataset.testfolder") == fx.tree_bytes(full / "dataset.testfolder")
