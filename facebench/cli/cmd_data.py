@@ -3,84 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import click
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from ..errors import FacebenchError
 
 _stdout = Console(highlight=False)
-
-#: Images whose header is read to report image sizes (evenly spaced through the set).
-SIZE_SAMPLE = 256
-
-
-def _open(path: str, fmt: str | None, mask: str | None):
-    import inspect
-
-    from ..data import detect_format, get_format
-
-    fmt_obj = detect_format(path) if fmt is None else get_format(fmt)
-    options: dict[str, Any] = {}
-    if mask is not None:
-        if "mask" not in inspect.signature(fmt_obj.open).parameters:
-            raise FacebenchError(f"{path}: --mask applies to formats with index masks (lmdb), not {fmt_obj.name}")
-        options["mask"] = mask
-    if not Path(path).exists():
-        from ..errors import MissingFileError
-
-        raise MissingFileError(path, "dataset")
-    return fmt_obj.open(path, **options)
-
-
-def _is_pairs(reader: Any) -> bool:
-    return hasattr(reader, "issame")
-
-
-def _sizes(reader: Any, pairs: bool) -> list[dict[str, int]]:
-    from ..data import image_size
-
-    n = 2 * len(reader) if pairs else len(reader)
-    counts: dict[tuple[int, int], int] = {}
-    for j in np.unique(np.linspace(0, n - 1, min(n, SIZE_SAMPLE)).astype(int)) if n else []:
-        if pairs:
-            data = reader.pair_bytes(int(j) // 2)[int(j) % 2]
-            where = reader.where(int(j) // 2, int(j) % 2)
-        else:
-            data, where = reader.image_bytes(int(j)), reader.where(int(j))
-        size = image_size(data, path=reader.path, where=where)
-        counts[size] = counts.get(size, 0) + 1
-    return [{"width": w, "height": h, "count": c} for (w, h), c in sorted(counts.items())]
-
-
-def dataset_summary(reader: Any) -> dict[str, Any]:
-    """The facts ``data info`` prints (also used by reports): counts, per-identity spread, image sizes."""
-    pairs = _is_pairs(reader)
-    info: dict[str, Any] = {"path": str(reader.path), "format": reader.format_name, "role": "pairs" if pairs else "train"}
-    if pairs:
-        same = int(np.count_nonzero(reader.issame))
-        info.update({"pairs": len(reader), "same": same, "different": len(reader) - same, "images": 2 * len(reader)})
-    else:
-        counts = np.bincount(reader.labels, minlength=reader.num_classes) if len(reader) else np.zeros(0, int)
-        present = counts[counts > 0]
-        info.update({
-            "identities": int(reader.num_classes),
-            "images": len(reader),
-            "images_per_identity": {
-                "min": int(present.min()) if len(present) else 0,
-                "median": float(np.median(present)) if len(present) else 0.0,
-                "max": int(present.max()) if len(present) else 0,
-            },
-            "empty_identities": int(np.count_nonzero(counts == 0)),
-        })
-    info["image_sizes"] = _sizes(reader, pairs)
-    info["image_sizes_sampled"] = sum(s["count"] for s in info["image_sizes"])
-    return info
-
 
 @click.group(epilog="Example: facebench data info toy/train")
 def data() -> None:
