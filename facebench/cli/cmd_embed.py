@@ -37,10 +37,10 @@ def embed_command(data: str, extractor_name: str, weights: str | None, out: str,
     arguments resumes at the first unfinished chunk.
     """
     from ..evaluation.features import write_features
-    from ..runtime import select_device
+    from ..runtime import choose_device
 
     info = write_features(extractor_name, weights, data, out, raw=raw, flip=not no_flip, batch_size=batch_size,
-                          device=str(select_device(device)), data_format=data_format)
+                          device=str(choose_device(device)), data_format=data_format)
     kind = f"raw features (median norm {info['median_norm']:.4g})" if raw else "unit-length features"
     click.echo(f"{info['images']} {kind} ({info['dim']}-d) of {info['identities']} identities -> {out}")
 

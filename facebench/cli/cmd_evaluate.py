@@ -16,9 +16,9 @@ _stdout = Console(highlight=False, width=max(120, shutil.get_terminal_size((120,
 
 
 def _device(preference: str) -> str:
-    from ..runtime import select_device
+    from ..runtime import choose_device
 
-    return str(select_device(preference))
+    return str(choose_device(preference))
 
 
 @click.command(epilog="Example: facebench evaluate --suite five --model runs/fr-hsface10k --data-root ~/data/eval")

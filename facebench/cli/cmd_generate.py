@@ -34,13 +34,13 @@ _SAMPLE_EPILOG = """Example:
 def sample_ids(features, stats, n, tau, out, save_stats, seed, batch, max_draw_factor, device):
     """Sample identity vectors: PCA statistics of real features, exact rejection above tau."""
     from ..generation.sampling import sample_ids_file
-    from ..runtime import select_device
+    from ..runtime import choose_device
 
     with make_progress() as progress:
         task = progress.add_task("sampling identities", total=n)
         result, record = sample_ids_file(
             out, n, features=features, stats=stats, tau=tau, seed=seed, batch=batch,
-            max_draw_factor=max_draw_factor, device=str(select_device(device)), save_stats=save_stats,
+            max_draw_factor=max_draw_factor, device=str(choose_device(device)), save_stats=save_stats,
             progress=lambda k: progress.update(task, completed=k))
     click.echo(f"kept {n} identity vectors of {result.drawn} drawn at tau={tau}: "
                f"rejection rate {100 * result.rejection_rate:.2f}% ({result.rejected} rejected) in "

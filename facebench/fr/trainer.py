@@ -32,11 +32,11 @@ from ..runtime import (
     all_reduce_mean,
     autocast,
     barrier,
+    choose_device,
     env_context,
     gather_objects,
     grad_scaler,
     init_distributed,
-    select_device,
     use_channels_last,
 )
 from ..training import (
@@ -227,7 +227,7 @@ def train_fr(
     import torch
 
     out_dir = Path(out_dir)
-    dev = select_device(device, local_rank=env_context().local_rank)
+    dev = choose_device(device, local_rank=env_context().local_rank)
     ctx = init_distributed(dev.type)
     val_packs = dict(val_packs or {})
     ckpt_path = check_resume(out_dir, resume)

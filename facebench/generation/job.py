@@ -131,11 +131,11 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
     from ..pluginmanager import registry
     from ..provenance import sha256_file
     from ..runs import Run
-    from ..runtime import barrier, env_context, init_distributed, select_device
+    from ..runtime import barrier, choose_device, env_context, init_distributed
     from ..weights import component_weights, needs_weights
 
     gcfg = config.generation
-    device = select_device(request.device, env_context().local_rank)
+    device = choose_device(request.device, env_context().local_rank)
     ctx = init_distributed(device.type)
     device = str(device)
 

@@ -6,7 +6,7 @@ import torch (the functions import it when called).
 
 from __future__ import annotations
 
-from .device import amp_enabled, autocast, grad_scaler, select_device, use_channels_last
+from .device import amp_enabled, autocast, choose_device, grad_scaler, select_device, use_channels_last
 from .distributed import (
     DistContext,
     all_reduce_mean,
@@ -25,6 +25,7 @@ __all__ = [
     "autocast",
     "barrier",
     "broadcast_object",
+    "choose_device",
     "env_context",
     "gather_objects",
     "grad_scaler",

@@ -40,6 +40,24 @@ def select_device(preference: str = "auto", local_rank: int = 0) -> Any:
     return torch.device("cpu")
 
 
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
+def choose_device(preference: str = "auto", local_rank: int = 0) -> Any:
+    """:func:`select_device`, and say which device was chosen (once per choice, on the first process
+    of a job), so a log shows whether ``auto`` found the GPU."""
+    import os
+
+    device = select_device(preference, local_rank)
+    key = (str(preference), str(device))
+    if key not in _ANNOUNCED and os.environ.get("RANK", "0") == "0":
+        _ANNOUNCED.add(key)
+        from ..console import console
+
+        console.print(f"device: {device}" + (f" (--device {preference})" if str(preference) != str(device) else ""))
+    return device
+
+
 def amp_enabled(device: Any, requested: bool) -> bool:
     """Mixed precision is used only when asked for *and* the device is CUDA."""
     return bool(requested) and getattr(device, "type", str(device)) == "cuda"
