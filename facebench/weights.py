@@ -49,10 +49,12 @@ def known(filename: str) -> KnownWeights | None:
     return next((k for k in KNOWN_WEIGHTS if k.filename == filename), None)
 
 
-def resolve_weights(path_or_name: str | os.PathLike, *, weights_root: str | os.PathLike | None = None) -> Path:
-    """An existing weights file: ``path_or_name`` as given, else looked up in the weights directory."""
+def resolve_weights(path_or_name: str | os.PathLike, *, weights_root: str | os.PathLike | None = None,
+                    allow_dir: bool = False) -> Path:
+    """An existing weights file: ``path_or_name`` as given, else looked up in the weights directory.
+    ``allow_dir``: a model directory (a diffusers-style layout) is accepted too; its owner checks it."""
     candidate = Path(path_or_name).expanduser()
-    if candidate.is_file():
+    if candidate.is_file() or (allow_dir and candidate.is_dir()):
         return candidate
     in_dir = weights_dir(weights_root) / candidate.name
     if in_dir.is_file():

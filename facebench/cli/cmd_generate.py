@@ -84,7 +84,9 @@ _GENERATE_EPILOG = """Example:
 
 @click.command("generate", epilog=_GENERATE_EPILOG)
 @click.option("--generator", "generator_name", default="vec2face", show_default=True, help="Registered generator.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Generator weights file.")
+@click.option("--weights", type=click.Path(), help="Generator weights file (a model directory for arc2face).")
+@click.option("--generator-option", "generator_options", multiple=True, metavar="KEY=VALUE",
+              help="Keyword option of the generator, e.g. --generator-option steps=4 (recorded in dataset.json).")
 @click.option("--ids", "ids_path", type=click.Path(dir_okay=False), help="Identity vectors (N, D) .npy.")
 @click.option("--n-ids", type=click.IntRange(min=1), help="Sample this many identity vectors (needs --stats or --features).")
 @click.option("--stats", type=click.Path(dir_okay=False), help="PCA statistics for --n-ids.")
@@ -107,7 +109,7 @@ _GENERATE_EPILOG = """Example:
 @click.option("--attrop-pose-weights", type=click.Path(), help="Weights file of the pose extractor.")
 @click.option("--attrop-quality", help="Quality extractor; quality = norm of its feature [default magface-r100].")
 @click.option("--attrop-quality-weights", type=click.Path(), help="Weights file (or FR run directory for fr-run).")
-def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, images_per_id, out, fmt,
+def generate(generator_name, weights, generator_options, ids_path, n_ids, stats, features, tau, images_per_id, out, fmt,
              ids_per_shard, batch_size, seed, device, config_path, overrides, attrop_spec, attrop_identity,
              attrop_identity_weights, attrop_pose, attrop_pose_weights, attrop_quality, attrop_quality_weights):
     """Generate a labelled dataset: perturb identity vectors, optionally AttrOP, write shards, assemble."""
@@ -115,14 +117,17 @@ def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, ima
 
     from .. import generation as gen
     from ..attrop import build_attrop
-    from ..config import build_config, config_to_dict, read_toml
+    from ..config import build_config, config_to_dict, parse_override, read_toml, with_defaults
     from ..errors import FacebenchError
     from ..pluginmanager import registry
     from ..provenance import sha256_file, sha256_path
     from ..runs import Run
     from ..weights import resolve_weights
 
+    generator_spec = registry("generator").get(generator_name)
     data = read_toml(config_path) if config_path else {}
+    # a generator's own generation defaults (arc2face: no vector noise) sit under the user's config
+    data["generation"] = with_defaults(generator_spec.extras.get("generation_defaults", {}), data.get("generation", {}))
     cli_values = {
         "generation": {"images_per_id": images_per_id, "ids_per_shard": ids_per_shard, "batch_size": batch_size,
                        "seed": seed, "format": fmt},
@@ -150,8 +155,9 @@ def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, ima
     format_obj = format_spec.create()
     if getattr(format_obj, "role", "train") != "train":
         raise FacebenchError(f"format '{gcfg.format}' writes {format_obj.role} sets, not labelled training sets")
-    weights_path = resolve_weights(weights) if weights else None
-    generator = registry("generator").create(generator_name, weights=weights_path, device=device)
+    weights_path = resolve_weights(weights, allow_dir=bool(generator_spec.extras.get("weights_dir"))) if weights else None
+    options = {".".join(keys): value for keys, value in map(parse_override, generator_options)}
+    generator = generator_spec.create(weights=weights_path, device=device, **options)
     feature_dim = int(getattr(generator, "feature_dim", 512))
 
     out_dir = Path(out)
@@ -194,8 +200,9 @@ def generate(generator_name, weights, ids_path, n_ids, stats, features, tau, ima
     job = gen.GenerationJob(
         out=out_dir, config=gcfg, generator_name=generator_name,
         generator_info={"weights": weights_path.name if weights_path else None,
-                        "weights_sha256": sha256_file(weights_path) if weights_path else None,
-                        "image_size": getattr(generator, "image_size", None), "feature_dim": feature_dim},
+                        "weights_sha256": sha256_path(weights_path) if weights_path else None,
+                        "image_size": getattr(generator, "image_size", None), "feature_dim": feature_dim,
+                        **({"options": options} if options else {}), **getattr(generator, "info", {})},
         identities=identities, ids_source=ids_source, attrop_info=attrop_info,
     )
     if job.is_complete():
