@@ -407,6 +407,22 @@ def test_changed_sampler_settings_refuse_to_resume(tiny, tmp_path, monkeypatch):
     assert "manifest.json: cannot resume: parameters differ from the interrupted run (generator_info" in res.output
 
 
+def test_torchrun_two_ranks_write_the_same_dataset_as_one_process(tiny, tmp_path):
+    ids = tmp_path / "ids.npy"
+    np.save(ids, _vectors(4, seed=5))
+    env = {**os.environ, "FACEBENCH_QUIET": "1", "OMP_NUM_THREADS": "1"}  # torchrun's default, for both
+    single = subprocess.run([sys.executable, "-m", "facebench", *_gen_args(tiny, ids, tmp_path / "single")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                            "--master_port", "29547", "-m", "facebench", *_gen_args(tiny, ids, tmp_path / "ranks")],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert ranks.returncode == 0, ranks.stderr[-2000:]
+    assert "generated 2 of 4 shards in this run" in ranks.stdout
+    assert (tmp_path / "ranks" / "manifest-rank1.json").is_file()
+    assert _tree(tmp_path / "ranks") == _tree(tmp_path / "single")
+
+
 def test_tiny_pipeline_end_to_end_to_a_report_marked_as_a_pipeline_check(tiny, tmp_path):
     sys.path.insert(0, str(HERE))
     from fr_helpers import write_pack
