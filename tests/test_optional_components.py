@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from facebench.cli import create_cli
 from facebench.errors import UnavailableComponentError
-from facebench.registry import Registry
+from facebench.registry import Registry, missing_modules
 
 HINT = 'pip install -e ".[arc2face]"'
 ARC2FACE = {"arc2face", "arc2face_tiny"}
@@ -44,36 +44,41 @@ def test_registry_marks_a_component_with_a_missing_module_unavailable():
 
 @pytest.fixture
 def no_diffusers(monkeypatch):
-    """This process behaves as if diffusers were not installed (for find_spec, which the registry asks)."""
+    """This process behaves as if diffusers were not installed (for find_spec, which the registry asks);
+    returns what the arc2face generators then miss (transformers too, where it is really absent)."""
     real = importlib.util.find_spec
+    missing = ["diffusers", *missing_modules(("transformers", "safetensors"))]
 
     def find_spec(name, *args, **kwargs):
         return None if name.split(".")[0] == "diffusers" else real(name, *args, **kwargs)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    return missing
 
 
 def test_without_the_extra_plugins_and_doctor_name_the_install_command(no_diffusers):
     runner = CliRunner()
+    names = ", ".join(no_diffusers)
     rows = json.loads(runner.invoke(create_cli(), ["plugins", "--kind", "generator", "--json"]).output)
     mine = {r["name"]: r for r in rows if r["name"] in ARC2FACE}
     assert set(mine) == ARC2FACE
     for row in mine.values():
-        assert row["available"] is False and row["missing"] == ["diffusers"] and row["install"] == HINT
+        assert row["available"] is False and row["missing"] == no_diffusers and row["install"] == HINT
     # every other component keeps exactly the five stable keys
     assert all(set(r) == {"kind", "name", "plugin", "version", "description"} for r in rows
                if r["name"] not in ARC2FACE)
     text = runner.invoke(create_cli(), ["plugins", "--kind", "generator"]).output
-    assert f"generator 'arc2face' is unavailable: missing diffusers; install with: {HINT}" in " ".join(text.split())
+    assert f"generator 'arc2face' is unavailable: missing {names}; install with: {HINT}" in " ".join(text.split())
     report = json.loads(runner.invoke(create_cli(), ["doctor", "--json"]).output)
     assert {u["name"] for u in report["unavailable"]} == ARC2FACE
     assert all(u["install"] == HINT for u in report["unavailable"])
     doctor_text = " ".join(runner.invoke(create_cli(), ["doctor"]).output.split())
-    assert f"generator 'arc2face_tiny' is unavailable: missing diffusers; install with: {HINT}" in doctor_text
+    assert f"generator 'arc2face_tiny' is unavailable: missing {names}; install with: {HINT}" in doctor_text
     res = runner.invoke(create_cli(), ["arc2face", "make-tiny", "never-written"])
     assert res.exit_code == 2 and not os.path.exists("never-written")
-    assert res.output.strip() == ("error: generator 'arc2face_tiny' is unavailable: missing optional dependency "
-                                  f"diffusers; install with: {HINT}")
+    plural = "ies" if len(no_diffusers) > 1 else "y"
+    assert res.output.strip() == ("error: generator 'arc2face_tiny' is unavailable: missing optional "
+                                  f"dependenc{plural} {names}; install with: {HINT}")
 
 
 BLOCKER = textwrap.dedent('''
@@ -129,6 +134,6 @@ def test_help_and_plugins_import_no_torch_with_the_extra_installed():
     assert "IMPORTED []" in _run(["--help"], env).stdout
     listed = _run(["plugins", "--json"], env)
     assert "IMPORTED []" in listed.stdout
-    if importlib.util.find_spec("diffusers") and importlib.util.find_spec("transformers"):
+    if not missing_modules(("diffusers", "transformers")):
         rows = json.loads(listed.stdout.split("IMPORTED")[0])
         assert {r["name"] for r in rows if r["name"] in ARC2FACE and "available" not in r} == ARC2FACE
