@@ -57,7 +57,7 @@ def resolve_weights(path_or_name: str | os.PathLike, *, weights_root: str | os.P
     if candidate.is_file() or (allow_dir and candidate.is_dir()):
         return candidate
     in_dir = weights_dir(weights_root) / candidate.name
-    if in_dir.is_file():
+    if in_dir.is_file() or (allow_dir and in_dir.is_dir()):
         return in_dir
     if candidate.exists():
         raise FacebenchError(f"{candidate}: is a directory, expected a weights file")

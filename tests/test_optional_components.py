@@ -137,3 +137,16 @@ def test_help_and_plugins_import_no_torch_with_the_extra_installed():
     if not missing_modules(("diffusers", "transformers")):
         rows = json.loads(listed.stdout.split("IMPORTED")[0])
         assert {r["name"] for r in rows if r["name"] in ARC2FACE and "available" not in r} == ARC2FACE
+
+
+def test_model_directories_are_weights_only_for_generators_that_declare_them(tmp_path, monkeypatch):
+    from facebench.errors import FacebenchError
+    from facebench.weights import resolve_weights
+
+    model = tmp_path / "weights" / "arc2face-model"
+    model.mkdir(parents=True)
+    monkeypatch.setenv("FACEBENCH_WEIGHTS", str(tmp_path / "weights"))
+    assert resolve_weights(model, allow_dir=True) == model
+    assert resolve_weights("arc2face-model", allow_dir=True) == model  # found in the weights directory
+    with pytest.raises(FacebenchError, match="is a directory, expected a weights file"):
+        resolve_weights(model)
