@@ -165,3 +165,14 @@ def _deepcopy(data: Any) -> Any:
     if isinstance(data, list):
         return [_deepcopy(v) for v in data]
     return data
+
+
+def with_defaults(defaults: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` on top of ``defaults``, table by table (a component's defaults under the user's config)."""
+    merged = _deepcopy(dict(defaults))
+    for key, value in data.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = with_defaults(merged[key], value)
+        else:
+            merged[key] = _deepcopy(value)
+    return merged

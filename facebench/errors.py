@@ -27,6 +27,10 @@ class UnknownComponentError(FacebenchError, KeyError):
         return self.args[0] if self.args else ""
 
 
+class UnavailableComponentError(FacebenchError):
+    """A registered component whose optional dependencies are not installed (the message says how)."""
+
+
 class DuplicateComponentError(FacebenchError):
     """Two plugins registered the same name for the same kind."""
 

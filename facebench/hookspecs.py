@@ -2,12 +2,15 @@
 
 Every component hook is called with a ``register`` callable::
 
-    register(name, factory, description="", *, config=None, **extras)
+    register(name, factory, description="", *, config=None, requires=(), install_hint="", **extras)
 
 ``factory`` is a callable or a lazy ``"module:attribute"`` string, so a plugin can register many
 components without importing torch; it is resolved on first use. ``config`` is an optional dataclass
-describing the factory's keyword arguments. ``extras`` are kind-specific facts (for example the input
-normalisation of a feature extractor) that the framework stores and passes on unchanged.
+describing the factory's keyword arguments. ``requires`` names optional modules the component needs
+(checked without importing them) and ``install_hint`` the command that installs them: while one is
+missing the component is listed as unavailable and using it is an error quoting that command.
+``extras`` are kind-specific facts (for example the input normalisation of a feature extractor) that the
+framework stores and passes on unchanged.
 """
 
 from __future__ import annotations

@@ -2,18 +2,35 @@
 
 A :class:`ComponentSpec` records who registered what (plugin and distribution version, for
 ``facebench plugins`` and for provenance) and resolves lazy ``"module:attr"`` factories on first use.
+A component built on an optional extra declares the modules it needs (``requires``) and how to install
+them (``install_hint``): it stays listed, is marked unavailable while a module is missing (checked with
+``importlib.util.find_spec``, which imports nothing), and using it is a one-line error naming the command.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import DuplicateComponentError, UnknownComponentError
+from .errors import DuplicateComponentError, UnavailableComponentError, UnknownComponentError
+
+
+def missing_modules(modules: tuple[str, ...]) -> list[str]:
+    """The top-level modules of ``modules`` that cannot be imported here (nothing is imported to find out)."""
+    missing = []
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package that is missing or broken
+            found = False
+        if not found:
+            missing.append(module)
+    return missing
 
 
 @dataclass(frozen=True)
@@ -28,9 +45,24 @@ class ComponentSpec:
     version: str = ""
     config: type | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()  # optional modules the component needs (an extra of its distribution)
+    install_hint: str = ""  # the command that installs them
+
+    def missing(self) -> list[str]:
+        """The modules of ``requires`` that are not installed; empty when the component is available."""
+        return missing_modules(self.requires)
+
+    def ensure_available(self) -> None:
+        missing = self.missing()
+        if missing:
+            hint = f"; install with: {self.install_hint}" if self.install_hint else ""
+            raise UnavailableComponentError(
+                f"{self.kind.replace('_', ' ')} '{self.name}' is unavailable: missing optional "
+                f"dependenc{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)}{hint}")
 
     def load(self) -> Callable[..., Any]:
         """The factory itself, importing it first when it was registered as ``"module:attr"``."""
+        self.ensure_available()
         if callable(self.factory):
             return self.factory
         module_name, _, attr = self.factory.partition(":")
@@ -42,15 +74,21 @@ class ComponentSpec:
     def create(self, *args: Any, **kwargs: Any) -> Any:
         return self.load()(*args, **kwargs)
 
-    def as_row(self) -> dict[str, str]:
-        """The public, JSON-stable description used by ``facebench plugins --json``."""
-        return {
+    def as_row(self) -> dict[str, Any]:
+        """The public, JSON-stable description used by ``facebench plugins --json``: kind, name, plugin,
+        version, description; an unavailable component adds ``available`` (false), ``missing`` and
+        ``install``, so the rows of available components keep exactly their five keys."""
+        row: dict[str, Any] = {
             "kind": self.kind,
             "name": self.name,
             "plugin": self.plugin,
             "version": self.version,
             "description": self.description,
         }
+        missing = self.missing()
+        if missing:
+            row.update(available=False, missing=missing, install=self.install_hint)
+        return row
 
 
 def _first_doc_line(obj: Any) -> str:
@@ -74,6 +112,8 @@ class Registry:
         plugin: str = "",
         version: str = "",
         config: type | None = None,
+        requires: tuple[str, ...] | list[str] | str = (),
+        install_hint: str = "",
         **extras: Any,
     ) -> ComponentSpec:
         if not isinstance(name, str) or not name:
@@ -93,6 +133,8 @@ class Registry:
             version=version,
             config=config,
             extras=dict(extras),
+            requires=(requires,) if isinstance(requires, str) else tuple(requires),
+            install_hint=install_hint,
         )
         self._specs[name] = spec
         return spec
@@ -112,6 +154,10 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._specs)
+
+    def unavailable(self) -> list[ComponentSpec]:
+        """Registered components whose optional dependencies are not installed."""
+        return [spec for spec in self if spec.missing()]
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs

@@ -50,13 +50,15 @@ def known(filename: str) -> KnownWeights | None:
     return next((k for k in declared_weights() if k.filename == filename), None)
 
 
-def resolve_weights(path_or_name: str | os.PathLike, *, weights_root: str | os.PathLike | None = None) -> Path:
-    """An existing weights file: ``path_or_name`` as given, else looked up in the weights directory."""
+def resolve_weights(path_or_name: str | os.PathLike, *, weights_root: str | os.PathLike | None = None,
+                    allow_dir: bool = False) -> Path:
+    """An existing weights file: ``path_or_name`` as given, else looked up in the weights directory.
+    ``allow_dir``: a model directory (a diffusers-style layout) is accepted too; its owner checks it."""
     candidate = Path(path_or_name).expanduser()
-    if candidate.is_file():
+    if candidate.is_file() or (allow_dir and candidate.is_dir()):
         return candidate
     in_dir = weights_dir(weights_root) / candidate.name
-    if in_dir.is_file():
+    if in_dir.is_file() or (allow_dir and in_dir.is_dir()):
         return in_dir
     if candidate.exists():
         raise FacebenchError(f"{candidate}: is a directory, expected a weights file")
@@ -79,17 +81,17 @@ def needs_weights(spec: Any) -> bool:
 
 
 def component_weights(spec: Any, weights: str | os.PathLike | None, *, untrained: bool = False,
-                      option: str = "--weights") -> Path | None:
+                      option: str = "--weights", allow_dir: bool = False) -> Path | None:
     """The weights file a component is built with: the one given, else its declared default file in the
     weights directory; None for procedural components, or with ``untrained`` (random weights, which the
     caller records). A trained model never silently runs with random weights."""
     if weights:
-        return resolve_weights(weights)
+        return resolve_weights(weights, allow_dir=allow_dir)
     if not needs_weights(spec) or untrained:
         return None
     what = f"{spec.kind.replace('_', ' ')} '{spec.name}'"
     default = spec.extras.get("weights")
-    if default and (weights_dir() / default).is_file():
+    if default and ((weights_dir() / default).is_file() or (allow_dir and (weights_dir() / default).is_dir())):
         return weights_dir() / default
     where = f"its file {default} is not in the weights directory {weights_dir()}" if default else "none given"
     raise FacebenchError(f"{what} needs weights ({where}): pass {option} FILE, or --untrained to run it "

@@ -49,8 +49,7 @@ def test_unit_ids_with_a_raw_scale_generator_stop_before_any_shard(tmp_path):
     out = tmp_path / "run"
     res = CliRunner().invoke(create_cli(), _args(weights, unit, out))
     assert res.exit_code == 2
-    assert res.output.splitlines()[0] == "device: cpu"
-    message = " ".join(res.output.splitlines()[-1].split())
+    message = " ".join(res.output.split())
     assert message.startswith(f"error: {unit}: identity vectors have median norm 1 but the generator expects norm 22")
     assert "recorded in g.pth" in message and "--rescale-ids" in message
     assert not out.exists()  # nothing written: no shard, no ids, no half-made run folder

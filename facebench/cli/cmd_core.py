@@ -18,7 +18,9 @@ _stdout = Console(highlight=False)
 
 @click.command(epilog="Example: facebench plugins --kind generator --json")
 @click.option("--kind", type=click.Choice(list(KIND_HOOKS)), help="Only this kind of component.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (keys kind, name, plugin, version, description).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list (keys kind, name, plugin, version, description; an unavailable component "
+                   "adds available=false, missing and install).")
 def plugins(kind: str | None, as_json: bool) -> None:
     """List every registered component and the plugin that provides it."""
     regs = get_plugin_set().registries()
@@ -30,10 +32,27 @@ def plugins(kind: str | None, as_json: bool) -> None:
     for col in ("kind", "name", "plugin", "version", "description"):
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*(row[c] for c in ("kind", "name", "plugin", "version", "description")))
+        cells = [row[c] for c in ("kind", "name", "plugin", "version", "description")]
+        if row.get("available") is False:
+            cells[-1] = f"[yellow]unavailable[/] (missing {', '.join(row['missing'])}): {cells[-1]}"
+        table.add_row(*cells)
     _stdout.print(table)
     if not rows:
         _stdout.print("no components registered (check FACEBENCH_PLUGINS / FACEBENCH_DISABLE_PLUGINS)")
+    for line in _unavailable_lines(rows):
+        _stdout.print(line, markup=False, style="yellow")
+
+
+def _unavailable(regs) -> list[dict]:
+    return [{"kind": s.kind, "name": s.name, "missing": s.missing(), "install": s.install_hint}
+            for reg in regs.values() for s in reg.unavailable()]
+
+
+def _unavailable_lines(rows: list[dict]) -> list[str]:
+    """One line per unavailable component: what is missing and the command that installs it."""
+    return [f"{r['kind']} '{r['name']}' is unavailable: missing {', '.join(r['missing'])}"
+            + (f"; install with: {r['install']}" if r.get("install") else "")
+            for r in rows if r.get("missing")]
 
 
 @click.command(epilog="Example: facebench doctor --weights-dir ~/weights")
@@ -58,13 +77,15 @@ def doctor(weights_dir: str | None, as_json: bool) -> None:
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }
-    counts = {k: len(r) for k, r in get_plugin_set().registries().items()}
+    regs = get_plugin_set().registries()
+    counts = {k: len(r) for k, r in regs.items()}
+    unavailable = _unavailable(regs)
     files = [
         {"file": k.filename, "purpose": k.purpose, "source": k.source, "declared_by": k.component,
          "path": str(p) if p else None}
         for k, p in present(root)
     ]
-    report = {"torch": torch.__version__, "devices": devices, "components": counts,
+    report = {"torch": torch.__version__, "devices": devices, "components": counts, "unavailable": unavailable,
               "weights_dir": str(root), "weights_dir_exists": root.is_dir(), "weights": files,
               "toy_world_needs": []}
     if as_json:
@@ -80,6 +101,8 @@ def doctor(weights_dir: str | None, as_json: bool) -> None:
     for k, n in counts.items():
         comp.add_row(k, str(n))
     _stdout.print(comp)
+    for line in _unavailable_lines(unavailable):
+        _stdout.print(line, markup=False, style="yellow")
     note = "" if root.is_dir() else " (does not exist)"
     wt = Table(title=f"weight files the plugins declare, looked for in {root}{note}")
     for col in ("file", "present", "for", "declared by"):

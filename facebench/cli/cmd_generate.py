@@ -62,8 +62,11 @@ _GENERATE_EPILOG = """Example:
 
 @click.command("generate", epilog=_GENERATE_EPILOG)
 @click.option("--generator", "generator_name", default="vec2face", show_default=True, help="Registered generator.")
-@click.option("--weights", type=click.Path(dir_okay=False),
-              help="Generator weights file [default: the generator's released file in the weights directory].")
+@click.option("--weights", type=click.Path(),
+              help="Generator weights file, or model directory for arc2face [default: the generator's released "
+                   "file in the weights directory].")
+@click.option("--generator-option", "generator_options", multiple=True, metavar="KEY=VALUE",
+              help="Keyword option of the generator, e.g. --generator-option steps=4 (recorded in dataset.json).")
 @click.option("--untrained", is_flag=True,
               help="Allow a generator or AttrOP model without weights (random weights; recorded in dataset.json).")
 @click.option("--ids", "ids_path", type=click.Path(dir_okay=False), help="Identity vectors (N, D) .npy.")
@@ -92,13 +95,13 @@ _GENERATE_EPILOG = """Example:
 @click.option("--attrop-pose-weights", type=click.Path(), help="Weights file of the pose extractor.")
 @click.option("--attrop-quality", help="Quality extractor; quality = norm of its feature [default magface-r100].")
 @click.option("--attrop-quality-weights", type=click.Path(), help="Weights file (or FR run directory for fr-run).")
-def generate(generator_name, weights, untrained, ids_path, n_ids, stats, features, tau, rescale_ids, images_per_id,
+def generate(generator_name, weights, generator_options, untrained, ids_path, n_ids, stats, features, tau, rescale_ids, images_per_id,
              out, fmt, ids_per_shard, batch_size, seed, device, config_path, overrides, attrop_spec, identity_prepass,
              attrop_identity, attrop_identity_weights, attrop_pose, attrop_pose_weights, attrop_quality,
              attrop_quality_weights):
     """Generate a labelled dataset: perturb identity vectors, optionally AttrOP, write shards, assemble."""
-    from ..config import build_config, read_toml
-    from ..generation.job import GenerateConfig, GenerateRequest, run_generate
+    from ..config import read_toml
+    from ..generation.job import GenerateRequest, generate_config, run_generate
 
     data = read_toml(config_path) if config_path else {}
     cli_values = {
@@ -111,9 +114,10 @@ def generate(generator_name, weights, untrained, ids_path, n_ids, stats, feature
     }
     for section, values in cli_values.items():
         data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
-    config = build_config(GenerateConfig, data, overrides)
+    config = generate_config(generator_name, data, overrides)
     request = GenerateRequest(out=Path(out), generator=generator_name, weights=weights, untrained=untrained,
-                              ids=ids_path, n_ids=n_ids, stats=stats, features=features, tau=tau, device=device)
+                              generator_options=generator_options, ids=ids_path, n_ids=n_ids, stats=stats,
+                              features=features, tau=tau, device=device)
     with make_progress() as progress:
         outcome = run_generate(request, config, progress=progress)
     _print_outcome(outcome, config)

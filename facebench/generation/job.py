@@ -49,14 +49,27 @@ class GenerateRequest:
 
     out: Path
     generator: str = "vec2face"
-    weights: str | None = None
+    weights: str | None = None  # a file, or a model directory for generators that declare weights_dir
     untrained: bool = False
+    generator_options: tuple[str, ...] = ()  # KEY=VALUE keyword options of the generator
     ids: str | None = None  # an identity-vector file, or
     n_ids: int | None = None  # this many sampled from
     stats: str | None = None  # PCA statistics or
     features: str | None = None  # real identity features
     tau: float = 0.3
     device: str = "auto"
+
+
+def generate_config(generator: str, data: dict[str, Any], overrides: Any = ()) -> GenerateConfig:
+    """The config of one run: the generator's own ``generation_defaults`` (a spec extra; arc2face: no
+    vector noise), under the config file's tables, under ``--set`` overrides."""
+    from ..config import build_config, with_defaults
+    from ..pluginmanager import registry
+
+    defaults = registry("generator").get(generator).extras.get("generation_defaults", {})
+    data = dict(data)
+    data["generation"] = with_defaults(defaults, data.get("generation", {}))
+    return build_config(GenerateConfig, data, overrides)
 
 
 @dataclass
@@ -128,8 +141,9 @@ def _attrop_record(config: AttrOPConfig, untrained: bool) -> dict[str, Any] | No
 
 def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: Any = None) -> GenerateOutcome:
     """Generate (or resume, or confirm) the dataset the request and config describe."""
+    from ..config import parse_override
     from ..pluginmanager import registry
-    from ..provenance import sha256_file
+    from ..provenance import sha256_path
     from ..runs import Run
     from ..runtime import barrier, choose_device, env_context, init_distributed
     from ..weights import component_weights, needs_weights
@@ -143,8 +157,10 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
     if getattr(format_obj, "role", "train") != "train":
         raise FacebenchError(f"format '{gcfg.format}' writes {format_obj.role} sets, not labelled training sets")
     spec = registry("generator").get(request.generator)
-    weights = component_weights(spec, request.weights, untrained=request.untrained)
-    generator = spec.create(weights=weights, device=device)
+    weights = component_weights(spec, request.weights, untrained=request.untrained,
+                                allow_dir=bool(spec.extras.get("weights_dir")))
+    options = {".".join(keys): value for keys, value in map(parse_override, request.generator_options)}
+    generator = spec.create(weights=weights, device=device, **options)
     feature_dim = int(getattr(generator, "feature_dim", 512))
 
     identities, ids_source, source = _identities(request, gcfg.seed, feature_dim, device)
@@ -159,8 +175,10 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
     if attrop is not None:
         attrop_info["terms"] = [str(t) for t in attrop.terms]
     generator_info = {"weights": weights.name if weights else None,
-                      "weights_sha256": sha256_file(weights) if weights else None,
-                      "image_size": getattr(generator, "image_size", None), "feature_dim": feature_dim}
+                      "weights_sha256": sha256_path(weights) if weights else None,  # a model directory as a whole
+                      "image_size": getattr(generator, "image_size", None), "feature_dim": feature_dim,
+                      **({"options": options} if options else {}),
+                      **getattr(generator, "info", {})}  # what the generator says of itself (sampler, untrained)
     if weights is None and needs_weights(spec):
         generator_info["untrained"] = True
     job = GenerationJob(out=request.out, config=gcfg, generator_name=request.generator,

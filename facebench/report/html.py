@@ -35,7 +35,7 @@ tr.group th { background: #e4e7ee; text-align: left; font-size: 13px; letter-spa
 td.best { font-weight: 700; text-decoration: underline; }
 .badge { display: inline-block; font-size: 11px; padding: 0 6px; border-radius: 8px; margin-left: 6px;
          border: 1px solid currentColor; vertical-align: 1px; }
-.badge.published { color: #8a6d1d; } .badge.measured { color: var(--accent); }
+.badge.published { color: #8a6d1d; } .badge.measured { color: var(--accent); } .badge.check { color: #b3261e; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 16px; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 12px 14px; }
 .card dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 0 0 8px; }

@@ -102,6 +102,14 @@ class RunData:
                 return Path(value).name if Path(value).is_absolute() or Path(value).exists() else value
         return self.name
 
+    @property
+    def pipeline_check(self) -> bool:
+        """True for a dataset made by an untrained (random-weight) generator, as ``dataset.json`` records
+        it (``generator_info.untrained`` or ``pipeline_check``): its numbers show that the pipeline runs,
+        not how good a generator is."""
+        info = (self.dataset or {}).get("generator_info") or {}
+        return isinstance(info, dict) and bool(info.get("untrained") or info.get("pipeline_check"))
+
     def array(self, name: str) -> np.ndarray | None:
         """``analysis/<name>.npy`` as a float array, or None when the run has none."""
         if name in self._arrays:

@@ -44,17 +44,17 @@ _ANNOUNCED: set[tuple[str, str]] = set()
 
 
 def choose_device(preference: str = "auto", local_rank: int = 0) -> Any:
-    """:func:`select_device`, and say which device was chosen (once per choice, on the first process
-    of a job), so a log shows whether ``auto`` found the GPU."""
+    """:func:`select_device`, and say which device ``auto`` (or a bare ``cuda``) chose, once per choice on
+    the first process of a job, so a log shows whether the GPU was found. An explicit device is not echoed."""
     import os
 
     device = select_device(preference, local_rank)
     key = (str(preference), str(device))
-    if key not in _ANNOUNCED and os.environ.get("RANK", "0") == "0":
+    if str(preference) != str(device) and key not in _ANNOUNCED and os.environ.get("RANK", "0") == "0":
         _ANNOUNCED.add(key)
         from ..console import console
 
-        console.print(f"device: {device}" + (f" (--device {preference})" if str(preference) != str(device) else ""))
+        console.print(f"device: {device} (--device {preference})")
     return device
 
 
