@@ -81,7 +81,8 @@ def resolve_files(root: str | os.PathLike, base: str | os.PathLike | None = None
     if not (base / "scheduler" / "scheduler_config.json").is_file():
         missing.append(str(base / "scheduler" / "scheduler_config.json"))
     if missing:
-        raise MissingFileError(root, "Arc2Face model files", f"missing {', '.join(missing)}; see docs/arc2face.md")
+        raise MissingFileError(root, "Arc2Face model files", f"missing {', '.join(missing)}; the release's arc2face/ and encoder/ folders "
+                               "plus Stable Diffusion 1.5's vae/, tokenizer/ and scheduler/ belong in this directory")
     return ModelFiles(root=root, unet_config=found["arc2face_config"], unet_weights=found["arc2face_weights"],
                       encoder_config=found["encoder_config"], encoder_weights=found["encoder_weights"],
                       vae_config=found["vae_config"], vae_weights=found["vae_weights"], tokenizer=tok,
