@@ -27,11 +27,13 @@ from facebench.runs import Run
 
 
 @pytest.fixture(autouse=True)
-def _isolated_plugins(monkeypatch):
-    """Each test sees the plugin environment it sets up, not one cached by an earlier test."""
+def _isolated_plugins(monkeypatch, tmp_path_factory):
+    """Each test sees the plugin environment it sets up, not one cached by an earlier test (and the hash
+    cache of this test session, not the user's)."""
     from facebench.pluginmanager import reset_plugins
 
     monkeypatch.setenv("FACEBENCH_QUIET", "1")
+    monkeypatch.setenv("FACEBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "facebench-cache"))
     monkeypatch.delenv("FACEBENCH_PLUGINS", raising=False)
     monkeypatch.delenv("FACEBENCH_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("FACEBENCH_DEBUG", raising=False)
