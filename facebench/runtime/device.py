@@ -71,9 +71,14 @@ def amp_dtype(name: str = "fp16") -> Any:
     return torch.float16 if name == "fp16" else torch.bfloat16
 
 
+def device_type(device: Any) -> str:
+    """``"cuda"`` for ``torch.device("cuda", 1)``, ``"cuda:1"`` or ``"cuda"``; likewise ``cpu``, ``mps``."""
+    return getattr(device, "type", None) or str(device).split(":", 1)[0]
+
+
 def amp_enabled(device: Any, requested: bool) -> bool:
     """Mixed precision is used only when asked for *and* the device is CUDA."""
-    return bool(requested) and getattr(device, "type", str(device)) == "cuda"
+    return bool(requested) and device_type(device) == "cuda"
 
 
 def autocast(device: Any, enabled: bool, dtype: Any = None) -> contextlib.AbstractContextManager:
@@ -106,7 +111,7 @@ def configure_backends(device: Any, *, fixed_size: bool = True, tf32: bool = Tru
     :func:`exact_fp32`). Nothing changes on CPU."""
     import torch
 
-    if getattr(device, "type", str(device)) != "cuda":
+    if device_type(device) != "cuda":
         return
     torch.backends.cudnn.benchmark = bool(fixed_size)
     torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
@@ -137,5 +142,5 @@ def use_channels_last(device: Any, requested: bool | None) -> bool:
     """``None`` means "where it helps": CUDA (tensor-core convolutions) and CPU (oneDNN convolutions;
     benchmarks/fr_train.py measured +30% for SE-IResNet50 training on CPU), not MPS."""
     if requested is None:
-        return getattr(device, "type", str(device)) in ("cuda", "cpu")
+        return device_type(device) in ("cuda", "cpu")
     return bool(requested)
