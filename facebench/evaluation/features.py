@@ -134,6 +134,7 @@ def write_features(extractor_name: str, weights: str | None, data: str | os.Path
     from ..data import open_dataset
     from ..pluginmanager import registry
     from ..provenance import sha256_path
+    from ..runtime import process_group
     from .embed import as_tensor_model
 
     out = Path(out)
@@ -144,10 +145,15 @@ def write_features(extractor_name: str, weights: str | None, data: str | os.Path
     params = {"data": str(Path(data).resolve()), "extractor": extractor_name, "raw": raw,
               "weights_sha256": sha256_path(weights_file) if weights_file else None}
     out.parent.mkdir(parents=True, exist_ok=True)
-    feats = dataset_features(as_tensor_model(extractor, device, extractor_name), reader, out, params=params,
-                             batch_size=batch_size, flip_test=flip, normalize=not raw,
-                             shard_size=batch_size * 16)
+    with process_group(device) as ctx:  # under torchrun every rank embeds its share of the shards
+        feats = dataset_features(as_tensor_model(extractor, device, extractor_name), reader, out, params=params,
+                                 batch_size=batch_size, flip_test=flip, normalize=not raw,
+                                 shard_size=batch_size * 16, ctx=ctx)
     labels = np.asarray(reader.labels, dtype=np.int64)
+    info = {"images": len(labels), "dim": int(feats.shape[1]), "identities": int(reader.num_classes), "raw": raw,
+            "out": out}
+    if not ctx.is_main:
+        return info
     means, classes = centers_of(feats, labels)
     centers = np.zeros((int(reader.num_classes), feats.shape[1]))
     centers[classes] = means  # row i = identity i; an identity without images keeps a zero row
@@ -158,8 +164,7 @@ def write_features(extractor_name: str, weights: str | None, data: str | os.Path
         with atomic.atomic_path(out.with_name(out.stem + suffix), "features") as tmp, open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
     sample = np.asarray(feats[: min(len(labels), 65536)])
-    return {"images": len(labels), "dim": int(feats.shape[1]), "identities": int(reader.num_classes),
-            "median_norm": float(np.median(np.linalg.norm(sample, axis=1))), "raw": raw, "out": out}
+    return {**info, "median_norm": float(np.median(np.linalg.norm(sample, axis=1)))}
 
 
 def centers_of(features: np.ndarray, labels: np.ndarray, *, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:

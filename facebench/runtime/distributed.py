@@ -16,7 +16,9 @@ Two timeouts, both in seconds from the environment:
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -110,6 +112,21 @@ def init_distributed(device: Any = "cpu") -> DistContext:
     else:
         backend = dist.get_backend()
     return DistContext(ctx.rank, ctx.world_size, ctx.local_rank, backend)
+
+
+@contextlib.contextmanager
+def process_group(device: Any = "cpu") -> Iterator[DistContext]:
+    """:func:`init_distributed` for the ``with`` block; the group is destroyed at its end only when the
+    block created it (a library call inside a trainer's job leaves the trainer's group alone)."""
+    import torch.distributed as dist
+
+    created = env_context().distributed and not dist.is_initialized()
+    ctx = init_distributed(device)
+    try:
+        yield ctx
+    finally:
+        if created:
+            shutdown(ctx)
 
 
 def shutdown(ctx: DistContext) -> None:
