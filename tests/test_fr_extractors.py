@@ -92,7 +92,7 @@ def test_pickled_objects_are_refused(tmp_path, capsys):
 
 def test_fr_run_extractor_and_embed_command(tmp_path):
     data = write_train_folder(tmp_path / "train", identities=4, per_identity=3)
-    recipe = resolve_recipe("tiny-arcface", ["optim.batch_size=4", "optim.epochs=1", "data.workers=0"])
+    recipe = resolve_recipe("tiny-arcface", ["optim.batch_per_gpu=4", "optim.epochs=1", "data.workers=0"])
     run = tmp_path / "run"
     train_fr(recipe, open_dataset(data), run)
     ext = _extractors().create("fr-run", weights=str(run))

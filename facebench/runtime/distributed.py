@@ -206,6 +206,6 @@ def all_reduce_sum_(ctx: DistContext, tensor: Any) -> Any:
     """Sum ``tensor`` over ranks in place (on the device the backend needs) and return it."""
     import torch.distributed as dist
 
-    if ctx.distributed:
+    if ctx is not None and ctx.distributed:
         dist.all_reduce(tensor)
     return tensor
