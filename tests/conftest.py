@@ -69,7 +69,8 @@ class TinyGenerator(torch.nn.Module):
             self.proj.weight.copy_(torch.randn(3 * SIZE * SIZE, DIM, generator=gen) * 0.4)
             self.proj.bias.zero_()
         self.rng = torch.Generator().manual_seed(0)
-        self.delay = float(os.environ.get("TINYGEN_DELAY", "0")) if delay is None else delay
+        rank_delay = os.environ.get(f"TINYGEN_DELAY_RANK{os.environ.get('RANK', '0')}")  # uneven torchrun ranks
+        self.delay = float(rank_delay or os.environ.get("TINYGEN_DELAY", "0")) if delay is None else delay
 
     def manual_seed(self, seed: int) -> None:
         self.rng.manual_seed(seed)

@@ -97,11 +97,13 @@ def _done_shards(out: Path, params: dict[str, Any]) -> set[int]:
     """Shards any manifest of ``out`` (one per rank of any earlier run) records with these parameters."""
     import json
 
+    from ..shards import read_manifest
+
     normalised = json.loads(json.dumps(params, default=str))
     done: set[int] = set()
     for path in out.parent.glob(out.stem + ".manifest*.json"):
         try:
-            saved = json.loads(path.read_text())
+            saved = read_manifest(path)
         except (OSError, ValueError):
             continue
         if saved.get("params") == normalised:
