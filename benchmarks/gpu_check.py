@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -46,7 +47,7 @@ LIMITS = {
     "generation-compiled": (150, 40),
     "generate-e2e": (60, 40),
     "fr-train": (75, 40),
-    "vec2face-train": (90, 40),
+    "vec2face-train": (90, 60),  # tiny: VGG16 LPIPS backward twice per step is seconds on a CPU
     "sampling": (45, 20),
     "separability": (40, 20),
     "pair-scoring": (40, 20),
@@ -251,7 +252,7 @@ def item_vec2face_train(device: Any, tiny: bool) -> dict[str, Any]:
         from facebench_plugins.vec2face.trainer import GeneratorTrainer
     except ImportError as exc:
         return {"skipped": f"the Vec2Face plugin's trainer API changed ({exc})"}
-    model, size, batch, steps, identity_backbone = (("vec2face_tiny", 56, 2, 3, "iresnet_tiny") if tiny
+    model, size, batch, steps, identity_backbone = (("vec2face_tiny", 56, 2, 2, "iresnet_tiny") if tiny
                                                     else ("vec2face_vit_base_patch16", 112, 32, 50, "iresnet100"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -283,7 +284,7 @@ def item_vec2face_train(device: Any, tiny: bool) -> dict[str, Any]:
             for _ in range(steps):
                 record = trainer.train_step(images, vectors)
                 trainer.position.global_step += 1
-                bad |= {k for k, v in record.items() if not np.isfinite(v)}
+                bad |= {k for k, v in record.items() if not math.isfinite(float(v))}  # floats or tensors
             _sync(device)
             seconds = time.perf_counter() - start
         except (TypeError, AttributeError, ImportError) as exc:

@@ -120,6 +120,11 @@ def test_a_scaler_saved_disabled_loads_into_an_enabled_one():
     data = {"scaler": disabled.state_dict(), "position": Position(1, 0, 5)}
     assert restore_checkpoint(data, scaler=enabled) == Position(1, 0, 5)
     assert enabled.get_scale() == 1024.0  # an enabled scaler starts afresh
+    # the reverse: a GPU run's scaler state resumed on the CPU (AMP off there)
+    scaled = {"scaler": enabled.state_dict(), "position": Position(2, 0, 9)}
+    off = torch.amp.GradScaler("cpu", enabled=False)
+    assert restore_checkpoint(scaled, scaler=off) == Position(2, 0, 9)
+    assert off.state_dict() == {} and not off.is_enabled()
 
 
 def test_cuda_rng_states_of_more_gpus_than_visible_restore_the_visible_ones(monkeypatch):

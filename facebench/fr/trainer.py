@@ -25,11 +25,10 @@ import numpy as np
 
 from .. import atomic
 from ..config import config_to_dict
-from ..console import console, make_progress
+from ..console import console, log_line, make_progress
 from ..errors import ConfigError, DataError, FacebenchError
 from ..pluginmanager import registry
 from ..runtime import (
-    all_reduce_mean,
     autocast,
     choose_device,
     configure_backends,
@@ -46,6 +45,7 @@ from ..training import (
     LRSchedule,
     MetricsLog,
     Position,
+    RunningMeans,
     build_scheduler,
     capture_rng_state,
     check_resume,
@@ -262,11 +262,6 @@ def check_batch(recipe: FRRecipe, world_size: int) -> list[str]:
             f"{'es' if world_size != 1 else ''})"]
 
 
-def _line(*parts: str) -> None:
-    """One plain log line on stdout (``train-fr > log.txt`` keeps it; progress bars go to stderr)."""
-    print("  ".join(parts), flush=True)
-
-
 def train_fr(
     recipe: FRRecipe,
     reader: Any,
@@ -332,7 +327,9 @@ def train_fr(
     state_module = backbone if sharded else module
 
     position = Position()
-    sums = [0.0, 0.0]  # this rank's loss sums: of the epoch so far, of the steps since the last log line
+    # This rank's losses on the device: since the last log line, and of the epoch so far (read only when
+    # a line is logged: the loop never waits for the GPU otherwise).
+    window, epoch_means = RunningMeans(), RunningMeans()
     recipe_dict = config_to_dict(recipe)
     if resume and ckpt_path.exists():
         data = load_training_checkpoint(ckpt_path)
@@ -352,7 +349,8 @@ def train_fr(
                                       scaler=scaler, rank=ctx.rank)
         per_rank = data["extra"].get("per_rank") or []
         if ctx.rank < len(per_rank):
-            sums = [float(v) for v in per_rank[ctx.rank]["sums"]]
+            window.load_state_dict(per_rank[ctx.rank]["window"], dev)
+            epoch_means.load_state_dict(per_rank[ctx.rank]["epoch"], dev)
             if sharded:
                 shard = per_rank[ctx.rank]["head"]
                 with torch.no_grad():
@@ -383,11 +381,10 @@ def train_fr(
         dataset, batch_sampler=sampler, num_workers=recipe.data.workers, pin_memory=dev.type == "cuda",
         persistent_workers=recipe.data.workers > 0,
         generator=torch.Generator().manual_seed(recipe.train.seed * 1_000_003))
-    epoch_sum = torch.tensor(sums[0], dtype=torch.float64, device=dev)
-    window_sum = torch.tensor(sums[1], dtype=torch.float64, device=dev)
 
     def checkpoint(pos: Position) -> None:
-        mine: dict[str, Any] = {"rng": capture_rng_state(), "sums": [float(epoch_sum), float(window_sum)]}
+        mine: dict[str, Any] = {"rng": capture_rng_state(), "window": window.state_dict(),
+                                 "epoch": epoch_means.state_dict()}
         if sharded:
             mine["head"] = {"weight": head.weight.detach().cpu(),
                             "optim": {k: v.detach().cpu() for k, v in optimizer.state.get(head.weight, {}).items()
@@ -411,27 +408,27 @@ def train_fr(
                                      completed=start) if ctx.is_main else None
             module.train()
             if not start:
-                epoch_sum.zero_()
+                epoch_means.reset()
             tick, seen = time.perf_counter(), 0  # images/s counts training only, not validation
             epoch_tick, epoch_seen = tick, 0
             for in_epoch, (images, targets, params) in enumerate(loader, start=start + 1):
                 loss = runner.step(images, targets, params)
-                epoch_sum += loss
-                window_sum += loss
+                window.add({"loss": loss})
+                epoch_means.add({"loss": loss})
                 step += 1
                 seen += images.shape[0] * ctx.world_size
                 if task is not None:
                     progress.update(task, advance=1)
                 if step % log_every == 0:  # the only host sync of the loop: one all-reduce per log line
-                    mean = _finite(all_reduce_mean(ctx, window_sum) / _window(step, log_every), step)
-                    window_sum.zero_()
+                    mean = _finite(window.means(ctx)["loss"], step)
+                    window.reset()
                     now = time.perf_counter()
                     rate = seen / max(now - tick, 1e-9)
                     lr = optimizer.param_groups[0]["lr"]
                     log.log(event="train", epoch=epoch + 1, step=step, loss=mean, lr=lr, images_per_s=rate)
                     if ctx.is_main:
-                        _line(f"epoch {epoch + 1}/{o.epochs}", f"step {in_epoch}/{sampler.steps_per_epoch}",
-                              f"global step {step}", f"loss {mean:.4f}", f"lr {lr:.6g}", f"images/s {rate:.1f}")
+                        log_line(f"epoch {epoch + 1}/{o.epochs}  step {in_epoch}/{sampler.steps_per_epoch}  "
+                                 f"global step {step}  loss {mean:.4f}  lr {lr:.6g}  images/s {rate:.1f}")
                     epoch_seen += seen
                     tick, seen = now, 0
                 if (recipe.train.checkpoint_every and step % recipe.train.checkpoint_every == 0
@@ -441,14 +438,14 @@ def train_fr(
             epoch_rate = epoch_seen / max(time.perf_counter() - epoch_tick, 1e-9)
             if task is not None:
                 progress.remove_task(task)
-            epoch_loss = _finite(all_reduce_mean(ctx, epoch_sum) / sampler.steps_per_epoch, step)
+            epoch_loss = _finite(epoch_means.means(ctx)["loss"], step)
             if val_packs:
                 accuracies = validate(backbone, val_packs, recipe, dev, ctx)
             if ctx.is_main:
                 summary = "  ".join(f"{k} {v['accuracy'] * 100:.2f}%" for k, v in accuracies.items())
-                _line(f"epoch {epoch + 1}/{o.epochs} done", f"global step {step}", f"loss {epoch_loss:.4f}",
-                      f"lr {optimizer.param_groups[0]['lr']:.6g}", f"images/s {epoch_rate:.1f}",
-                      *( [f"val {summary}"] if summary else []))
+                log_line(f"epoch {epoch + 1}/{o.epochs} done  global step {step}  loss {epoch_loss:.4f}  "
+                         f"lr {optimizer.param_groups[0]['lr']:.6g}  images/s {epoch_rate:.1f}"
+                         + (f"  val {summary}" if summary else ""))
                 log.log(event="epoch", epoch=epoch + 1, step=step, loss=epoch_loss, images_per_s=epoch_rate,
                         val={k: v["accuracy"] for k, v in accuracies.items()})
             checkpoint(Position(epoch + 1, 0, step))
@@ -484,11 +481,6 @@ class _HeadOutside:
 
     def no_sync(self) -> Any:
         return self.backbone.no_sync()
-
-
-def _window(step: int, log_every: int) -> int:
-    """Steps since the previous log line (log lines fall on multiples of ``log_every``)."""
-    return (step - 1) % log_every + 1
 
 
 def _finite(value: float, step: int) -> float:

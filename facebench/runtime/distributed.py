@@ -183,21 +183,23 @@ def broadcast_object(ctx: DistContext, obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def all_reduce_mean(ctx: DistContext, value: Any) -> float:
-    """The mean over ranks of a number or a one-element tensor (for logging losses); one host sync."""
+def all_reduce_mean(ctx: DistContext, value: Any) -> Any:
+    """The mean over ranks of a Python number (returned as a float) or of a tensor (returned as a tensor
+    on its own device, so device-side sums need no host copy before the reduction)."""
     import torch
     import torch.distributed as dist
 
     if isinstance(value, torch.Tensor):
-        t = value.detach().reshape(1).to(torch.float64)
-    else:
-        t = torch.tensor([float(value)], dtype=torch.float64)
+        if not ctx.distributed:
+            return value
+        t = value.detach().clone()
+        dist.all_reduce(t)
+        return t / ctx.world_size
     if not ctx.distributed:
-        return float(t.item())
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64)
     if ctx.backend == "nccl":
         t = t.cuda()
-    else:
-        t = t.cpu()
     dist.all_reduce(t)
     return float(t.item()) / ctx.world_size
 
