@@ -20,7 +20,7 @@ from conftest import one_thread, write_pack, write_train_folder  # noqa: F401 (f
 from facebench.cli import create_cli
 from facebench.errors import ConfigError
 from facebench.fr.recipe import resolve_recipe
-from facebench.fr.trainer import check_batch
+from facebench.fr.trainer import batch_warnings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -170,11 +170,11 @@ def test_the_batch_is_named_per_gpu_and_small_ones_warn():
         resolve_recipe("tiny-arcface", ["optim.batch_size=64"])
     paper = resolve_recipe("se-ir50-arcface")
     assert paper.optim.batch_per_gpu == 128  # Vec2Face paper Table 10, per GPU as its trainer counts it
-    assert check_batch(paper, 8) == []
+    assert batch_warnings(paper, 8) == []
     small = resolve_recipe("se-ir50-arcface", ["optim.batch_per_gpu=16"])
-    [warning] = check_batch(small, 8)
+    [warning] = batch_warnings(small, 8)
     assert "16 images, fewer than 32" in warning and "global batch 128 over 8 processes" in warning
-    assert check_batch(resolve_recipe("se-ir50-arcface", ["optim.micro_batch=16"]), 1)
+    assert batch_warnings(resolve_recipe("se-ir50-arcface", ["optim.micro_batch=16"]), 1)
     with pytest.raises(ConfigError, match="train.amp_dtype must be one of fp16, bf16"):
         resolve_recipe("tiny-arcface", ['train.amp_dtype="fp8"'])
     assert resolve_recipe("tiny-arcface", ['train.amp_dtype="bf16"']).train.amp_dtype == "bf16"

@@ -250,7 +250,7 @@ def _seed_everything(seed: int) -> None:
 MIN_BN_BATCH = 32
 
 
-def check_batch(recipe: FRRecipe, world_size: int) -> list[str]:
+def batch_warnings(recipe: FRRecipe, world_size: int) -> list[str]:
     """Warnings about the batch a recipe gives each process (BatchNorm sees one forward pass)."""
     o = recipe.optim
     per_pass = o.micro_batch or o.batch_per_gpu
@@ -301,7 +301,7 @@ def train_fr(
     if o.micro_batch and sampler.local_batch % o.micro_batch:
         raise ConfigError(f"optim.micro_batch {o.micro_batch} must divide the per-GPU batch {sampler.local_batch}")
     if ctx.is_main:
-        for warning in check_batch(recipe, ctx.world_size):
+        for warning in batch_warnings(recipe, ctx.world_size):
             console.print(f"[yellow]warning:[/] {warning}")
 
     _seed_everything(recipe.train.seed)
@@ -534,5 +534,5 @@ def train_from_paths(recipe_name: str, data: str, *, data_format: str | None = N
     return result
 
 
-__all__ = ["FRTrainResult", "StepRunner", "build_backbone", "build_head", "build_optimizer", "check_batch",
+__all__ = ["FRTrainResult", "StepRunner", "build_backbone", "build_head", "build_optimizer", "batch_warnings",
            "train_from_paths", "train_fr", "validate"]
