@@ -28,7 +28,7 @@ def test_tiny_vec2face_trained_on_toyfaces_reconstructs_identities(tmp_path):
     invoke(["toyfaces", "build", str(toy), "--identities", "12", "--images-per-identity", "6", "--size", "56",
             "--pairs", "20", "--packs", "toy_lfw", "--workers", "1"])
     invoke(["train-fr", "--recipe", "tiny-arcface", "--data", str(toy / "train"), "--out", str(teacher),
-            "--device", "cpu", "--set", "optim.epochs=10", "--set", "optim.batch_size=24"])
+            "--device", "cpu", "--set", "optim.epochs=10", "--set", "optim.batch_per_gpu=24"])
     res = invoke(["train-generator", "--config", "tiny", "--data", str(toy / "train"), "--extractor", "fr-run",
                   "--weights", str(teacher), "--out", str(run), "--set", "epochs=4", "--set", "batch_size=12",
                   "--set", "disc_start=3", "--set", "eval_samples=72", "--set", "grid_samples=4"])
