@@ -72,7 +72,10 @@ def test_train_generator_writes_a_loadable_generator_grids_log_and_provenance(to
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     for k, v in ckpt["model_vec2face"].items():
         assert torch.equal(gen.model.state_dict()[k], v), k
-    assert set(ckpt) >= {"optimizer", "discriminator", "disc_optimizer", "scheduler", "rng", "position"}
+    # the release's training layout, plus facebench's keys for an exact resume
+    assert set(ckpt) >= {"model_vec2face", "model_disc", "optimizer_vec2face", "optimizer_disc", "epoch", "scaler",
+                         "rng", "position", "config", "vec2face_config"}
+    assert ckpt["epoch"] == 1  # the last finished epoch, as the release counts
     assert ckpt["position"] == {"epoch": 2, "step_in_epoch": 0, "global_step": 4}
     for epoch in (0, 1):
         grid = np.asarray(Image.open(out / "grids" / f"epoch_{epoch:03d}.png"))
@@ -82,9 +85,15 @@ def test_train_generator_writes_a_loadable_generator_grids_log_and_provenance(to
     np.testing.assert_array_equal(grid[:SIZE, :SIZE], reader.image(0))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert all("gan" not in r for r in rows if r["epoch"] == 0)
-    assert all("gan" in r and "disc" in r for r in rows if r["epoch"] == 1)
-    assert all(np.isfinite(r["total"]) for r in rows)
+    assert all(r["d_loss"] == 0 for r in rows if r["epoch"] == 0)  # GAN from epoch disc_start = 1
+    assert all(r["d_loss"] > 0 for r in rows if r["epoch"] == 1)
+    assert all(np.isfinite(r["ae_loss"]) and r["grad_norm"] > 0 for r in rows)
+    # generator.pth records the raw scale it was trained on, beside the official key
+    final = torch.load(out / "generator.pth", weights_only=True)
+    norms = np.linalg.norm(np.load(toy / "feats.npy").astype(np.float64), axis=1)
+    assert final["feature_scale"] == {"median_norm": pytest.approx(float(np.median(norms)), rel=1e-6),
+                                      "extractor": None, "source": "features", "raw": True}
+    assert set(final) == {"model_vec2face", "vec2face_config", "feature_scale"}
     prov = json.loads((out / "provenance.json").read_text())
     assert set(prov["inputs"]) >= {"data", "features"}
     assert (out / "config.toml").read_text().count('model = "vec2face_tiny"') == 1
@@ -104,7 +113,8 @@ def test_resume_continues_exactly(toy, whole, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     la = (whole / "metrics.jsonl").read_text().splitlines()
     lb = (parts / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["total"] for x in la] == [json.loads(x)["total"] for x in lb]
+    assert [json.loads(x)["ae_loss"] for x in la] == [json.loads(x)["ae_loss"] for x in lb]
+    assert [json.loads(x)["d_loss"] for x in la] == [json.loads(x)["d_loss"] for x in lb]
 
 
 def test_features_stored_in_the_lmdb_are_used(toy, tmp_path):
@@ -165,8 +175,8 @@ def test_torchrun_two_ranks_share_the_global_batch(toy, tmp_path):
     assert done.stdout.count("trained vec2face_tiny: 4 steps, 2 epochs") == 1  # rank 0 reports, once
     assert json.loads((out / "provenance.json").read_text())["world_size"] == 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(np.isfinite(r["total"]) for r in rows)
-    assert all("gan" in r and "disc" in r for r in rows if r["epoch"] == 1)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(np.isfinite(r["ae_loss"]) for r in rows)
+    assert all(r["d_loss"] > 0 for r in rows if r["epoch"] == 1)
     gen = facebench.load_generator("vec2face_tiny", weights=out / "generator.pth")
     untrained = facebench.load_generator("vec2face_tiny")
     assert any(not torch.equal(a, b) for a, b in zip(gen.model.state_dict().values(),

@@ -184,7 +184,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block (``norm1``/``attn``/``norm2``/``mlp`` as in timm)."""
+    """Pre-norm transformer block (``norm1``/``attn``/``norm2``/``mlp`` as in timm).
+
+    As in the release, a block always runs in fp32: autocast is switched off inside it and its input is
+    cast to float32, so under AMP only the projections, the image decoder and the losses run in half
+    precision.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float, attn_dropout: float):
         super().__init__()
@@ -194,8 +199,10 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
 
 
 class RowEmbedding(nn.Module):
