@@ -275,3 +275,20 @@ def test_untrained_tiny_generator_is_reproducible_from_its_seed():
         assert torch.equal(x, y), name
     assert any(not torch.equal(x, z) for x, z in zip(a.model.state_dict().values(), c.model.state_dict().values())
                if x.is_floating_point() and x.numel() > 1)
+
+
+def test_transformer_blocks_run_in_fp32_inside_autocast():
+    """As in the release, a block switches autocast off and computes in float32: under (CPU bf16) autocast
+    its output is float32 and equal to the fp32 result, while an ordinary Linear drops to bf16."""
+    from facebench_plugins.vec2face.model import Block
+
+    torch.manual_seed(0)
+    block = Block(64, 4, 4.0, 0.0, 0.0).eval()
+    x = torch.randn(2, 10, 64)
+    want = block(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = block(x)
+        got_from_half = block(x.bfloat16())
+        assert block.mlp.fc1(x).dtype == torch.bfloat16
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    torch.testing.assert_close(got_from_half, block(x.bfloat16().float()))

@@ -123,6 +123,24 @@ def test_features_stored_in_the_lmdb_are_used(toy, tmp_path):
                "--set", "epochs=1", "--set", "max_steps=1"])
     assert res.exit_code == 0, res.output
     assert (out / "generator.pth").is_file() and not (out / "features.npy").exists()
+    scale = torch.load(out / "generator.pth", weights_only=True)["feature_scale"]
+    norms = np.linalg.norm(toy_images()[1].astype(np.float64), axis=1)  # what the LMDB stores, raw
+    assert scale == {"median_norm": pytest.approx(float(np.median(norms)), rel=1e-6), "extractor": None,
+                     "source": "dataset", "raw": True}
+    assert scale["median_norm"] > 20
+
+
+def test_unit_length_features_train_and_are_recorded_as_not_raw(toy, tmp_path):
+    feats = np.load(toy / "feats.npy")
+    unit = tmp_path / "unit.npy"
+    np.save(unit, feats / np.linalg.norm(feats, axis=1, keepdims=True))
+    out = tmp_path / "unit_run"
+    res = run(["train-generator", "--data", str(toy / "train"), "--features", str(unit), "--out", str(out), *BASE,
+               "--set", "epochs=1", "--set", "max_steps=1"])
+    assert res.exit_code == 0, res.output
+    assert "features are unit length (median norm 1.0000)" in res.output
+    scale = torch.load(out / "generator.pth", weights_only=True)["feature_scale"]
+    assert scale["raw"] is False and scale["median_norm"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_user_errors_are_one_line(toy, tmp_path):
