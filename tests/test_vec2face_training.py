@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -199,3 +200,46 @@ def test_torchrun_two_ranks_share_the_global_batch(toy, tmp_path):
     untrained = facebench.load_generator("vec2face_tiny")
     assert any(not torch.equal(a, b) for a, b in zip(gen.model.state_dict().values(),
                                                      untrained.model.state_dict().values()))
+
+
+def make_trainer(toy, tmp_path, *overrides):
+    from facebench_plugins.vec2face.train_config import TrainGeneratorConfig, shipped_config
+    from facebench_plugins.vec2face.trainer import GeneratorTrainer
+
+    from facebench.config import load_config
+
+    cfg = load_config(TrainGeneratorConfig, shipped_config("tiny"),
+                      ["losses.identity=0", "batch_size=8", "disc_start=1", *overrides])
+    reader = facebench.data.open_dataset(toy / "train")
+    return GeneratorTrainer(cfg, reader, np.load(toy / "feats.npy"), tmp_path)
+
+
+def test_steps_follow_the_release_update(toy, tmp_path):
+    """Before disc_start the discriminator still takes an AdamW step with zero gradients (weight decay only,
+    as the release's zero-weighted d_loss gives); the generator's lr is the release's warm-up from 0 at step
+    0 and the discriminator's stays at the base rate; one shared GradScaler gives the unscaled update."""
+    images, vectors = (torch.stack(t) for t in zip(*[make_trainer(toy, tmp_path).data[i] for i in range(8)]))
+    plain = make_trainer(toy, tmp_path / "a", "warmup_epochs=1.0")  # 2 steps per epoch, 6 epochs
+    d0 = [p.detach().clone() for p in plain.disc.parameters()]
+    plain.position.global_step = 1  # epoch 0.5: half way through the warm-up
+    plain.train_step(images, vectors)
+    lr, wd = plain.disc_opt.param_groups[0]["lr"], plain.cfg.weight_decay
+    assert lr == plain.lr == 1e-3 and plain.opt.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+    for before, p in zip(d0, plain.disc.parameters()):
+        torch.testing.assert_close(p.detach(), before * (1 - lr * wd), rtol=0, atol=1e-7)
+    assert plain.lr_at(0) == 0.0
+    assert plain.lr_at(3) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 0.5 / 5)))  # epoch 1.5
+    # the GAN phase through an enabled (CPU) GradScaler shared by both optimisers = the unscaled update
+    runs = []
+    for scaled in (False, True):
+        t = make_trainer(toy, tmp_path / f"s{scaled}")
+        if scaled:
+            t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, growth_interval=2000)
+        t.position = facebench.training.Position(epoch=1, step_in_epoch=0, global_step=2)
+        record = t.train_step(images, vectors)
+        assert record["d_loss"] > 0 and record["disc_grad_norm"] > 0
+        runs.append(t)
+    for a, b in zip([*runs[0].model.parameters(), *runs[0].disc.parameters()],
+                    [*runs[1].model.parameters(), *runs[1].disc.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert runs[1].scaler.get_scale() == 2.0**12
