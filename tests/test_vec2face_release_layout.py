@@ -217,5 +217,9 @@ def test_bad_init_checkpoints_are_one_line_errors(toy, tmp_path):
     torch.save(ckpt, evil)
     res = run([*base, "--out", str(tmp_path / "c"), "--init", str(evil)])
     assert res.exit_code == 2 and "refused to load Vec2Face training checkpoint" in res.output
+    old = tmp_path / "old.pt"
+    torch.save({"training_format": 1, "model_vec2face": {}, "optimizer": {}}, old)
+    res = run([*base, "--out", str(tmp_path / "e"), "--init", str(old)])
+    assert res.exit_code == 2 and "written by an older facebench (training format 1, now 2)" in res.output
     res = run([*base, "--out", str(tmp_path / "d"), "--init", str(partial), "--resume"])
     assert res.exit_code == 2 and "nothing to resume" in res.output

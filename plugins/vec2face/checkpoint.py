@@ -23,6 +23,8 @@ from .generator import STATE_KEY
 DISC_KEY = "model_disc"
 OPTIMIZER_KEY = "optimizer_vec2face"
 DISC_OPTIMIZER_KEY = "optimizer_disc"
+#: Version of facebench's own keys beside the release's (1: before the release's layout; not resumable).
+TRAINING_FORMAT = 2
 #: The keys every release training checkpoint has (``model_ema`` and ``args`` are not needed to continue).
 RELEASE_KEYS = (STATE_KEY, DISC_KEY, OPTIMIZER_KEY, DISC_OPTIMIZER_KEY, "epoch")
 
@@ -54,6 +56,9 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         data = load_checkpoint(path, what="Vec2Face training checkpoint")
     if not isinstance(data, dict):
         raise DataError(path, f"not a Vec2Face training checkpoint (a {type(data).__name__}, not a dict)")
+    if data.get("training_format", TRAINING_FORMAT) != TRAINING_FORMAT:
+        raise DataError(path, f"written by an older facebench (training format {data['training_format']}, "
+                              f"now {TRAINING_FORMAT}); start a new run")
     missing = [k for k in RELEASE_KEYS if k not in data]
     if missing:
         found = ", ".join(sorted(map(str, data))[:8])

@@ -47,6 +47,7 @@ from .checkpoint import (
     DISC_KEY,
     DISC_OPTIMIZER_KEY,
     OPTIMIZER_KEY,
+    TRAINING_FORMAT,
     load_scaler_state,
     read_training_checkpoint,
     release_parameters,
@@ -59,8 +60,6 @@ from .train_config import TrainGeneratorConfig
 from .training_data import FeaturePairs, extract_features, feature_scale, load_features, reader_has_features
 
 FINAL_NAME = "generator.pth"
-#: Version of facebench's own keys in ``checkpoint.pt`` (1: before the release's layout; not resumable).
-TRAINING_FORMAT = 2
 #: The release's GradScaler (``NativeScalerWithGradNormCount``) doubles its scale after 2000 clean steps.
 SCALER_GROWTH_INTERVAL = 2000
 
@@ -222,9 +221,6 @@ class GeneratorTrainer:
         path = Path(path) if path is not None else self.run_dir / CHECKPOINT
         data = read_training_checkpoint(path)
         mine = "training_format" in data
-        if mine and data["training_format"] != TRAINING_FORMAT:
-            raise DataError(path, f"written by an older facebench (training format {data['training_format']}, "
-                                  f"now {TRAINING_FORMAT}); start a new run")
         if mine and data.get(CONFIG_KEY) != self.model_cfg.to_dict():
             raise ConfigError(f"{path}: was trained with a different model configuration than '{self.cfg.model}'")
         self.load_states(data, path)
