@@ -18,6 +18,7 @@ from facebench.training import (
     LRSchedule,
     MetricsLog,
     Position,
+    RunningMeans,
     build_scheduler,
     load_training_checkpoint,
     restore_checkpoint,
@@ -130,6 +131,21 @@ def test_metrics_log_truncates_after_resume_point(tmp_path):
     rows = log.read()
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert MetricsLog(tmp_path / "other.jsonl", enabled=False).read() == []
+
+
+def test_running_means_are_the_step_means_and_survive_a_checkpoint():
+    values = [{"loss": torch.tensor(v), "norm": torch.tensor(2 * v)} for v in (0.5, 1.25, 3.0)]
+    means = RunningMeans()
+    for v in values[:2]:
+        means.add(v)
+    state = means.state_dict()  # plain floats: loads with weights_only
+    resumed = RunningMeans()
+    resumed.load_state_dict(state)
+    for m in (means, resumed):
+        m.add(values[2])
+        assert m.means() == pytest.approx({"loss": (0.5 + 1.25 + 3.0) / 3, "norm": 2 * (0.5 + 1.25 + 3.0) / 3})
+    means.reset()
+    assert means.means() == {} and means.count == 0
 
 
 def test_cuda_request_without_cuda_is_an_error():

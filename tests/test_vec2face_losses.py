@@ -272,12 +272,12 @@ def test_token_loss_targets_are_detached():
     as in the release: held against a fixed decoder output, the token loss sends no gradient into
     ``latent_prior_proj_f`` or ``feature_token``; the same loss on live targets would."""
     from facebench_plugins.vec2face.losses import Vec2FaceLoss
-    from facebench_plugins.vec2face.model import MaskingSettings, Vec2Face, model_config
+    from facebench_plugins.vec2face.model import MaskingConfig, Vec2Face, model_config
 
     torch.manual_seed(0)
     model = Vec2Face(model_config("vec2face_tiny"))
     vectors = torch.randn(4, 512) * 3
-    dropped, masked = model.random_masking(4, MaskingSettings.training(), torch.Generator().manual_seed(0))
+    dropped, masked = model.random_masking(4, MaskingConfig.training(), torch.Generator().manual_seed(0))
     out = model(vectors, dropped, masked)
     loss = Vec2FaceLoss(None, None, disc_start=10, perceptual_weight=0, identity_weight=0)
     guarded = (model.latent_prior_proj_f.weight, model.latent_prior_proj_f.bias, model.feature_token.weight,
@@ -292,3 +292,49 @@ def test_token_loss_targets_are_detached():
     rows_only = ((out.rows[:, 1:] - out.targets[:, 1:].detach()) ** 2).mean()
     for a, b in zip(grads, torch.autograd.grad(rows_only, guarded)):
         torch.testing.assert_close(a, b)
+
+
+def black_bordered(t: torch.Tensor, border: int = 6) -> torch.Tensor:
+    """``t`` with a black frame (-1) ``border`` pixels wide, as aligned faces padded at the edges have."""
+    inside = torch.zeros_like(t[:1, :1])
+    inside[..., border:-border, border:-border] = 1
+    return t * inside - (1 - inside)
+
+
+def test_ssim_and_the_full_loss_keep_finite_gradients_under_fp16_autocast():
+    """CPU fp16 autocast stands in for CUDA AMP. SSIM runs in fp32 inside it (the same value and gradient as
+    outside), and the whole objective, GAN terms included, back-propagates finite gradients into the model
+    and the discriminator on images with constant black borders (zero-variance windows, dead features)."""
+    from facebench_plugins.vec2face.losses import Vec2FaceLoss
+    from facebench_plugins.vec2face.model import MaskingConfig, Vec2Face, model_config
+
+    g = torch.Generator().manual_seed(3)
+    gt = black_bordered(torch.rand(2, 3, 56, 56, generator=g) * 2 - 1)
+    fake = black_bordered(torch.rand(2, 3, 56, 56, generator=g) * 2 - 1).requires_grad_(True)
+    plain = ssim(fake, gt)
+    (plain_grad,) = torch.autograd.grad(plain, fake)
+    with torch.autocast("cpu", dtype=torch.float16):
+        half = ssim(fake, gt)
+    (half_grad,) = torch.autograd.grad(half, fake)
+    assert half.dtype == torch.float32 and float(half.detach()) == float(plain.detach())
+    torch.testing.assert_close(half_grad, plain_grad, rtol=0, atol=0)
+    assert torch.isfinite(half_grad).all() and float(half_grad.abs().max()) > 0
+
+    torch.manual_seed(0)
+    model = Vec2Face(model_config("vec2face_tiny"))
+    disc = tiny_disc()
+    loss = Vec2FaceLoss(ToyPerceptual(), LinearIdentity(56), disc_start=0)  # 8-d identity: im_features 8-d
+    vectors = torch.randn(2, 512, generator=g) * 20  # raw-scale features
+    dropped, masked = model.random_masking(2, MaskingConfig.training(), g)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = model(vectors, dropped, masked)
+        assert out.image.dtype == torch.float16  # the convolutional decoder runs in half precision
+        image = black_bordered(out.image)
+        t = loss(vectors[:, :8], out.targets, out.rows, gt, image, disc, epoch=0)
+    assert all(torch.isfinite(v).all() for v in t), t
+    assert float(t.d_loss) > 0
+    (t.ae_loss + t.d_loss).backward()
+    for module in (model, disc):
+        grads = [p.grad for p in module.parameters() if p.requires_grad]
+        assert grads and all(gr is None or torch.isfinite(gr).all() for gr in grads)
+        assert sum(float(gr.abs().sum()) for gr in grads if gr is not None) > 0

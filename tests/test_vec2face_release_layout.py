@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import metrics_rows
 from facebench_plugins.vec2face.checkpoint import load_scaler_state, release_parameters
 from facebench_plugins.vec2face.discriminator import Discriminator
 from facebench_plugins.vec2face.model import Vec2Face, model_config
@@ -131,7 +132,7 @@ def test_a_release_training_checkpoint_continues_and_ours_loads_into_the_release
     assert res.exit_code == 0, res.output
     # epoch 0 finished in the release -> epoch 1 (steps 2 and 3 of 2 per epoch): exactly one step here
     assert "trained vec2face_tiny: 3 steps" in res.output
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(out)
     assert [(r["step"], r["epoch"]) for r in rows] == [(3, 1)] and rows[0]["d_loss"] > 0
     ours = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ours["position"] == {"epoch": 1, "step_in_epoch": 1, "global_step": 3}
@@ -180,7 +181,7 @@ def test_resume_flag_continues_a_release_checkpoint_copied_into_the_run(toy, tmp
                "--out", str(out), "--resume", *COMMON])
     assert res.exit_code == 0, res.output
     assert "trained vec2face_tiny: 4 steps, 2 epochs" in res.output
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(out)
     assert [r["step"] for r in rows] == [3, 4]
 
 
@@ -222,4 +223,4 @@ def test_bad_init_checkpoints_are_one_line_errors(toy, tmp_path):
     res = run([*base, "--out", str(tmp_path / "e"), "--init", str(old)])
     assert res.exit_code == 2 and "written by an older facebench (training format 1, now 2)" in res.output
     res = run([*base, "--out", str(tmp_path / "d"), "--init", str(partial), "--resume"])
-    assert res.exit_code == 2 and "nothing to resume" in res.output
+    assert res.exit_code == 2 and "pass one of them" in res.output

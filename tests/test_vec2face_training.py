@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import metrics_rows
 from PIL import Image
 
 import facebench
@@ -84,11 +85,23 @@ def test_train_generator_writes_a_loadable_generator_grids_log_and_provenance(to
     # the top row of the grid is the real images, read back from the dataset
     reader = facebench.data.open_dataset(toy / "train")
     np.testing.assert_array_equal(grid[:SIZE, :SIZE], reader.image(0))
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(out)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(r["d_loss"] == 0 for r in rows if r["epoch"] == 0)  # GAN from epoch disc_start = 1
     assert all(r["d_loss"] > 0 for r in rows if r["epoch"] == 1)
-    assert all(np.isfinite(r["ae_loss"]) and r["grad_norm"] > 0 for r in rows)
+    assert all(np.isfinite(r["ae_loss"]) and r["grad_norm"] > 0 and r["images_per_s"] > 0 for r in rows)
+    # the epoch rows are the means of the epoch's steps (log_every=1: each train row is one step)
+    epochs = metrics_rows(out, "epoch")
+    assert [(r["epoch"], r["step"]) for r in epochs] == [(0, 2), (1, 4)]
+    for e in epochs:
+        steps = [r for r in rows if r["epoch"] == e["epoch"]]
+        for term in ("ae_loss", "d_loss", "token_loss", "p_loss", "grad_norm", "disc_grad_norm"):
+            assert e[term] == pytest.approx(np.mean([r[term] for r in steps]), rel=1e-5), term
+    # the same figures as plain lines on stdout, one per logged step and one per epoch
+    lines = [line for line in res.output.splitlines() if line.startswith(("step ", "epoch "))]
+    assert len(lines) == 6 and lines[0].startswith("step 1/4 epoch 1/2  ae_loss ")
+    assert f"token_loss {rows[0]['token_loss']:.4f}" in lines[0] and " lr " in lines[0] and "img/s" in lines[0]
+    assert lines[2].startswith("epoch 1/2 done at step 2, means:") and f"ae_loss {epochs[0]['ae_loss']:.4f}" in lines[2]
     # generator.pth records the raw scale it was trained on, beside the official key
     final = torch.load(out / "generator.pth", weights_only=True)
     norms = np.linalg.norm(np.load(toy / "feats.npy").astype(np.float64), axis=1)
@@ -106,7 +119,7 @@ def test_resume_continues_exactly(toy, whole, tmp_path):
     first = run(["train-generator", "--out", str(parts), *common, "--set", "max_steps=3"])
     assert first.exit_code == 0 and "3 steps" in first.output
     again = run(["train-generator", "--out", str(parts), *common])
-    assert again.exit_code == 2 and "already holds a training checkpoint" in again.output
+    assert again.exit_code == 2 and "holds a checkpoint of an earlier run; pass --resume" in again.output
     resumed = run(["train-generator", "--out", str(parts), *common, "--resume"])
     assert resumed.exit_code == 0, resumed.output
     a = torch.load(whole / "generator.pth", weights_only=True)["model_vec2face"]
@@ -189,11 +202,18 @@ def test_torchrun_two_ranks_share_the_global_batch(toy, tmp_path):
     env.pop("FACEBENCH_PLUGINS", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(port), "-m", "facebench", *args]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    log = tmp_path / "log.txt"
+    with log.open("w") as stdout:  # train-generator > log.txt
+        done = subprocess.run(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("trained vec2face_tiny: 4 steps, 2 epochs") == 1  # rank 0 reports, once
+    text = log.read_text()
+    assert text.count("trained vec2face_tiny: 4 steps, 2 epochs") == 1  # rank 0 reports, once
+    # rank 0 alone logs: one line per step (log_every=1) and one per epoch, the ranks' means
+    steps = [line for line in text.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["1/4", "2/4", "3/4", "4/4"]
+    assert sum(line.startswith("epoch ") for line in text.splitlines()) == 2
     assert json.loads((out / "provenance.json").read_text())["world_size"] == 2
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(out)
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(np.isfinite(r["ae_loss"]) for r in rows)
     assert all(r["d_loss"] > 0 for r in rows if r["epoch"] == 1)
     gen = facebench.load_generator("vec2face_tiny", weights=out / "generator.pth")

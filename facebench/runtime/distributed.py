@@ -96,11 +96,18 @@ def broadcast_object(ctx: DistContext, obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def all_reduce_mean(ctx: DistContext, value: float) -> float:
-    """The mean of a Python number over ranks (for logging losses)."""
+def all_reduce_mean(ctx: DistContext, value: Any) -> Any:
+    """The mean over ranks of a Python number (returned as a float) or of a tensor (returned as a tensor
+    on its own device, so device-side sums need no host copy before the reduction)."""
     import torch
     import torch.distributed as dist
 
+    if isinstance(value, torch.Tensor):
+        if not ctx.distributed:
+            return value
+        t = value.detach().clone()
+        dist.all_reduce(t)
+        return t / ctx.world_size
     if not ctx.distributed:
         return float(value)
     t = torch.tensor([float(value)], dtype=torch.float64)

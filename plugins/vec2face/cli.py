@@ -49,7 +49,7 @@ def train_generator(config_path, data, data_format, features, extractor, weights
     from facebench.errors import ConfigError
     from facebench.runs import Run, run_path
     from facebench.runtime import env_context
-    from facebench.training import CHECKPOINT
+    from facebench.training import check_resume
 
     from .train_config import TrainGeneratorConfig, shipped_config
     from .trainer import train_from_paths
@@ -60,10 +60,7 @@ def train_generator(config_path, data, data_format, features, extractor, weights
     overrides = list(overrides) + ([f'device="{device}"'] if device else [])
     cfg = load_config(TrainGeneratorConfig, path, overrides)
     run_dir = run_path(out, "train-generator")
-    if (run_dir / CHECKPOINT).exists() and not resume:
-        raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
-    if resume and not (run_dir / CHECKPOINT).exists():
-        raise ConfigError(f"{run_dir / CHECKPOINT}: nothing to resume")
+    check_resume(run_dir, resume)
     if resume and init:
         raise ConfigError("--resume continues this run's own checkpoint and --init starts from another one; "
                           "pass one of them")

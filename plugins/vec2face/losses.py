@@ -174,9 +174,10 @@ def build_perceptual(kind: str, vgg_weights: str, lpips_weights: str) -> nn.Modu
 def adaptive_gan_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor,
                         max_weight: float = 1e4) -> torch.Tensor:
     """|grad rec| / (|grad gan| + 1e-4) at the decoder's last conv, clamped and detached, so the GAN
-    term never dominates the reconstruction gradient by more than the ratio allows."""
-    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
-    gan_grad = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
+    term never dominates the reconstruction gradient by more than the ratio allows. The gradients are
+    those of the unscaled losses (never the GradScaler's scaled ones, which would shift the 1e-4), in fp32."""
+    rec_grad = torch.autograd.grad(rec_loss.float(), last_layer, retain_graph=True)[0].float()
+    gan_grad = torch.autograd.grad(gan_loss.float(), last_layer, retain_graph=True)[0].float()
     weight = rec_grad.norm() / (gan_grad.norm() + 1e-4)
     return weight.clamp(0.0, max_weight).detach()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from facebench.errors import ConfigError
 
-from .model import CONFIGS, MaskingSettings
+from .model import CONFIGS, MaskingConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -45,7 +45,7 @@ class TrainGeneratorConfig:
     perceptual: str = "lpips-vgg16"      # or "toy" (built-in frozen net, no weights file)
     vgg_weights: str = "vgg16-397923af.pth"
     lpips_weights: str = "vgg.pth"
-    masking: MaskingSettings = field(default_factory=MaskingSettings.training)
+    masking: MaskingConfig = field(default_factory=MaskingConfig.training)
     losses: LossWeights = field(default_factory=LossWeights)
     amp: bool = True                     # fp16 autocast + one GradScaler for both optimisers, on CUDA only
     device: str = "auto"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,15 @@ import torch
 from torch import nn
 
 from facebench import atomic
-from facebench.console import console, make_progress
+from facebench.console import console, log_line, make_progress
 from facebench.errors import ConfigError, DataError
 from facebench.runtime import (
-    all_reduce_mean,
     autocast,
+    choose_device,
+    env_context,
     gather_objects,
     grad_scaler,
     init_distributed,
-    select_device,
     shutdown,
 )
 from facebench.safe_load import state_dict_mismatch
@@ -39,6 +40,7 @@ from facebench.training import (
     GlobalBatchSampler,
     MetricsLog,
     Position,
+    RunningMeans,
     capture_rng_state,
     restore_rng_state,
 )
@@ -55,7 +57,7 @@ from .checkpoint import (
 from .discriminator import Discriminator
 from .generator import CONFIG_KEY, FEATURE_SCALE_KEY, STATE_KEY
 from .losses import Vec2FaceLoss, build_perceptual
-from .model import MaskingSettings, Vec2Face, model_config
+from .model import MaskingConfig, Vec2Face, dropped_count, model_config
 from .train_config import TrainGeneratorConfig
 from .training_data import FeaturePairs, extract_features, feature_scale, load_features, reader_has_features
 
@@ -97,7 +99,7 @@ class ExtractorIdentity(nn.Module):
 
 
 @dataclass
-class TrainResult:
+class GeneratorTrainResult:
     run_dir: Path
     steps: int
     epochs_done: int
@@ -112,9 +114,8 @@ class GeneratorTrainer:
                  run_dir: str | os.PathLike, *, extractor: Any = None, scale: dict[str, Any] | None = None):
         self.cfg = config
         self.run_dir = Path(run_dir)
-        self.dist = init_distributed("cuda" if config.device.startswith("cuda") or
-                                     (config.device == "auto" and torch.cuda.is_available()) else "cpu")
-        self.device = select_device(config.device, self.dist.local_rank)
+        self.device = choose_device(config.device, env_context().local_rank)
+        self.dist = init_distributed(self.device.type)
         self.amp = config.amp and self.device.type == "cuda"
         self.model_cfg = model_config(config.model)
         self.data = FeaturePairs(reader, features, self.model_cfg.image_size)
@@ -147,6 +148,8 @@ class GeneratorTrainer:
             ssim_weight=weights.ssim, token_weight=weights.feature_map, identity_weight=weights.identity,
             gan_weight=weights.gan, adaptive_weight=weights.adaptive_gan, disc_weight=weights.disc_weight,
             isolate_discriminator=config.isolate_discriminator)
+        # every rank built the same modules from the seed; from here on each draws its own dropout masks
+        torch.manual_seed(config.seed * 7919 + self.dist.rank)
         self.train_model, self.train_disc = self.model, self.disc
         if self.dist.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -169,6 +172,8 @@ class GeneratorTrainer:
         self.scaler = grad_scaler(self.device, self.amp, growth_interval=SCALER_GROWTH_INTERVAL)
         self.position = Position()
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.dist.is_main)
+        # per-step values summed on the device; read only when a line is logged
+        self.window, self.epoch_means = RunningMeans(), RunningMeans()
         self.grid_indices = list(range(min(config.grid_samples, len(self.data))))
 
     # ------------------------------------------------------------------------------------- checkpoints
@@ -187,6 +192,8 @@ class GeneratorTrainer:
             "training_format": TRAINING_FORMAT,
             "position": vars(self.position).copy(),
             "rng": gather_objects(self.dist, capture_rng_state()),
+            "running": gather_objects(self.dist, {"window": self.window.state_dict(),
+                                                  "epoch": self.epoch_means.state_dict()}),
             "config": asdict(self.cfg),
         }
 
@@ -225,9 +232,12 @@ class GeneratorTrainer:
             raise ConfigError(f"{path}: was trained with a different model configuration than '{self.cfg.model}'")
         self.load_states(data, path)
         if exact and mine:
-            rng = data["rng"]
+            rng, running = data["rng"], data.get("running", [])
             if self.dist.rank < len(rng):
                 restore_rng_state(rng[self.dist.rank])
+            if self.dist.rank < len(running):
+                self.window.load_state_dict(running[self.dist.rank]["window"], self.device)
+                self.epoch_means.load_state_dict(running[self.dist.rank]["epoch"], self.device)
             self.position = Position(**data["position"])
             self.log.truncate_after(self.position.global_step)
             return
@@ -256,8 +266,9 @@ class GeneratorTrainer:
                                           + self.dist.rank)
         return self.model.random_masking(n, self.cfg.masking, g)
 
-    def train_step(self, images: torch.Tensor, vectors: torch.Tensor) -> dict[str, float]:
-        """One iteration of the release's ``train_one_epoch`` (AMP branch, ``accum_iter`` 1)."""
+    def train_step(self, images: torch.Tensor, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One iteration of the release's ``train_one_epoch`` (AMP branch, ``accum_iter`` 1); returns each
+        loss term's batch mean and both gradient norms as 0-d tensors on the device (no host copy)."""
         cfg, epoch = self.cfg, self.position.epoch
         images, vectors = images.to(self.device), vectors.to(self.device)
         dropped, masked = self.step_masks(images.shape[0])
@@ -267,7 +278,7 @@ class GeneratorTrainer:
         self.model.train()
         self.disc.train()
         with autocast(self.device, self.amp):
-            out = self.train_model(vectors, dropped, masked)
+            out = self.train_model(vectors, dropped, masked, dropped_count(dropped))  # masks on the CPU: no sync
             terms = self.loss(vectors, out.targets, out.rows, images, out.image, self.train_disc, epoch,
                               last_layer=self.model.im_decoder.last_layer)
         self.opt.zero_grad(set_to_none=True)
@@ -282,14 +293,36 @@ class GeneratorTrainer:
         norms = {}
         for name, module in (("disc_grad_norm", self.disc), ("grad_norm", self.model)):
             params = [p for p in module.parameters() if p.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-            norms[name] = float(norm)
+            norms[name] = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         self.scaler.step(self.disc_opt)
         self.scaler.step(self.opt)
         self.scaler.update()
-        record = {name: float(getattr(terms, name).detach().float().mean()) for name in terms._fields}
+        record = {name: getattr(terms, name).detach().float().mean() for name in terms._fields}
         record.update(norms)
         return record
+
+    # ------------------------------------------------------------------------------------------- logs
+    def log_window(self, total_steps: int, images: int, since: float) -> dict[str, float]:
+        """Mean of every term since the last line (over ranks): a ``metrics.jsonl`` row and a plain line.
+        ``images`` trained (all ranks) since ``since`` give the speed, timed after the reduction's sync."""
+        means = self.window.means(self.dist)
+        images_per_s = images / max(time.perf_counter() - since, 1e-9)
+        self.window.reset()
+        step, epoch, lr = self.position.global_step, self.position.epoch, self.opt.param_groups[0]["lr"]
+        self.log.log(event="train", step=step, epoch=epoch, lr=lr, **means, images_per_s=images_per_s)
+        if self.dist.is_main:
+            log_line(f"step {step}/{total_steps} epoch {epoch + 1}/{self.cfg.epochs}  {_terms(means)}  "
+                     f"lr {lr:.3e}  {images_per_s:.1f} img/s")
+        return means
+
+    def log_epoch(self, epoch: int) -> None:
+        """Mean of every term over the finished epoch (over ranks)."""
+        means = self.epoch_means.means(self.dist)
+        self.epoch_means.reset()
+        step = self.position.global_step
+        self.log.log(event="epoch", step=step, epoch=epoch, **means)
+        if self.dist.is_main:
+            log_line(f"epoch {epoch + 1}/{self.cfg.epochs} done at step {step}, means:  {_terms(means)}")
 
     # ------------------------------------------------------------------------------------------- grid
     @torch.no_grad()
@@ -302,7 +335,7 @@ class GeneratorTrainer:
         real = torch.stack([self.data[i][0] for i in self.grid_indices]).to(self.device)
         vec = torch.stack([self.data[i][1] for i in self.grid_indices]).to(self.device)
         g = torch.Generator().manual_seed(self.cfg.seed)
-        dropped, masked = self.model.random_masking(len(self.grid_indices), MaskingSettings.inference(), g)
+        dropped, masked = self.model.random_masking(len(self.grid_indices), MaskingConfig.inference(), g)
         self.model.eval()
         fake = self.model(vec, dropped.to(self.device), masked.to(self.device)).image.clamp(-1, 1)
         rows = [torch.cat(list(t), dim=-1) for t in (real.float().cpu(), fake.float().cpu())]
@@ -329,7 +362,7 @@ class GeneratorTrainer:
         return stats
 
     # -------------------------------------------------------------------------------------------- run
-    def fit(self) -> TrainResult:
+    def fit(self) -> GeneratorTrainResult:
         from torch.utils.data import DataLoader
 
         cfg = self.cfg
@@ -350,36 +383,44 @@ class GeneratorTrainer:
                 # or a resumed run would be one draw off the uninterrupted one
                 loader = DataLoader(self.data, batch_sampler=self.sampler, num_workers=cfg.num_workers,
                                     generator=torch.Generator().manual_seed(cfg.seed + epoch))
+                tick, seen = time.perf_counter(), 0
                 for images, vectors in loader:
-                    last = self.train_step(images, vectors)
+                    record = self.train_step(images, vectors)
+                    self.window.add(record)
+                    self.epoch_means.add(record)
                     self.position.step_in_epoch += 1
                     self.position.global_step += 1
+                    seen += images.shape[0] * self.dist.world_size
                     progress.advance(task)
                     step = self.position.global_step
                     if step % max(1, cfg.log_every) == 0 or step == total_steps:
-                        row = {k: all_reduce_mean(self.dist, v) for k, v in last.items()}
-                        self.log.log(step=step, epoch=epoch, lr=self.opt.param_groups[0]["lr"], **row)
+                        last = self.log_window(total_steps, seen, tick)
+                        tick, seen = time.perf_counter(), 0
                     if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                         self.save_checkpoint()
                     if step >= total_steps:
                         break
                 if self.position.step_in_epoch >= steps_per_epoch:
                     self.position = Position(epoch + 1, 0, self.position.global_step)
-                    self.write_grid(epoch)
-                else:  # stopped by max_steps inside the epoch
-                    self.write_grid(epoch)
+                    self.log_epoch(epoch)
+                # the grid of a finished epoch, or of the point where max_steps stopped it
+                self.write_grid(epoch)
                 self.save_checkpoint()
         self.save_final()
-        return TrainResult(self.run_dir, self.position.global_step, self.position.epoch, last)
+        return GeneratorTrainResult(self.run_dir, self.position.global_step, self.position.epoch, last)
 
     def close(self) -> None:
         shutdown(self.dist)
 
 
+def _terms(values: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in values.items())
+
+
 def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_dir: str | os.PathLike, *,
                      data_format: str | None = None, features: str | os.PathLike | None = None,
                      extractor_name: str | None = None, extractor_weights: str | None = None,
-                     resume: bool = False, init: str | os.PathLike | None = None) -> TrainResult:
+                     resume: bool = False, init: str | os.PathLike | None = None) -> GeneratorTrainResult:
     """What ``facebench train-generator`` does: open the data, find the raw features, train, save.
 
     ``resume`` continues the run directory's checkpoint; ``init`` starts this run from another training
@@ -391,9 +432,7 @@ def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_
     reader = open_dataset(data, format=data_format)
     extractor = None
     if extractor_name:
-        from facebench.runtime import env_context
-
-        device = select_device(config.device, env_context().local_rank)
+        device = choose_device(config.device, env_context().local_rank)
         extractor = registry("feature_extractor").create(extractor_name, weights=extractor_weights, device=device)
     feats = None
     if features is not None:
@@ -419,7 +458,7 @@ def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_
             console.print(f"[yellow]note:[/] the {source} features are unit length (median norm "
                           f"{scale['median_norm']:.4f}); the release trains on raw features. Training anyway; "
                           f"generator.pth records raw=false")
-        if resume:
+        if resume and (Path(run_dir) / CHECKPOINT).is_file():  # killed before its first checkpoint: start over
             trainer.resume()
         elif init is not None:
             trainer.resume(init)
