@@ -539,3 +539,11 @@ def plain_embeddings(images: np.ndarray, weights) -> np.ndarray:
 
 if __name__ == "__main__":  # used by the kill -9 test: the real CLI with the test plugin added
     gen_cli().main()
+
+
+def metrics_rows(run_dir: Path, event: str = "train") -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` with the given ``event`` (``train`` lines, ``epoch`` means)."""
+    import json
+
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("event") == event]
