@@ -173,6 +173,9 @@ def test_user_errors_are_one_line(toy, tmp_path):
     assert res.exit_code == 2 and "unknown config key 'losses.idnetity'" in res.output
     res = run(["train-generator", *data, "--config", "huge"])
     assert res.exit_code == 2 and "no shipped vec2face config 'huge' (shipped: base, tiny)" in res.output
+    res = run(["train-generator", *data, "--features", str(toy / "feats.npy"), "--config", "tiny",
+               "--set", "amp_dtype=\"fp8\""])
+    assert res.exit_code == 2 and "config key 'amp_dtype' must be one of fp16, bf16, got 'fp8'" in res.output
     res = run(["train-generator", *data, "--features", str(toy / "feats.npy"), "--out", str(tmp_path / "d"),
                *BASE, "--set", "perceptual=\"lpips-vgg16\"", "--set", "vgg_weights=\"/nowhere/vgg16.pth\""])
     assert res.exit_code == 2 and "/nowhere/vgg16.pth: weights file not found" in res.output
@@ -263,3 +266,69 @@ def test_steps_follow_the_release_update(toy, tmp_path):
                     [*runs[1].model.parameters(), *runs[1].disc.parameters()]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert runs[1].scaler.get_scale() == 2.0**12
+
+
+_EXTRACT_ON_TWO_RANKS = """
+import sys
+from pathlib import Path
+import numpy as np, torch
+from facebench.data import open_dataset
+from facebench.runtime import shutdown, init_distributed
+from facebench_plugins.vec2face.training_data import extract_features
+
+class Pool:  # a raw 'FR model': 4x4 average pooling of the 32 px image, times 10 (norms far from 1)
+    input_size = 32
+    def forward_tensor(self, x):
+        return 10 * torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+
+torch.set_num_threads(1)
+tmp = Path(sys.argv[1])
+feats = extract_features(open_dataset(tmp / "train"), Pool(), tmp / "run" / "features.npy", name="pool",
+                         weights=None, device="cpu", batch_size=2, shard_size=3)
+ctx = init_distributed("cpu")  # the group extract_features made: joining again returns it
+np.save(tmp / f"rows{ctx.rank}.npy", np.asarray(feats))
+shutdown(ctx)
+"""
+
+
+def test_two_ranks_share_the_feature_extraction_of_train_generator(toy, tmp_path):
+    """Under torchrun the extractor's raw features are written by both ranks into one file (shards round
+    robin, one manifest per rank), after the process group exists; both ranks read every row, equal to
+    the single-process extraction and to pooling each image directly."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    from facebench_plugins.vec2face.training_data import extract_features
+
+    from facebench.data import open_dataset
+    from facebench.data.tensors import to_model_input
+
+    shutil.copytree(toy / "train", tmp_path / "train")
+    script = tmp_path / "ranks.py"
+    script.write_text(_EXTRACT_ON_TWO_RANKS)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), str(script), str(tmp_path)]
+    done = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=170)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "run"
+    manifests = sorted(p.name for p in run.glob("features.manifest*.json"))
+    assert manifests == ["features.manifest-rank0.json", "features.manifest-rank1.json"]
+    done_by = [sorted(json.loads((run / m).read_text())["done"], key=int) for m in manifests]
+    assert done_by == [["0", "2", "4"], ["1", "3", "5"]]  # 16 images in 6 shards of 3, round robin
+    reader = open_dataset(tmp_path / "train")
+    direct = np.stack([10 * torch.nn.functional.adaptive_avg_pool2d(to_model_input(reader.image(i), 32), 4)
+                       .flatten().numpy() for i in range(len(reader))])
+    for rank in (0, 1):
+        np.testing.assert_allclose(np.load(tmp_path / f"rows{rank}.npy"), direct, atol=1e-5)
+    pool = type("Pool", (), {"input_size": 32, "forward_tensor": lambda self, x: 10 * torch.nn.functional
+                             .adaptive_avg_pool2d(x, 4).flatten(1)})()
+    single = extract_features(reader, pool, tmp_path / "single" / "features.npy", name="pool", weights=None,
+                              device="cpu", batch_size=2, shard_size=3)
+    np.testing.assert_array_equal(np.asarray(single), np.load(run / "features.npy"))

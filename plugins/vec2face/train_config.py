@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facebench.errors import ConfigError
+from facebench.runtime import AMP_DTYPES
 
 from .model import CONFIGS, MaskingConfig
 
@@ -47,7 +48,8 @@ class TrainGeneratorConfig:
     lpips_weights: str = "vgg.pth"
     masking: MaskingConfig = field(default_factory=MaskingConfig.training)
     losses: LossWeights = field(default_factory=LossWeights)
-    amp: bool = True                     # fp16 autocast + one GradScaler for both optimisers, on CUDA only
+    amp: bool = True                     # autocast + one GradScaler for both optimisers, on CUDA only
+    amp_dtype: str = "fp16"              # the release's fp16 (scaled), or "bf16" (Ampere and newer; no scaler)
     device: str = "auto"
     seed: int = 0
     num_workers: int = 2
@@ -67,6 +69,8 @@ class TrainGeneratorConfig:
         if len(self.disc_dims) < 2 or any(d < 8 or d % 8 for d in self.disc_dims):
             raise ConfigError(f"config key 'disc_dims' needs at least two widths, each a multiple of 8 "
                               f"(GroupNorm groups), got {self.disc_dims}")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ConfigError(f"config key 'amp_dtype' must be one of {', '.join(AMP_DTYPES)}, got '{self.amp_dtype}'")
         if self.perceptual not in ("lpips-vgg16", "toy"):
             raise ConfigError(f"config key 'perceptual' must be 'lpips-vgg16' or 'toy', got '{self.perceptual}'")
 

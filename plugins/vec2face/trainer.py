@@ -26,8 +26,10 @@ from facebench import atomic
 from facebench.console import console, log_line, make_progress
 from facebench.errors import ConfigError, DataError
 from facebench.runtime import (
+    amp_dtype,
     autocast,
     choose_device,
+    configure_backends,
     env_context,
     gather_objects,
     grad_scaler,
@@ -115,8 +117,10 @@ class GeneratorTrainer:
         self.cfg = config
         self.run_dir = Path(run_dir)
         self.device = choose_device(config.device, env_context().local_rank)
-        self.dist = init_distributed(self.device.type)
+        self.dist = init_distributed(self.device)
         self.amp = config.amp and self.device.type == "cuda"
+        self.amp_dtype = amp_dtype(config.amp_dtype)
+        configure_backends(self.device)  # fixed 112 px batches: cuDNN autotuning pays; TF32 matmuls
         self.model_cfg = model_config(config.model)
         self.data = FeaturePairs(reader, features, self.model_cfg.image_size)
         self.scale = scale
@@ -169,7 +173,8 @@ class GeneratorTrainer:
         # the release never schedules the discriminator: it stays at the base rate
         self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=self.lr, betas=(0.9, 0.99),
                                           weight_decay=config.weight_decay)
-        self.scaler = grad_scaler(self.device, self.amp, growth_interval=SCALER_GROWTH_INTERVAL)
+        self.scaler = grad_scaler(self.device, self.amp, growth_interval=SCALER_GROWTH_INTERVAL,
+                                  dtype=self.amp_dtype)
         self.position = Position()
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.dist.is_main)
         # per-step values summed on the device; read only when a line is logged
@@ -277,7 +282,7 @@ class GeneratorTrainer:
             group["lr"] = lr
         self.model.train()
         self.disc.train()
-        with autocast(self.device, self.amp):
+        with autocast(self.device, self.amp, self.amp_dtype):
             out = self.train_model(vectors, dropped, masked, dropped_count(dropped))  # masks on the CPU: no sync
             terms = self.loss(vectors, out.targets, out.rows, images, out.image, self.train_disc, epoch,
                               last_layer=self.model.im_decoder.last_layer)
@@ -443,14 +448,8 @@ def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_
         if extractor is None:
             raise ConfigError(f"{data}: holds no features; pass --features FEATS or --extractor E --weights W")
         source = "extractor"
-        saved = Path(run_dir) / "features.npy"
-        if resume and saved.is_file():
-            feats = load_features(saved, len(reader))
-        else:
-            feats = extract_features(reader, extractor)
-            with atomic.atomic_path(saved, "features") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, feats)
+        feats = extract_features(reader, extractor, Path(run_dir) / "features.npy", name=extractor_name,
+                                 weights=extractor_weights, device=device)
     trainer = GeneratorTrainer(config, reader, feats, run_dir, extractor=extractor)
     try:
         trainer.scale = scale = feature_scale(trainer.data, source, extractor_name)

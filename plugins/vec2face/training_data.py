@@ -82,16 +82,29 @@ def load_features(path: str | os.PathLike, expected_rows: int) -> np.ndarray:
     return feats.astype(np.float32)
 
 
-def extract_features(reader: Any, extractor: Any, batch_size: int = 64) -> np.ndarray:
-    """Raw features of every image of ``reader``: ``extractor.embed(images, raw=True)`` (the image alone,
-    no flip sum, not normalised), the scale the release trains on."""
-    from facebench.console import track
+def extract_features(reader: Any, extractor: Any, out: Path, *, name: str | None, weights: str | None,
+                     device: Any, batch_size: int = 64, shard_size: int | None = None) -> np.ndarray:
+    """Raw features of every image of ``reader`` (the image alone, no flip sum, not normalised: the scale
+    the release trains on), written to ``out`` by the evaluation layer's resumable feature writer.
 
-    out = []
-    for start in track(range(0, len(reader), batch_size), "extracting features"):
-        stop = min(len(reader), start + batch_size)
-        out.append(np.asarray(extractor.embed(np.stack([reader.image(i) for i in range(start, stop)]), raw=True)))
-    return np.concatenate(out).astype(np.float32)
+    Under ``torchrun`` the process group is made first and every rank embeds its share of the shards
+    into the one memory-mapped file (a rank never extracts the whole dataset on its own); a rerun with
+    ``--resume`` reuses finished shards, or the finished file, when extractor and weights are the same."""
+    from facebench.evaluation import as_tensor_model
+    from facebench.evaluation.features import dataset_features
+    from facebench.provenance import sha256_path
+    from facebench.runtime import init_distributed
+
+    ctx = init_distributed(device)  # the trainer joins the same group afterwards
+    weights_file = getattr(extractor, "weights", None) or weights
+    params = {"extractor": name, "raw": True, "weights_sha256": sha256_path(weights_file) if weights_file else None}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    feats = dataset_features(as_tensor_model(extractor, str(device), name or ""), reader, out, params=params,
+                             batch_size=batch_size, flip_test=False, normalize=False,
+                             shard_size=shard_size or batch_size * 16, ctx=ctx)
+    if not np.isfinite(np.asarray(feats[: min(len(reader), SCALE_SAMPLE)])).all():
+        raise DataError(out, "the extractor produced NaN or infinite features")
+    return feats
 
 
 def median_norm(features: np.ndarray) -> float:
