@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
 import time
 import types
 from pathlib import Path
@@ -547,3 +549,17 @@ def metrics_rows(run_dir: Path, event: str = "train") -> list[dict]:
 
     rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if r.get("event") == event]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for a rendezvous of test ranks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*target: str, ranks: int = 2) -> list[str]:
+    """The ``torchrun`` command line for ``ranks`` local processes on a free port; ``target`` is a script
+    path with its arguments, or ``"-m", "facebench", ...``."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_addr",
+            "127.0.0.1", "--master_port", str(free_port()), *target]

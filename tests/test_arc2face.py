@@ -22,6 +22,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 import torch  # noqa: E402
+from conftest import torchrun  # noqa: E402
 from facebench_plugins.arc2face import alignment, configs  # noqa: E402
 from facebench_plugins.arc2face.generator import Arc2FaceGenerator, Arc2FaceOptions, arc2face_tiny  # noqa: E402
 from facebench_plugins.arc2face.layout import read_weights  # noqa: E402
@@ -414,8 +415,7 @@ def test_torchrun_two_ranks_write_the_same_dataset_as_one_process(tiny, tmp_path
     single = subprocess.run([sys.executable, "-m", "facebench", *_gen_args(tiny, ids, tmp_path / "single")],
                             env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                            "--master_port", "29547", "-m", "facebench", *_gen_args(tiny, ids, tmp_path / "ranks")],
+    ranks = subprocess.run(torchrun("-m", "facebench", *_gen_args(tiny, ids, tmp_path / "ranks")),
                            env=env, capture_output=True, text=True, timeout=300)
     assert ranks.returncode == 0, ranks.stderr[-2000:]
     assert "generated 2 of 4 shards in this run" in ranks.stdout

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_train_folder
+from conftest import torchrun, write_train_folder
 
 from facebench.data import encode_image, open_dataset, open_pairs
 from facebench.evaluation.embed import TensorModel, embed_images, embed_pairs, shard_slice
@@ -117,14 +116,9 @@ def test_two_gloo_ranks_share_embedding_and_feature_extraction(tmp_path):
     one memory map and equals the single-process one."""
     _pair_list(tmp_path / "list")
     write_train_folder(tmp_path / "train", identities=5, per_identity=9, size=32)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     script = tmp_path / "ranks.py"
     script.write_text(_TWO_RANKS)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), str(script), str(tmp_path)]
-    done = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+    done = subprocess.run(torchrun(str(script), str(tmp_path)), env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
                           timeout=170)
     assert done.returncode == 0, done.stderr[-3000:]
     model = TensorModel(forward=_pool, input_size=24)

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import one_thread  # noqa: F401 (fixture)
+from conftest import one_thread, torchrun  # noqa: F401 (fixture)
 
 from facebench.pluginmanager import registry
 
@@ -61,12 +59,7 @@ _RANKS = textwrap.dedent("""
 def test_sharded_head_equals_the_full_head_on_two_gloo_ranks(tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(_RANKS)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), str(script), str(tmp_path)]
-    done = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=170)
+    done = subprocess.run(torchrun(str(script), str(tmp_path)), env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, done.stderr[-3000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["shard"] for r in results] == [[0, 6], [6, 5]]

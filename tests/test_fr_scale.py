@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import one_thread, write_pack, write_train_folder  # noqa: F401 (fixture)
+from conftest import one_thread, torchrun, write_pack, write_train_folder  # noqa: F401 (fixture)
 
 from facebench.cli import create_cli
 from facebench.errors import ConfigError
@@ -36,15 +35,8 @@ def _env(**extra):
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-            "--master_port", str(_free_port()), "-m", "facebench", *args]
+    return torchrun("-m", "facebench", *args)
 
 
 def _load(path):

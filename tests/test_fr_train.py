@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import array_reader, one_thread, write_pack, write_train_folder  # noqa: F401
+from conftest import array_reader, one_thread, torchrun, write_pack, write_train_folder  # noqa: F401
 
 import facebench
 from facebench.cli import create_cli
@@ -156,12 +155,6 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
         json.loads((killed / "model.json").read_text())["accuracies"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_two_processes_match_one_process(tmp_path):
     data = write_train_folder(tmp_path / "train", identities=8, per_identity=4)
     sets = ["optim.micro_batch=4", "optim.epochs=1", "train.log_every=1", "data.workers=0"]
@@ -169,9 +162,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     # one process with 8 images per step, or two with 4 each: the same global batch of 8
     res = CliRunner().invoke(create_cli(), [*args, "--set", "optim.batch_per_gpu=8", "--out", str(tmp_path / "one")])
     assert res.exit_code == 0, res.output
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "facebench", *args, "--set", "optim.batch_per_gpu=4",
-           "--out", str(tmp_path / "two")]
+    cmd = torchrun("-m", "facebench", *args, "--set", "optim.batch_per_gpu=4", "--out", str(tmp_path / "two"))
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, done.stderr[-3000:]
     prov = json.loads((tmp_path / "two" / "provenance.json").read_text())

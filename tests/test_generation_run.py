@@ -233,8 +233,7 @@ def test_torchrun_two_ranks_write_the_same_dataset_as_one_process(tmp_path, monk
     assert CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, single)).exit_code == 0
     out = tmp_path / "ranks"
     env = {**os.environ, "FACEBENCH_QUIET": "1", "PYTHONPATH": str(HERE)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           str(HERE / "conftest.py"), *_args(ids, out)]
+    cmd = fx.torchrun(str(HERE / "conftest.py"), *_args(ids, out))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "generated 3 of 6 shards in this run" in proc.stdout

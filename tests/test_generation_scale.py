@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -38,13 +36,9 @@ def test_ranks_that_finish_unevenly_wait_longer_than_the_collective_timeout(tmp_
     ids = tmp_path / "ids.npy"
     np.save(ids, np.random.default_rng(0).standard_normal((12, fx.DIM)).astype(np.float32) * 1.5)
     assert CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, tmp_path / "single")).exit_code == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "FACEBENCH_QUIET": "1", "PYTHONPATH": str(HERE), "TINYGEN_DELAY_RANK1": "1.0",
            "FACEBENCH_DIST_TIMEOUT": "3", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           str(HERE / "conftest.py"), *_args(ids, tmp_path / "ranks")]
+    cmd = fx.torchrun(str(HERE / "conftest.py"), *_args(ids, tmp_path / "ranks"))
     start = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 
 from facebench import provenance as prov
 from facebench.errors import ConfigError
@@ -27,12 +27,6 @@ from facebench.runtime import (
     wait_timeout,
 )
 from facebench.training import Position, capture_rng_state, restore_checkpoint, restore_rng_state
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_timeouts_come_from_the_environment(monkeypatch):
@@ -63,7 +57,7 @@ _RANKS = textwrap.dedent("""
 
 
 def _two_ranks(mode: str, delay: float, timeout: float) -> list[subprocess.CompletedProcess]:
-    port = _free_port()
+    port = free_port()
     procs = []
     for rank in range(2):
         env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import metrics_rows
+from conftest import metrics_rows, torchrun
 from PIL import Image
 
 import facebench
@@ -191,20 +191,14 @@ def test_torchrun_two_ranks_share_the_global_batch(toy, tmp_path):
     """Two gloo ranks with 4 images each make the single run's global batch of 8: the same 4 steps in 2
     epochs (GAN from epoch 1, so the discriminator runs under DDP too), one set of files from rank 0."""
     import os
-    import socket
     import subprocess
-    import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp"
     args = ["train-generator", "--data", str(toy / "train"), "--features", str(toy / "feats.npy"), "--out", str(out),
             "--device", "cpu", *BASE, "--set", "batch_size=4"]
     env = dict(os.environ, FACEBENCH_QUIET="1", OMP_NUM_THREADS="1")
     env.pop("FACEBENCH_PLUGINS", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "facebench", *args]
+    cmd = torchrun("-m", "facebench", *args)
     log = tmp_path / "log.txt"
     with log.open("w") as stdout:  # train-generator > log.txt
         done = subprocess.run(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300)
@@ -297,9 +291,7 @@ def test_two_ranks_share_the_feature_extraction_of_train_generator(toy, tmp_path
     the single-process extraction and to pooling each image directly."""
     import os
     import shutil
-    import socket
     import subprocess
-    import sys
 
     from facebench_plugins.vec2face.training_data import extract_features
 
@@ -309,12 +301,7 @@ def test_two_ranks_share_the_feature_extraction_of_train_generator(toy, tmp_path
     shutil.copytree(toy / "train", tmp_path / "train")
     script = tmp_path / "ranks.py"
     script.write_text(_EXTRACT_ON_TWO_RANKS)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), str(script), str(tmp_path)]
-    done = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+    done = subprocess.run(torchrun(str(script), str(tmp_path)), env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
                           timeout=170)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "run"
