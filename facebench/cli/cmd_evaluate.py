@@ -25,7 +25,8 @@ def _device(preference: str) -> str:
 @click.option("--suite", required=True, help="Suite name (see `facebench plugins --kind evaluator`) or a suite .toml.")
 @click.option("--model", "model", required=True, help="An FR run directory (model.json + backbone.pt) or a weights file.")
 @click.option("--backbone", default=None, help="Backbone or feature-extractor name; required with a weights file.")
-@click.option("--data-root", required=True, type=click.Path(), help="Folder holding the packs (lfw.bin, cfp_fp.bin, ...).")
+@click.option("--data-root", required=True, type=click.Path(), envvar="FACEBENCH_DATA",
+              help="Folder holding the packs (lfw.bin, cfp_fp.bin, ...) [env FACEBENCH_DATA].")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory for the results [default: RUN_DIR/eval-SUITE, or runs/eval-SUITE-WEIGHTS].")
 @click.option("--label", default=None, help="Row label in the tables [default: the model's training set].")

@@ -26,7 +26,7 @@ from ..config import build_config, config_to_dict, parse_override
 from ..console import console
 from ..errors import ConfigError, DataError, FacebenchError
 from ..provenance import sha256_path
-from ..runs import DEFAULT_RUNS_ROOT, Run
+from ..runs import DEFAULT_RUNS_ROOT, Run, discard_on_failure
 from .embed import TensorModel
 from .features import centers_of, dataset_features
 from .models import ResolvedModel, resolve_model
@@ -247,16 +247,28 @@ def _save_array(run: Run, name: str, array: np.ndarray) -> None:
 
 def run_analyses(config: Any, out: str | os.PathLike | None) -> tuple[dict[str, Any], Path]:
     """Run the analyses ``config`` selects; returns the summary and the run directory."""
-    dataset = Path(config.dataset)
-    if not dataset.exists():
+    from ..data import identify
+
+    if not Path(config.dataset).exists():
         from ..errors import MissingFileError
 
-        raise MissingFileError(dataset, "dataset")
+        raise MissingFileError(config.dataset, "dataset")
+    identity = identify(config.dataset)  # a generate run or toyfaces world folder stands for the set inside
+    dataset = identity.path
     specs = select_analyses(config.only or None)
 
     resolved = resolve_model(config.weights, config.extractor, device=config.device)
-    run = Run.start(Path(out) if out else DEFAULT_RUNS_ROOT / f"analyze-{dataset.name}", config=config,
-              seed=config.seed, device=config.device, inputs={"dataset": dataset, "weights": resolved.weights})
+    out_dir = Path(out) if out else DEFAULT_RUNS_ROOT / f"analyze-{identity.name.replace('/', '-')}"
+    with discard_on_failure(out_dir):
+        run = Run.start(out_dir, config=config, seed=config.seed, device=config.device,
+                        inputs={"dataset": dataset, "weights": resolved.weights})
+        return _analyze_in(run, config, identity, resolved, specs)
+
+
+def _analyze_in(run: Run, config: Any, identity: Any, resolved: ResolvedModel,
+                specs: list[Any]) -> tuple[dict[str, Any], Path]:
+    """The analyses of ``run_analyses`` inside their started run directory."""
+    dataset = identity.path
     features, reader = _features_of(resolved, dataset, run.file("analysis/features.npy"), config)
     labels = np.asarray(reader.labels)
     centers, classes = centers_of(features, labels)
@@ -289,7 +301,7 @@ def run_analyses(config: Any, out: str | os.PathLike | None) -> tuple[dict[str, 
         options = build_config(spec.config, config.options.get(spec.name, {})) if spec.config else None
         analysis = spec.create(options) if spec.config is not None else spec.create()
         outputs[spec.name] = analysis.run(ctx)
-    header = {"dataset": str(dataset), "identities": int(classes.size), "images": int(labels.size),
+    header = {"dataset": str(dataset), "dataset_name": identity.name, "identities": int(classes.size), "images": int(labels.size),
               "extractor": resolved.name, "weights": str(resolved.weights), "feature_dim": int(features.shape[1])}
     summary = save_outputs(run, outputs, header)
     reader.close()

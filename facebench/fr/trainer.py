@@ -361,37 +361,50 @@ def train_fr(
     return result
 
 
+def check_batch(images: int, recipe: Any, path: Any) -> None:
+    """A training set smaller than one global batch cannot train: say which value to change, and to what."""
+    batch = recipe.optim.batch_size
+    if images < batch:
+        suggest = 2 ** max(0, int(math.log2(max(images // 4, 1))))  # about four steps per epoch
+        raise ConfigError(f"{path}: {images} images, fewer than one batch of {batch} (recipe {recipe.name}); "
+                          f"pass --set optim.batch_size={suggest}")
+
+
 def train_from_paths(recipe_name: str, data: str, *, data_format: str | None = None, val: Any = (),
                      out: str | None = None, resume: bool = False, device: str = "auto",
-                     overrides: Any = ()) -> FRTrainResult:
+                     overrides: Any = (), data_root: str | None = None) -> FRTrainResult:
     """What ``facebench train-fr`` does: the recipe (registry or TOML, then ``--set``), the training set,
     its validation packs (checked now, not after the first epoch), the run directory with provenance,
     then :func:`train_fr`."""
     from ..config import config_to_dict
-    from ..data import open_dataset, open_pairs
+    from ..data import identify, open_dataset, open_pairs
     from ..evaluation.suites import resolve_validation
-    from ..runs import Run, run_path
+    from ..runs import Run, discard_on_failure, run_path
     from ..runtime import shutdown
     from .recipe import resolve_recipe
 
     recipe = resolve_recipe(recipe_name, overrides)
     reader = open_dataset(data, data_format)
-    pack_paths = resolve_validation(val, data)
+    identity = identify(reader.path)  # a generate run or toyfaces world folder stands for the set inside
+    pack_paths = resolve_validation(val, data, data_root=data_root)
     for path in pack_paths.values():
         open_pairs(path).close()
-    out_dir = run_path(out, f"fr-{recipe.name}-{Path(data).name}")
+    out_dir = run_path(out, f"fr-{recipe.name}-{identity.name.replace('/', '-')}")
     ctx = env_context()
-    dataset_info = {"path": str(Path(data).resolve()), "format": getattr(reader, "format_name", "") or data_format,
+    dataset_info = {"name": identity.name, "path": str(identity.path.resolve()),
+                    "format": getattr(reader, "format_name", "") or data_format,
                     "images": len(reader), "identities": int(reader.num_classes)}
-    if ctx.is_main:
-        check_resume(out_dir, resume)
-        inputs = {"dataset": data, **{f"val:{k}": p for k, p in pack_paths.items()}}
-        run = Run.start(out_dir, config=config_to_dict(recipe), seed=recipe.train.seed, device=device,
-                        inputs=inputs, extra={"world_size": ctx.world_size})
-        dataset_info["sha256"] = run.provenance()["inputs"]["dataset"]["sha256"]
+    check_batch(len(reader), recipe, reader.path)
     try:
-        result = train_fr(recipe, reader, out_dir, val_packs=pack_paths, device=device, resume=resume,
-                          dataset_info=dataset_info)
+        with discard_on_failure(out_dir):  # a failure before the first checkpoint leaves no run folder
+            if ctx.is_main:
+                check_resume(out_dir, resume)
+                inputs = {"dataset": identity.path, **{f"val:{k}": p for k, p in pack_paths.items()}}
+                run = Run.start(out_dir, config=config_to_dict(recipe), seed=recipe.train.seed, device=device,
+                                inputs=inputs, extra={"world_size": ctx.world_size})
+                dataset_info["sha256"] = run.provenance()["inputs"]["dataset"]["sha256"]
+            result = train_fr(recipe, reader, out_dir, val_packs=pack_paths, device=device, resume=resume,
+                              dataset_info=dataset_info)
     finally:
         shutdown(ctx)
     result.recipe = recipe.name

@@ -22,6 +22,7 @@ from facebench import atomic
 from facebench.console import console, make_progress
 from facebench.data import encode_image, get_format, open_writer
 from facebench.errors import ConfigError
+from facebench.provenance import sha256_path
 from facebench.runs import DATASET_CARD, Run
 
 from .packs import PACKS, check_pair_count, pack_identity_count, plan_pairs
@@ -249,6 +250,8 @@ def _assemble(out: Path, cfg: ToyConfig, partial: Path, names: list[str], overwr
             "seed": cfg.seed,
             "format": cfg.format,
             "train": train_path(Path("."), cfg.format).as_posix(),
+            # the training set's hash as train-fr records it: reports match models to this world by it
+            "sha256": sha256_path(train_path(tmp, cfg.format)),
             "packs": packs,
             "settings": asdict(cfg),
         }
