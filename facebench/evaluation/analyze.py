@@ -301,7 +301,7 @@ def _analyze_in(run: Run, config: Any, identity: Any, resolved: ResolvedModel,
         options = build_config(spec.config, config.options.get(spec.name, {})) if spec.config else None
         analysis = spec.create(options) if spec.config is not None else spec.create()
         outputs[spec.name] = analysis.run(ctx)
-    header = {"dataset": str(dataset), "dataset_name": identity.name, "identities": int(classes.size), "images": int(labels.size),
+    header = {"dataset": str(dataset.absolute()), "dataset_name": identity.name, "identities": int(classes.size), "images": int(labels.size),
               "extractor": resolved.name, "weights": str(resolved.weights), "feature_dim": int(features.shape[1])}
     summary = save_outputs(run, outputs, header)
     reader.close()

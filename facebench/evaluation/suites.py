@@ -236,9 +236,10 @@ def resolve_validation(items: tuple[str, ...] | list[str], data: str,
                     found.setdefault(name, path)
             absent = [b for b in suite.benchmarks if b.name not in found]
             if absent:
-                raise FacebenchError(
-                    f"suite '{item}': pack(s) {', '.join(b.files[0] for b in absent)} not found: looked in "
-                    f"{_looked(places)}")
+                what = (f"verification pack '{item}'" if [b.name for b in suite.benchmarks] == [item]
+                        else f"suite '{item}': pack(s) {', '.join(b.files[0] for b in absent)}")
+                raise FacebenchError(f"{what} not found: looked for {', '.join(b.files[0] for b in absent)} in "
+                                     f"{_looked(places)}")
             packs.update(found)
             continue
         path = resolve_pack(item, data, data_root)
