@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import PIXEL_SIZE as SIZE
-from conftest import identity_image, make_pack, plain_embeddings
+from conftest import identity_image, make_pack, plain_embeddings, write_train_folder
 
 from facebench.cli import create_cli
 from facebench.data import encode_image, open_writer
@@ -186,3 +186,30 @@ def test_evaluate_an_fr_run_directory_through_the_fr_run_extractor(tmp_path):
         expect = verify(emb[0::2], emb[1::2], reader.issame)
     assert row["accuracy"] == pytest.approx(expect.accuracy, abs=1e-12)
     assert row["fold_thresholds"] == pytest.approx(list(expect.thresholds))
+
+
+def test_a_run_folder_given_to_a_weights_file_extractor_names_fr_run(tmp_path):
+    """``--extractor NAME --weights RUN`` (or ``--backbone NAME --model RUN``) with a train-fr run folder
+    says that the run folder's extractor is fr-run, or which file to pass; nothing is written."""
+    from facebench import create_backbone
+
+    run = tmp_path / "fr-run"
+    run.mkdir()
+    torch.save(create_backbone("se_iresnet_tiny").state_dict(), run / "backbone.pt")
+    (run / "model.json").write_text(json.dumps({"backbone": "se_iresnet_tiny", "weights": "backbone.pt"}))
+    make_pack(tmp_path / "eval" / "toy_lfw.bin", 20, 0)
+    data = write_train_folder(tmp_path / "train", identities=3, per_identity=2)
+    expect = (f"{run}: a train-fr run folder, not a weights file: the feature extractor for a run folder is "
+              f"fr-run (it reads model.json), or pass its weights file {run / 'backbone.pt'}")
+    commands = (
+        ["evaluate", "--suite", "toy_lfw", "--model", str(run), "--backbone", "se_iresnet_tiny",
+         "--data-root", str(tmp_path / "eval"), "--out", str(tmp_path / "out")],
+        ["analyze", str(data), "--extractor", "se_iresnet_tiny", "--weights",
+         str(run), "--out", str(tmp_path / "out")],
+        ["embed", "--extractor", "se_iresnet_tiny", "--weights", str(run), str(data),
+         "--out", str(tmp_path / "out" / "f.npy")],
+    )
+    for args in commands:
+        result = CliRunner().invoke(create_cli(), [*args, "--device", "cpu"])
+        _one_line_error(result, expect)
+        assert not (tmp_path / "out").exists()
