@@ -151,7 +151,8 @@ def test_weights_file_without_backbone_and_missing_weights(tmp_path, cli, weight
     _one_line_error(result, "needs --backbone NAME")
     result = CliRunner().invoke(cli, ["evaluate", "--suite", "toy_lfw", "--model", str(tmp_path / "nope.pt"),
                                       "--backbone", "pixels", "--data-root", str(tmp_path / "eval")])
-    _one_line_error(result, "nope.pt", "not found")
+    _one_line_error(result, f"{tmp_path / 'nope.pt'}: not found: neither a train-fr run folder nor a weights file "
+                            "(also looked in the weights directory")
     result = CliRunner().invoke(cli, ["evaluate", "--suite", "fivee", "--model", str(weights),
                                       "--backbone", "pixels", "--data-root", str(tmp_path / "eval")])
     _one_line_error(result, "unknown evaluator 'fivee'", "did you mean 'five'")

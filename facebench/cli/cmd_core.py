@@ -12,11 +12,12 @@ from rich.table import Table
 from ..hookspecs import KIND_HOOKS
 from ..pluginmanager import get_plugin_set
 from ..weights import present
+from .options import examples
 
 _stdout = Console(highlight=False)
 
 
-@click.command(epilog="Example: facebench plugins --kind generator --json")
+@click.command(epilog=examples("facebench plugins --kind generator --json"))
 @click.option("--kind", type=click.Choice(list(KIND_HOOKS)), help="Only this kind of component.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON list (keys kind, name, plugin, version, description; an unavailable component "
@@ -55,7 +56,7 @@ def _unavailable_lines(rows: list[dict]) -> list[str]:
             for r in rows if r.get("missing")]
 
 
-@click.command(epilog="Example: facebench doctor --weights-dir ~/weights")
+@click.command(epilog=examples("facebench doctor", "facebench doctor --weights-dir ~/weights --json"))
 @click.option(
     "--weights-dir",
     type=click.Path(file_okay=False),

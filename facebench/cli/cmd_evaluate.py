@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .options import device_option
+from .options import device_option, examples
 
 _stdout = Console(highlight=False, width=max(120, shutil.get_terminal_size((120, 24)).columns))
 
@@ -21,7 +21,8 @@ def _device(preference: str) -> str:
     return str(choose_device(preference))
 
 
-@click.command(epilog="Example: facebench evaluate --suite five --model runs/fr-hsface10k --data-root ~/data/eval")
+@click.command(epilog=examples("facebench evaluate --suite toy-five --model runs/tiny --data-root toy",
+                              "facebench evaluate --suite five --model runs/fr-hsface10k --data-root ~/data/eval"))
 @click.option("--suite", required=True, help="Suite name (see `facebench plugins --kind evaluator`) or a suite .toml.")
 @click.option("--model", "model", required=True, help="An FR run directory (model.json + backbone.pt) or a weights file.")
 @click.option("--backbone", default=None, help="Backbone or feature-extractor name; required with a weights file.")
@@ -65,8 +66,10 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
     _stdout.print(f"results: {run.path / 'results.csv'}")
 
 
-@click.command(epilog="Example: facebench analyze runs/hsface10k --extractor iresnet100 "
-                      "--weights arcface-r100-glint360k.pth --reference center_feature_examples.npy")
+@click.command(epilog=examples(
+    "facebench analyze runs/noise-set --extractor fr-run --weights runs/tiny",
+    "facebench analyze runs/hsface10k --extractor arcface-r100 --weights arcface-r100-glint360k.pth \\",
+    "    --reference center_feature_examples.npy"))
 @click.argument("dataset", type=click.Path())
 @click.option("--extractor", required=True, help="Feature extractor (or backbone) name for identity features.")
 @click.option("--weights", required=True, help="Its weights file, or an FR run directory.")

@@ -7,14 +7,12 @@ from pathlib import Path
 import click
 
 from ..console import console, make_progress
-from .options import device_option
+from .options import device_option, examples
 
-_SAMPLE_EPILOG = """Example:
-
-  facebench sample-ids --features webface_centres.npy --n 10000 --tau 0.3 --out ids.npy --save-stats pca.npz
-
-  facebench sample-ids --stats pca.npz --n 300000 --out ids300k.npy
-"""
+_SAMPLE_EPILOG = examples(
+    "facebench sample-ids --features webface_centres.npy --n 10000 --tau 0.3 --out ids.npy --save-stats pca.npz",
+    "facebench sample-ids --stats pca.npz --n 300000 --out ids300k.npy",
+)
 
 
 @click.command("sample-ids", epilog=_SAMPLE_EPILOG)
@@ -48,16 +46,16 @@ def sample_ids(features, stats, n, tau, out, save_stats, seed, batch, max_draw_f
     click.echo(f"wrote {out}")
 
 
-_GENERATE_EPILOG = """Example:
-
-  facebench generate --generator vec2face --weights vec2face_generator.pth --ids ids.npy \\
-      --images-per-id 50 --out runs/hsface10k --format folder
-
-  facebench generate --generator vec2face --weights vec2face_generator.pth --n-ids 1000 --stats pca.npz \\
-      --out runs/pose --attrop pose=60:0.4,pose=85:0.2,quality=27 \\
-      --attrop-identity-weights arcface-r100-glint360k.pth --attrop-quality-weights magface-r100-glint360k.pth \\
-      --attrop-pose-weights 6DRepNet_300W_LP_AFLW2000.pth
-"""
+_GENERATE_EPILOG = examples(
+    "facebench generate --generator vec2face --weights vec2face_generator.pth --ids ids.npy \\",
+    "    --images-per-id 50 --out runs/hsface10k --format folder",
+    "facebench generate --generator vec2face --weights vec2face_generator.pth --n-ids 1000 --stats pca.npz \\",
+    "    --out runs/pose --attrop pose=60:0.4,pose=85:0.2,quality=27 \\",
+    "    --attrop-identity-weights arcface-r100-glint360k.pth --attrop-quality-weights magface-r100-glint360k.pth \\",
+    "    --attrop-pose-weights 6DRepNet_300W_LP_AFLW2000.pth",
+    "facebench generate --generator noise_projection --ids ids.npy --images-per-id 8 --out runs/noise-set \\",
+    "    --set generation.perturb.min_cos=0.6",
+)
 
 
 @click.command("generate", epilog=_GENERATE_EPILOG)

@@ -9,8 +9,8 @@ from ..console import console
 _EPILOG = """Examples:
 
 \b
-  facebench report runs/real runs/noise --out reports/toy.html
-  facebench report runs/real runs/noise --label runs/noise='noise baseline'
+  facebench report runs/tiny runs/noise --out reports/toy.html
+  facebench report runs/tiny runs/noise --label runs/noise='noise baseline'
 """
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import click
 
-from .options import device_option
+from .options import device_option, examples
 
 
 @click.command(
     "train-fr",
-    epilog="Example: facebench train-fr --recipe tiny-arcface --data toy/train --val toy_lfw --out runs/tiny",
+    epilog=examples(
+        "facebench train-fr --recipe tiny-arcface --data toy/train --val toy_lfw --out runs/tiny",
+        "facebench train-fr --recipe tiny-arcface --data runs/noise-set --val toy-five --data-root toy \\",
+        "    --out runs/noise --set optim.epochs=2",
+        "facebench train-fr --recipe se-ir50-arcface --data hsface10k.lmdb --val lfw --val cfp_fp \\",
+        "    --data-root ~/data/eval --out runs/hs10k"),
 )
 @click.option("--recipe", "recipe_name", required=True,
               help="Registered recipe name (facebench plugins --kind recipe) or a recipe .toml file.")

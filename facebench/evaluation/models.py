@@ -72,7 +72,7 @@ def build_extractor(name: str, weights: str | os.PathLike, device: str = "cpu") 
 
 def resolve_model(model: str | os.PathLike, backbone: str | None = None, device: str = "cpu") -> ResolvedModel:
     """``--model RUN_DIR|WEIGHTS [--backbone NAME]`` -> a model ready for :func:`embed_pairs`."""
-    from ..weights import resolve_weights
+    from ..weights import known, resolve_weights, weights_dir
 
     path = Path(model).expanduser()
     if path.is_dir():
@@ -84,6 +84,9 @@ def resolve_model(model: str | os.PathLike, backbone: str | None = None, device:
         weights_file = Path(getattr(extractor, "weights", None) or path / "backbone.pt")
         dataset = _dataset_label(card, path.name)
     else:
+        if not path.exists() and not (weights_dir() / path.name).is_file() and known(path.name) is None:
+            raise FacebenchError(f"{path}: not found: neither a train-fr run folder nor a weights file (also "
+                                 f"looked in the weights directory {weights_dir()})")
         weights_file = resolve_weights(path)
         if not backbone:
             raise FacebenchError(f"{weights_file}: a weights file needs --backbone NAME (or pass an FR run directory)")

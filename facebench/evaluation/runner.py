@@ -97,8 +97,9 @@ def evaluate_suite(model: TensorModel, suite: Suite, data_root: str | os.PathLik
                       + ", ".join(f"{b.name} ({b.files[0]})" for b in missing))
     manifest = None
     if run is not None:
+        # no data root: each finished pack is checked by its own hash, so moved packs still resume
         params = {"suite": suite.name, "model": model.name, "weights_sha256": weights_sha256,
-                  "flip_test": flip_test, "folds": folds, "data_root": str(Path(data_root).resolve())}
+                  "flip_test": flip_test, "folds": folds}
         manifest = ShardManifest(run.path / "manifest.json", params)
     rows = []
     for bench in suite.benchmarks:

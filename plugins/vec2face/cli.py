@@ -6,16 +6,14 @@ from pathlib import Path
 
 import click
 
-from facebench.cli.options import device_option
+from facebench.cli.options import device_option, examples
 
-EXAMPLE = """Example:
-
-\b
-  facebench train-generator --config tiny --data toy/train \\
-      --extractor fr-run --weights runs/teacher --out runs/v2f-tiny
-  facebench train-generator --config base --data WebFace4M.lmdb \\
-      --extractor arcface-r100 --weights arcface-r100-glint360k.pth --out runs/v2f
-"""
+EXAMPLE = examples(
+    "facebench train-generator --config tiny --data toy/train --extractor fr-run --weights runs/tiny \\",
+    "    --out runs/v2f-tiny --set epochs=1",
+    "facebench train-generator --config base --data WebFace4M.lmdb \\",
+    "    --extractor arcface-r100 --weights arcface-r100-glint360k.pth --out runs/v2f",
+)
 
 
 @click.command("train-generator", epilog=EXAMPLE)
