@@ -154,7 +154,15 @@ def get_suite(name_or_path: str | os.PathLike) -> Suite:
         if not Path(text).is_file():
             raise FacebenchError(f"{text}: suite file not found")
         return suite_from_toml(text, known_benchmarks())
-    spec = registry("evaluator").get(text)
+    evaluators = registry("evaluator")
+    if text not in evaluators:  # name the suites only: analyses are not what --suite takes
+        import difflib
+
+        names = [s.name for s in registered_suites()]
+        close = difflib.get_close_matches(text, names, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise FacebenchError(f"unknown suite '{text}' ({hint}suites: {', '.join(names)}; or a suite .toml file)")
+    spec = evaluators.get(text)
     if spec.extras.get("kind") != SUITE:
         names = ", ".join(s.name for s in registered_suites())
         raise FacebenchError(f"evaluator '{text}' is not a verification suite (suites: {names})")
