@@ -155,7 +155,11 @@ def test_weights_file_without_backbone_and_missing_weights(tmp_path, cli, weight
                             "(also looked in the weights directory")
     result = CliRunner().invoke(cli, ["evaluate", "--suite", "fivee", "--model", str(weights),
                                       "--backbone", "pixels", "--data-root", str(tmp_path / "eval")])
-    _one_line_error(result, "unknown evaluator 'fivee'", "did you mean 'five'")
+    _one_line_error(result, "unknown suite 'fivee' (did you mean 'five'? suites: all, doppelver, eclipse, five,")
+    assert "pair-distributions" not in result.output  # analyses are not suites
+    result = CliRunner().invoke(cli, ["evaluate", "--suite", "pair-distributions", "--model", str(weights),
+                                      "--backbone", "pixels", "--data-root", str(tmp_path / "eval")])
+    _one_line_error(result, "evaluator 'pair-distributions' is not a verification suite (suites: all,")
 
 
 def test_evaluate_an_fr_run_directory_through_the_fr_run_extractor(tmp_path):
