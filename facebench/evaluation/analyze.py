@@ -72,8 +72,14 @@ def analysis_options(overrides: Iterable[str]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"--set {text}: expected ANALYSIS.OPTION=VALUE ('{name}' options: "
                               f"{', '.join(_option_names(specs[name])) or 'none'})")
         per_analysis.setdefault(name, []).append(text.split(".", 1)[1])
-    return {name: config_to_dict(build_config(spec.config, {}, per_analysis.get(name, ())))
-            for name, spec in specs.items() if spec.config is not None}
+    options = {}
+    for name, spec in specs.items():
+        if spec.config is not None:
+            try:
+                options[name] = config_to_dict(build_config(spec.config, {}, per_analysis.get(name, ())))
+            except ConfigError as exc:  # the key is checked within the analysis: say which one
+                raise ConfigError(f"--set {name}.*: analysis '{name}': {exc}") from None
+    return options
 
 
 def _option_names(spec: Any) -> list[str]:
