@@ -92,3 +92,14 @@ def test_doctor_uses_the_weights_env_variable(tmp_path, monkeypatch, cli):
     monkeypatch.setenv("FACEBENCH_WEIGHTS", str(tmp_path))
     report = json.loads(CliRunner().invoke(cli, ["doctor", "--json"]).output)
     assert report["weights_dir"] == str(tmp_path)
+
+
+def test_doctor_and_the_vec2face_description_name_the_weights_directory_alike(tmp_path, cli):
+    """Both say "the weights directory" (the README's and --weights-dir's name), and doctor says that
+    the toy world needs none of the files."""
+    text = " ".join(CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["doctor", "--weights-dir", str(tmp_path)]).output.split())
+    assert f"looked for in the weights directory {tmp_path}" in text
+    assert "The toyfaces world and the demo need none of these files" in text
+    described = {d["name"]: d["description"] for d in json.loads(
+        CliRunner().invoke(cli, ["plugins", "--kind", "generator", "--json"]).output)}
+    assert "vec2face_generator.pth in the weights directory" in described["vec2face"]

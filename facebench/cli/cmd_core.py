@@ -105,7 +105,7 @@ def doctor(weights_dir: str | None, as_json: bool) -> None:
     for line in _unavailable_lines(unavailable):
         _stdout.print(line, markup=False, style="yellow")
     note = "" if root.is_dir() else " (does not exist)"
-    wt = Table(title=f"weight files the plugins declare, looked for in {root}{note}")
+    wt = Table(title=f"weight files the plugins declare, looked for in the weights directory {root}{note}")
     for col in ("file", "present", "for", "declared by"):
         wt.add_column(col, overflow="fold")
     for f in files:
