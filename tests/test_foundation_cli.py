@@ -103,3 +103,29 @@ def test_doctor_and_the_vec2face_description_name_the_weights_directory_alike(tm
     described = {d["name"]: d["description"] for d in json.loads(
         CliRunner().invoke(cli, ["plugins", "--kind", "generator", "--json"]).output)}
     assert "vec2face_generator.pth in the weights directory" in described["vec2face"]
+
+
+def test_plugins_output_is_readable_at_80_columns(cli):
+    """At 80 columns no line is wider than the terminal and every component name and plugin stays whole
+    on one line (only descriptions wrap, at word boundaries), one table per kind."""
+    import rich.console
+
+    from facebench.cli import cmd_core
+
+    rows = json.loads(CliRunner().invoke(cli, ["plugins", "--json"]).output)
+    narrow = rich.console.Console(width=80, highlight=False, force_terminal=False, record=True)
+    real = cmd_core._stdout
+    cmd_core._stdout = narrow
+    try:
+        result = CliRunner().invoke(cli, ["plugins"])
+    finally:
+        cmd_core._stdout = real
+    assert result.exit_code == 0, result.output
+    text = narrow.export_text()
+    lines = text.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    for row in rows:
+        assert any(line.split()[:3] == [row["name"], row["plugin"], row["version"]] for line in lines if line.strip()), row
+    for kind in {row["kind"] for row in rows}:
+        count = sum(row["kind"] == kind for row in rows)
+        assert f"{kind} ({count})" in text
