@@ -77,7 +77,7 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
 @click.option("--only", multiple=True, help="Run only these analyses (repeatable); default all.")
 @click.option("--set", "overrides", multiple=True, metavar="ANALYSIS.OPTION=VALUE",
               help="An analysis option, e.g. --set class-noise.intra_threshold=0.3 or "
-                   "--set pair-distributions.genuine=20000 (docs/evaluation.md lists them).")
+                   "--set pair-distributions.genuine=20000 (an unknown one is an error listing the options).")
 @click.option("--reference", default=None, help="Reference identities for leakage: centres .npy or a dataset.")
 @click.option("--fid-against", default=None, type=click.Path(), help="Second image set for FID.")
 @click.option("--fid-extractor", default=None, help="Feature extractor for FID [default: the standard Inception features (fid-inception) if their weights file is in the weights directory, else --extractor].")
