@@ -253,4 +253,11 @@ def test_sigmas_too_large_for_the_vectors_are_warned_about(tmp_path, monkeypatch
     assert big.exit_code == 0, big.output
     shrunk = json.loads((tmp_path / "big" / "dataset.json").read_text())["stats"]["perturb"]["shrunk"]
     assert shrunk > 24
-    assert f"warning: {shrunk} of 48 perturbed vectors needed their noise halved" in " ".join(big.output.split())
+    text = " ".join(big.output.split())
+    assert f"warning: {shrunk} of 48 perturbed vectors needed their noise halved" in text
+    from facebench.generation.perturbation import matching_sigmas  # what to set, not only which key
+
+    norm = float(np.median(np.linalg.norm(np.load(ids), axis=1)))
+    fit = matching_sigmas(float(f"{norm:.6g}"), 32)
+    assert f"Use raw features (facebench embed --raw), or keep the paper's cosines at this norm with --set " \
+           f"'generation.perturb.sigmas=[{', '.join(f'{x:g}' for x in fit)}]'" in text

@@ -135,12 +135,17 @@ def _print_outcome(outcome, config) -> None:
     click.echo(f"perturbation: min cosine {p.get('min_cos', float('nan')):.3f}, mean {p.get('mean_cos', float('nan')):.3f}, "
                f"{p.get('resampled', 0)} resampled, {p.get('shrunk', 0)} shrunk")
     if p.get("images") and p.get("shrunk", 0) > p["images"] / 2:
+        from ..generation.perturbation import matching_sigmas
+
+        dim = job.identities.shape[1]
+        fit = ", ".join(f"{s:g}" for s in matching_sigmas(outcome.median_norm, dim))
         console.print(
             f"[yellow]warning:[/] {p['shrunk']} of {p['images']} perturbed vectors needed their noise halved to "
             f"reach cosine {perturb.min_cos:g} (--set generation.perturb.min_cos): sigmas {perturb.sigmas} "
             f"(--set generation.perturb.sigmas) are large for identity vectors of norm {outcome.median_norm:.3g} in "
-            f"{job.identities.shape[1]} dimensions; the paper's sigmas assume raw ArcFace-scale vectors of norm "
-            "about 22")
+            f"{dim} dimensions; the paper's sigmas assume raw ArcFace-scale vectors of norm about 22. Use raw "
+            f"features (facebench embed --raw), or keep the paper's cosines at this norm with --set "
+            f"'generation.perturb.sigmas=[{fit}]'")
     for name, label, unit in (("prepass", "identity pre-pass", "identity vectors"), ("attrop", "AttrOP", "images")):
         if name in stats:
             a = stats[name]
