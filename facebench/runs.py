@@ -100,6 +100,13 @@ class Run:
 STARTED_ONLY = {CONFIG, PROVENANCE, "metrics.jsonl"}
 
 
+def _nothing_done(manifest: Path) -> bool:
+    try:
+        return not json.loads(manifest.read_text()).get("done")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 @contextmanager
 def discard_on_failure(path: str | os.PathLike) -> Iterator[Path]:
     """A run directory that the block creates is removed again when the block fails before the directory
@@ -112,6 +119,8 @@ def discard_on_failure(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         if not existed and path.is_dir():
             names = {p.relative_to(path).as_posix() for p in path.rglob("*")}
+            if "manifest.json" in names and _nothing_done(path / "manifest.json"):
+                names.discard("manifest.json")  # a shard manifest that records no finished shard yet
             if names <= STARTED_ONLY:
                 import shutil
 

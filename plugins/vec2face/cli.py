@@ -36,8 +36,9 @@ def train_generator(config_path, data, data_format, features, extractor, weights
     """Train a Vec2Face generator (feature masked autoencoder) and save it in the official layout."""
     from facebench.config import load_config
     from facebench.console import console
+    from facebench.data import resolve_dataset_path
     from facebench.errors import ConfigError
-    from facebench.runs import Run, run_path
+    from facebench.runs import Run, discard_on_failure, run_path
     from facebench.runtime import env_context
     from facebench.training import CHECKPOINT
 
@@ -54,16 +55,17 @@ def train_generator(config_path, data, data_format, features, extractor, weights
         raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
     if resume and not (run_dir / CHECKPOINT).exists():
         raise ConfigError(f"{run_dir / CHECKPOINT}: nothing to resume")
-    inputs = {"data": data}
+    inputs = {"data": resolve_dataset_path(data)}  # a generate run or toyfaces world: the set inside
     if features:
         inputs["features"] = features
     if weights:
         inputs["extractor_weights"] = weights
-    if env_context().is_main:
-        Run.start(run_dir, config=cfg, seed=cfg.seed, device=cfg.device, inputs=inputs,
-            extra={"generator": cfg.model, "extractor": extractor, "world_size": env_context().world_size})
-    result = train_from_paths(cfg, data, run_dir, data_format=data_format, features=features,
-                              extractor_name=extractor, extractor_weights=weights, resume=resume)
+    with discard_on_failure(run_dir):  # a failure before the first checkpoint leaves no run folder
+        if env_context().is_main:
+            Run.start(run_dir, config=cfg, seed=cfg.seed, device=cfg.device, inputs=inputs,
+                      extra={"generator": cfg.model, "extractor": extractor, "world_size": env_context().world_size})
+        result = train_from_paths(cfg, data, run_dir, data_format=data_format, features=features,
+                                  extractor_name=extractor, extractor_weights=weights, resume=resume)
     if env_context().is_main:
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
         click.echo(f"trained {cfg.model}: {result.steps} steps, {result.epochs_done} epochs; last losses: {losses}")
