@@ -185,7 +185,8 @@ def _features_of(resolved: ResolvedModel, path: Path, out: Path, config: Any) ->
     from ..data import open_dataset
 
     reader = open_dataset(path)
-    params = {"dataset": str(path.resolve()), "model": resolved.name,
+    # the dataset by its content, not its path: a moved or copied run folder resumes its features
+    params = {"dataset_sha256": sha256_path(path), "model": resolved.name,
               "weights_sha256": sha256_path(resolved.weights)}
     feats = dataset_features(resolved.model, reader, out, params=params, batch_size=config.batch_size,
                              flip_test=config.flip_test)
