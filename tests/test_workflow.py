@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 from conftest import WORKFLOW_SIZE, cli_in
 
@@ -87,6 +88,12 @@ def test_every_command_names_a_dataset_the_same_way(workflow):
     assert info.exit_code == 0 and json.loads(info.output)["identities"] == WORKFLOW_SIZE["identities"]
     grid = cli_in(home, "data", "grid", "runs/noise-set", "--out", "noise.png")
     assert grid.exit_code == 0 and (home / "noise.png").is_file()
+    embedded = cli_in(home, "embed", "--extractor", "fr-run", "--weights", "runs/tiny", "runs/noise-set",
+                      "--out", "noise-feats.npy")
+    assert embedded.exit_code == 0, embedded.output
+    assert len(np.load(home / "noise-feats.labels.npy")) == WORKFLOW_SIZE["identities"] * WORKFLOW_SIZE["images"]
+    world = cli_in(home, "data", "info", "toy", "--json")  # a toyfaces world folder: its training set
+    assert world.exit_code == 0 and json.loads(world.output)["path"] == "toy/train"
     analysis = cli_in(home, "analyze", "runs/noise-set", "--extractor", "fr-run", "--weights", "runs/tiny",
                       "--only", "pair-distributions")
     assert analysis.exit_code == 0, analysis.output
