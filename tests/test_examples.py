@@ -80,7 +80,11 @@ def _join_continued(lines: list[str]) -> list[str]:
 
 def _command_lines(text: str) -> list[str]:
     lines = [re.sub(r"^\$\s+", "", line.strip()) for line in _join_continued(text.splitlines())]
-    return [line for line in lines if re.match(r"^([A-Z_]+=\S+\s+)*(facebench|torchrun .* -m facebench)\s", line)]
+    # a command word follows (``facebench isolate_discriminator=true vs ...`` in a script's printed output is
+    # not a command line)
+    return [line for line in lines
+            if re.match(r"^([A-Z_]+=\S+\s+)*(facebench|torchrun .* -m facebench)\s+(--?[a-z-]+|[a-z][a-z0-9-]*)(\s|$)",
+                        line)]
 
 
 def doc_examples() -> list[Example]:
