@@ -218,3 +218,31 @@ def test_a_run_folder_given_to_a_weights_file_extractor_names_fr_run(tmp_path):
         result = CliRunner().invoke(create_cli(), [*args, "--device", "cpu"])
         _one_line_error(result, expect)
         assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_that_is_not_a_model_yet_is_named_for_what_it_is(tmp_path, cli):
+    """``evaluate --model runs/notyet``: a run still training (or stopped), a dataset folder or an evaluation
+    folder is said to be that, with what to do; nothing is written."""
+    make_pack(tmp_path / "eval" / "toy_lfw.bin", 20, 0)
+    cases = {
+        "training": ({"config.toml": "", "metrics.jsonl": "", "checkpoint.pt": "x"},
+                     "a train-fr run folder that has no model yet (model.json and backbone.pt are written when "
+                     "training finishes); wait for it, or if it stopped, continue it with facebench train-fr ... "
+                     "--out {path} --resume"),
+        "starting": ({"config.toml": "", "provenance.json": "{}"},
+                     "a run folder that has no model yet (model.json is written when training finishes, and it "
+                     "has no checkpoint either): wait for it, or if it stopped, start it again"),
+        "dataset": ({"dataset.json": "{}"}, "a dataset folder (dataset.json), not a model; train one on it with "
+                                            "facebench train-fr --recipe NAME --data {path}"),
+        "evaluation": ({"results.json": "[]"}, "an evaluation run folder, not a model; pass the train-fr run folder "
+                                               "it evaluated"),
+    }
+    for name, (files, message) in cases.items():
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        for file, text in files.items():
+            (folder / file).write_text(text)
+        result = CliRunner().invoke(cli, ["evaluate", "--suite", "toy_lfw", "--model", str(folder),
+                                          "--data-root", str(tmp_path / "eval"), "--out", str(tmp_path / "out")])
+        _one_line_error(result, f"{folder}: {message.format(path=folder)}")
+        assert not (tmp_path / "out").exists()

@@ -50,15 +50,16 @@ def _not_a_model(path: Path) -> str:
 
     if (path / "checkpoint.pt").is_file():
         return (f"a train-fr run folder that has no model yet ({MODEL_CARD} and backbone.pt are written when "
-                f"training finishes); continue it with facebench train-fr ... --out {path} --resume")
+                f"training finishes); wait for it, or if it stopped, continue it with facebench train-fr ... "
+                f"--out {path} --resume")
     if (path / DATASET_CARD).is_file():
         return (f"a dataset folder ({DATASET_CARD}), not a model; train one on it with facebench train-fr "
                 f"--recipe NAME --data {path}")
     if (path / RESULTS).is_file():
         return "an evaluation run folder, not a model; pass the train-fr run folder it evaluated"
     if (path / CONFIG).is_file():
-        return (f"a run folder without a model ({MODEL_CARD} not found): the train-fr run stopped before its "
-                f"first checkpoint; start it again")
+        return (f"a run folder that has no model yet ({MODEL_CARD} is written when training finishes, and it "
+                f"has no checkpoint either): wait for it, or if it stopped, start it again")
     return (f"not an FR run directory ({MODEL_CARD} not found); pass a train-fr run folder, or a weights file "
             "with --backbone NAME")
 
