@@ -66,6 +66,11 @@ def test_every_output_is_group_and_world_readable_under_umask_022(tmp_path, umas
     _run("evaluate", "--suite", "toy_lfw", "--model", runs / "real", "--data-root", toy)
     _run("embed", "--extractor", "fr-run", "--weights", runs / "real", toy / "train", "--out",
          tmp_path / "feats" / "train.npy", "--raw")
+    _run("sample-ids", "--features", tmp_path / "feats" / "train.centers.npy", "--n", "4", "--tau", "0.99",
+         "--out", tmp_path / "sampled" / "ids.npy")
+    _run("train-generator", "--config", "tiny", "--data", toy / "train", "--features", tmp_path / "feats" / "train.npy",
+         "--out", runs / "v2f", "--set", "losses.identity=0", "--set", "epochs=1", "--set", "max_steps=1",
+         "--set", "grid_samples=2")
     ids = tmp_path / "ids.npy"
     np.save(ids, np.random.default_rng(0).standard_normal((4, 512)).astype(np.float32) * 20)
     for fmt in ("folder", "lmdb"):
