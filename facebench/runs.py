@@ -108,8 +108,9 @@ class Run:
         return atomic.write_text(self.file(name), text)
 
 
-#: Files a run directory holds before it holds anything to resume from (``Run.start`` and the training log).
-STARTED_ONLY = {CONFIG, PROVENANCE, "metrics.jsonl"}
+#: Files a run directory holds before it holds anything to resume from (``Run.start``, the training log,
+#: and the identity vectors ``generate`` saves before its first shard: given or drawn again from the seed).
+STARTED_ONLY = {CONFIG, PROVENANCE, "metrics.jsonl", "ids.npy"}
 
 
 def _nothing_done(manifest: Path) -> bool:
@@ -130,7 +131,8 @@ def discard_on_failure(path: str | os.PathLike) -> Iterator[Path]:
         yield path
     except BaseException:
         if not existed and path.is_dir():
-            names = {p.relative_to(path).as_posix() for p in path.rglob("*")}
+            names = {p.relative_to(path).as_posix() for p in path.rglob("*")
+                     if not (p.is_dir() and not any(p.iterdir()))}  # an empty folder holds nothing
             if "manifest.json" in names and _nothing_done(path / "manifest.json"):
                 names.discard("manifest.json")  # a shard manifest that records no finished shard yet
             if names <= STARTED_ONLY:

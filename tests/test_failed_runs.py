@@ -4,6 +4,7 @@ a folder that existed before is left alone."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -57,3 +58,48 @@ def test_failed_commands_leave_no_run_folder(workflow, tmp_path):
     _one_error(cli_in(home, "train-generator", "--config", "tiny", "--data", "toy/train", "--features", "feats.npy",
                       "--out", "runs/v2f"))
     assert not (home / "runs" / "v2f").exists()
+
+
+def test_generate_failing_in_its_first_shard_leaves_no_run_folder(tmp_path, monkeypatch):
+    from facebench_plugins.baselines.noise import NoiseProjectionGenerator
+
+    from facebench.errors import FacebenchError
+
+    calls = []
+
+    def fails_on_the_second_batch(self, vectors, **kwargs):
+        calls.append(len(vectors))
+        if len(calls) > 1:
+            raise FacebenchError("noise_projection: out of memory (a test's failure)")
+        return real(self, vectors, **kwargs)
+
+    real = NoiseProjectionGenerator.generate
+    monkeypatch.setattr(NoiseProjectionGenerator, "generate", fails_on_the_second_batch)
+    np.save(tmp_path / "ids.npy", np.random.default_rng(0).standard_normal((6, 512)).astype(np.float32) * 20)
+    args = ["generate", "--generator", "noise_projection", "--ids", "ids.npy", "--images-per-id", "2",
+            "--set", "generation.batch_size=4", "--device", "cpu"]
+    error = _one_error(cli_in(tmp_path, *args, "--out", "runs/gen"))
+    assert "out of memory (a test's failure)" in error
+    assert not (tmp_path / "runs" / "gen").exists()
+    # a run with a finished shard keeps its folder, and the same command resumes it
+    calls.clear()
+    _one_error(cli_in(tmp_path, *args, "--set", "generation.ids_per_shard=2", "--out", "runs/kept"))
+    manifest = json.loads((tmp_path / "runs" / "kept" / "manifest.json").read_text())
+    assert manifest["done"]
+    monkeypatch.setattr(NoiseProjectionGenerator, "generate", real)
+    assert cli_in(tmp_path, *args, "--set", "generation.ids_per_shard=2", "--out", "runs/kept").exit_code == 0
+
+
+def test_toyfaces_build_failing_before_its_first_shard_leaves_nothing(tmp_path, monkeypatch):
+    from facebench_plugins.toyfaces import build
+
+    from facebench.errors import FacebenchError
+
+    def fails(pool, fn, jobs):
+        raise FacebenchError("rendering failed (a test's failure)")
+
+    monkeypatch.setattr(build, "_map", fails)
+    error = _one_error(cli_in(tmp_path, "toyfaces", "build", "toy", "--identities", "4", "--images-per-identity", "2",
+                              "--size", "24", "--pairs", "40", "--packs", "toy_lfw"))
+    assert "rendering failed" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither toy nor .toy.partial
