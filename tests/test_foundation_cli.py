@@ -124,8 +124,9 @@ def test_plugins_output_is_readable_at_80_columns(cli):
     text = narrow.export_text()
     lines = text.splitlines()
     assert max(len(line.rstrip()) for line in lines) <= 80
-    for row in rows:
-        assert any(line.split()[:3] == [row["name"], row["plugin"], row["version"]] for line in lines if line.strip()), row
+    for row in rows:  # a plugin without a distribution (a test's) has no version
+        words = [row["name"], row["plugin"], *([row["version"]] if row["version"] else [])]
+        assert any(line.split()[:len(words)] == words for line in lines if line.strip()), row
     for kind in {row["kind"] for row in rows}:
         count = sum(row["kind"] == kind for row in rows)
         assert f"{kind} ({count})" in text

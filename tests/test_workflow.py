@@ -100,6 +100,9 @@ def test_every_command_names_a_dataset_the_same_way(workflow):
     summary = json.loads((home / "runs" / "analyze-noise-set" / "analysis" / "summary.json").read_text())
     assert summary["dataset_name"] == "noise-set"
     assert summary["dataset"] == str(home / "runs" / "noise-set" / "dataset.folder")
+    found = cli_in(home, "report", "runs/analyze-noise-set", "--out", "analysis.html")
+    assert found.exit_code == 0, found.output
+    assert "found runs/analyze-noise-set: analysis (1 analysis) of dataset 'noise-set'" in found.output
 
 
 def test_the_refused_default_tau_says_what_works(workflow):

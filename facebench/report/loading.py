@@ -166,9 +166,11 @@ class RunData:
         if self.model is not None:
             parts.append(f"FR model ({self.model.get('recipe', '?')})")
         if self.results is not None:
-            parts.append(f"evaluation ({self.results['benchmark'].nunique()} benchmarks)")
+            count = self.results["benchmark"].nunique()
+            parts.append(f"evaluation ({count} benchmark{'s' if count != 1 else ''})")
         if self.summary is not None:
-            parts.append(f"analysis ({len(self.summary.get('analyses') or {}) or 'summary'})")
+            count = len(self.summary.get("analyses") or {})
+            parts.append(f"analysis ({count} {'analyses' if count != 1 else 'analysis'})" if count else "analysis")
         return ", ".join(parts) or "run"
 
 
