@@ -13,8 +13,8 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,13 +76,28 @@ def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]
             tmp.unlink()
 
 
+def temp_dir(path: str | os.PathLike) -> Path:
+    """A new empty directory beside ``path`` (``.NAME.tmp-...``) with the permissions a plain ``mkdir``
+    gives under the user's umask: ``tempfile.mkdtemp`` makes it ``0700``, which the final rename would
+    keep, so collaborators on a shared server could not read a finished dataset."""
+    path = Path(path)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            os.mkdir(tmp, 0o777)  # the umask applies, as for any mkdir
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, what: str = "output") -> Iterator[Path]:
     """Yield an empty temporary directory that becomes ``path`` only when the block completes."""
     path = Path(path)
     _make_parent(path, what)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        tmp = temp_dir(path)
     except OSError as exc:
         raise OutputError(path, what, exc) from exc
     try:

@@ -112,16 +112,54 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+class _UnknownKey(ConfigError):
+    """An unknown key, completed with a suggestion from the whole key tree by :func:`build_config`."""
+
+    def __init__(self, given: str, known: list[str]):
+        self.given, self.known = given, known
+        super().__init__(f"unknown config key '{given}' (known keys: {', '.join(sorted(known))})")
+
+
+def _leaf_paths(data: Any, prefix: str = "") -> list[str]:
+    if isinstance(data, Mapping) and data:
+        return [p for k, v in data.items() for p in _leaf_paths(v, f"{prefix}{k}.")]
+    return [prefix.rstrip(".")]
+
+
+def config_keys(cls: Any, prefix: str = "") -> list[str]:
+    """Every dotted key a ``--set`` may name for the config dataclass ``cls`` (tables and their leaves)."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        keys.append(f"{prefix}{f.name}")
+        tp = hints[f.name]
+        nested = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
+        if nested:
+            keys += config_keys(nested[0], f"{prefix}{f.name}.")
+    return keys
+
+
+def _did_you_mean(cls: Any, given: str) -> str | None:
+    """The key the user probably meant: one that ends with what was given (``perturb.min_cos`` ->
+    ``generation.perturb.min_cos``), else the closest spelling of the whole key."""
+    import difflib
+
+    keys = config_keys(cls)
+    ending = [k for k in keys if k.endswith("." + given)]
+    if len(ending) == 1:
+        return ending[0]
+    close = difflib.get_close_matches(given, keys, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            import difflib
-
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
-            raise ConfigError(f"unknown config key '{prefix}{key}' ({hint}known keys: {', '.join(sorted(fields))})")
+            raise _UnknownKey(_leaf_paths(data[key], f"{prefix}{key}.")[0], list(fields))
     kwargs = {name: _coerce(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
@@ -132,7 +170,13 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
 def build_config(cls: type[T], data: Mapping[str, Any] | None = None, overrides: Iterable[str] = ()) -> T:
     """Build ``cls`` from a mapping plus ``--set`` overrides, checking every key and type."""
     merged = apply_overrides(_deepcopy(dict(data or {})), overrides)
-    return _build(cls, merged)
+    try:
+        return _build(cls, merged)
+    except _UnknownKey as exc:
+        close = _did_you_mean(cls, exc.given)
+        hint = f"did you mean '{close}'? " if close else ""
+        raise ConfigError(f"unknown config key '{exc.given}' ({hint}known keys: "
+                          f"{', '.join(sorted(exc.known))})") from None
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:

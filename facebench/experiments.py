@@ -79,7 +79,26 @@ class StepOutcome:
     detail: str = ""
 
 
+def _check_vars(path: str | os.PathLike, overrides: Sequence[str]) -> None:
+    """``--set vars.NAME=...`` must name a variable of the experiment: a typo would be ignored (no step
+    uses it) and the run would go ahead with the value the user meant to change."""
+    import difflib
+
+    from .config import parse_override, read_toml
+
+    declared = read_toml(path).get("vars") or {}
+    for text in overrides:
+        keys, _ = parse_override(text)
+        if keys[0] != "vars" or len(keys) != 2 or keys[1] in declared:
+            continue
+        close = difflib.get_close_matches(keys[1], list(declared), n=1)
+        hint = f"did you mean 'vars.{close[0]}'? " if close else ""
+        raise ConfigError(f"--set {text}: {path} has no variable '{keys[1]}' ({hint}variables: "
+                          f"{', '.join(declared) or 'none'})")
+
+
 def load_experiment(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    _check_vars(path, overrides)
     cfg = load_config(ExperimentConfig, path, overrides)
     if not cfg.steps:
         raise ConfigError(f"{path}: an experiment needs at least one [[steps]] table")

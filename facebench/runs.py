@@ -108,6 +108,40 @@ class Run:
         return atomic.write_text(self.file(name), text)
 
 
+#: Files a run directory holds before it holds anything to resume from (``Run.start``, the training log,
+#: and the identity vectors ``generate`` saves before its first shard: given or drawn again from the seed).
+STARTED_ONLY = {CONFIG, PROVENANCE, "metrics.jsonl", "ids.npy"}
+
+
+def _nothing_done(manifest: Path) -> bool:
+    try:
+        return not json.loads(manifest.read_text()).get("done")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@contextmanager
+def discard_on_failure(path: str | os.PathLike) -> Iterator[Path]:
+    """A run directory that the block creates is removed again when the block fails before the directory
+    holds anything beyond its start files (config, provenance, an empty log): a failed command leaves no
+    half-made run folder behind, while one that got far enough to resume keeps its state."""
+    path = Path(path)
+    existed = path.exists()
+    try:
+        yield path
+    except BaseException:
+        if not existed and path.is_dir():
+            names = {p.relative_to(path).as_posix() for p in path.rglob("*")
+                     if not (p.is_dir() and not any(p.iterdir()))}  # an empty folder holds nothing
+            if "manifest.json" in names and _nothing_done(path / "manifest.json"):
+                names.discard("manifest.json")  # a shard manifest that records no finished shard yet
+            if names <= STARTED_ONLY:
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
 def run_path(out: str | os.PathLike | None, name: str, root: str | os.PathLike = DEFAULT_RUNS_ROOT) -> Path:
     """``--out`` when given, else ``runs/<name>``."""
     return Path(out) if out else Path(root) / name

@@ -61,6 +61,10 @@ def resolve_weights(path_or_name: str | os.PathLike, *, weights_root: str | os.P
     if in_dir.is_file() or (allow_dir and in_dir.is_dir()):
         return in_dir
     if candidate.exists():
+        if (candidate / "model.json").is_file() and (candidate / "backbone.pt").is_file():  # a train-fr run
+            raise FacebenchError(f"{candidate}: a train-fr run folder, not a weights file: the feature extractor "
+                                 f"for a run folder is fr-run (it reads model.json), or pass its weights file "
+                                 f"{candidate / 'backbone.pt'}")
         raise FacebenchError(f"{candidate}: is a directory, expected a weights file")
     entry = known(candidate.name)
     hint = f"{entry.purpose}; from the {entry.source}" if entry else f"also looked in {weights_dir(weights_root)}"

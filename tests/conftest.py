@@ -563,3 +563,75 @@ def torchrun(*target: str, ranks: int = 2) -> list[str]:
     path with its arguments, or ``"-m", "facebench", ...``."""
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_addr",
             "127.0.0.1", "--master_port", str(free_port()), *target]
+
+
+# ------------------------------------------------------------------------------ the user's workflow
+# A researcher's own route through the toolkit on a tiny toy world, typed as the docs show it (relative
+# paths, default options where the docs show none), run once per session: the scenario test checks it
+# and the examples test runs the documented commands against the folders it leaves.
+
+WORKFLOW_SIZE = {"identities": 16, "images": 8, "size": 32, "pairs": 100}
+
+
+def cli_in(folder: Path, *args: str):
+    """Run ``facebench ARGS`` in ``folder`` (as a user in that directory), in this process."""
+    from click.testing import CliRunner
+
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        return CliRunner().invoke(create_cli(), [str(a) for a in args])
+    finally:
+        os.chdir(before)
+
+
+def _ok(result, step: str):
+    assert result.exit_code == 0, f"{step}: {result.output}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def workflow(tmp_path_factory):
+    """build -> train -> evaluate -> embed -> sample-ids -> generate another set -> train -> evaluate, in a
+    fresh folder; returns the folder and each step's result (the report is left to the tests)."""
+    import re
+
+    from facebench.pluginmanager import reset_plugins
+
+    quiet = os.environ.get("FACEBENCH_QUIET")
+    os.environ["FACEBENCH_QUIET"] = "1"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads per process thrash on a shared 2-core machine
+    reset_plugins()
+    home = tmp_path_factory.mktemp("workflow")
+    s = WORKFLOW_SIZE
+    steps = {}
+    try:
+        steps["build"] = _ok(cli_in(home, "toyfaces", "build", "toy", "--identities", s["identities"],
+                                    "--images-per-identity", s["images"], "--size", s["size"], "--pairs", s["pairs"]),
+                             "build")
+        steps["train"] = _ok(cli_in(home, "train-fr", "--recipe", "tiny-arcface", "--data", "toy/train", "--val",
+                                    "toy_lfw", "--out", "runs/tiny"), "train")
+        steps["evaluate"] = _ok(cli_in(home, "evaluate", "--suite", "toy-five", "--model", "runs/tiny",
+                                       "--data-root", "toy"), "evaluate")
+        steps["embed"] = _ok(cli_in(home, "embed", "--extractor", "fr-run", "--weights", "runs/tiny", "toy/train",
+                                    "--out", "feats.npy", "--raw"), "embed")
+        # sample-ids with the documented default tau: refused, with the value that works
+        steps["sample-default"] = cli_in(home, "sample-ids", "--features", "feats.centers.npy", "--n",
+                                         s["identities"], "--out", "ids.npy")
+        tau = re.search(r"--tau ([0-9.]+) keeps", steps["sample-default"].output)
+        assert steps["sample-default"].exit_code == 2 and tau, steps["sample-default"].output
+        steps["sample"] = _ok(cli_in(home, "sample-ids", "--features", "feats.centers.npy", "--n", s["identities"],
+                                     "--tau", tau.group(1), "--out", "ids.npy"), "sample-ids")
+        steps["generate"] = _ok(cli_in(home, "generate", "--generator", "noise_projection", "--ids", "ids.npy",
+                                       "--images-per-id", s["images"], "--out", "runs/noise-set"), "generate")
+        steps["train-2"] = _ok(cli_in(home, "train-fr", "--recipe", "tiny-arcface", "--data", "runs/noise-set",
+                                      "--val", "toy_lfw", "--data-root", "toy", "--out", "runs/noise"), "train-2")
+        steps["evaluate-2"] = _ok(cli_in(home, "evaluate", "--suite", "toy-five", "--model", "runs/noise",
+                                         "--data-root", "toy"), "evaluate-2")
+    finally:
+        if quiet is None:
+            os.environ.pop("FACEBENCH_QUIET", None)
+        torch.set_num_threads(threads)
+        reset_plugins()
+    return types.SimpleNamespace(home=home, steps=steps, tau=float(tau.group(1)))

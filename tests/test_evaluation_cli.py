@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import PIXEL_SIZE as SIZE
-from conftest import identity_image, make_pack, plain_embeddings
+from conftest import identity_image, make_pack, plain_embeddings, write_train_folder
 
 from facebench.cli import create_cli
 from facebench.data import encode_image, open_writer
@@ -151,10 +151,15 @@ def test_weights_file_without_backbone_and_missing_weights(tmp_path, cli, weight
     _one_line_error(result, "needs --backbone NAME")
     result = CliRunner().invoke(cli, ["evaluate", "--suite", "toy_lfw", "--model", str(tmp_path / "nope.pt"),
                                       "--backbone", "pixels", "--data-root", str(tmp_path / "eval")])
-    _one_line_error(result, "nope.pt", "not found")
+    _one_line_error(result, f"{tmp_path / 'nope.pt'}: not found: neither a train-fr run folder nor a weights file "
+                            "(also looked in the weights directory")
     result = CliRunner().invoke(cli, ["evaluate", "--suite", "fivee", "--model", str(weights),
                                       "--backbone", "pixels", "--data-root", str(tmp_path / "eval")])
-    _one_line_error(result, "unknown evaluator 'fivee'", "did you mean 'five'")
+    _one_line_error(result, "unknown suite 'fivee' (did you mean 'five'? suites: all, doppelver, eclipse, five,")
+    assert "pair-distributions" not in result.output  # analyses are not suites
+    result = CliRunner().invoke(cli, ["evaluate", "--suite", "pair-distributions", "--model", str(weights),
+                                      "--backbone", "pixels", "--data-root", str(tmp_path / "eval")])
+    _one_line_error(result, "evaluator 'pair-distributions' is not a verification suite (suites: all,")
 
 
 def test_evaluate_an_fr_run_directory_through_the_fr_run_extractor(tmp_path):
@@ -186,3 +191,58 @@ def test_evaluate_an_fr_run_directory_through_the_fr_run_extractor(tmp_path):
         expect = verify(emb[0::2], emb[1::2], reader.issame)
     assert row["accuracy"] == pytest.approx(expect.accuracy, abs=1e-12)
     assert row["fold_thresholds"] == pytest.approx(list(expect.thresholds))
+
+
+def test_a_run_folder_given_to_a_weights_file_extractor_names_fr_run(tmp_path):
+    """``--extractor NAME --weights RUN`` (or ``--backbone NAME --model RUN``) with a train-fr run folder
+    says that the run folder's extractor is fr-run, or which file to pass; nothing is written."""
+    from facebench import create_backbone
+
+    run = tmp_path / "fr-run"
+    run.mkdir()
+    torch.save(create_backbone("se_iresnet_tiny").state_dict(), run / "backbone.pt")
+    (run / "model.json").write_text(json.dumps({"backbone": "se_iresnet_tiny", "weights": "backbone.pt"}))
+    make_pack(tmp_path / "eval" / "toy_lfw.bin", 20, 0)
+    data = write_train_folder(tmp_path / "train", identities=3, per_identity=2)
+    expect = (f"{run}: a train-fr run folder, not a weights file: the feature extractor for a run folder is "
+              f"fr-run (it reads model.json), or pass its weights file {run / 'backbone.pt'}")
+    commands = (
+        ["evaluate", "--suite", "toy_lfw", "--model", str(run), "--backbone", "se_iresnet_tiny",
+         "--data-root", str(tmp_path / "eval"), "--out", str(tmp_path / "out")],
+        ["analyze", str(data), "--extractor", "se_iresnet_tiny", "--weights",
+         str(run), "--out", str(tmp_path / "out")],
+        ["embed", "--extractor", "se_iresnet_tiny", "--weights", str(run), str(data),
+         "--out", str(tmp_path / "out" / "f.npy")],
+    )
+    for args in commands:
+        result = CliRunner().invoke(create_cli(), [*args, "--device", "cpu"])
+        _one_line_error(result, expect)
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_that_is_not_a_model_yet_is_named_for_what_it_is(tmp_path, cli):
+    """``evaluate --model runs/notyet``: a run still training (or stopped), a dataset folder or an evaluation
+    folder is said to be that, with what to do; nothing is written."""
+    make_pack(tmp_path / "eval" / "toy_lfw.bin", 20, 0)
+    cases = {
+        "training": ({"config.toml": "", "metrics.jsonl": "", "checkpoint.pt": "x"},
+                     "a train-fr run folder that has no model yet (model.json and backbone.pt are written when "
+                     "training finishes); wait for it, or if it stopped, continue it with facebench train-fr ... "
+                     "--out {path} --resume"),
+        "starting": ({"config.toml": "", "provenance.json": "{}"},
+                     "a run folder that has no model yet (model.json is written when training finishes, and it "
+                     "has no checkpoint either): wait for it, or if it stopped, start it again"),
+        "dataset": ({"dataset.json": "{}"}, "a dataset folder (dataset.json), not a model; train one on it with "
+                                            "facebench train-fr --recipe NAME --data {path}"),
+        "evaluation": ({"results.json": "[]"}, "an evaluation run folder, not a model; pass the train-fr run folder "
+                                               "it evaluated"),
+    }
+    for name, (files, message) in cases.items():
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        for file, text in files.items():
+            (folder / file).write_text(text)
+        result = CliRunner().invoke(cli, ["evaluate", "--suite", "toy_lfw", "--model", str(folder),
+                                          "--data-root", str(tmp_path / "eval"), "--out", str(tmp_path / "out")])
+        _one_line_error(result, f"{folder}: {message.format(path=folder)}")
+        assert not (tmp_path / "out").exists()

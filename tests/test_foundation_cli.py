@@ -73,7 +73,7 @@ def test_version_and_help_examples(cli):
     assert result.exit_code == 0 and result.output.strip() == f"facebench, version {facebench.__version__}"
     for command in ("plugins", "doctor"):
         help_text = CliRunner().invoke(cli, [command, "--help"]).output
-        assert "Example: facebench " + command in help_text
+        assert "Example" in help_text and "\n    facebench " + command in help_text
 
 
 def test_doctor_reports_weights_present_and_absent(tmp_path, cli):
@@ -92,3 +92,65 @@ def test_doctor_uses_the_weights_env_variable(tmp_path, monkeypatch, cli):
     monkeypatch.setenv("FACEBENCH_WEIGHTS", str(tmp_path))
     report = json.loads(CliRunner().invoke(cli, ["doctor", "--json"]).output)
     assert report["weights_dir"] == str(tmp_path)
+
+
+def test_doctor_and_the_vec2face_description_name_the_weights_directory_alike(tmp_path, cli):
+    """Both say "the weights directory" (the README's and --weights-dir's name), and doctor says that
+    the toy world needs none of the files."""
+    text = " ".join(CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["doctor", "--weights-dir", str(tmp_path)]).output.split())
+    assert f"looked for in the weights directory {tmp_path}" in text
+    assert "The toyfaces world and the demo need none of these files" in text
+    described = {d["name"]: d["description"] for d in json.loads(
+        CliRunner().invoke(cli, ["plugins", "--kind", "generator", "--json"]).output)}
+    assert "vec2face_generator.pth in the weights directory" in described["vec2face"]
+
+
+def test_plugins_output_is_readable_at_80_columns(cli):
+    """At 80 columns no line is wider than the terminal and every component name and plugin stays whole
+    on one line (only descriptions wrap, at word boundaries), one table per kind."""
+    import rich.console
+
+    from facebench.cli import cmd_core
+
+    rows = json.loads(CliRunner().invoke(cli, ["plugins", "--json"]).output)
+    narrow = rich.console.Console(width=80, highlight=False, force_terminal=False, record=True)
+    real = cmd_core._stdout
+    cmd_core._stdout = narrow
+    try:
+        result = CliRunner().invoke(cli, ["plugins"])
+    finally:
+        cmd_core._stdout = real
+    assert result.exit_code == 0, result.output
+    text = narrow.export_text()
+    lines = text.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    for row in rows:  # a plugin without a distribution (a test's) has no version
+        words = [row["name"], row["plugin"], *([row["version"]] if row["version"] else [])]
+        assert any(line.split()[:len(words)] == words for line in lines if line.strip()), row
+    for kind in {row["kind"] for row in rows}:
+        count = sum(row["kind"] == kind for row in rows)
+        assert f"{kind} ({count})" in text
+
+
+def test_no_message_or_help_points_at_the_docs_folder():
+    """An installed package has no docs/: messages and --help state facts instead of pointing there.
+    Docstrings and comments may cite the docs (they are read in the repository). The one exception is a
+    value recorded in Arc2Face datasets' dataset.json and compared on resume (changing it would refuse
+    every earlier run)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    recorded = {"fixed FFHQ -> ArcFace similarity (docs/arc2face.md)"}
+    found = []
+    for path in [*(root / "facebench").rglob("*.py"), *(root / "plugins").rglob("*.py")]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and "docs/" in node.value
+                    and id(node) not in docstrings and node.value not in recorded):
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value!r}")
+    assert found == []

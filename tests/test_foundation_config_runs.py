@@ -43,6 +43,11 @@ def test_toml_then_overrides(tmp_path):
     ("overrides", "message"),
     [
         (["optim.lrr=0.1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'? known keys: fp16, lr, milestones)"),
+        # a key given without its table is found in the whole key tree
+        (["lr=0.1"], "unknown config key 'lr' (did you mean 'optim.lr'? known keys: backbone, epochs, optim, val)"),
+        (["optim.lr.x=0.1"], "config key 'optim.lr' expects float, got dict {'x': 0.1}"),
+        (["backbon=x"], "unknown config key 'backbon' (did you mean 'backbone'? known keys: backbone, epochs, optim, val)"),
+        (["zzz=1"], "unknown config key 'zzz' (known keys: backbone, epochs, optim, val)"),
         (["epochs=ten"], "config key 'epochs' expects int, got str 'ten'"),
         (["optim.fp16=1"], "config key 'optim.fp16' expects bool, got int 1"),
         (["optim.milestones=[1, 'a']"], "config key 'optim.milestones[1]' expects int, got str 'a'"),
@@ -139,3 +144,15 @@ def test_missing_weights_error_names_file_and_purpose(tmp_path):
     )
     (tmp_path / "vec2face_generator.pth").write_bytes(b"x")
     assert resolve_weights("vec2face_generator.pth", weights_root=tmp_path) == tmp_path / "vec2face_generator.pth"
+
+
+def test_set_keys_of_the_commands_get_the_full_key_suggested():
+    """``generate --set perturb.min_cos=0.6`` and ``train-fr --set epochs=2`` name the keys that exist."""
+    from facebench.fr.recipe import resolve_recipe
+    from facebench.generation.job import generate_config
+
+    with pytest.raises(ConfigError, match=r"unknown config key 'perturb\.min_cos' \(did you mean "
+                                          r"'generation\.perturb\.min_cos'\? known keys: attrop, generation\)"):
+        generate_config("noise_projection", {}, ["perturb.min_cos=0.6"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'epochs' \(did you mean 'optim\.epochs'\?"):
+        resolve_recipe("tiny-arcface", ["epochs=2"])

@@ -87,14 +87,39 @@ def test_train_fr_user_errors_are_one_line(tmp_path):
                                    "--set", "optim.lr_max=3"])
     assert res.exit_code == 2 and "unknown config key 'optim.lr_max'" in res.output
     res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val", "nope"])
-    assert res.exit_code == 2 and "nope: verification pack not found (also looked for nope.bin" in res.output
+    assert res.exit_code == 2 and (
+        f"error: verification pack 'nope' not found: looked for nope.bin and a folder nope in the training set's "
+        f"folder ({data.resolve()}); the folder above it ({tmp_path.resolve()}); the current directory") in res.output
+    assert "--data-root DIR or $FACEBENCH_DATA adds a folder" in res.output
     res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val", "toy-five"])
-    assert res.exit_code == 2 and "toy-five: packs toy_lfw, toy_cfp_fp, toy_cplfw, toy_agedb_30, toy_calfw of suite not found" in res.output
+    assert res.exit_code == 2 and ("suite 'toy-five': pack(s) toy_lfw.bin, toy_cfp_fp.bin, toy_cplfw.bin, "
+                                   "toy_agedb_30.bin, toy_calfw.bin not found: looked for toy_lfw.bin, ") in res.output
     res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "missing: dataset not found" in res.output
     res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(data),
                                    "--out", str(tmp_path / "r"), "--set", "optim.batch_per_gpu=64"])
-    assert res.exit_code == 2 and "fewer than one batch of 64" in res.output
+    assert res.exit_code == 2 and ("8 images, fewer than one batch of 64 (recipe tiny-arcface); pass --set "
+                                   "optim.batch_per_gpu=2") in res.output
+    assert not (tmp_path / "r").exists()  # a refused command leaves no run folder
+    pack = write_pack(tmp_path / "p.bin", pairs=20)
+    res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(pack)])
+    assert res.exit_code == 2 and ("p.bin: not a recognised training-set format (tried: folder, lmdb, rec); it is a "
+                                   "verification pack (format bin): training takes it with --val") in res.output
+
+
+def test_val_packs_are_found_under_data_root_and_facebench_data(tmp_path, monkeypatch):
+    from facebench.evaluation.suites import resolve_validation
+
+    data = write_train_folder(tmp_path / "sets" / "train", identities=4, per_identity=2)
+    packs = tmp_path / "packs"
+    write_pack(packs / "toy_lfw.bin", pairs=20)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FACEBENCH_DATA", raising=False)
+    assert resolve_validation(["toy_lfw"], str(data), data_root=str(packs)) == {"toy_lfw": packs / "toy_lfw.bin"}
+    monkeypatch.setenv("FACEBENCH_DATA", str(packs))
+    assert resolve_validation(["toy_lfw"], str(data)) == {"toy_lfw": packs / "toy_lfw.bin"}
+    (tmp_path / "toy_lfw.bin").write_bytes((packs / "toy_lfw.bin").read_bytes())  # the current directory first
+    assert resolve_validation(["toy_lfw"], str(data)) == {"toy_lfw": tmp_path / "toy_lfw.bin"}
 
 
 def test_validation_on_a_registered_suite(tmp_path):

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from facebench.errors import ConfigError, FacebenchError
-from facebench.generation.perturbation import PerturbConfig, perturb, sigma_plan, split_counts
+from facebench.generation.perturbation import (
+    PerturbConfig,
+    matching_sigmas,
+    perturb,
+    sigma_plan,
+    split_counts,
+)
 
 
 def _cos_to_identity(vectors, identities, per_id):
@@ -129,3 +135,22 @@ def test_bad_configs_and_inputs_are_errors():
         PerturbConfig(max_attempts=0)
     with pytest.raises(FacebenchError, match="identity vector 1 is all zeros"):
         perturb(np.array([[1.0, 0.0], [0.0, 0.0]]), 3, np.random.default_rng(0))
+
+
+def test_matching_sigmas_keep_the_papers_cosines_for_short_vectors():
+    """Unit-length identity vectors (embed without --raw) in 128-d perturbed with the sigmas generate
+    suggests keep, sigma by sigma, the mean cosines the paper's sigmas keep at norm 22 in 512-d; the
+    paper's sigmas themselves would need their noise halved for nearly every vector."""
+    rng = np.random.default_rng(3)
+    ids = rng.normal(size=(100, 128))
+    ids /= np.linalg.norm(ids, axis=1, keepdims=True)
+    sigmas = matching_sigmas(1.0, 128)
+    assert sigmas == pytest.approx([0.3 / 11, 0.5 / 11, 0.7 / 11], rel=1e-2)  # x (1/22) * sqrt(512/128)
+    result = perturb(ids, 40, rng, PerturbConfig(sigmas=sigmas))
+    assert result.resampled == 0 and result.shrunk == 0
+    cos = _cos_to_identity(result.vectors, ids, 40)
+    raw = rng.normal(0.0, 22 / np.sqrt(512), (100, 512))
+    paper = _release_per_sigma_mean_cos(raw, 40, [0.3, 0.5, 0.7], [0.4, 0.4, 0.2], seed=4)
+    for ours_sigma, paper_sigma in zip(sigmas, [0.3, 0.5, 0.7]):
+        assert cos[np.isclose(result.sigmas, ours_sigma)].mean() == pytest.approx(paper[paper_sigma], abs=0.01)
+    assert perturb(ids, 40, rng, PerturbConfig()).shrunk > 0.9 * 100 * 40

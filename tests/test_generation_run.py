@@ -169,9 +169,13 @@ def test_changed_parameters_refuse_to_resume(tmp_path, monkeypatch):
     ids = _ids(tmp_path / "ids.npy")
     out = tmp_path / "run"
     real = generation.generate_shard
+    calls = []
 
-    def stop(*args, **kwargs):
-        raise KeyboardInterrupt
+    def stop(*args, **kwargs):  # interrupted after the first shard: there is something to resume
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(generation, "generate_shard", stop)
     CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, out))
@@ -179,6 +183,10 @@ def test_changed_parameters_refuse_to_resume(tmp_path, monkeypatch):
     res = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, out, "--seed", "7"))
     assert res.exit_code == 2
     assert "manifest.json: cannot resume: parameters differ from the interrupted run (config.seed)" in res.output
+    # interrupted before its first shard, a run leaves nothing to resume: no folder, and another seed is fine
+    monkeypatch.setattr(generation, "generate_shard", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, tmp_path / "early"))
+    assert not (tmp_path / "early").exists()
 
 
 def test_seed_changes_images_and_n_ids_samples_from_stats(tmp_path, monkeypatch):
@@ -252,4 +260,11 @@ def test_sigmas_too_large_for_the_vectors_are_warned_about(tmp_path, monkeypatch
     assert big.exit_code == 0, big.output
     shrunk = json.loads((tmp_path / "big" / "dataset.json").read_text())["stats"]["perturb"]["shrunk"]
     assert shrunk > 24
-    assert f"warning: {shrunk} of 48 perturbed vectors needed their noise halved" in " ".join(big.output.split())
+    text = " ".join(big.output.split())
+    assert f"warning: {shrunk} of 48 perturbed vectors needed their noise halved" in text
+    from facebench.generation.perturbation import matching_sigmas  # what to set, not only which key
+
+    norm = float(np.median(np.linalg.norm(np.load(ids), axis=1)))
+    fit = matching_sigmas(float(f"{norm:.6g}"), 32)
+    assert f"Use raw features (facebench embed --raw), or keep the paper's cosines at this norm with --set " \
+           f"'generation.perturb.sigmas=[{', '.join(f'{x:g}' for x in fit)}]'" in text

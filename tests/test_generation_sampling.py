@@ -116,8 +116,27 @@ def test_rejection_is_the_exact_greedy_rule():
 
 def test_impossible_tau_stops_with_a_message():
     stats = PCAStats.fit(_features(d=4))
-    with pytest.raises(FacebenchError, match="raise tau or use fewer identities"):
+    with pytest.raises(FacebenchError, match="no tau below 1 keeps 200 within the 400 candidates "
+                                             "--max-draw-factor allows .*: ask for at most 1 with --n"):
         sample_identities(stats, 200, tau=-0.5, seed=0, batch=64, max_draw_factor=2)
+
+
+def test_a_too_strict_tau_names_the_tau_that_works_and_it_does():
+    import re
+
+    stats = PCAStats.fit(_features(d=16, n=40))
+    with pytest.raises(FacebenchError) as err:
+        sample_identities(stats, 30, tau=0.0, seed=3, batch=256)
+    found = re.search(r"--tau ([0-9.]+) keeps 30 from the same draws \(or keep tau and ask for at most (\d+)",
+                      str(err.value))
+    assert found, str(err.value)
+    tau = float(found.group(1))
+    result = sample_identities(stats, 30, tau=tau, seed=3, batch=256)
+    unit = result.vectors / np.linalg.norm(result.vectors, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    assert sims[np.triu_indices(30, 1)].max() <= tau + 1e-6
+    with pytest.raises(FacebenchError):  # 0.05 less does not keep 30 from the same draws
+        sample_identities(stats, 30, tau=round(tau - 0.05, 2), seed=3, batch=256)
 
 
 def test_sample_ids_command_prints_the_rejection_rate(tmp_path):

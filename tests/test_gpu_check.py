@@ -51,7 +51,7 @@ def test_cpu_mode_measures_every_item(tmp_path):
     if "skipped" in v2f:  # the trainer API moved on, or a loaded machine ran past the item's own limit
         assert "API changed" in v2f["skipped"] or v2f["skipped"] == "time limit of 60 s reached"
     else:
-        assert v2f["all_losses_finite"] and v2f["steps_per_s"] > 0 and "ssim" in v2f["losses"]
+        assert v2f["all_losses_finite"] and v2f["steps_per_s"] > 0 and "ssim_loss" in v2f["losses"]
     assert items["sampling"]["identities"] == 1000 and items["sampling"]["seconds"] > 0
     assert items["separability"]["separable"] <= items["separability"]["centres"] == 2000
     assert items["pair-scoring"]["pairs"] == 100_000

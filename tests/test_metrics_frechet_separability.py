@@ -15,6 +15,7 @@ from facebench.metrics import (
     intra_class_similarity,
     leaked_identities,
     pair_distributions,
+    sample_pairs,
     separability_curve,
 )
 
@@ -147,11 +148,27 @@ def test_pair_distributions_sample_the_right_pairs():
     rng = np.random.default_rng(6)
     labels = np.repeat(np.arange(50), 8)
     feats = rng.normal(size=(50, 32))[labels] + 0.5 * rng.normal(size=(400, 32))
-    dist = pair_distributions(feats, labels, genuine=3000, impostor=5000, seed=1)
-    assert dist.genuine.shape == (3000,) and dist.impostor.shape == (5000,)
+    dist = pair_distributions(feats, labels, genuine=1000, impostor=5000, seed=1)
+    assert dist.genuine.shape == (1000,) and dist.impostor.shape == (5000,)
     assert dist.genuine.mean() > 0.7 and abs(dist.impostor.mean()) < 0.1
     assert dist.eer < 0.01
-    again = pair_distributions(feats, labels, genuine=3000, impostor=5000, seed=1)
+    again = pair_distributions(feats, labels, genuine=1000, impostor=5000, seed=1)
     np.testing.assert_array_equal(again.genuine, dist.genuine)
     with pytest.raises(MetricInputError, match="no identity has two images"):
         pair_distributions(feats[:50:8], labels[:50:8], genuine=10, impostor=10)
+
+
+def test_no_more_pairs_than_exist_are_sampled():
+    """50 identities x 8 images hold 50 x 28 = 1,400 genuine pairs: asking for 3,000 gives each of them
+    once (not 3,000 draws with repeats); the same for impostor pairs of a small set."""
+    labels = np.repeat(np.arange(50), 8)
+    gen, imp = sample_pairs(labels, 3000, 500, seed=0)
+    expected = {(i, j) for i in range(400) for j in range(i + 1, 400) if labels[i] == labels[j]}
+    assert len(gen) == 1400 and {tuple(sorted(p)) for p in gen.tolist()} == expected
+    small = np.repeat(np.arange(4), 3)  # 12 images: 66 pairs, 12 genuine, 54 impostor
+    gen, imp = sample_pairs(small, 100, 100, seed=0)
+    assert len(gen) == 12 and len(imp) == 54
+    assert {tuple(sorted(p)) for p in imp.tolist()} == {(i, j) for i in range(12) for j in range(i + 1, 12)
+                                                        if small[i] != small[j]}
+    gen, imp = sample_pairs(small, 5, 20, seed=0)  # fewer than exist: drawn as before
+    assert len(gen) == 5 and len(imp) == 20 and all(small[a] == small[b] for a, b in gen)

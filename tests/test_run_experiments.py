@@ -138,6 +138,11 @@ def test_config_errors_are_one_line(tmp_path, monkeypatch):
     r = CliRunner().invoke(cli, ["run", str(typo)])
     assert r.exit_code == 2 and "unknown config key 'steps[0].output'" in r.output
     assert not (tmp_path / "runs").exists()  # a refused experiment leaves no half-made run folder
+    out = tmp_path / "typo-run"
+    r = CliRunner().invoke(cli, ["run", str(bad_need), "--out", str(out), "--set", "vars.wrod=bye"])
+    assert r.exit_code == 2 and (f"--set vars.wrod=bye: {bad_need} has no variable 'wrod' (did you mean "
+                                 "'vars.word'? variables: word)") in r.output
+    assert not out.exists()  # a mistyped variable never starts the run with the value it meant to change
 
 
 def test_missing_declared_output_is_an_error(tmp_path):

@@ -51,8 +51,8 @@ def test_build_command_writes_training_set_and_all_packs(tmp_path):
         assert pack.issame.tolist() == [True, True, False, False] * 10
         assert pack.pair_images(0)[0].shape == (32, 32, 3)
     assert (tmp_path / "toy" / "provenance.json").is_file()
-    hint = run("data", "info", tmp_path / "toy")
-    assert hint.exit_code == 2 and f"dataset.json names the training set {tmp_path / 'toy' / 'train'}" in hint.output
+    world = run("data", "info", tmp_path / "toy", "--json")  # the world folder stands for its training set
+    assert world.exit_code == 0 and json.loads(world.output)["path"] == str(tmp_path / "toy" / "train")
     config = read_toml(tmp_path / "toy" / "config.toml")
     assert config["identities"] == 5 and config["difficulty"]["yaw_sigma"] == Difficulty().yaw_sigma
 

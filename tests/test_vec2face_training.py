@@ -184,7 +184,7 @@ def test_user_errors_are_one_line(toy, tmp_path):
 
 def test_help_has_an_example():
     res = run(["train-generator", "--help"])
-    assert res.exit_code == 0 and "Example:" in res.output and "--extractor" in res.output
+    assert res.exit_code == 0 and "Examples:" in res.output and "--extractor" in res.output
 
 
 def test_torchrun_two_ranks_share_the_global_batch(toy, tmp_path):

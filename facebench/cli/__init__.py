@@ -16,6 +16,7 @@ import click
 from .. import __version__
 from ..errors import FacebenchError
 from ..pluginmanager import get_plugin_set
+from .options import examples
 
 
 def _one_line(text: str) -> str:
@@ -79,7 +80,7 @@ def create_cli(plugin_set: Any = None) -> click.Group:
     @click.group(
         cls=FacebenchGroup,
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
-        epilog="Example: facebench plugins --kind backbone",
+        epilog=examples("facebench plugins --kind backbone", "facebench doctor"),
     )
     @click.version_option(__version__, "--version", prog_name="facebench")
     @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")

@@ -6,17 +6,19 @@ import json
 import os
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from ..hookspecs import KIND_HOOKS
 from ..pluginmanager import get_plugin_set
 from ..weights import present
+from .options import examples
 
 _stdout = Console(highlight=False)
 
 
-@click.command(epilog="Example: facebench plugins --kind generator --json")
+@click.command(epilog=examples("facebench plugins --kind generator --json"))
 @click.option("--kind", type=click.Choice(list(KIND_HOOKS)), help="Only this kind of component.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON list (keys kind, name, plugin, version, description; an unavailable component "
@@ -28,19 +30,28 @@ def plugins(kind: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="facebench components")
-    for col in ("kind", "name", "plugin", "version", "description"):
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        cells = [row[c] for c in ("kind", "name", "plugin", "version", "description")]
-        if row.get("available") is False:
-            cells[-1] = f"[yellow]unavailable[/] (missing {', '.join(row['missing'])}): {cells[-1]}"
-        table.add_row(*cells)
-    _stdout.print(table)
+    for name in dict.fromkeys(row["kind"] for row in rows):  # one table per kind, readable at 80 columns
+        _stdout.print(_kind_table(name, [row for row in rows if row["kind"] == name]))
     if not rows:
         _stdout.print("no components registered (check FACEBENCH_PLUGINS / FACEBENCH_DISABLE_PLUGINS)")
     for line in _unavailable_lines(rows):
         _stdout.print(line, markup=False, style="yellow")
+
+
+def _kind_table(kind: str, rows: list[dict]) -> Table:
+    """The components of one kind: the name and the plugin (with its version) are never broken, so at
+    80 columns only the description wraps, at word boundaries."""
+    table = Table(title=f"{kind} ({len(rows)})", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  expand=False)
+    table.add_column("name", no_wrap=True)
+    table.add_column("plugin", no_wrap=True)
+    table.add_column("description", overflow="fold", ratio=1)
+    for row in rows:
+        description = row["description"]
+        if row.get("available") is False:
+            description = f"[yellow]unavailable[/] (missing {', '.join(row['missing'])}): {description}"
+        table.add_row(row["name"], f"{row['plugin']} {row['version']}", description)
+    return table
 
 
 def _unavailable(regs) -> list[dict]:
@@ -55,7 +66,7 @@ def _unavailable_lines(rows: list[dict]) -> list[str]:
             for r in rows if r.get("missing")]
 
 
-@click.command(epilog="Example: facebench doctor --weights-dir ~/weights")
+@click.command(epilog=examples("facebench doctor", "facebench doctor --weights-dir ~/weights --json"))
 @click.option(
     "--weights-dir",
     type=click.Path(file_okay=False),
@@ -104,7 +115,7 @@ def doctor(weights_dir: str | None, as_json: bool) -> None:
     for line in _unavailable_lines(unavailable):
         _stdout.print(line, markup=False, style="yellow")
     note = "" if root.is_dir() else " (does not exist)"
-    wt = Table(title=f"weight files the plugins declare, looked for in {root}{note}")
+    wt = Table(title=f"weight files the plugins declare, looked for in the weights directory {root}{note}")
     for col in ("file", "present", "for", "declared by"):
         wt.add_column(col, overflow="fold")
     for f in files:

@@ -9,10 +9,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import FacebenchError
+from .options import examples
 
 _stdout = Console(highlight=False)
 
-@click.group(epilog="Example: facebench data info toy/train")
+@click.group(epilog=examples("facebench data info toy/train", "facebench data grid runs/noise-set --out noise.png"))
 def data() -> None:
     """Inspect, convert, check and preview face datasets (folder, rec, lmdb, bin, pairlist, ...)."""
 
@@ -22,7 +23,7 @@ _mask_option = click.option("--mask", type=click.Path(dir_okay=False), default=N
                             help="LMDB only: .npy index mask selecting a subset (HSFace100k/200k).")
 
 
-@data.command(epilog="Example: facebench data info faces_webface_112x112 --json")
+@data.command(epilog=examples("facebench data info runs/noise-set", "facebench data info faces_webface_112x112 --json"))
 @click.argument("path", type=click.Path())
 @_format_option
 @_mask_option
@@ -48,7 +49,8 @@ def info(path: str, fmt: str | None, mask: str | None, as_json: bool) -> None:
     _stdout.print(table)
 
 
-@data.command(epilog="Example: facebench data convert faces_webface_112x112 casia.lmdb --to lmdb")
+@data.command(epilog=examples("facebench data convert toy/train toy-train.lmdb --to lmdb",
+                              "facebench data convert faces_webface_112x112 casia.lmdb --to lmdb"))
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
 @click.option("--to", "to_format", required=True, help="Output format (see: facebench plugins --kind format).")
@@ -63,7 +65,7 @@ def convert(src: str, dst: str, to_format: str, fmt: str | None, mask: str | Non
     click.echo(f"wrote {dst} ({to_format}): {n} {'pairs' if pairs else 'images'}")
 
 
-@data.command(epilog="Example: facebench data check toy/train")
+@data.command(epilog=examples("facebench data check toy/train"))
 @click.argument("path", type=click.Path())
 @_format_option
 @_mask_option
@@ -83,7 +85,7 @@ def check(path: str, fmt: str | None, mask: str | None, max_problems: int) -> No
                "read without a problem")
 
 
-@data.command(epilog="Example: facebench data grid toy/train --out grid.png --identities 8 --per-identity 6")
+@data.command(epilog=examples("facebench data grid toy/train --out grid.png --identities 8 --per-identity 6"))
 @click.argument("path", type=click.Path())
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
 @click.option("--identities", type=click.IntRange(min=1), default=8, show_default=True,

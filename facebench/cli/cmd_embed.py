@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from .options import device_option
+from .options import device_option, examples
 
 
 @click.command(
     "embed",
-    epilog="Example: facebench embed --extractor fr-run --weights runs/tiny toy/train --out feats.npy",
+    epilog=examples("facebench embed --extractor fr-run --weights runs/tiny toy/train --out feats.npy",
+                    "facebench embed --extractor fr-run --weights runs/tiny toy/train --out feats.npy --raw"),
 )
 @click.argument("data", type=click.Path())
 @click.option("--extractor", "extractor_name", required=True,

@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .options import device_option
+from .options import device_option, examples
 
 _stdout = Console(highlight=False, width=max(120, shutil.get_terminal_size((120, 24)).columns))
 
@@ -21,11 +21,13 @@ def _device(preference: str) -> str:
     return str(choose_device(preference))
 
 
-@click.command(epilog="Example: facebench evaluate --suite five --model runs/fr-hsface10k --data-root ~/data/eval")
+@click.command(epilog=examples("facebench evaluate --suite toy-five --model runs/tiny --data-root toy",
+                              "facebench evaluate --suite five --model runs/fr-hsface10k --data-root ~/data/eval"))
 @click.option("--suite", required=True, help="Suite name (see `facebench plugins --kind evaluator`) or a suite .toml.")
 @click.option("--model", "model", required=True, help="An FR run directory (model.json + backbone.pt) or a weights file.")
 @click.option("--backbone", default=None, help="Backbone or feature-extractor name; required with a weights file.")
-@click.option("--data-root", required=True, type=click.Path(), help="Folder holding the packs (lfw.bin, cfp_fp.bin, ...).")
+@click.option("--data-root", required=True, type=click.Path(), envvar="FACEBENCH_DATA",
+              help="Folder holding the packs (lfw.bin, cfp_fp.bin, ...) [env FACEBENCH_DATA].")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory for the results [default: RUN_DIR/eval-SUITE, or runs/eval-SUITE-WEIGHTS].")
 @click.option("--label", default=None, help="Row label in the tables [default: the model's training set].")
@@ -64,8 +66,10 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
     _stdout.print(f"results: {run.path / 'results.csv'}")
 
 
-@click.command(epilog="Example: facebench analyze runs/hsface10k --extractor iresnet100 "
-                      "--weights arcface-r100-glint360k.pth --reference center_feature_examples.npy")
+@click.command(epilog=examples(
+    "facebench analyze runs/noise-set --extractor fr-run --weights runs/tiny",
+    "facebench analyze runs/hsface10k --extractor arcface-r100 --weights arcface-r100-glint360k.pth \\",
+    "    --reference center_feature_examples.npy"))
 @click.argument("dataset", type=click.Path())
 @click.option("--extractor", required=True, help="Feature extractor (or backbone) name for identity features.")
 @click.option("--weights", required=True, help="Its weights file, or an FR run directory.")
@@ -73,7 +77,7 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
 @click.option("--only", multiple=True, help="Run only these analyses (repeatable); default all.")
 @click.option("--set", "overrides", multiple=True, metavar="ANALYSIS.OPTION=VALUE",
               help="An analysis option, e.g. --set class-noise.intra_threshold=0.3 or "
-                   "--set pair-distributions.genuine=20000 (docs/evaluation.md lists them).")
+                   "--set pair-distributions.genuine=20000 (an unknown one is an error listing the options).")
 @click.option("--reference", default=None, help="Reference identities for leakage: centres .npy or a dataset.")
 @click.option("--fid-against", default=None, type=click.Path(), help="Second image set for FID.")
 @click.option("--fid-extractor", default=None, help="Feature extractor for FID [default: the standard Inception features (fid-inception) if their weights file is in the weights directory, else --extractor].")

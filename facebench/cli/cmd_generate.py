@@ -7,14 +7,12 @@ from pathlib import Path
 import click
 
 from ..console import console, make_progress
-from .options import device_option
+from .options import device_option, examples
 
-_SAMPLE_EPILOG = """Example:
-
-  facebench sample-ids --features webface_centres.npy --n 10000 --tau 0.3 --out ids.npy --save-stats pca.npz
-
-  facebench sample-ids --stats pca.npz --n 300000 --out ids300k.npy
-"""
+_SAMPLE_EPILOG = examples(
+    "facebench sample-ids --features webface_centres.npy --n 10000 --tau 0.3 --out ids.npy --save-stats pca.npz",
+    "facebench sample-ids --stats pca.npz --n 300000 --out ids300k.npy",
+)
 
 
 @click.command("sample-ids", epilog=_SAMPLE_EPILOG)
@@ -48,16 +46,16 @@ def sample_ids(features, stats, n, tau, out, save_stats, seed, batch, max_draw_f
     click.echo(f"wrote {out}")
 
 
-_GENERATE_EPILOG = """Example:
-
-  facebench generate --generator vec2face --weights vec2face_generator.pth --ids ids.npy \\
-      --images-per-id 50 --out runs/hsface10k --format folder
-
-  facebench generate --generator vec2face --weights vec2face_generator.pth --n-ids 1000 --stats pca.npz \\
-      --out runs/pose --attrop pose=60:0.4,pose=85:0.2,quality=27 \\
-      --attrop-identity-weights arcface-r100-glint360k.pth --attrop-quality-weights magface-r100-glint360k.pth \\
-      --attrop-pose-weights 6DRepNet_300W_LP_AFLW2000.pth
-"""
+_GENERATE_EPILOG = examples(
+    "facebench generate --generator vec2face --weights vec2face_generator.pth --ids ids.npy \\",
+    "    --images-per-id 50 --out runs/hsface10k --format folder",
+    "facebench generate --generator vec2face --weights vec2face_generator.pth --n-ids 1000 --stats pca.npz \\",
+    "    --out runs/pose --attrop pose=60:0.4,pose=85:0.2,quality=27 \\",
+    "    --attrop-identity-weights arcface-r100-glint360k.pth --attrop-quality-weights magface-r100-glint360k.pth \\",
+    "    --attrop-pose-weights 6DRepNet_300W_LP_AFLW2000.pth",
+    "facebench generate --generator noise_projection --ids ids.npy --images-per-id 8 --out runs/noise-set \\",
+    "    --set generation.perturb.min_cos=0.6",
+)
 
 
 @click.command("generate", epilog=_GENERATE_EPILOG)
@@ -137,12 +135,17 @@ def _print_outcome(outcome, config) -> None:
     click.echo(f"perturbation: min cosine {p.get('min_cos', float('nan')):.3f}, mean {p.get('mean_cos', float('nan')):.3f}, "
                f"{p.get('resampled', 0)} resampled, {p.get('shrunk', 0)} shrunk")
     if p.get("images") and p.get("shrunk", 0) > p["images"] / 2:
+        from ..generation.perturbation import matching_sigmas
+
+        dim = job.identities.shape[1]
+        fit = ", ".join(f"{s:g}" for s in matching_sigmas(outcome.median_norm, dim))
         console.print(
             f"[yellow]warning:[/] {p['shrunk']} of {p['images']} perturbed vectors needed their noise halved to "
             f"reach cosine {perturb.min_cos:g} (--set generation.perturb.min_cos): sigmas {perturb.sigmas} "
             f"(--set generation.perturb.sigmas) are large for identity vectors of norm {outcome.median_norm:.3g} in "
-            f"{job.identities.shape[1]} dimensions; the paper's sigmas assume raw ArcFace-scale vectors of norm "
-            "about 22")
+            f"{dim} dimensions; the paper's sigmas assume raw ArcFace-scale vectors of norm about 22. Use raw "
+            f"features (facebench embed --raw), or keep the paper's cosines at this norm with --set "
+            f"'generation.perturb.sigmas=[{fit}]'")
     for name, label, unit in (("prepass", "identity pre-pass", "identity vectors"), ("attrop", "AttrOP", "images")):
         if name in stats:
             a = stats[name]

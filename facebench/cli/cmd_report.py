@@ -6,8 +6,15 @@ import click
 
 from ..console import console
 
+_EPILOG = """Examples:
 
-@click.command(epilog="Example: facebench report runs/eval-real runs/eval-vec2face --out reports/toy.html")
+\b
+  facebench report runs/tiny runs/noise --out reports/toy.html
+  facebench report runs/tiny runs/noise --label runs/noise='noise baseline'
+"""
+
+
+@click.command(epilog=_EPILOG)
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", default="reports/report.html", show_default=True, type=click.Path(dir_okay=False),
               help="The HTML file to write (written atomically).")
@@ -15,15 +22,20 @@ from ..console import console
 @click.option("--section", "sections", multiple=True,
               help="Only these sections (repeatable); see `facebench plugins --kind report_section`.")
 @click.option("--label", "labels", multiple=True, metavar="RUN=NAME",
-              help="Show run directory RUN's dataset as NAME (repeatable), e.g. --label runs/eval-a='real data'.")
+              help="Show the dataset of run directory RUN as NAME instead of its own name (repeatable).")
 def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...], labels: tuple[str, ...]) -> None:
     """Compare run directories (evaluation, analysis, generated datasets, FR training) in one HTML file.
 
-    The file has inline CSS and embedded images, needs no network and no JavaScript. Published numbers
-    of the Vec2Face paper and newer methods appear beside the measured rows, labelled as such.
+    Each RUN contributes itself and every sub-folder holding results: give a train-fr run and its
+    evaluations (RUN/eval-SUITE, where evaluate --model RUN writes them) come along. What each RUN gave is
+    printed; a RUN that gives nothing, or a model without an evaluation, gets a warning. Every dataset has
+    one name (from its dataset.json, else its training set's folder): one row per model, one card and one
+    point of the size plot. The file has inline CSS and embedded images, needs no network and no
+    JavaScript. Published numbers of the Vec2Face paper and newer methods appear beside the measured
+    rows, labelled as such.
     """
     from ..errors import FacebenchError
-    from ..report import write_report
+    from ..report import build_report
 
     names = {}
     for item in labels:
@@ -32,8 +44,13 @@ def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...
             raise FacebenchError(f"--label expects RUN=NAME, got '{item}'")
         names[run] = name
     with console.status("rendering report"):
-        path = write_report(list(runs), out, title=title, sections=list(sections) or None,
-                            labels=names)
+        path, findings = build_report(list(runs), out, title=title, sections=list(sections) or None,
+                                      labels=names)
+    for finding in findings:
+        for line in finding.lines():
+            click.echo(f"found {line}")
+        for warning in finding.warnings:
+            click.echo(f"warning: {warning}", err=True)
     click.echo(str(path))
 
 

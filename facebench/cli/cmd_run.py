@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from ..console import console
+from .options import examples
 
 
 def _plan_table(cfg, steps, out: Path) -> Table:
@@ -29,7 +30,9 @@ def _plan_table(cfg, steps, out: Path) -> Table:
     return table
 
 
-@click.command("run", epilog="Example: facebench run benchmarks/paper/table1_hsface10k.toml --set vars.data_root=~/fr/test")
+@click.command("run", epilog=examples(
+    "facebench run benchmarks/paper/table1_hsface10k.toml --dry-run",
+    "facebench run benchmarks/paper/table1_hsface10k.toml --set vars.test_root=~/fr/test"))
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: experiment.out or runs/<name>].")
 @click.option("--set", "overrides", multiple=True, help="Override a config key, e.g. --set vars.weights=~/w.")

@@ -33,4 +33,11 @@ def device_option(default: str | None = "auto", help: str = "auto, cpu, cuda, cu
     return click.option("--device", type=DEVICE, default=default, show_default=default is not None, help=help)
 
 
+def examples(*lines: str) -> str:
+    """A command's epilog: example command lines printed exactly as written. click rewraps epilog
+    paragraphs to the terminal width, which breaks a pasted command; a ``\\b`` paragraph is kept as is.
+    A long command continues on the next line after a trailing backslash, indented."""
+    return f"Example{'s' if len(lines) > 1 else ''}:\n\n\b\n" + "".join(f"  {line}\n" for line in lines)
+
+
 __all__: list[str] = []

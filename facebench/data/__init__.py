@@ -17,9 +17,11 @@ from .formats import (
     open_pairs,
     open_writer,
 )
+from .identity import DatasetIdentity, identify, resolve_dataset_path
 from .images import IMAGE_EXTENSIONS, decode_image, encode_image, image_kind, image_size
 
 __all__ = [
+    "DatasetIdentity",
     "IMAGE_EXTENSIONS",
     "PAIRS",
     "TRAIN",
@@ -30,10 +32,12 @@ __all__ = [
     "encode_image",
     "format_names",
     "get_format",
+    "identify",
     "image_kind",
     "image_size",
     "open_any",
     "open_dataset",
     "open_pairs",
     "open_writer",
+    "resolve_dataset_path",
 ]

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import DataError, FacebenchError, MissingFileError, OutputError
-from ..runs import DATASET_CARD
+from .identity import resolve_dataset_path
 from .images import decode_image
 
 TRAIN = "train"
@@ -169,10 +169,12 @@ def format_names(role: str | None = None) -> list[str]:
 
 
 def detect_format(path: str | os.PathLike, role: str | None = None) -> Any:
-    """The first registered format (of ``role``) whose ``detect(path)`` accepts ``path``."""
-    path = Path(path)
-    if not path.exists():
-        raise MissingFileError(path, "dataset")
+    """The first registered format (of ``role``) whose ``detect(path)`` accepts ``path``. A folder whose
+    ``dataset.json`` names a set inside it is detected as that set (see :func:`resolve_dataset_path`)."""
+    given = Path(path)
+    if not given.exists():
+        raise MissingFileError(given, "dataset")
+    path = resolve_dataset_path(given)
     tried = []
     for spec in _registry():
         fmt = spec.create()
@@ -183,38 +185,40 @@ def detect_format(path: str | os.PathLike, role: str | None = None) -> Any:
             return fmt
     what = {TRAIN: "training-set", PAIRS: "verification-pair", None: "dataset"}[role]
     hint = ""
-    record = path / DATASET_CARD if path.is_dir() else None
-    if record is not None and record.is_file():  # a generated world: point at the set it describes
-        import json
-
-        try:
-            train = json.loads(record.read_text()).get("train")
-        except (ValueError, OSError):
-            train = None
-        if isinstance(train, str):
-            hint = f"; its dataset.json names the training set {path / train}"
+    other = {TRAIN: PAIRS, PAIRS: TRAIN}.get(role)  # type: ignore[arg-type]
+    if other is not None:
+        for spec in _registry():
+            fmt = spec.create()
+            if fmt.role == other and fmt.detect(path):
+                hint = ("; it is a verification pack (format " + fmt.name + "): training takes it with --val, "
+                        "evaluation under --data-root" if other == PAIRS else
+                        "; it is a labelled training set (format " + fmt.name + "), not verification pairs")
+                break
     raise DataError(path, f"not a recognised {what} format (tried: {', '.join(tried) or 'none registered'}){hint}")
 
 
-def _resolve(path: str | os.PathLike, format: str | None, role: str) -> Any:
+def _resolve(path: str | os.PathLike, format: str | None, role: str) -> tuple[Any, Path]:
     if format is None:
-        return detect_format(path, role)
+        return detect_format(path, role), resolve_dataset_path(path)
     fmt = get_format(format)
     if fmt.role != role:
         raise FacebenchError(f"format '{format}' holds {fmt.role} data, not {role} data")
     if not Path(path).exists():
         raise MissingFileError(path, "dataset")
-    return fmt
+    return fmt, resolve_dataset_path(path)
 
 
 def open_dataset(path: str | os.PathLike, format: str | None = None, **options: Any) -> TrainReader:
-    """A labelled training-set reader; the format is detected unless named."""
-    return _resolve(path, format, TRAIN).open(os.fspath(path), **options)
+    """A labelled training-set reader; the format is detected unless named. A ``generate`` run folder or a
+    ``toyfaces build`` world opens as the set its ``dataset.json`` names (``reader.path`` says which)."""
+    fmt, where = _resolve(path, format, TRAIN)
+    return fmt.open(os.fspath(where), **options)
 
 
 def open_pairs(path: str | os.PathLike, format: str | None = None, **options: Any) -> PairsReader:
     """A verification-pair reader (``.bin`` pack, pair list, ...); the format is detected unless named."""
-    return _resolve(path, format, PAIRS).open(os.fspath(path), **options)
+    fmt, where = _resolve(path, format, PAIRS)
+    return fmt.open(os.fspath(where), **options)
 
 
 def open_any(path: str | os.PathLike, format: str | None = None, **options: Any) -> TrainReader | PairsReader:
@@ -222,7 +226,7 @@ def open_any(path: str | os.PathLike, format: str | None = None, **options: Any)
     fmt = detect_format(path) if format is None else get_format(format)
     if not Path(path).exists():
         raise MissingFileError(path, "dataset")
-    return fmt.open(os.fspath(path), **options)
+    return fmt.open(os.fspath(resolve_dataset_path(path)), **options)
 
 
 def open_writer(path: str | os.PathLike, format: str, **options: Any) -> Any:

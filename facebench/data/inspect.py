@@ -23,6 +23,7 @@ def open_for_inspection(path: str, fmt: str | None = None, mask: str | None = No
     """A reader of any role (training set or pairs), the format detected unless given; ``mask`` (LMDB
     index masks) only where the format takes one."""
     from .formats import detect_format, get_format
+    from .identity import resolve_dataset_path
 
     fmt_obj = detect_format(path) if fmt is None else get_format(fmt)
     options: dict[str, Any] = {}
@@ -32,7 +33,7 @@ def open_for_inspection(path: str, fmt: str | None = None, mask: str | None = No
         options["mask"] = mask
     if not Path(path).exists():
         raise MissingFileError(path, "dataset")
-    return fmt_obj.open(path, **options)
+    return fmt_obj.open(str(resolve_dataset_path(path)), **options)
 
 
 def is_pairs(reader: Any) -> bool:

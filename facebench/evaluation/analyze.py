@@ -26,7 +26,7 @@ from ..config import build_config, config_to_dict, parse_override
 from ..console import console
 from ..errors import ConfigError, DataError, FacebenchError
 from ..provenance import sha256_path
-from ..runs import DEFAULT_RUNS_ROOT, Run
+from ..runs import DEFAULT_RUNS_ROOT, Run, discard_on_failure
 from .embed import TensorModel
 from .features import centers_of, dataset_features
 from .models import ResolvedModel, resolve_model
@@ -72,8 +72,14 @@ def analysis_options(overrides: Iterable[str]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"--set {text}: expected ANALYSIS.OPTION=VALUE ('{name}' options: "
                               f"{', '.join(_option_names(specs[name])) or 'none'})")
         per_analysis.setdefault(name, []).append(text.split(".", 1)[1])
-    return {name: config_to_dict(build_config(spec.config, {}, per_analysis.get(name, ())))
-            for name, spec in specs.items() if spec.config is not None}
+    options = {}
+    for name, spec in specs.items():
+        if spec.config is not None:
+            try:
+                options[name] = config_to_dict(build_config(spec.config, {}, per_analysis.get(name, ())))
+            except ConfigError as exc:  # the key is checked within the analysis: say which one
+                raise ConfigError(f"--set {name}.*: analysis '{name}': {exc}") from None
+    return options
 
 
 def _option_names(spec: Any) -> list[str]:
@@ -179,7 +185,8 @@ def _features_of(resolved: ResolvedModel, path: Path, out: Path, config: Any) ->
     from ..data import open_dataset
 
     reader = open_dataset(path)
-    params = {"dataset": str(path.resolve()), "model": resolved.name,
+    # the dataset by its content, not its path: a moved or copied run folder resumes its features
+    params = {"dataset_sha256": sha256_path(path), "model": resolved.name,
               "weights_sha256": sha256_path(resolved.weights)}
     feats = dataset_features(resolved.model, reader, out, params=params, batch_size=config.batch_size,
                              flip_test=config.flip_test)
@@ -247,16 +254,28 @@ def _save_array(run: Run, name: str, array: np.ndarray) -> None:
 
 def run_analyses(config: Any, out: str | os.PathLike | None) -> tuple[dict[str, Any], Path]:
     """Run the analyses ``config`` selects; returns the summary and the run directory."""
-    dataset = Path(config.dataset)
-    if not dataset.exists():
+    from ..data import identify
+
+    if not Path(config.dataset).exists():
         from ..errors import MissingFileError
 
-        raise MissingFileError(dataset, "dataset")
+        raise MissingFileError(config.dataset, "dataset")
+    identity = identify(config.dataset)  # a generate run or toyfaces world folder stands for the set inside
+    dataset = identity.path
     specs = select_analyses(config.only or None)
 
     resolved = resolve_model(config.weights, config.extractor, device=config.device)
-    run = Run.start(Path(out) if out else DEFAULT_RUNS_ROOT / f"analyze-{dataset.name}", config=config,
-              seed=config.seed, device=config.device, inputs={"dataset": dataset, "weights": resolved.weights})
+    out_dir = Path(out) if out else DEFAULT_RUNS_ROOT / f"analyze-{identity.name.replace('/', '-')}"
+    with discard_on_failure(out_dir):
+        run = Run.start(out_dir, config=config, seed=config.seed, device=config.device,
+                        inputs={"dataset": dataset, "weights": resolved.weights})
+        return _analyze_in(run, config, identity, resolved, specs)
+
+
+def _analyze_in(run: Run, config: Any, identity: Any, resolved: ResolvedModel,
+                specs: list[Any]) -> tuple[dict[str, Any], Path]:
+    """The analyses of ``run_analyses`` inside their started run directory."""
+    dataset = identity.path
     features, reader = _features_of(resolved, dataset, run.file("analysis/features.npy"), config)
     labels = np.asarray(reader.labels)
     centers, classes = centers_of(features, labels)
@@ -289,7 +308,7 @@ def run_analyses(config: Any, out: str | os.PathLike | None) -> tuple[dict[str, 
         options = build_config(spec.config, config.options.get(spec.name, {})) if spec.config else None
         analysis = spec.create(options) if spec.config is not None else spec.create()
         outputs[spec.name] = analysis.run(ctx)
-    header = {"dataset": str(dataset), "identities": int(classes.size), "images": int(labels.size),
+    header = {"dataset": str(dataset.absolute()), "dataset_name": identity.name, "identities": int(classes.size), "images": int(labels.size),
               "extractor": resolved.name, "weights": str(resolved.weights), "feature_dim": int(features.shape[1])}
     summary = save_outputs(run, outputs, header)
     reader.close()

@@ -144,7 +144,7 @@ def write_features(extractor_name: str, weights: str | None, data: str | os.Path
     extractor = registry("feature_extractor").create(extractor_name, weights=weights, device=device)
     flip = flip and bool(getattr(extractor, "flip_test", True)) and not raw
     weights_file = getattr(extractor, "weights", None)
-    params = {"data": str(Path(data).resolve()), "extractor": extractor_name, "raw": raw,
+    params = {"data": str(Path(reader.path).resolve()), "extractor": extractor_name, "raw": raw,
               "weights_sha256": sha256_path(weights_file) if weights_file else None}
     out.parent.mkdir(parents=True, exist_ok=True)
     with process_group(device) as ctx:  # under torchrun every rank embeds its share of the shards

@@ -17,7 +17,6 @@ from ..runs import MODEL_CARD
 from .embed import TensorModel, as_tensor_model
 
 RUN_EXTRACTOR = "fr-run"
-GENERIC_NAMES = {"train", "images", "data", "dataset", "imgs"}
 
 
 @dataclass
@@ -32,14 +31,37 @@ class ResolvedModel:
 
 
 def _dataset_label(card: dict[str, Any], fallback: str) -> str:
+    """The name of the set a model card says the model was trained on (see :mod:`facebench.data.identity`)."""
+    from ..data.identity import identify, plain_name
+
     dataset = card.get("dataset")
     if isinstance(dataset, dict):
-        dataset = dataset.get("name") or dataset.get("path")
+        if isinstance(dataset.get("name"), str) and dataset["name"]:
+            return dataset["name"]
+        dataset = dataset.get("path")
     if not dataset:
         return fallback
-    path = Path(str(dataset))
-    # "toy/train" says more than "train": keep the parent of generic folder names.
-    return f"{path.parent.name}/{path.name}" if path.name in GENERIC_NAMES and path.parent.name else path.name
+    return identify(str(dataset)).name if Path(str(dataset)).exists() else plain_name(str(dataset))
+
+
+def _not_a_model(path: Path) -> str:
+    """What a folder given as a model is instead, and what to do (the words of the one-line error)."""
+    from ..runs import CONFIG, DATASET_CARD, RESULTS
+
+    if (path / "checkpoint.pt").is_file():
+        return (f"a train-fr run folder that has no model yet ({MODEL_CARD} and backbone.pt are written when "
+                f"training finishes); wait for it, or if it stopped, continue it with facebench train-fr ... "
+                f"--out {path} --resume")
+    if (path / DATASET_CARD).is_file():
+        return (f"a dataset folder ({DATASET_CARD}), not a model; train one on it with facebench train-fr "
+                f"--recipe NAME --data {path}")
+    if (path / RESULTS).is_file():
+        return "an evaluation run folder, not a model; pass the train-fr run folder it evaluated"
+    if (path / CONFIG).is_file():
+        return (f"a run folder that has no model yet ({MODEL_CARD} is written when training finishes, and it "
+                f"has no checkpoint either): wait for it, or if it stopped, start it again")
+    return (f"not an FR run directory ({MODEL_CARD} not found); pass a train-fr run folder, or a weights file "
+            "with --backbone NAME")
 
 
 def build_extractor(name: str, weights: str | os.PathLike, device: str = "cpu") -> Any:
@@ -51,19 +73,21 @@ def build_extractor(name: str, weights: str | os.PathLike, device: str = "cpu") 
 
 def resolve_model(model: str | os.PathLike, backbone: str | None = None, device: str = "cpu") -> ResolvedModel:
     """``--model RUN_DIR|WEIGHTS [--backbone NAME]`` -> a model ready for :func:`embed_pairs`."""
-    from ..weights import resolve_weights
+    from ..weights import known, resolve_weights, weights_dir
 
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / MODEL_CARD).is_file():
-            raise FacebenchError(f"{path}: not an FR run directory ({MODEL_CARD} not found); "
-                                 "pass a weights file with --backbone NAME instead")
+            raise FacebenchError(f"{path}: {_not_a_model(path)}")
         name = backbone or RUN_EXTRACTOR
         extractor = build_extractor(name, path, device)  # the fr-run extractor reads and checks the card
         card = dict(getattr(extractor, "card", None) or {})
         weights_file = Path(getattr(extractor, "weights", None) or path / "backbone.pt")
         dataset = _dataset_label(card, path.name)
     else:
+        if not path.exists() and not (weights_dir() / path.name).is_file() and known(path.name) is None:
+            raise FacebenchError(f"{path}: not found: neither a train-fr run folder nor a weights file (also "
+                                 f"looked in the weights directory {weights_dir()})")
         weights_file = resolve_weights(path)
         if not backbone:
             raise FacebenchError(f"{weights_file}: a weights file needs --backbone NAME (or pass an FR run directory)")

@@ -21,7 +21,7 @@ from ..errors import DataError, FacebenchError
 from ..metrics import MetricInputError, VerificationResult, far_key, verify
 from ..metrics.verification import DEFAULT_FARS
 from ..provenance import sha256_path
-from ..runs import DEFAULT_RUNS_ROOT, RESULTS
+from ..runs import DEFAULT_RUNS_ROOT, RESULTS, discard_on_failure
 from ..shards import ShardManifest
 from .embed import TensorModel, embed_pairs
 from .suites import Benchmark, Suite
@@ -98,8 +98,9 @@ def evaluate_suite(model: TensorModel, suite: Suite, data_root: str | os.PathLik
                       + ", ".join(f"{b.name} ({b.files[0]})" for b in missing))
     manifest = None
     if run is not None:
+        # no data root: each finished pack is checked by its own hash, so moved packs still resume
         params = {"suite": suite.name, "model": model.name, "weights_sha256": weights_sha256,
-                  "flip_test": flip_test, "folds": folds, "data_root": str(Path(data_root).resolve())}
+                  "flip_test": flip_test, "folds": folds}
         manifest = ShardManifest(run.path / "manifest.json", params)
     rows = []
     for bench in suite.benchmarks:
@@ -195,12 +196,13 @@ def run_evaluation(config: EvaluateConfig, out: str | None = None) -> tuple[Any,
     resolved = resolve_model(config.model, config.backbone, device=config.device)
     config.label = config.label or resolved.dataset
     config.backbone = resolved.name
-    run = Run.start(out or _default_out(config.model, config.suite), config=config, device=config.device,
-                    inputs={"weights": resolved.weights},
-                    extra={"suite": suite.name, "missing_packs": [b.name for b in missing],
-                           "trained_on": resolved.dataset})
-    outcome = evaluate_suite(resolved.model, suite, config.data_root, dataset=config.label, run=run,
-                             weights_sha256=sha256_path(resolved.weights), batch_size=config.batch_size,
-                             flip_test=config.flip_test)
-    write_results(run, outcome.rows)
+    out_dir = Path(out) if out else _default_out(config.model, config.suite)
+    with discard_on_failure(out_dir):
+        run = Run.start(out_dir, config=config, device=config.device, inputs={"weights": resolved.weights},
+                        extra={"suite": suite.name, "missing_packs": [b.name for b in missing],
+                               "trained_on": resolved.dataset})
+        outcome = evaluate_suite(resolved.model, suite, config.data_root, dataset=config.label, run=run,
+                                 weights_sha256=sha256_path(resolved.weights), batch_size=config.batch_size,
+                                 flip_test=config.flip_test)
+        write_results(run, outcome.rows)
     return run, outcome, suite

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import read_toml
-from ..errors import ConfigError, FacebenchError, MissingFileError
+from ..errors import ConfigError, FacebenchError
 
 SUITE = "suite"
 ANALYSIS = "analysis"
@@ -154,7 +154,15 @@ def get_suite(name_or_path: str | os.PathLike) -> Suite:
         if not Path(text).is_file():
             raise FacebenchError(f"{text}: suite file not found")
         return suite_from_toml(text, known_benchmarks())
-    spec = registry("evaluator").get(text)
+    evaluators = registry("evaluator")
+    if text not in evaluators:  # name the suites only: analyses are not what --suite takes
+        import difflib
+
+        names = [s.name for s in registered_suites()]
+        close = difflib.get_close_matches(text, names, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise FacebenchError(f"unknown suite '{text}' ({hint}suites: {', '.join(names)}; or a suite .toml file)")
+    spec = evaluators.get(text)
     if spec.extras.get("kind") != SUITE:
         names = ", ".join(s.name for s in registered_suites())
         raise FacebenchError(f"evaluator '{text}' is not a verification suite (suites: {names})")
@@ -164,32 +172,61 @@ def get_suite(name_or_path: str | os.PathLike) -> Suite:
     return suite
 
 
-def _search_dirs(data: str) -> list[Path]:
-    data_path = Path(data)
-    places = [data_path if data_path.is_dir() else data_path.parent, data_path.parent, Path.cwd()]
-    return list(dict.fromkeys(places))
+#: The environment variable naming a folder of verification packs (as ``--data-root`` does).
+DATA_ENV = "FACEBENCH_DATA"
 
 
-def resolve_pack(name_or_path: str, data: str) -> Path:
+def pack_places(data: str | os.PathLike, data_root: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """Where a pack named by ``--val`` is looked for, in order, each with its description: beside the
+    training set (its folder and the folder above it; for a ``generate`` run or ``toyfaces`` world folder
+    also that folder), the current directory, ``--data-root`` and ``$FACEBENCH_DATA``."""
+    from ..data import resolve_dataset_path
+
+    given = Path(data)
+    inner = resolve_dataset_path(given)
+    places = [("the training set's folder", inner if inner.is_dir() else inner.parent),
+              ("the folder above it", inner.parent)]
+    if inner != given:
+        places.append(("the dataset's run folder", given))
+    places.append(("the current directory", Path.cwd()))
+    if data_root:
+        places.append(("--data-root", Path(data_root).expanduser()))
+    if os.environ.get(DATA_ENV):
+        places.append((f"${DATA_ENV}", Path(os.environ[DATA_ENV]).expanduser()))
+    seen: dict[Path, str] = {}
+    for what, place in places:
+        seen.setdefault(place.resolve(), what)
+    return [(what, place) for place, what in seen.items()]
+
+
+def _looked(places: list[tuple[str, Path]]) -> str:
+    text = "; ".join(f"{what} ({place})" for what, place in places)
+    if not os.environ.get(DATA_ENV):
+        text += f"; --data-root DIR or ${DATA_ENV} adds a folder"
+    return text
+
+
+def resolve_pack(name_or_path: str, data: str, data_root: str | os.PathLike | None = None) -> Path:
     """A verification pack given as a path, or as a name (``toy_lfw``) looked up as ``<name>.bin`` (or a
-    pair-list folder of that name) beside the training set (its folder, its parent) and in the current
-    directory."""
-    path = Path(name_or_path)
+    pair-list folder of that name) in the places :func:`pack_places` lists."""
+    path = Path(name_or_path).expanduser()
     if path.exists():
         return path
     filename = name_or_path if name_or_path.endswith(".bin") else f"{name_or_path}.bin"
-    for place in _search_dirs(data):
+    places = pack_places(data, data_root)
+    for _, place in places:
         for candidate in (place / filename, place / name_or_path):
             if candidate.exists():
                 return candidate
-    looked = ", ".join(str(p) for p in _search_dirs(data))
-    raise MissingFileError(path, "verification pack", f"also looked for {filename} in {looked}")
+    raise FacebenchError(f"verification pack '{name_or_path}' not found: looked for {filename} and a folder "
+                         f"{Path(name_or_path).name} in {_looked(places)}")
 
 
-def resolve_validation(items: tuple[str, ...] | list[str], data: str) -> dict[str, Path]:
+def resolve_validation(items: tuple[str, ...] | list[str], data: str,
+                       data_root: str | os.PathLike | None = None) -> dict[str, Path]:
     """``--val`` values -> {benchmark name: pack path}. Each value is a pack (path or name) or the name of
-    a verification suite from the evaluator registry (e.g. ``toy-five``), whose packs are looked up beside
-    the training set the way ``facebench evaluate`` finds them under ``--data-root``."""
+    a verification suite from the evaluator registry (e.g. ``toy-five``), whose packs are looked up in the
+    places :func:`pack_places` lists, the way ``facebench evaluate`` finds them under ``--data-root``."""
     from ..pluginmanager import registry
 
     evaluators = registry("evaluator")
@@ -198,17 +235,22 @@ def resolve_validation(items: tuple[str, ...] | list[str], data: str) -> dict[st
         if item in evaluators and evaluators.get(item).extras.get("kind") == SUITE:
             suite = get_suite(item)
             found: dict[str, Path] = {}
-            for place in _search_dirs(data):
+            places = pack_places(data, data_root)
+            for _, place in places:
+                if not place.is_dir():
+                    continue
                 located, _ = suite.locate(place)
                 for name, path in located.items():
                     found.setdefault(name, path)
-            absent = [b.name for b in suite.benchmarks if b.name not in found]
+            absent = [b for b in suite.benchmarks if b.name not in found]
             if absent:
-                looked = ", ".join(str(p) for p in _search_dirs(data))
-                raise MissingFileError(item, f"packs {', '.join(absent)} of suite", f"looked in {looked}")
+                what = (f"verification pack '{item}'" if [b.name for b in suite.benchmarks] == [item]
+                        else f"suite '{item}': pack(s) {', '.join(b.files[0] for b in absent)}")
+                raise FacebenchError(f"{what} not found: looked for {', '.join(b.files[0] for b in absent)} in "
+                                     f"{_looked(places)}")
             packs.update(found)
             continue
-        path = resolve_pack(item, data)
+        path = resolve_pack(item, data, data_root)
         name = path.name[:-4] if path.name.endswith(".bin") else path.name
         packs[name] = path
     return packs

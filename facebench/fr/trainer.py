@@ -468,6 +468,16 @@ def train_fr(
     return result
 
 
+def check_batch(images: int, recipe: Any, world_size: int, path: Any) -> None:
+    """A training set smaller than one global batch cannot train: say which value to change, and to what."""
+    batch = recipe.optim.batch_per_gpu * world_size
+    if images < batch:
+        suggest = 2 ** max(0, int(math.log2(max(images // (4 * world_size), 1))))  # about four steps per epoch
+        over = f" ({world_size} processes x optim.batch_per_gpu {recipe.optim.batch_per_gpu})" if world_size > 1 else ""
+        raise ConfigError(f"{path}: {images} images, fewer than one batch of {batch}{over} (recipe {recipe.name}); "
+                          f"pass --set optim.batch_per_gpu={suggest}")
+
+
 class _HeadOutside:
     """The forward of a DDP-wrapped backbone followed by a head that DDP must not see (its parameters are
     sharded over the ranks and synchronise themselves)."""
@@ -492,31 +502,35 @@ def _finite(value: float, step: int) -> float:
 
 def train_from_paths(recipe_name: str, data: str, *, data_format: str | None = None, val: Any = (),
                      out: str | None = None, resume: bool = False, device: str = "auto",
-                     overrides: Any = ()) -> FRTrainResult:
+                     overrides: Any = (), data_root: str | None = None) -> FRTrainResult:
     """What ``facebench train-fr`` does: the recipe (registry or TOML, then ``--set``), the training set,
     its validation packs (checked now, not after the first epoch), the process group, the run directory
-    with provenance, then :func:`train_fr`.
+    with provenance, then :func:`train_fr`. A generate run or toyfaces world folder given as ``data``
+    stands for the set inside (:func:`facebench.data.identify`), which names the run and the model card.
 
     Rank 0's one-off work (the run directory, hashing the validation packs) happens after the group is
     formed while the other ranks wait in :func:`~facebench.runtime.wait_for_all`; the training set is
     hashed on a background thread (cached by file list, size and mtime) while training runs, so neither
-    counts against the collective timeout."""
-    from ..data import open_dataset, open_pairs
+    counts against the collective timeout. A failure before the first checkpoint leaves no run folder."""
+    from ..data import identify, open_dataset, open_pairs
     from ..evaluation.suites import resolve_validation
     from ..provenance import BackgroundHash
-    from ..runs import Run, run_path
+    from ..runs import Run, discard_on_failure, run_path
     from .recipe import resolve_recipe
 
     recipe = resolve_recipe(recipe_name, overrides)
     reader = open_dataset(data, data_format)
-    pack_paths = resolve_validation(val, data)
+    identity = identify(reader.path)  # a generate run or toyfaces world folder stands for the set inside
+    pack_paths = resolve_validation(val, data, data_root=data_root)
     for path in pack_paths.values():
         open_pairs(path).close()
-    out_dir = run_path(out, f"fr-{recipe.name}-{Path(data).name}")
-    dataset_info = {"path": str(Path(data).resolve()), "format": getattr(reader, "format_name", "") or data_format,
+    check_batch(len(reader), recipe, env_context().world_size, reader.path)
+    out_dir = run_path(out, f"fr-{recipe.name}-{identity.name.replace('/', '-')}")
+    dataset_info = {"name": identity.name, "path": str(identity.path.resolve()),
+                    "format": getattr(reader, "format_name", "") or data_format,
                     "images": len(reader), "identities": int(reader.num_classes)}
     dev = choose_device(device, local_rank=env_context().local_rank)
-    with process_group(dev) as ctx:
+    with discard_on_failure(out_dir), process_group(dev) as ctx:
         run = hasher = None
         if ctx.is_main:
             check_resume(out_dir, resume)
@@ -524,12 +538,12 @@ def train_from_paths(recipe_name: str, data: str, *, data_format: str | None = N
             run = Run.start(out_dir, config=config_to_dict(recipe), seed=recipe.train.seed, device=device,
                             inputs=inputs, extra={"world_size": ctx.world_size,
                                                   "global_batch": recipe.optim.batch_per_gpu * ctx.world_size})
-            hasher = BackgroundHash(data)
+            hasher = BackgroundHash(identity.path)
         wait_for_all(ctx)
         result = train_fr(recipe, reader, out_dir, val_packs=pack_paths, device=str(dev), resume=resume,
                           dataset_info=dataset_info, dataset_sha256=hasher.result if hasher else None)
         if run is not None and hasher is not None:
-            run.add_input("dataset", data, sha256=hasher.result())
+            run.add_input("dataset", identity.path, sha256=hasher.result())
     result.recipe = recipe.name
     return result
 

@@ -144,7 +144,7 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
     from ..config import parse_override
     from ..pluginmanager import registry
     from ..provenance import sha256_path
-    from ..runs import Run
+    from ..runs import Run, discard_on_failure
     from ..runtime import choose_device, env_context, init_distributed, wait_for_all
     from ..weights import component_weights, needs_weights
 
@@ -188,17 +188,18 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
     if job.is_complete():
         job.check_same_as_finished()
         return GenerateOutcome(job, None, [], already_complete=True, median_norm=median)
-    if ctx.is_main:
-        request.out.mkdir(parents=True, exist_ok=True)  # only now: every check above has passed
-        save_ids(request.out, identities)
-        inputs = {"weights": weights} if weights else {}
-        inputs.update({"ids": request.ids} if request.ids else {"sampling_source": source})
-        Run.start(request.out, config=config, seed=gcfg.seed, device=device, inputs=inputs)
-    if spec.extras.get("deterministic") is False and job.finished_shards():
-        console.print(f"[yellow]note:[/] generator '{request.generator}' is marked non-deterministic by its plugin: "
-                      "shards generated after this resume may differ from an uninterrupted run's")
-    generated = run_shards(job, generator, attrop=attrop, prepass=prepass, device=device, rank=ctx.rank,
-                           world=ctx.world_size, progress=progress)
+    with discard_on_failure(request.out):  # failing before its first shard, it leaves no run folder
+        if ctx.is_main:
+            request.out.mkdir(parents=True, exist_ok=True)  # only now: every check above has passed
+            save_ids(request.out, identities)
+            inputs = {"weights": weights} if weights else {}
+            inputs.update({"ids": request.ids} if request.ids else {"sampling_source": source})
+            Run.start(request.out, config=config, seed=gcfg.seed, device=device, inputs=inputs)
+        if spec.extras.get("deterministic") is False and job.finished_shards():
+            console.print(f"[yellow]note:[/] generator '{request.generator}' is marked non-deterministic by its "
+                          "plugin: shards generated after this resume may differ from an uninterrupted run's")
+        generated = run_shards(job, generator, attrop=attrop, prepass=prepass, device=device, rank=ctx.rank,
+                               world=ctx.world_size, progress=progress)
     # Ranks finish unevenly (AttrOP converges at its own pace per shard): wait on the gloo wait group
     # (FACEBENCH_WAIT_TIMEOUT), not an NCCL barrier whose watchdog would kill the early ranks.
     wait_for_all(ctx)

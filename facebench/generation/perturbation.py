@@ -15,11 +15,24 @@ paper's sigmas on raw-scale vectors nothing is redrawn or shrunk; both counts ar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import ConfigError, FacebenchError
+
+#: The scale the paper's sigmas were set for: raw ArcFace-R100 features, median norm about 22 in 512-d.
+PAPER_NORM, PAPER_DIM = 22.0, 512
+
+
+def matching_sigmas(norm: float, dim: int, sigmas: Sequence[float] | None = None) -> list[float]:
+    """Sigmas that keep, for vectors of median ``norm`` in ``dim`` dimensions, the cosines the paper's
+    sigmas keep at its scale: a perturbed vector's cosine to its identity is about
+    ``1 / sqrt(1 + dim * sigma**2 / norm**2)``, so sigma scales with ``norm / sqrt(dim)``."""
+    base = PerturbConfig().sigmas if sigmas is None else sigmas
+    factor = (norm / PAPER_NORM) * (PAPER_DIM / dim) ** 0.5
+    return [float(f"{s * factor:.3g}") for s in base]
 
 
 @dataclass

@@ -234,6 +234,45 @@ def reject_above_tau(
     return idx, n_kept + int(idx.size)
 
 
+#: Candidates the failure message replays to find a tau that works (a prefix of the same seeded stream).
+_REPLAY = 4096
+
+
+def _greedy_count(unit: np.ndarray, tau: float, n: int) -> int:
+    """How many of ``unit`` (in order) the greedy rejection keeps at ``tau``, stopping at ``n``."""
+    kept = np.empty((n, unit.shape[1]))
+    k = 0
+    for row in unit:
+        if k == 0 or (kept[:k] @ row).max() <= tau:
+            kept[k] = row
+            k += 1
+            if k == n:
+                break
+    return k
+
+
+def _what_would_work(stats: PCAStats, n: int, n_kept: int, *, tau: float, seed: int, batch: int,
+                     limit: int) -> str:
+    """The option values that would succeed, found by replaying the start of the same candidate stream:
+    the smallest tau (in steps of 0.05) that keeps ``n``, or else how many this tau keeps."""
+    rng = np.random.default_rng(seed)
+    count = min(limit, _REPLAY)
+    draws = [stats.sample(batch, rng).astype(np.float32) for _ in range(-(-count // batch))]
+    cand = np.concatenate(draws)[:count].astype(np.float64)
+    unit = cand / np.maximum(np.linalg.norm(cand, axis=1, keepdims=True), 1e-300)
+    step = 0.05
+    for candidate in np.arange(math.floor(tau / step + 1e-9) * step + step, 1.0, step):
+        candidate = round(float(candidate), 2)
+        if _greedy_count(unit, candidate, n) >= n:
+            return (f"--tau {candidate:g} keeps {n} from the same draws (or keep tau and ask for at most "
+                    f"{n_kept} with --n / --n-ids)")
+    within = (f"the {count} candidates --max-draw-factor allows" if count == limit
+              else f"the first {count} candidates")
+    return (f"no tau below 1 keeps {n} within {within} (statistics fitted on {stats.n_samples} identities): "
+            f"ask for at most {n_kept} with --n / --n-ids, allow more draws with --max-draw-factor, or fit the "
+            "statistics on more identities")
+
+
 def sample_identities(
     stats: PCAStats,
     n: int,
@@ -276,7 +315,7 @@ def _sample(stats: PCAStats, n: int, tau: float, seed: int, batch: int, max_draw
         if drawn >= limit:
             raise FacebenchError(
                 f"only {n_kept} of {n} identity vectors kept after {drawn} candidates at tau={tau}; "
-                "raise tau or use fewer identities"
+                + _what_would_work(stats, n, n_kept, tau=tau, seed=seed, batch=batch, limit=limit)
             )
         # Decide on the float32 values that are written out, so the guarantee holds for the file.
         cand = stats.sample(batch, rng).astype(np.float32)

@@ -28,6 +28,7 @@ from .. import atomic
 from ..data.images import encode_image
 from ..data.tensors import to_uint8
 from ..errors import ConfigError, DataError, FacebenchError
+from ..provenance import sha256_path
 from ..runs import DATASET_CARD
 from ..shards import ShardManifest, changed_keys, read_manifest
 from .perturbation import PerturbConfig, perturb, sigma_plan
@@ -435,6 +436,7 @@ def assemble(job: GenerationJob, format_obj: Any, *, writer_options: dict[str, A
                              "under this name; choose one it detects with --set generation.dataset_name=NAME")
     summary = {
         "dataset": job.dataset_path.name,
+        "sha256": sha256_path(job.dataset_path),  # as train-fr records it: reports match models to it
         "format": job.config.format,
         "identities": job.num_ids,
         "images": count,

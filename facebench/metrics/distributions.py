@@ -2,7 +2,8 @@
 
 All image pairs would be O(images^2), so a fixed number of genuine pairs (two different images of one
 identity) and impostor pairs (images of two different identities) is drawn with a seeded generator; the
-result is reproducible and its size is the user's choice.
+result is reproducible and its size is the user's choice. A small set with fewer pairs than asked for
+gives every pair once instead (drawing more would repeat pairs and only pretend to a larger sample).
 """
 
 from __future__ import annotations
@@ -26,13 +27,29 @@ class PairDistributions:
     estimator: str = EER_ESTIMATOR
 
 
+def _all_genuine_pairs(index: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Every unordered pair of two different images of one identity, identity by identity."""
+    order = np.argsort(index, kind="stable")
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    pairs = []
+    for start, count in zip(starts, counts):
+        if count >= 2:
+            a, b = np.triu_indices(int(count), 1)
+            pairs.append(np.stack([order[start + a], order[start + b]], axis=1))
+    return np.concatenate(pairs).astype(np.int64)
+
+
 def sample_pairs(labels: Any, genuine: int, impostor: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (k, 2): ``genuine`` same-identity pairs and ``impostor`` different-identity pairs."""
+    """Index pairs (k, 2): ``genuine`` same-identity pairs and ``impostor`` different-identity pairs, or
+    every pair of a kind, each once, when fewer exist than are asked for."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     n = labels.size
     classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    if genuine > 0:
+    existing = int((counts * (counts - 1) // 2).sum())
+    if 0 < existing <= genuine:  # no more genuine pairs than exist: all of them, each once
+        gen = _all_genuine_pairs(index, counts)
+    elif genuine > 0:
         multi = np.flatnonzero(counts >= 2)
         if multi.size == 0:
             raise MetricInputError("no identity has two images, so there are no genuine pairs")
@@ -46,7 +63,11 @@ def sample_pairs(labels: Any, genuine: int, impostor: int, seed: int = 0) -> tup
         gen = np.stack([order[starts[ids] + first], order[starts[ids] + second]], axis=1)
     else:
         gen = np.empty((0, 2), dtype=np.int64)
-    if impostor > 0:
+    if impostor > 0 and classes.size >= 2 and n * (n - 1) // 2 - existing <= impostor:
+        a, b = np.triu_indices(n, 1)
+        keep = index[a] != index[b]
+        imp = np.stack([a[keep], b[keep]], axis=1)
+    elif impostor > 0:
         if classes.size < 2:
             raise MetricInputError("only one identity, so there are no impostor pairs")
         a = rng.integers(0, n, size=impostor)

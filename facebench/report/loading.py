@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, MissingFileError
+from .datasets import DatasetRef, evaluated_model, read_model, ref_of_card, ref_of_model, ref_of_path
 
 #: Columns every tidy result row carries (``facebench evaluate``); more are kept when present.
 RESULT_COLUMNS = ("dataset", "benchmark", "accuracy", "std", "threshold", "tar_at_far_1e-3", "tar_at_far_1e-4", "eer")
@@ -85,13 +86,21 @@ class RunData:
     config_text: str | None = None
     sample_image: Path | None = None
     label_override: str | None = None
+    dataset_ref: DatasetRef | None = None  # the dataset this run is about, as its files state it
+    dataset_label: str | None = None  # that dataset's one name in the report (set by load_runs)
+    model_dir: Path | None = None  # the FR run folder this run's model is (FR run) or evaluated (evaluation)
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def label(self) -> str:
-        """The training dataset this run is about: ``--label``, else as its files name it."""
+        """The training dataset this run is about: its one name in the report (``--label`` or the
+        dataset's own), else as its files name it."""
         if self.label_override:
             return self.label_override
+        if self.dataset_label:
+            return self.dataset_label
+        if self.dataset_ref is not None:
+            return self.dataset_ref.name
         for source, key in ((self.dataset, "name"), (self.dataset, "dataset"), (self.summary, "dataset"),
                             (self.model, "dataset")):
             value = (source or {}).get(key)
@@ -129,9 +138,17 @@ class RunData:
         self._arrays[name] = arr
         return arr
 
+    @property
+    def card(self) -> dict[str, Any] | None:
+        """The ``dataset.json`` of this run's dataset: its own, or the one beside the set it trained on."""
+        if self.dataset is not None:
+            return self.dataset
+        return self.dataset_ref.card if self.dataset_ref is not None else None
+
     def size(self) -> tuple[int | None, int | None]:
-        """(identities, images) of the training dataset, from dataset.json or model.json."""
-        for source in (self.dataset, (self.model or {}).get("dataset") if isinstance((self.model or {}).get("dataset"), dict) else None, self.model):
+        """(identities, images) of the training dataset, from dataset.json, model.json or the analysis."""
+        model_ds = (self.model or {}).get("dataset")
+        for source in (self.card, model_ds if isinstance(model_ds, dict) else None, self.model, self.summary):
             if isinstance(source, dict) and ("images" in source or "identities" in source):
                 ids, imgs = source.get("identities"), source.get("images")
                 return (int(ids) if ids is not None else None, int(imgs) if imgs is not None else None)
@@ -139,6 +156,27 @@ class RunData:
             ids, imgs = self.model.get("num_classes"), self.model.get("num_images")
             return (int(ids) if ids is not None else None, int(imgs) if imgs is not None else None)
         return None, None
+
+    @property
+    def kind(self) -> str:
+        """What the run is, in words (for the list ``facebench report`` prints)."""
+        parts = []
+        if self.dataset is not None:
+            parts.append("dataset card")
+        if self.model is not None:
+            parts.append(f"FR model ({self.model.get('recipe', '?')})")
+        if self.results is not None:
+            count = self.results["benchmark"].nunique()
+            parts.append(f"evaluation ({count} benchmark{'s' if count != 1 else ''})")
+        if self.summary is not None:
+            count = len(self.summary.get("analyses") or {})
+            parts.append(f"analysis ({count} {'analyses' if count != 1 else 'analysis'})" if count else "analysis")
+        return ", ".join(parts) or "run"
+
+
+def has_results(path: Path) -> bool:
+    """Whether ``path`` holds any of the result files a report reads."""
+    return path.is_dir() and any((path / m).is_file() for m in _MARKERS)
 
 
 def load_run(path: str | os.PathLike, name: str | None = None) -> RunData:
@@ -148,7 +186,7 @@ def load_run(path: str | os.PathLike, name: str | None = None) -> RunData:
         raise MissingFileError(path, "run directory")
     if not path.is_dir():
         raise DataError(path, "is a file; expected a run directory")
-    if not any((path / m).is_file() for m in _MARKERS):
+    if not has_results(path):
         raise DataError(path, f"no result files found (looked for {', '.join(_MARKERS)})")
     run = RunData(path=path, name=name or path.resolve().name)
     if (path / "results.json").is_file():
@@ -166,23 +204,73 @@ def load_run(path: str | os.PathLike, name: str | None = None) -> RunData:
     if (path / "config.toml").is_file():
         run.config_text = (path / "config.toml").read_text(encoding="utf-8", errors="replace")
     run.sample_image = next((path / n for n in SAMPLE_IMAGES if (path / n).is_file()), None)
+    _find_dataset(run)
     return run
 
 
-def load_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None = None) -> list[RunData]:
-    """Load several runs; two runs with the same directory name get the parent folder as a prefix.
+def _find_dataset(run: RunData) -> None:
+    """Set ``dataset_ref`` (and ``model_dir``) from whatever the run's files say about its dataset."""
+    if run.dataset is not None:
+        run.dataset_ref = ref_of_card(run.dataset, run.path.absolute())
+        return
+    if run.model is not None:
+        run.model_dir = run.path.absolute()
+        run.dataset_ref = ref_of_model(run.model, run.provenance)
+        return
+    if run.results is not None:
+        run.model_dir = evaluated_model(run.path, run.config_text)
+        if run.model_dir is not None:
+            model, prov = read_model(run.model_dir)
+            run.dataset_ref = ref_of_model(model or {}, prov)
+        if run.dataset_ref is None and "dataset" in run.results.columns:
+            names = [str(n) for n in run.results["dataset"].dropna().unique() if str(n).strip()]
+            if len(names) == 1:
+                run.dataset_ref = DatasetRef(name=names[0])
+        if run.dataset_ref is None and (run.provenance or {}).get("trained_on"):
+            run.dataset_ref = DatasetRef(name=str(run.provenance["trained_on"]))
+        return
+    if run.summary is not None:
+        sha = ((((run.provenance or {}).get("inputs") or {}).get("dataset")) or {}).get("sha256")
+        name = run.summary.get("dataset_name")
+        run.dataset_ref = ref_of_path(run.summary.get("dataset"), name if isinstance(name, str) else None, sha)
 
-    ``labels`` maps a run directory to the dataset name its rows and plots should carry.
-    """
-    wanted = {Path(k).resolve(): v for k, v in (labels or {}).items()}
-    unknown = [str(k) for k in wanted if k not in {Path(p).resolve() for p in paths}]
-    if unknown:
-        raise DataError(unknown[0], "--label names a run directory that is not among the reported runs")
-    runs = [load_run(p) for p in paths]
+
+def name_datasets(runs: list[RunData]) -> None:
+    """Give every run the one name of its dataset: runs stating the same dataset (sha256, else path,
+    else name) share a name: ``--label``'s, else the one its ``dataset.json`` gives, else the first stated."""
+    groups: list[list[RunData]] = []
     for run in runs:
-        run.label_override = wanted.get(run.path.resolve())
+        if run.dataset_ref is None:
+            continue
+        home = next((g for g in groups if any(run.dataset_ref.same_as(o.dataset_ref) for o in g)), None)
+        if home is None:
+            groups.append([run])
+        else:
+            home.append(run)
+    taken: dict[str, int] = {}
+    for group in groups:
+        override = next((r.label_override for r in group if r.label_override), None)
+        carded = next((r.dataset_ref.name for r in group if r.dataset_ref.card is not None), None)
+        name = override or carded or group[0].dataset_ref.name
+        taken[name] = taken.get(name, 0) + 1
+        if taken[name] > 1:  # two datasets of the same name (two worlds called "toy"): keep them apart
+            name = f"{name} #{taken[name]}"
+        for run in group:
+            run.dataset_label = name
+            run.label_override = override
+
+
+def load_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None = None) -> list[RunData]:
+    """The runs of the given directories and of their sub-folders (``RUN/eval-SUITE`` ...), each dataset
+    named once (:func:`name_datasets`); see :func:`facebench.report.discovery.collect_runs`."""
+    from .discovery import collect_runs
+
+    return collect_runs(paths, labels).runs
+
+
+def disambiguate_names(runs: list[RunData]) -> None:
+    """Two runs with the same directory name get their parent folder as a prefix."""
     names = [r.name for r in runs]
     for run in runs:
         if names.count(run.name) > 1:
             run.name = f"{run.path.resolve().parent.name}/{run.name}"
-    return runs

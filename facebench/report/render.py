@@ -14,8 +14,9 @@ from pathlib import Path
 from .. import __version__, atomic
 from ..errors import FacebenchError
 from ..pluginmanager import registry
+from .discovery import Finding, collect_runs
 from .html import page
-from .loading import RunData, load_runs
+from .loading import RunData
 
 
 def _fragments(result) -> list[str]:
@@ -44,14 +45,23 @@ def render_html(runs: Sequence[RunData], *, title: str = "facebench report", sec
     return page(title, subtitle, parts)
 
 
-def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str = "facebench report",
-                 sections: Sequence[str] | None = None, labels: dict[str, str] | None = None) -> Path:
-    """Load ``run_dirs``, render and write ``out`` atomically; returns the written path.
-
-    ``labels`` maps run directories to the dataset names shown for them.
-    """
+def build_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                 title: str = "facebench report", sections: Sequence[str] | None = None,
+                 labels: dict[str, str] | None = None) -> tuple[Path, list[Finding]]:
+    """What ``facebench report`` does: collect the runs of ``run_dirs`` and their sub-folders, render,
+    write ``out`` atomically. Returns the written path and what each given folder contributed."""
     if not run_dirs:
         raise FacebenchError("no run directories given")
-    runs = load_runs(list(run_dirs), labels)
-    text = render_html(runs, title=title, sections=sections)
-    return atomic.write_text(out, text, "report")
+    collection = collect_runs(list(run_dirs), labels)
+    text = render_html(collection.runs, title=title, sections=sections)
+    return atomic.write_text(out, text, "report"), collection.findings
+
+
+def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str = "facebench report",
+                 sections: Sequence[str] | None = None, labels: dict[str, str] | None = None) -> Path:
+    """:func:`build_report` without the findings; returns the written path.
+
+    ``labels`` maps run directories to the dataset names shown for them (an override: each dataset is
+    named after its ``dataset.json`` or recorded training set without it).
+    """
+    return build_report(run_dirs, out, title=title, sections=sections, labels=labels)[0]

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-EXAMPLE = """Example:
+from facebench.cli.options import examples
 
-\b
-  facebench arc2face make-tiny runs/arc2face-tiny
-  facebench generate --generator arc2face_tiny --weights runs/arc2face-tiny --ids ids.npy \\
-      --images-per-id 4 --out runs/a2f-gen
-"""
+EXAMPLE = examples(
+    "facebench arc2face make-tiny runs/arc2face-tiny",
+    "facebench generate --generator arc2face_tiny --weights runs/arc2face-tiny --ids ids.npy \\",
+    "    --images-per-id 4 --out runs/a2f-gen",
+)
 
 
 @click.group("arc2face")

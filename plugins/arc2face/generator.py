@@ -304,7 +304,7 @@ def arc2face(weights: str | os.PathLike | None = None, device: Any = "cpu", **op
     if weights is None:
         raise FacebenchError("generator 'arc2face' needs its model directory: pass --weights DIR holding "
                              "arc2face/ and encoder/ (Arc2Face release) and vae/, tokenizer/, scheduler/ "
-                             "(Stable Diffusion 1.5); see docs/arc2face.md")
+                             "(Stable Diffusion 1.5)")
     return Arc2FaceGenerator(weights, device=device, image_size=112, options=_options(options))
 
 

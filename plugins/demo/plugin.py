@@ -5,13 +5,12 @@ from __future__ import annotations
 import click
 
 from facebench import hookimpl
+from facebench.cli.options import examples
 
-EPILOG = """Example:
-
-\b
-  facebench demo --quick            # about 5 minutes on 2 CPU cores
-  facebench demo --out demo/full    # the full demo; run it again to reuse finished steps
-"""
+EPILOG = examples(
+    "facebench demo --quick            # about 5 minutes on 2 CPU cores",
+    "facebench demo --out demo/full    # the full demo; run it again to reuse finished steps",
+)
 
 
 @click.command("demo", epilog=EPILOG)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from facebench import atomic
 from facebench.data.formats import TRAIN, DatasetWriter, TrainReader
 from facebench.data.images import IMAGE_EXTENSIONS, image_kind
 from facebench.errors import DataError
@@ -94,7 +94,7 @@ class ImageFolderWriter(DatasetWriter):
 
     def _start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        self._tmp = atomic.temp_dir(self.path)
         self._made: set[int] = set()
 
     def add(self, image_bytes: bytes, label: int) -> None:

@@ -18,12 +18,12 @@ import contextlib
 import csv
 import os
 import shutil
-import tempfile
 from array import array
 from pathlib import Path
 
 import numpy as np
 
+from facebench import atomic
 from facebench.data.formats import PAIRS, DatasetWriter, PairsReader
 from facebench.data.images import image_kind
 from facebench.errors import DataError
@@ -192,7 +192,7 @@ class PairListWriter(DatasetWriter):
 
     def _start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        self._tmp = atomic.temp_dir(self.path)
         (self._tmp / "images").mkdir()
         self._csv_fh = open(self._tmp / "pairs.csv", "w", newline="", encoding="utf-8")  # noqa: SIM115
         self._csv = csv.writer(self._csv_fh)

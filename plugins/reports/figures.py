@@ -113,7 +113,9 @@ def scaling_plot(
         points = sorted(points, key=lambda p: p[1])
         xs = [p[1] for p in points]
         ys = [p[2] for p in points]
-        ax.plot(xs, ys, marker="o", linewidth=1.5, color="#8a6d1d" if kind == "published" else "#1f5fbf")
+        # the published points are one scaling series; measured points are separate datasets: no line
+        ax.plot(xs, ys, marker="o", linewidth=1.5 if kind == "published" else 0,
+                color="#8a6d1d" if kind == "published" else "#1f5fbf")
         for label, x, y in points:
             ax.annotate(plain(label), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xscale("log")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from facebench.errors import FacebenchError
 from facebench.report.html import definition_list, esc, image, table
@@ -42,40 +43,58 @@ PIPELINE_NOTE = ("Rows and cards marked <span class=\"badge check\">" + PIPELINE
 def pipeline_check_labels(runs: Sequence[RunData]) -> set[str]:
     """Labels of the datasets made by an untrained generator; a measured row of the same training set
     (its FR model was trained on that dataset) is a pipeline check too."""
-    return {run.label for run in runs if run.pipeline_check}
+    return {run.label for run in runs if run.pipeline_check or _card_untrained(run.card)}
+
+
+def _card_untrained(card: dict[str, Any] | None) -> bool:
+    info = (card or {}).get("generator_info") or {}
+    return isinstance(info, dict) and bool(info.get("untrained") or info.get("pipeline_check"))
+
+
+def _model_key(run: RunData) -> str:
+    """Which model a run's results measure: its FR run folder, else the weights hash it recorded."""
+    if run.model_dir is not None:
+        return str(run.model_dir)
+    weights = (((run.provenance or {}).get("inputs") or {}).get("weights") or {}).get("sha256")
+    return str(weights or run.path.resolve())
 
 
 def measured_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
-    """One row per (run, training dataset): canonical benchmark -> accuracy %, and which packs fed it."""
+    """One row per (training dataset, model): canonical benchmark -> accuracy %, and which packs fed it.
+    Evaluations of one model (two suites, say) make one row; two models of one dataset are told apart by
+    their run's name."""
     checks = pipeline_check_labels(runs)
-    rows: list[dict[str, Any]] = []
-    labels = []
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     for run in runs:
         if run.results is None or run.results.empty:
             continue
         frame = run.results
-        if "dataset" in frame.columns and run.label_override is None:
-            groups = frame.groupby("dataset", sort=False)
+        if "dataset" in frame.columns and run.label_override is None and run.dataset_ref is None:
+            groups = [(str(d), part, str(d)) for d, part in frame.groupby("dataset", sort=False)]
         else:
-            groups = [(run.label, frame)]
-        for dataset, part in groups:
-            label = str(dataset) if str(dataset).strip() and str(dataset) != "nan" else run.label
-            row: dict[str, Any] = {"dataset": label, "run": run.name, "values": {}, "packs": {}, "rows": part,
-                                   "pipeline_check": label in checks}
+            groups = [(run.label, frame, _model_key(run))]
+        for dataset, part, model in groups:
+            label = dataset if dataset.strip() and dataset != "nan" else run.label
+            row = rows.setdefault((label, model), {
+                "dataset": label, "run": run.name, "values": {}, "packs": {}, "frames": [],
+                "pipeline_check": label in checks})
+            row["frames"].append(part)
             for _, rec in part.iterrows():
                 key = canonical_benchmark(rec["benchmark"])
                 row["values"][key] = float(rec["accuracy"])
                 row["packs"][key] = str(rec["benchmark"])
-            toy = [is_toy_benchmark(p) for p in row["packs"].values()]
-            row["test_data"] = "toyfaces packs" if all(toy) else ("real packs" if not any(toy) else "mixed")
-            rows.append(row)
-            labels.append(label)
-    for row in rows:  # the same dataset measured by two runs: say which run each row is
-        if labels.count(row["dataset"]) > 1:
+    out = list(rows.values())
+    labels = [row["dataset"] for row in out]
+    for row in out:
+        row["rows"] = row.pop("frames")[0] if len(row["frames"]) == 1 else pd.concat(row["frames"])
+        toy = [is_toy_benchmark(p) for p in row["packs"].values()]
+        row["test_data"] = "toyfaces packs" if all(toy) else ("real packs" if not any(toy) else "mixed")
+        row["label"] = row["dataset"]  # the dataset's own name, before any suffix
+        if labels.count(row["dataset"]) > 1:  # two models trained on one dataset: say which run each row is
             row["dataset"] = f"{row['dataset']} ({row['run']})"
         if row["pipeline_check"]:
             row["dataset"] = f"{row['dataset']} [{PIPELINE_CHECK}]"
-    return rows
+    return out
 
 
 def five_average(values: dict[str, float]) -> float | None:
@@ -244,14 +263,15 @@ def dataset_grid(path: Path, identities: int = 6, per_identity: int = 6, cell: i
 
 
 def _dataset_path(run: RunData) -> Path | None:
-    """Where the images described by ``dataset.json`` are: its ``path``, the folder named by its
-    ``dataset`` key beside it (as ``facebench generate`` writes it), or the run directory itself; for
-    an FR training run, the training set its ``model.json`` names."""
+    """Where the images of a run's dataset are: the set its ``dataset.json`` names (beside it, as
+    ``facebench generate`` and ``toyfaces build`` write it) or its ``path``, else the run directory
+    itself; for an FR training run, the training set its ``model.json`` names."""
+    ref = run.dataset_ref
+    if ref is not None and ref.path is not None and ref.path.exists():
+        return ref.path
     if run.dataset is None:
-        trained_on = (run.model or {}).get("dataset")
-        path = trained_on.get("path") if isinstance(trained_on, dict) else None
-        return Path(path) if isinstance(path, str) and Path(path).exists() else None
-    for key in ("path", "dataset"):
+        return None
+    for key in ("path", "dataset", "train"):
         raw = run.dataset.get(key)
         if isinstance(raw, str) and raw:
             p = Path(raw) if Path(raw).is_absolute() else run.path / raw
@@ -260,17 +280,36 @@ def _dataset_path(run: RunData) -> Path | None:
     return run.path
 
 
-def datasets_section(runs: Sequence[RunData]) -> list[str]:
-    """A card per dataset: size, images per identity, generator and settings, a sample grid."""
-    cards = []
+def by_dataset(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
+    """Runs grouped by the one name of their dataset, in the order the datasets first appear."""
+    groups: dict[str, list[RunData]] = {}
     for run in runs:
-        if run.dataset is None and run.model is None:
-            continue
-        ds = run.dataset or {}
+        groups.setdefault(run.label, []).append(run)
+    return groups
+
+
+def dataset_size(group: Sequence[RunData]) -> tuple[int | None, int | None]:
+    """(identities, images) of a dataset: the first run of it that knows."""
+    for run in group:
         ids, imgs = run.size()
-        items: list[tuple[str, Any]] = [("run", run.name), ("identities", ids if ids is not None else "\u2013"),
+        if ids is not None or imgs is not None:
+            return ids, imgs
+    return None, None
+
+
+def datasets_section(runs: Sequence[RunData]) -> list[str]:
+    """A card per dataset (however many runs are about it): size, images per identity, generator and
+    settings, the FR models trained on it, a sample grid."""
+    cards = []
+    for label, group in by_dataset(runs).items():
+        if not any(r.card is not None or r.model is not None for r in group):
+            continue
+        ds = next((r.card for r in group if r.card is not None), None) or {}
+        ids, imgs = dataset_size(group)
+        items: list[tuple[str, Any]] = [("runs", ", ".join(dict.fromkeys(r.name for r in group))),
+                                        ("identities", ids if ids is not None else "\u2013"),
                                         ("images", imgs if imgs is not None else "\u2013")]
-        if run.pipeline_check:
+        if any(r.pipeline_check for r in group) or _card_untrained(ds):
             items.insert(0, ("status", f"{PIPELINE_CHECK}: random weights, a pipeline check, not a result"))
         if ids and imgs:
             items.append(("images per identity", f"{imgs / ids:.1f}"))
@@ -282,19 +321,21 @@ def datasets_section(runs: Sequence[RunData]) -> list[str]:
             items.append(("sampler", _settings_text(sampler)))
         if "settings" in ds:
             items.append(("settings", _settings_text(ds["settings"])))
-        if run.model:
-            for key in ("backbone", "recipe"):
-                if key in run.model:
-                    items.append((f"FR {key}", run.model[key]))
-        body = f"<h3>{esc(run.label)}</h3>" + definition_list(items)
-        grid = run.sample_image.read_bytes() if run.sample_image else None
-        if grid is None and (path := _dataset_path(run)) is not None:
-            grid = dataset_grid(path)
+        models = list(dict.fromkeys(f"{m.get('backbone', '?')} / {m.get('recipe', '?')}"
+                                    for r in group if (m := r.model)))
+        if models:
+            items.append(("FR models trained on it", "; ".join(models)))
+        body = f"<h3>{esc(label)}</h3>" + definition_list(items)
+        sample = next((r.sample_image for r in group if r.sample_image), None)
+        grid = sample.read_bytes() if sample else None
+        if grid is None:
+            path = next((p for r in group if (p := _dataset_path(r)) is not None), None)
+            grid = dataset_grid(path) if path is not None else None
         if grid is not None:
             try:
-                body += image(grid, f"sample images of {run.label}", "one row per identity")
+                body += image(grid, f"sample images of {label}", "one row per identity")
             except ValueError:
-                body += f'<p class="muted">{esc(run.sample_image)}: not a PNG or JPEG image</p>'
+                body += f'<p class="muted">{esc(sample)}: not a PNG or JPEG image</p>'
         cards.append(f'<div class="card">{body}</div>')
     return [f'<div class="cards">{"".join(cards)}</div>'] if cards else []
 
@@ -321,9 +362,27 @@ SUMMARY_COLUMNS = (
 )
 
 
+class _Labelled:
+    """A run seen by the analysis section under its dataset's name, with its run's name added when
+    another analysed run is about the same dataset (two extractors, say)."""
+
+    def __init__(self, run: RunData, label: str):
+        self._run, self.label = run, label
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._run, name)
+
+
+def _analysis_labels(runs: Sequence[RunData]) -> list[Any]:
+    analysed = [r.label for r in runs if r.summary is not None]
+    return [_Labelled(r, f"{r.label} ({r.name})" if r.summary is not None and analysed.count(r.label) > 1
+                      else r.label) for r in runs]
+
+
 def analysis_section(runs: Sequence[RunData]) -> list[str]:
     """Separability curves, genuine/impostor distributions with EER, intra/inter noise, pose/quality."""
     out: list[str] = []
+    runs = _analysis_labels(runs)
     curves = [(r.label, a) for r in runs if (a := r.array("separability")) is not None and len(a)]
     if curves:
         threshold = next((float(t) for r in runs if (t := stated(r.summary, "separability", "threshold")
@@ -391,24 +450,22 @@ def analysis_section(runs: Sequence[RunData]) -> list[str]:
 
 
 def scaling_section(runs: Sequence[RunData]) -> list[str]:
-    """Average accuracy against dataset size: HSFace scaling (paper Table 2) and the measured runs."""
+    """Average accuracy against dataset size: HSFace scaling (paper Table 2) and one point per measured
+    row (a dataset, or a dataset and model), its size read from any run about that dataset."""
     published = [(r["dataset"], float(r["images"]), float(r["avg"])) for t in published_tables()
                  if t.id == "vec2face-table2" for r in t.rows if r["kind"] == "Vec2Face"]
-    by_label = {r.label: r for r in runs}
+    groups = by_dataset(runs)
     measured = []
     for row in measured_rows(runs):
         avg = five_average(row["values"])
-        run = by_label.get(row["dataset"]) or next((r for r in runs if r.name == row["run"]), None)
-        size = next((s for r in runs if r.label == row["dataset"] and (s := r.size()[1])), None)
-        if size is None and run is not None:
-            size = run.size()[1]
+        size = dataset_size(groups.get(row["label"], []))[1]
         if avg is not None and size:
             measured.append((row["dataset"], float(size), avg))
     if not measured and not published:
         return []
     caption = "published: HSFace10K to 300K (paper Table 2)"
     if measured:
-        caption += "; measured: runs of this report with a known dataset size"
+        caption += "; measured: one point per training set of this report with a known size (not a series)"
     return [image(figures.scaling_plot(published, measured), "accuracy against dataset size", caption)]
 
 

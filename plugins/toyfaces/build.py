@@ -22,7 +22,8 @@ from facebench import atomic
 from facebench.console import console, make_progress
 from facebench.data import encode_image, get_format, open_writer
 from facebench.errors import ConfigError
-from facebench.runs import DATASET_CARD, Run
+from facebench.provenance import sha256_path
+from facebench.runs import DATASET_CARD, Run, discard_on_failure
 
 from .packs import PACKS, check_pair_count, pack_identity_count, plan_pairs
 from .params import Difficulty, identity_vector, rng_for, sample_identity, sample_nuisance, stream_key
@@ -195,27 +196,29 @@ def build_world(
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: already exists (pass --overwrite to replace it)")
     partial = out.parent / f".{out.name}.partial"
-    partial.mkdir(parents=True, exist_ok=True)
-    manifest = ShardManifest(partial / "manifest.json", {"toyfaces": asdict(cfg)})
-    jobs = _jobs(cfg)
-    images = {name: n for name, _, n in jobs}
-    todo = [(name, job) for name, job, _ in jobs if not manifest.is_done(name)]
-    if len(todo) < len(jobs):
-        console.print(f"resuming {out}: {len(jobs) - len(todo)} of {len(jobs)} shards already rendered in {partial}")
-    with make_progress() as progress:
-        task = progress.add_task(f"toyfaces {out.name}", total=sum(images.values()),
-                                 completed=sum(n for name, n in images.items() if manifest.is_done(name)))
-        pool = _pool(cfg, workers) if todo else None
-        try:
-            rendered = _map(pool, _render_shard, [job for _, job in todo])
-            for (name, _), blob in zip(todo, rendered):
-                atomic.write_bytes(partial / f"{name}.msgpack", blob, "rendered shard")
-                manifest.mark_done(name)
-                progress.advance(task, images[name])
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+    with discard_on_failure(partial):  # failing before its first shard, it leaves no partial folder
+        partial.mkdir(parents=True, exist_ok=True)
+        manifest = ShardManifest(partial / "manifest.json", {"toyfaces": asdict(cfg)})
+        jobs = _jobs(cfg)
+        images = {name: n for name, _, n in jobs}
+        todo = [(name, job) for name, job, _ in jobs if not manifest.is_done(name)]
+        if len(todo) < len(jobs):
+            console.print(f"resuming {out}: {len(jobs) - len(todo)} of {len(jobs)} shards already rendered in "
+                          f"{partial}")
+        with make_progress() as progress:
+            task = progress.add_task(f"toyfaces {out.name}", total=sum(images.values()),
+                                     completed=sum(n for name, n in images.items() if manifest.is_done(name)))
+            pool = _pool(cfg, workers) if todo else None
+            try:
+                rendered = _map(pool, _render_shard, [job for _, job in todo])
+                for (name, _), blob in zip(todo, rendered):
+                    atomic.write_bytes(partial / f"{name}.msgpack", blob, "rendered shard")
+                    manifest.mark_done(name)
+                    progress.advance(task, images[name])
+            finally:
+                if pool is not None:
+                    pool.close()
+                    pool.join()
     record = _assemble(out, cfg, partial, [name for name, _, _ in jobs], overwrite, command)
     shutil.rmtree(partial, ignore_errors=True)
     return record
@@ -249,6 +252,8 @@ def _assemble(out: Path, cfg: ToyConfig, partial: Path, names: list[str], overwr
             "seed": cfg.seed,
             "format": cfg.format,
             "train": train_path(Path("."), cfg.format).as_posix(),
+            # the training set's hash as train-fr records it: reports match models to this world by it
+            "sha256": sha256_path(train_path(tmp, cfg.format)),
             "packs": packs,
             "settings": asdict(cfg),
         }

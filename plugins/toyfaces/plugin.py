@@ -8,17 +8,19 @@ import os
 import click
 
 from facebench import hookimpl
+from facebench.cli.options import examples
 
 PACK_NAMES = ["toy_lfw", "toy_cfp_fp", "toy_cplfw", "toy_agedb_30", "toy_calfw", "toy_hadrian", "toy_eclipse"]
 
 
-@click.group(epilog="Example: facebench toyfaces build toy --identities 200 --images-per-identity 20 --size 56")
+@click.group(epilog=examples("facebench toyfaces build toy --identities 50 --images-per-identity 10 --size 56 --pairs 200"))
 def toyfaces() -> None:
     """The embedded toy world: procedurally drawn faces in the real dataset formats."""
 
 
 @toyfaces.command(
-    epilog="Example: facebench toyfaces build toy --identities 300 --images-per-identity 25 --size 56 --pairs 600"
+    epilog=examples("facebench toyfaces build toy --identities 50 --images-per-identity 10 --size 56 --pairs 200",
+                    "facebench toyfaces build toy-lmdb --identities 50 --format lmdb --size 56 --pairs 200 --packs toy_lfw,toy_cfp_fp")
 )
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--identities", type=click.IntRange(min=2), default=None, help="Training identities [500].")
@@ -60,7 +62,8 @@ def build(out, identities, images_per_identity, seed, fmt, size, pairs, packs, c
 
 
 @toyfaces.command(
-    "pose-model", epilog="Example: facebench toyfaces pose-model runs/toy-pose --size 56 --epochs 10"
+    "pose-model", epilog=examples("facebench toyfaces pose-model runs/toy-pose --size 56 --images 400 --epochs 2",
+                                  "facebench toyfaces pose-model runs/toy-pose --size 56 --epochs 10")
 )
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--size", type=click.IntRange(16, 512), default=None, help="Image side; match the world's [56].")

@@ -6,16 +6,14 @@ from pathlib import Path
 
 import click
 
-from facebench.cli.options import device_option
+from facebench.cli.options import device_option, examples
 
-EXAMPLE = """Example:
-
-\b
-  facebench train-generator --config tiny --data toy/train \\
-      --extractor fr-run --weights runs/teacher --out runs/v2f-tiny
-  facebench train-generator --config base --data WebFace4M.lmdb \\
-      --extractor arcface-r100 --weights arcface-r100-glint360k.pth --out runs/v2f
-"""
+EXAMPLE = examples(
+    "facebench train-generator --config tiny --data toy/train --extractor fr-run --weights runs/tiny \\",
+    "    --out runs/v2f-tiny --set epochs=1",
+    "facebench train-generator --config base --data WebFace4M.lmdb \\",
+    "    --extractor arcface-r100 --weights arcface-r100-glint360k.pth --out runs/v2f",
+)
 
 
 @click.command("train-generator", epilog=EXAMPLE)
@@ -46,8 +44,9 @@ def train_generator(config_path, data, data_format, features, extractor, weights
     features, and save it in the official layout."""
     from facebench.config import load_config
     from facebench.console import console
+    from facebench.data import resolve_dataset_path
     from facebench.errors import ConfigError
-    from facebench.runs import Run, run_path
+    from facebench.runs import Run, discard_on_failure, run_path
     from facebench.runtime import env_context
     from facebench.training import check_resume
 
@@ -64,18 +63,19 @@ def train_generator(config_path, data, data_format, features, extractor, weights
     if resume and init:
         raise ConfigError("--resume continues this run's own checkpoint and --init starts from another one; "
                           "pass one of them")
-    inputs = {"data": data}
+    inputs = {"data": resolve_dataset_path(data)}  # a generate run or toyfaces world: the set inside
     if init:
         inputs["init"] = init
     if features:
         inputs["features"] = features
     if weights:
         inputs["extractor_weights"] = weights
-    if env_context().is_main:
-        Run.start(run_dir, config=cfg, seed=cfg.seed, device=cfg.device, inputs=inputs,
-            extra={"generator": cfg.model, "extractor": extractor, "world_size": env_context().world_size})
-    result = train_from_paths(cfg, data, run_dir, data_format=data_format, features=features,
-                              extractor_name=extractor, extractor_weights=weights, resume=resume, init=init)
+    with discard_on_failure(run_dir):  # a failure before the first checkpoint leaves no run folder
+        if env_context().is_main:
+            Run.start(run_dir, config=cfg, seed=cfg.seed, device=cfg.device, inputs=inputs,
+                      extra={"generator": cfg.model, "extractor": extractor, "world_size": env_context().world_size})
+        result = train_from_paths(cfg, data, run_dir, data_format=data_format, features=features,
+                                  extractor_name=extractor, extractor_weights=weights, resume=resume, init=init)
     if env_context().is_main:
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
         click.echo(f"trained {cfg.model}: {result.steps} steps, {result.epochs_done} epochs; last losses: {losses}")

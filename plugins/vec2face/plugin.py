@@ -18,7 +18,7 @@ WEIGHT_FILES = (
 @hookimpl
 def register_generators(register):
     register("vec2face", "facebench_plugins.vec2face.generator:vec2face",
-             "Vec2Face ViT-Base, official layout (weights/vec2face_generator.pth), 112 px",
+             "Vec2Face ViT-Base, official layout (vec2face_generator.pth in the weights directory), 112 px",
              feature_dim=512, image_size=112, weights="vec2face_generator.pth", weight_files=WEIGHT_FILES)
     register("vec2face_vit_base_patch16", "facebench_plugins.vec2face.generator:vec2face",
              "Vec2Face ViT-Base under its official model name (same as 'vec2face')",

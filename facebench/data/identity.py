@@ -1,0 +1,111 @@
+"""Which dataset a path is: the set a ``dataset.json`` folder stands for, its one name, its hash.
+
+``facebench generate`` writes a run folder (``dataset.json`` beside the set it names under ``dataset``) and
+``toyfaces build`` a world folder (``dataset.json`` naming its training set under ``train``). Every command
+that takes a training set accepts either folder for the set inside, and every place that shows a dataset
+(evaluation rows, report cards, analyses, the size plot) names it the same way, from here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..runs import DATASET_CARD
+
+#: Keys of ``dataset.json`` that name the training set inside its folder (generate, toyfaces build).
+INNER_KEYS = ("dataset", "train")
+#: Folder names that say nothing about the data: the name of the folder above them is shown too.
+GENERIC_NAMES = {"train", "images", "data", "dataset", "imgs"}
+
+
+def read_card(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """``folder/dataset.json`` as a dict, or None when there is none (or it is not a JSON object)."""
+    path = Path(folder) / DATASET_CARD
+    if not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return None
+    return card if isinstance(card, dict) else None
+
+
+def inner_name(card: dict[str, Any]) -> str | None:
+    """The relative name of the training set a ``dataset.json`` describes."""
+    for key in INNER_KEYS:
+        value = card.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and ".." not in Path(value).parts:
+            return value
+    return None
+
+
+def resolve_dataset_path(path: str | os.PathLike) -> Path:
+    """A folder whose ``dataset.json`` names a set inside it stands for that set (a ``generate`` run
+    folder, a ``toyfaces build`` world); any other path is returned unchanged."""
+    path = Path(path)
+    if path.is_dir():
+        card = read_card(path)
+        name = inner_name(card) if card else None
+        if name and (path / name).exists():
+            return path / name
+    return path
+
+
+def card_for(path: str | os.PathLike) -> tuple[dict[str, Any], Path] | None:
+    """The ``dataset.json`` describing the dataset at ``path`` and the folder holding it: the one inside a
+    run folder given as the dataset, or the one beside the set that names it."""
+    path = Path(path)
+    inner = resolve_dataset_path(path)
+    if inner != path:
+        return read_card(path), path  # type: ignore[return-value]
+    card = read_card(path.parent)
+    if card is not None and inner_name(card) is not None and (path.parent / inner_name(card)).resolve() == path.resolve():
+        return card, path.parent
+    return None
+
+
+def name_from_card(card: dict[str, Any], folder: str | os.PathLike) -> str:
+    """The dataset's name: ``name`` in its ``dataset.json``, else the set's own folder name when it is
+    telling (``generation.dataset_name``), else the folder holding the card (the run or world folder)."""
+    name = card.get("name")
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    inner = inner_name(card)
+    if inner:
+        stem = Path(inner).name
+        if not stem.startswith("dataset.") and stem not in GENERIC_NAMES:
+            return stem
+    return Path(os.path.abspath(folder)).name
+
+
+def plain_name(path: str | os.PathLike) -> str:
+    """The name of a set without a ``dataset.json``: its folder name, with the parent's for generic names
+    (``toy/train`` says more than ``train``)."""
+    path = Path(os.path.abspath(path))
+    if path.name in GENERIC_NAMES or path.name.startswith("dataset."):
+        return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    return path.name
+
+
+@dataclass(frozen=True)
+class DatasetIdentity:
+    """One dataset as every command and report names it."""
+
+    name: str
+    path: Path  # the training set itself (inside its run or world folder)
+    card: dict[str, Any] | None = None  # its dataset.json, when it has one
+    card_dir: Path | None = None  # the folder holding that dataset.json
+
+
+def identify(path: str | os.PathLike) -> DatasetIdentity:
+    """The identity of the dataset at ``path`` (a set, or a folder whose ``dataset.json`` names one)."""
+    inner = resolve_dataset_path(path)
+    found = card_for(inner)
+    if found is not None:
+        card, folder = found
+        return DatasetIdentity(name=name_from_card(card, folder), path=inner, card=card, card_dir=folder)
+    return DatasetIdentity(name=plain_name(inner), path=inner)
