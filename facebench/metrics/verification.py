@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .inputs import MetricInputError, as_flags, as_matrix, l2_normalise, same_length
-from .roc import EER_ESTIMATOR, TAR_ESTIMATOR, eer, far_resolution, roc_curve, tar_at_far
+from .roc import EER_ESTIMATOR, TAR_ESTIMATOR, eer, far_resolution, roc_curve, strict_tar_at_far
 
 #: insightface's candidate thresholds on the squared L2 distance between unit vectors (range [0, 4]).
 INSIGHTFACE_THRESHOLDS = np.arange(0, 4, 0.01)
@@ -146,7 +146,7 @@ def verify(
         std=float(fold_acc.std()),
         thresholds=best_thresholds,
         fold_accuracies=fold_acc,
-        tar_at_far={float(f): tar_at_far(roc, f) for f in fars},
+        tar_at_far={float(f): strict_tar_at_far(roc, f) for f in fars},
         eer=rate,
         eer_threshold=at,
         num_pairs=n,
