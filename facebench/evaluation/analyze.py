@@ -12,7 +12,6 @@ beside ``analysis/summary.json``.
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import os
 from collections.abc import Iterable
@@ -22,14 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from ..config import build_config, config_to_dict, parse_override
+from ..config import build_config
 from ..console import console
-from ..errors import ConfigError, DataError, FacebenchError
+from ..errors import DataError, FacebenchError
 from ..provenance import sha256_path
 from ..runs import DEFAULT_RUNS_ROOT, Run
 from .embed import TensorModel
 from .features import centers_of, dataset_features
 from .models import ResolvedModel, resolve_model
+from .options import component_options
 
 
 @dataclass
@@ -59,27 +59,7 @@ class AnalyzeConfig:
 def analysis_options(overrides: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``NAME.KEY=VALUE`` overrides -> ``{analysis: {key: value}}`` with every analysis's full option set,
     checked against its registered config (an unknown analysis or key is an error with a suggestion)."""
-    specs = {s.name: s for s in registered_analyses()}
-    per_analysis: dict[str, list[str]] = {}
-    for text in overrides:
-        keys, _ = parse_override(text)
-        name = keys[0]
-        if name not in specs:
-            close = difflib.get_close_matches(name, list(specs), n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ConfigError(f"--set {text}: no analysis '{name}' ({hint}analyses: {', '.join(specs)})")
-        if specs[name].config is None or len(keys) < 2:
-            raise ConfigError(f"--set {text}: expected ANALYSIS.OPTION=VALUE ('{name}' options: "
-                              f"{', '.join(_option_names(specs[name])) or 'none'})")
-        per_analysis.setdefault(name, []).append(text.split(".", 1)[1])
-    return {name: config_to_dict(build_config(spec.config, {}, per_analysis.get(name, ())))
-            for name, spec in specs.items() if spec.config is not None}
-
-
-def _option_names(spec: Any) -> list[str]:
-    import dataclasses
-
-    return [f.name for f in dataclasses.fields(spec.config)] if spec.config is not None else []
+    return component_options(overrides, {s.name: s for s in registered_analyses()}, "analysis", "analyses")
 
 
 @dataclass

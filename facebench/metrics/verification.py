@@ -40,6 +40,7 @@ class VerificationResult:
     folds: int
     far_resolution: float  # 1 / impostor pairs: FAR targets below it can only be met at FAR 0
     estimators: dict[str, str] = field(default_factory=lambda: {"tar_at_far": TAR_ESTIMATOR, "eer": EER_ESTIMATOR})
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # bootstrap 95% (lo, hi) by figure
 
     @property
     def threshold(self) -> float:
@@ -64,6 +65,8 @@ class VerificationResult:
         for far, tar in self.tar_at_far.items():
             row[far_key(far)] = tar
         row["estimators"] = dict(self.estimators)
+        if self.intervals:
+            row["ci95"] = {key: [float(lo), float(hi)] for key, (lo, hi) in self.intervals.items()}
         return row
 
 
