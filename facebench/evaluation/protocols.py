@@ -74,8 +74,9 @@ def benchmark_digest(path: str | os.PathLike, files: Iterable[Path] = ()) -> str
     files = list(files)
     if not files:
         return sha256_path(path)
+    base = Path(path) if Path(path).is_dir() else Path(path).parent
     digest = hashlib.sha256()
     for file in sorted(files):
-        digest.update(str(Path(file).relative_to(path)).encode())
+        digest.update(os.path.relpath(file, base).encode())
         digest.update(sha256_path(file).encode())
     return digest.hexdigest()

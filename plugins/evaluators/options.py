@@ -6,7 +6,7 @@ Kept free of heavy imports (no torch): the registry reads these classes without 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from facebench.metrics import identity, separability
 
@@ -45,3 +45,18 @@ class FidConfig:
 class PoseQualityConfig:
     images: int = 10_000  # images drawn for the histograms
     bins: int = 36
+
+
+@dataclass
+class IjbConfig:
+    """insightface's IJB scoring switches (its defaults) and the cost cap of the 1:1 intervals."""
+
+    flip_fusion: str = "add"  # add (F2) | concat (F1) | none: the image without its mirror
+    keep_norm: bool = True  # N1: keep each image feature's norm (False: L2-normalise first, N0)
+    detector_score: bool = True  # D1: weight each image by its faceness score (False: D0)
+    bootstrap: int = 200  # most resamples for the 1:1 intervals (each is one pass over all pairs)
+
+
+@dataclass
+class TinyFaceConfig:
+    ranks: list[int] = field(default_factory=lambda: [1, 5, 20])  # identification ranks reported

@@ -39,6 +39,15 @@ def register_evaluators(register):
     )
     for name, cls, config, description in analyses:
         register(name, f"facebench_plugins.evaluators.analyses:{cls}", description, kind="analysis", config=config)
+    protocols = (
+        ("ijb", "ijb:IjbProtocol", options.IjbConfig,
+         "IJB-B/C 1:1 (TAR@FAR, insightface's pick) and IJB-C 1:N (rank-k, TPIR@FPIR): aligned loose crops, "
+         "media and template pooling"),
+        ("tinyface-1n", "tinyface:TinyFaceIdentification", options.TinyFaceConfig,
+         "TinyFace 1:N: probes against gallery matches and distractors, rank-k"),
+    )
+    for name, target, config, description in protocols:
+        register(name, f"facebench_plugins.evaluators.{target}", description, kind="protocol", config=config)
 
 
 @hookimpl
