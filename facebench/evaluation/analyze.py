@@ -79,6 +79,7 @@ class AnalysisContext:
     batch_size: int = 64
     reference_centers: np.ndarray | None = None  # identities to test leakage against
     reference_name: str = ""
+    reference_dataset: Path | None = None  # the reference's images, when it was given as a dataset
     fid_against: Path | None = None  # a second image set for FID
     fid_extractor: Any = None  # (name, TensorModel, feature kind) or None: then the FR model is used
     pose_extractor: Any = None
@@ -243,7 +244,7 @@ def run_analyses(config: Any, out: str | os.PathLike | None) -> tuple[dict[str, 
     zero = np.linalg.norm(centers, axis=1) == 0
     if zero.any():
         raise DataError(dataset, f"identity {classes[zero][0]} has an all-zero mean feature")
-    reference, reference_name = None, ""
+    reference, reference_name, reference_dataset = None, "", None
     if config.reference:
         def centres_of_dataset(p: Path) -> np.ndarray:
             feats, ref_reader = _features_of(resolved, p, run.file("analysis/reference_features.npy"), config)
@@ -251,6 +252,8 @@ def run_analyses(config: Any, out: str | os.PathLike | None) -> tuple[dict[str, 
 
         reference, reference_name = _load_reference(config.reference, centres_of_dataset)
         run.add_input("reference", config.reference)
+        if not (Path(config.reference).is_file() and Path(config.reference).suffix == ".npy"):
+            reference_dataset = Path(config.reference)
     _save_array(run, "analysis/centers.npy", centers.astype(np.float32))
     if config.fid_against:
         run.add_input("fid_against", config.fid_against)
@@ -258,6 +261,7 @@ def run_analyses(config: Any, out: str | os.PathLike | None) -> tuple[dict[str, 
         dataset=dataset, reader=reader, features=features, labels=labels, centers=centers, classes=classes,
         model=resolved.model, model_name=resolved.name, seed=config.seed, device=config.device,
         batch_size=config.batch_size, reference_centers=reference, reference_name=reference_name,
+        reference_dataset=reference_dataset,
         fid_against=Path(config.fid_against) if config.fid_against else None,
         fid_extractor=_fid_extractor(config) if config.fid_against else None,
         pose_extractor=_side_model(config.pose_extractor, config.pose_weights, config, "pose"),

@@ -34,11 +34,29 @@ class SeparabilityConfig:
 class LeakageConfig:
     threshold: float = identity.LEAKAGE_THRESHOLD  # centre cosine above which an identity matches a reference
     block: int = identity.DEFAULT_BLOCK
+    fmr: float = 1e-4  # also count matches above the reference's own impostor threshold at this FMR
+    impostor_pairs: int = 2_000_000  # most reference centre pairs sampled for that threshold
+    pairs: int = 10  # closest synthetic/reference identity pairs kept (as images when the reference is a dataset)
 
 
 @dataclass
 class FidConfig:
     images: int = 10_000  # images drawn from each set
+
+
+@dataclass
+class FidelityConfig:
+    images: int = 10_000  # images drawn from each set (the FID analysis's draw is reused when equal)
+    kid_subsets: int = 100  # KID: random subsets (torch-fidelity's default)
+    kid_subset_size: int = 1000  # KID: subset size (capped by the smaller set)
+    pr_k: int = 3  # improved precision/recall: k of the k-NN balls
+    dc_k: int = 5  # density/coverage: k of the k-NN balls
+
+
+@dataclass
+class CertaintyRatioConfig:
+    bins: int = 50  # histogram bins
+    eps: float = 1e-9  # CR-FIQA's epsilon
 
 
 @dataclass
