@@ -16,7 +16,11 @@ from ..console import console
               help="Only these sections (repeatable); see `facebench plugins --kind report_section`.")
 @click.option("--label", "labels", multiple=True, metavar="RUN=NAME",
               help="Show run directory RUN's dataset as NAME (repeatable), e.g. --label runs/eval-a='real data'.")
-def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...], labels: tuple[str, ...]) -> None:
+@click.option("--real", "real", multiple=True, metavar="RUN",
+              help="A run directory of a model trained on real data: the fairness view prints every other "
+                   "dataset's GAP to it (repeatable; it must be among RUNS).")
+def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...], labels: tuple[str, ...],
+           real: tuple[str, ...]) -> None:
     """Compare run directories (evaluation, analysis, generated datasets, FR training) in one HTML file.
 
     The file has inline CSS and embedded images, needs no network and no JavaScript. Published numbers
@@ -33,7 +37,7 @@ def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...
         names[run] = name
     with console.status("rendering report"):
         path = write_report(list(runs), out, title=title, sections=list(sections) or None,
-                            labels=names)
+                            labels=names, real=list(real))
     click.echo(str(path))
 
 

@@ -85,6 +85,7 @@ class RunData:
     config_text: str | None = None
     sample_image: Path | None = None
     label_override: str | None = None
+    real: bool = False  # named with ``report --real``: the real-data baseline GAP figures compare with
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -169,18 +170,26 @@ def load_run(path: str | os.PathLike, name: str | None = None) -> RunData:
     return run
 
 
-def load_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None = None) -> list[RunData]:
+def load_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None = None,
+              real: list[str | os.PathLike] | None = None) -> list[RunData]:
     """Load several runs; two runs with the same directory name get the parent folder as a prefix.
 
-    ``labels`` maps a run directory to the dataset name its rows and plots should carry.
+    ``labels`` maps a run directory to the dataset name its rows and plots should carry; ``real`` lists the
+    run directories trained on real data (the baseline of GAP figures).
     """
     wanted = {Path(k).resolve(): v for k, v in (labels or {}).items()}
-    unknown = [str(k) for k in wanted if k not in {Path(p).resolve() for p in paths}]
+    given = {Path(p).resolve() for p in paths}
+    unknown = [str(k) for k in wanted if k not in given]
     if unknown:
         raise DataError(unknown[0], "--label names a run directory that is not among the reported runs")
+    baselines = {Path(k).resolve() for k in (real or [])}
+    unknown = [str(k) for k in baselines if k not in given]
+    if unknown:
+        raise DataError(unknown[0], "--real names a run directory that is not among the reported runs")
     runs = [load_run(p) for p in paths]
     for run in runs:
         run.label_override = wanted.get(run.path.resolve())
+        run.real = run.path.resolve() in baselines
     names = [r.name for r in runs]
     for run in runs:
         if names.count(run.name) > 1:

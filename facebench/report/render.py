@@ -45,13 +45,15 @@ def render_html(runs: Sequence[RunData], *, title: str = "facebench report", sec
 
 
 def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str = "facebench report",
-                 sections: Sequence[str] | None = None, labels: dict[str, str] | None = None) -> Path:
+                 sections: Sequence[str] | None = None, labels: dict[str, str] | None = None,
+                 real: Sequence[str | os.PathLike] | None = None) -> Path:
     """Load ``run_dirs``, render and write ``out`` atomically; returns the written path.
 
-    ``labels`` maps run directories to the dataset names shown for them.
+    ``labels`` maps run directories to the dataset names shown for them; ``real`` names the runs trained on
+    real data, which GAP figures compare the others with.
     """
     if not run_dirs:
         raise FacebenchError("no run directories given")
-    runs = load_runs(list(run_dirs), labels)
+    runs = load_runs(list(run_dirs), labels, list(real or []))
     text = render_html(runs, title=title, sections=sections)
     return atomic.write_text(out, text, "report")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from facebench.errors import FacebenchError
 from facebench.report.html import definition_list, esc, image, table
@@ -60,9 +61,11 @@ def measured_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
             groups = [(run.label, frame)]
         for dataset, part in groups:
             label = str(dataset) if str(dataset).strip() and str(dataset) != "nan" else run.label
-            row: dict[str, Any] = {"dataset": label, "run": run.name, "values": {}, "packs": {}, "rows": part,
-                                   "pipeline_check": label in checks}
+            row: dict[str, Any] = {"dataset": label, "label": label, "run": run.name, "values": {}, "packs": {},
+                                   "rows": part, "pipeline_check": label in checks, "real": run.real}
             for _, rec in part.iterrows():
+                if pd.isna(rec["accuracy"]):  # IJB / 1:N rows have no accuracy; their own sections show them
+                    continue
                 key = canonical_benchmark(rec["benchmark"])
                 row["values"][key] = float(rec["accuracy"])
                 row["packs"][key] = str(rec["benchmark"])
@@ -196,6 +199,8 @@ def _measured_detail(runs: Sequence[RunData]) -> str | None:
     rows, classes = [], []
     for r in measured_rows(runs):
         for _, rec in r["rows"].iterrows():
+            if pd.isna(rec["accuracy"]):
+                continue
             acc, std = float(rec["accuracy"]), rec.get("std", float("nan"))
             rows.append([r["dataset"], rec["benchmark"], f"{acc:.2f} \u00b1 {_fmt(float(std)) if std == std else '–'}",
                          _ratio_text(rec.get("tar_at_far_1e-3")), _ratio_text(rec.get("tar_at_far_1e-4")),
