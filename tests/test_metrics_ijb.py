@@ -41,9 +41,10 @@ def _world(seed=0, n_images=400, n_templates=40, dim=16):
     return feats, templates, medias
 
 
-def test_template_features_match_a_loop_over_templates_and_media():
-    feats, templates, medias = _world()
-    unique, tfeats = template_features(feats, templates, medias)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_template_features_match_a_loop_over_templates_and_media(dtype):
+    feats, templates, medias = _world()  # float32 features are pooled in float64 too, chunk by chunk
+    unique, tfeats = template_features(feats.astype(dtype), templates, medias, chunk=37)
     expected = _loop_templates(feats.astype(np.float64), templates, medias)
     assert unique.tolist() == sorted(expected)
     for row, t in enumerate(unique):

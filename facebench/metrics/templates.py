@@ -20,6 +20,8 @@ from .inputs import MetricInputError, as_matrix, as_vector, same_length
 
 #: How the two halves of an image's feature (the image, then its mirror) are combined.
 FLIP_FUSIONS = ("add", "concat", "none")
+#: Images per chunk of the template pooling.
+IMAGE_CHUNK = 1 << 15
 #: Pairs per block when pair scores are gathered row by row (bounded memory).
 PAIR_BLOCK = 1 << 18
 #: Gather pair rows instead of multiplying template blocks when (firsts x seconds) exceeds this x pairs.
@@ -60,24 +62,21 @@ def fuse_image_features(features: Any, faceness: Any = None, *, flip_fusion: str
     return np.ascontiguousarray(fused)
 
 
-def _group_mean_matrix(groups: np.ndarray, members: int) -> Any:
-    """Sparse (groups x members) matrix whose product with member rows gives each group's mean row."""
-    from scipy import sparse
-
-    counts = np.bincount(groups)
-    return sparse.csr_matrix((1.0 / counts[groups], (groups, np.arange(members))), shape=(counts.size, members))
-
-
-def template_features(image_feats: Any, templates: Any, medias: Any) -> tuple[np.ndarray, np.ndarray]:
+def template_features(image_feats: Any, templates: Any, medias: Any, *,
+                      chunk: int = IMAGE_CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """``(unique_templates, template_feats)``: the sorted template ids and one L2-normalised float64 row each.
 
     A template's feature is the sum over its media of the mean image feature of that media (a media
     with one image keeps that image's feature), then L2-normalised; an all-zero sum stays zero (as
-    sklearn's ``normalize`` leaves it).
+    sklearn's ``normalize`` leaves it). That is each image weighted by one over its media's size and summed
+    per template: one sparse product per chunk of images, in float64, so IJB-C's 469k x 512 features (a
+    memory map, perhaps) are never copied whole.
     """
     from scipy import sparse
 
-    feats = as_matrix(image_feats, "image features", dtype=np.float64)
+    feats = image_feats if isinstance(image_feats, np.ndarray) else np.asarray(image_feats)
+    if feats.ndim != 2 or feats.shape[0] == 0 or feats.shape[1] == 0:
+        raise MetricInputError(f"image features: expected a non-empty 2-D array, got shape {tuple(feats.shape)}")
     templates = np.asarray(templates)
     medias = np.asarray(medias)
     if templates.ndim != 1 or medias.ndim != 1:
@@ -85,29 +84,53 @@ def template_features(image_feats: Any, templates: Any, medias: Any) -> tuple[np
     same_length(image_feats=feats, templates=templates, medias=medias)
     unique_templates, template_of = np.unique(templates, return_inverse=True)
     # One group per (template, media): the same media id in two templates is two groups, as insightface.
-    _, group_of = np.unique(np.stack([template_of, medias]), axis=1, return_inverse=True)
+    media_ids, media_of = np.unique(medias, return_inverse=True)
+    _, group_of = np.unique(template_of.astype(np.int64) * media_ids.size + media_of, return_inverse=True)
     group_of = group_of.ravel()
-    media_means = _group_mean_matrix(group_of, feats.shape[0]) @ feats
-    template_of_group = np.zeros(group_of.max() + 1, dtype=np.int64)
-    template_of_group[group_of] = template_of
-    summing = sparse.csr_matrix((np.ones(template_of_group.size), (template_of_group, np.arange(template_of_group.size))),
-                                shape=(unique_templates.size, template_of_group.size))
-    sums = np.asarray(summing @ media_means)
+    weights = 1.0 / np.bincount(group_of)[group_of]
+    sums = np.zeros((unique_templates.size, feats.shape[1]))
+    for start in range(0, feats.shape[0], chunk):
+        stop = min(start + chunk, feats.shape[0])
+        rows = as_matrix(feats[start:stop], f"image features {start}-{stop - 1}")
+        spread = sparse.csr_matrix((weights[start:stop], (template_of[start:stop], np.arange(stop - start))),
+                                   shape=(unique_templates.size, stop - start))
+        sums += spread @ rows
     norms = np.sqrt(np.einsum("ij,ij->i", sums, sums))
     out = np.divide(sums, norms[:, None], out=np.zeros_like(sums), where=norms[:, None] > 0)
     return unique_templates, out
 
 
+#: Template ids up to this value are mapped to rows through a lookup table (else by binary search).
+LOOKUP_LIMIT = 1 << 26
+
+
 def template_rows(unique_templates: np.ndarray, ids: Any, name: str) -> np.ndarray:
     """Row of each template id in ``unique_templates`` (sorted); an unknown id is an error naming it."""
     ids = np.asarray(ids)
-    rows = np.searchsorted(unique_templates, ids)
-    rows = np.minimum(rows, unique_templates.size - 1)
-    bad = unique_templates[rows] != ids
+    if unique_templates.size == 0:
+        raise MetricInputError(f"{name}: there are no template features")
+    small = np.issubdtype(ids.dtype, np.integer) and np.issubdtype(unique_templates.dtype, np.integer) and \
+        ids.size and 0 <= min(ids.min(), unique_templates[0]) and max(ids.max(), unique_templates[-1]) < LOOKUP_LIMIT
+    if small:
+        table = np.full(int(max(ids.max(), unique_templates[-1])) + 1, -1, dtype=np.int64)
+        table[unique_templates] = np.arange(unique_templates.size)
+        rows = table[ids]
+        bad = rows < 0
+    else:
+        rows = np.minimum(np.searchsorted(unique_templates, ids), unique_templates.size - 1)
+        bad = unique_templates[rows] != ids
     if bad.any():
         k = int(np.argmax(bad))
         raise MetricInputError(f"{name}: template {ids[k]} (pair {k + 1}) has no template feature")
     return rows
+
+
+def _compact(rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows that occur (sorted) and each entry's position among them, without sorting the entries."""
+    used = np.flatnonzero(np.bincount(rows, minlength=size))
+    position = np.zeros(size, dtype=np.int64)
+    position[used] = np.arange(used.size)
+    return used, position[rows]
 
 
 def template_pair_scores(template_feats: Any, unique_templates: Any, t1: Any, t2: Any, *,
@@ -126,8 +149,8 @@ def template_pair_scores(template_feats: Any, unique_templates: Any, t1: Any, t2
     r1 = template_rows(unique_templates, t1, "t1")
     r2 = template_rows(unique_templates, t2, "t2")
     scores = np.empty(r1.size, dtype=np.float64)
-    firsts, first_of = np.unique(r1, return_inverse=True)
-    seconds, second_of = np.unique(r2, return_inverse=True)
+    firsts, first_of = _compact(r1, feats.shape[0])
+    seconds, second_of = _compact(r2, feats.shape[0])
     # A matrix-product entry costs about 1/500 of a gathered pair (measured on 2 cores): gather only when
     # the pairs are very sparse among (first, second) template combinations.
     if firsts.size * seconds.size > GATHER_RATIO * r1.size:
@@ -137,12 +160,16 @@ def template_pair_scores(template_feats: Any, unique_templates: Any, t1: Any, t2
             scores[start:stop] = np.einsum("ij,ij->i", feats[r1[start:stop]], feats[r2[start:stop]])
         return scores
     right = np.ascontiguousarray(feats[seconds].T)
-    order = np.argsort(first_of, kind="stable")
-    bounds = np.searchsorted(first_of[order], np.arange(firsts.size + 1))
     step = block or TEMPLATE_BLOCK
-    for lo in range(0, firsts.size, step):
+    # Pairs grouped by block of first templates with one counting pass (no sort of all pairs).
+    block_of = first_of // step
+    if block_of.size and block_of.max() < np.iinfo(np.int16).max:
+        block_of = block_of.astype(np.int16)  # numpy sorts 16-bit integers by radix: one linear pass
+    order = np.argsort(block_of, kind="stable")
+    bounds = np.searchsorted(block_of[order], np.arange(0, firsts.size // step + 2))
+    for b, lo in enumerate(range(0, firsts.size, step)):
         hi = min(lo + step, firsts.size)
         sims = feats[firsts[lo:hi]] @ right
-        idx = order[bounds[lo]:bounds[hi]]
+        idx = order[bounds[b]:bounds[b + 1]]
         scores[idx] = sims[first_of[idx] - lo, second_of[idx]]
     return scores
