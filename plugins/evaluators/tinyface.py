@@ -7,6 +7,7 @@ highest cosine scores (CVLface's TinyFace evaluation reports rank-1, 5 and 20).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ class TinyFaceIdentification:
         root = Path(ctx.path).parent
         data = read_tinyface(root)
         files = data.probes + data.gallery
+        listing = hashlib.sha256("\n".join(f"{p.relative_to(root)} {p.stat().st_size}" for p in files).encode())
         params = {"protocol": "tinyface", "root": str(root.resolve()), "flip_test": ctx.flip_test,
-                  "files": len(files)}
+                  "files": len(files), "listing_sha256": listing.hexdigest()}
         feats = cached_features(ctx, FileImages(root, files), "tinyface", root, params, flip_test=ctx.flip_test)
         n = len(data.probes)
         try:
