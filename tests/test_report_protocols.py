@@ -104,3 +104,12 @@ def test_ijb_identification_intervals_and_dataset_metrics(report):
     metrics = _section(report, "dataset-metrics")
     assert "0.01230" in metrics and "0.610" in metrics and "0.550" in metrics
     assert "25.00 (cos &gt; 0.610)" in metrics and "Certainty-ratio" in metrics
+
+
+def test_real_must_name_a_reported_run(tmp_path):
+    run = _run(tmp_path, "eval-a", "a", _rows(GROUPS["syn"], 0.9, 0.5))
+    result = CliRunner().invoke(create_cli(), ["report", str(run), "--out", str(tmp_path / "r.html"), "--real",
+                                               str(tmp_path / "elsewhere")])
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {(tmp_path / 'elsewhere').resolve()}: --real names a run directory "
+                                     "that is not among the reported runs")
