@@ -42,7 +42,7 @@ class PackImages(Dataset):
 def time_pass(dataset: Dataset, workers: int, batch: int) -> float:
     loader = DataLoader(dataset, batch_size=batch, num_workers=workers, shuffle=False)
     start = time.perf_counter()
-    count = sum(len(y) for _, y in loader)
+    count = sum(len(batch[1]) for batch in loader)  # (images, labels[, augmentation])
     return count / (time.perf_counter() - start)
 
 
@@ -74,7 +74,7 @@ def main() -> None:
             with open_writer(paths[fmt], fmt) as writer:
                 for data, label in source:
                     writer.add(data, label)
-        # the FR trainer's own dataset (decode + resize + normalise; no augmentation, to time reading alone)
+        # the FR trainer's own dataset (decode + resize to uint8; no augmentation, to time reading alone)
         datasets = {fmt: AugmentedFaces(open_dataset(p), input_size=args.size, flip=False)
                     for fmt, p in paths.items()}
         datasets["bin"] = PackImages(open_pairs(root / "toy_lfw.bin"), args.size)

@@ -47,3 +47,9 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             progress.advance(task)
+
+
+def log_line(text: str) -> None:
+    """One plain progress line on stdout, flushed at once, so ``command > log.txt`` can be followed while
+    the job runs (the progress bars go to stderr)."""
+    print(text, flush=True)

@@ -178,7 +178,10 @@ def run_experiment(
     unknown_only = [n for n in only if n not in {s.name for s in steps}]
     if unknown_only:
         raise ConfigError(f"unknown step(s) {', '.join(unknown_only)}; steps: {', '.join(s.name for s in steps)}")
-    out.mkdir(parents=True, exist_ok=True)
+    from .runs import Run
+
+    # only now that every step resolved: a config error leaves no half-made run folder
+    Run.start(out, config=cfg, extra={"experiment": cfg.experiment.name})
     manifest = ShardManifest(out / STEPS_MANIFEST, {"experiment": cfg.experiment.name})
     outcomes: list[StepOutcome] = []
     done: set[str] = set()

@@ -7,12 +7,20 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 _HASH_CHUNK = 1 << 20
+#: Hashes of paths already seen by this process, keyed by (path, fingerprint).
+_MEMO: dict[tuple[str, str], str] = {}
+
+
+def cache_dir() -> Path:
+    """Where facebench keeps what it can recompute (``$FACEBENCH_CACHE``, default ``~/.cache/facebench``)."""
+    return Path(os.environ.get("FACEBENCH_CACHE") or "~/.cache/facebench").expanduser()
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -23,17 +31,152 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def sha256_path(path: str | os.PathLike) -> str:
-    """Hash of a file, or of a directory's files (relative names and contents, in sorted order)."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
+def _stat_key(st: os.stat_result) -> str:
+    # inode and ctime change on any rewrite, even one that keeps the size and lands in the same mtime tick
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+
+
+def _walk_files(root: str, rel: str = "") -> Iterator[tuple[str, str]]:
+    """``(relative posix name, absolute path)`` of every file under ``root`` in the order of
+    ``sorted(Path(root).rglob("*"))`` (component by component), listing one directory at a time so a
+    folder of millions of files is never held as one list of paths."""
+    try:
+        entries = sorted(os.scandir(os.path.join(root, rel) if rel else root), key=lambda e: e.name)
+    except NotADirectoryError:
+        return
+    for entry in entries:
+        name = f"{rel}/{entry.name}" if rel else entry.name
+        if entry.is_dir():
+            yield from _walk_files(root, name)
+        elif entry.is_file():
+            yield name, entry.path
+
+
+def _folder_fingerprint(path: str) -> tuple[str, int]:
+    """A digest of every file's name, size, mtime, ctime and inode (stat only, no reads) and the file count."""
     digest = hashlib.sha256()
-    for child in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(child.relative_to(path).as_posix().encode())
+    count = 0
+    for rel, full in _walk_files(path):
+        digest.update(f"{rel}\0{_stat_key(os.stat(full))}\n".encode())
+        count += 1
+    return digest.hexdigest(), count
+
+
+def _hash_folder(path: str, workers: int) -> str:
+    """The folder digest: sha256 over (relative name, NUL, sha256 of the file) in sorted order. Files are
+    read by ``workers`` threads (hashlib and file reads release the GIL), in a bounded window."""
+    digest = hashlib.sha256()
+
+    def add(rel: str, file_digest: str) -> None:
+        digest.update(rel.encode())
         digest.update(b"\0")
-        digest.update(sha256_file(child).encode())
+        digest.update(file_digest.encode())
+
+    if workers <= 1:
+        for rel, full in _walk_files(path):
+            add(rel, sha256_file(full))
+        return digest.hexdigest()
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    window: deque = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for rel, full in _walk_files(path):
+            window.append((rel, pool.submit(sha256_file, full)))
+            if len(window) >= 8 * workers:
+                rel0, fut = window.popleft()
+                add(rel0, fut.result())
+        while window:
+            rel0, fut = window.popleft()
+            add(rel0, fut.result())
     return digest.hexdigest()
+
+
+def _cache_file(key: str) -> Path:
+    return cache_dir() / "sha256" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def _cached(key: str, fingerprint: str) -> str | None:
+    import json
+
+    if (key, fingerprint) in _MEMO:
+        return _MEMO[(key, fingerprint)]
+    try:
+        saved = json.loads(_cache_file(key).read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("path") == key and saved.get("fingerprint") == fingerprint and isinstance(saved.get("sha256"), str):
+        _MEMO[(key, fingerprint)] = saved["sha256"]
+        return saved["sha256"]
+    return None
+
+
+def _remember(key: str, fingerprint: str, value: str, *, on_disk: bool) -> None:
+    import json
+
+    _MEMO[(key, fingerprint)] = value
+    if not on_disk:
+        return
+    try:  # a cache that cannot be written only costs time: never an error
+        from .atomic import write_text
+
+        write_text(_cache_file(key), json.dumps({"path": key, "fingerprint": fingerprint, "sha256": value}),
+                   "hash cache")
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def sha256_path(path: str | os.PathLike, *, workers: int | None = None) -> str:
+    """Hash of a file, or of a directory's files (relative names and contents, in sorted order).
+
+    Hashed once: the result is cached (in memory, and for folders and files over 64 MB in
+    :func:`cache_dir`) under a fingerprint of names, sizes, mtimes, ctimes and inodes, so a rerun or a
+    resume on a 4M-image folder costs one listing, not a read of every image. ``workers`` threads read
+    the files of a folder (default 8; 1 = serial)."""
+    path = Path(path)
+    key = str(path.resolve())
+    if path.is_file():
+        st = path.stat()
+        fingerprint = _stat_key(st)
+        value = _cached(key, fingerprint)
+        if value is None:
+            value = sha256_file(path)
+            _remember(key, fingerprint, value, on_disk=st.st_size >= 64 << 20)
+        return value
+    fingerprint, _ = _folder_fingerprint(key)
+    value = _cached(key, fingerprint)
+    if value is None:
+        value = _hash_folder(key, 8 if workers is None else workers)
+        _remember(key, fingerprint, value, on_disk=True)
+    return value
+
+
+class BackgroundHash:
+    """:func:`sha256_path` of one path on a daemon thread, so a long hash (a training set on a shared
+    filesystem) overlaps with work instead of stalling it; :meth:`result` waits for it. Serial reads: a
+    daemon thread must not own a thread pool that would hold the interpreter open on a crash."""
+
+    def __init__(self, path: str | os.PathLike):
+        import threading
+
+        self.path = path
+        self._value: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="facebench-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = sha256_path(self.path, workers=1)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 def package_version(name: str) -> str | None:
@@ -78,8 +221,9 @@ def provenance(
     device: str | None = None,
     inputs: dict[str, str | os.PathLike] | None = None,
     extra: dict[str, Any] | None = None,
+    hashes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ``provenance.json`` record of a run."""
+    """The ``provenance.json`` record of a run; ``hashes`` holds digests of inputs already computed."""
     record = environment(device)
     record.update(
         {
@@ -87,7 +231,8 @@ def provenance(
             "command": list(command if command is not None else sys.argv),
             "seed": seed,
             "inputs": {
-                label: {"path": str(Path(p).resolve()), "sha256": sha256_path(p)} for label, p in (inputs or {}).items()
+                label: {"path": str(Path(p).resolve()), "sha256": (hashes or {}).get(label) or sha256_path(p)}
+                for label, p in (inputs or {}).items()
             },
         }
     )

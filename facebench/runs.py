@@ -54,6 +54,7 @@ class Run:
         self.command = list(command) if command is not None else ["facebench", *sys.argv[1:]]
         self.inputs: dict[str, str | os.PathLike] = dict(inputs or {})
         self.extra: dict[str, Any] = dict(extra or {})
+        self._hashes: dict[str, str] = {}  # each input is hashed once per run, however often it is rewritten
 
     @classmethod
     def start(cls, path: str | os.PathLike, **fields: Any) -> Run:
@@ -65,15 +66,26 @@ class Run:
         run.write_provenance()
         return run
 
-    def add_input(self, label: str, path: str | os.PathLike) -> None:
-        """Declare an input file or folder: its sha256 goes into ``provenance.json``."""
+    def add_input(self, label: str, path: str | os.PathLike, *, sha256: str | None = None) -> None:
+        """Declare an input file or folder: its sha256 (given, or computed now) goes into ``provenance.json``."""
         self.inputs[label] = path
+        self._hashes.pop(label, None)
+        if sha256 is not None:
+            self._hashes[label] = sha256
         self.write_provenance()
 
+    def input_hash(self, label: str) -> str:
+        """The sha256 of a declared input (computed once)."""
+        from .provenance import sha256_path
+
+        if label not in self._hashes:
+            self._hashes[label] = sha256_path(self.inputs[label])
+        return self._hashes[label]
+
     def write_provenance(self) -> Path:
-        record = provenance(
-            command=self.command, seed=self.seed, device=self.device, inputs=self.inputs, extra=self.extra
-        )
+        hashes = {label: self.input_hash(label) for label in self.inputs}
+        record = provenance(command=self.command, seed=self.seed, device=self.device, inputs=self.inputs,
+                            extra=self.extra, hashes=hashes)
         return atomic.write_json(self.path / PROVENANCE, record, "provenance")
 
     def provenance(self) -> dict[str, Any]:

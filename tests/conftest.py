@@ -27,11 +27,13 @@ from facebench.runs import Run
 
 
 @pytest.fixture(autouse=True)
-def _isolated_plugins(monkeypatch):
-    """Each test sees the plugin environment it sets up, not one cached by an earlier test."""
+def _isolated_plugins(monkeypatch, tmp_path_factory):
+    """Each test sees the plugin environment it sets up, not one cached by an earlier test (and the hash
+    cache of this test session, not the user's)."""
     from facebench.pluginmanager import reset_plugins
 
     monkeypatch.setenv("FACEBENCH_QUIET", "1")
+    monkeypatch.setenv("FACEBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "facebench-cache"))
     monkeypatch.delenv("FACEBENCH_PLUGINS", raising=False)
     monkeypatch.delenv("FACEBENCH_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("FACEBENCH_DEBUG", raising=False)
@@ -67,7 +69,8 @@ class TinyGenerator(torch.nn.Module):
             self.proj.weight.copy_(torch.randn(3 * SIZE * SIZE, DIM, generator=gen) * 0.4)
             self.proj.bias.zero_()
         self.rng = torch.Generator().manual_seed(0)
-        self.delay = float(os.environ.get("TINYGEN_DELAY", "0")) if delay is None else delay
+        rank_delay = os.environ.get(f"TINYGEN_DELAY_RANK{os.environ.get('RANK', '0')}")  # uneven torchrun ranks
+        self.delay = float(rank_delay or os.environ.get("TINYGEN_DELAY", "0")) if delay is None else delay
 
     def manual_seed(self, seed: int) -> None:
         self.rng.manual_seed(seed)
@@ -536,3 +539,11 @@ def plain_embeddings(images: np.ndarray, weights) -> np.ndarray:
 
 if __name__ == "__main__":  # used by the kill -9 test: the real CLI with the test plugin added
     gen_cli().main()
+
+
+def metrics_rows(run_dir: Path, event: str = "train") -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` with the given ``event`` (``train`` lines, ``epoch`` means)."""
+    import json
+
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("event") == event]

@@ -437,7 +437,7 @@ def test_tiny_pipeline_end_to_end_to_a_report_marked_as_a_pipeline_check(tiny, t
          "--images-per-id", "6", "--ids-per-shard", "4", "--out", str(tmp_path / "gen"), "--device", "cpu",
          "--set", "generation.dataset_name=\"arc2face_tiny\"", "--generator-option", "steps=3"],
         ["train-fr", "--recipe", "tiny-arcface", "--data", str(tmp_path / "gen" / "arc2face_tiny"),
-         "--out", str(tmp_path / "fr"), "--set", "optim.epochs=1", "--set", "optim.batch_size=16",
+         "--out", str(tmp_path / "fr"), "--set", "optim.epochs=1", "--set", "optim.batch_per_gpu=16",
          "--device", "cpu"],
     ]
     for args in steps:

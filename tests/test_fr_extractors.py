@@ -92,7 +92,7 @@ def test_pickled_objects_are_refused(tmp_path, capsys):
 
 def test_fr_run_extractor_and_embed_command(tmp_path):
     data = write_train_folder(tmp_path / "train", identities=4, per_identity=3)
-    recipe = resolve_recipe("tiny-arcface", ["optim.batch_size=4", "optim.epochs=1", "data.workers=0"])
+    recipe = resolve_recipe("tiny-arcface", ["optim.batch_per_gpu=4", "optim.epochs=1", "data.workers=0"])
     run = tmp_path / "run"
     train_fr(recipe, open_dataset(data), run)
     ext = _extractors().create("fr-run", weights=str(run))
@@ -144,22 +144,22 @@ def test_embed_resumes_after_a_crash(tmp_path, monkeypatch):
     clean = CliRunner().invoke(create_cli(), [*args, "--out", str(tmp_path / "clean.npy")])
     assert clean.exit_code == 0, clean.output
 
-    real = features.embed_encoded
+    real = features.embed_images
     calls = []
 
-    def crashing(model, items, count, **kw):  # 36 images in shards of 16: dies on the second shard
-        calls.append(count)
+    def crashing(model, source, indices, **kw):  # 36 images in shards of 16: dies on the second shard
+        calls.append(len(indices))
         if len(calls) == 2:
             raise RuntimeError("killed")
-        return real(model, items, count, **kw)
+        return real(model, source, indices, **kw)
 
-    monkeypatch.setattr(features, "embed_encoded", crashing)
+    monkeypatch.setattr(features, "embed_images", crashing)
     out = tmp_path / "feats.npy"
     first = CliRunner().invoke(create_cli(), [*args, "--out", str(out)])
     assert first.exit_code != 0 and not out.exists()
     calls.clear()
-    monkeypatch.setattr(features, "embed_encoded", lambda model, items, count, **kw: calls.append(count) or
-                        real(model, items, count, **kw))
+    monkeypatch.setattr(features, "embed_images", lambda model, source, indices, **kw: calls.append(len(indices))
+                        or real(model, source, indices, **kw))
     second = CliRunner().invoke(create_cli(), [*args, "--out", str(out)])
     assert second.exit_code == 0, second.output
     assert calls == [16, 4]  # the finished first shard was not recomputed

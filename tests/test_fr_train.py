@@ -22,7 +22,7 @@ from facebench.cli import create_cli
 from facebench.fr.recipe import resolve_recipe
 from facebench.fr.trainer import train_fr
 
-SMALL = ["optim.batch_size=8", "optim.epochs=2", "train.log_every=1", "data.workers=0"]
+SMALL = ["optim.batch_per_gpu=8", "optim.epochs=2", "train.log_every=1", "data.workers=0"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,7 +61,7 @@ def test_train_fr_cli_reaches_high_accuracy_on_unseen_identities(tmp_path):
     write_pack(tmp_path / "toy" / "toy_lfw.bin", pairs=60)
     out = tmp_path / "run"
     args = ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val", "toy_lfw", "--out", str(out),
-            "--device", "cpu", *_sets(["optim.batch_size=24", "optim.epochs=3", "data.workers=2"])]
+            "--device", "cpu", *_sets(["optim.batch_per_gpu=24", "optim.epochs=3", "data.workers=2"])]
     result = CliRunner().invoke(create_cli(), args)
     assert result.exit_code == 0, result.output
     card = json.loads((out / "model.json").read_text())
@@ -94,7 +94,7 @@ def test_train_fr_user_errors_are_one_line(tmp_path):
     res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "missing: dataset not found" in res.output
     res = CliRunner().invoke(cli, ["train-fr", "--recipe", "tiny-arcface", "--data", str(data),
-                                   "--out", str(tmp_path / "r"), "--set", "optim.batch_size=64"])
+                                   "--out", str(tmp_path / "r"), "--set", "optim.batch_per_gpu=64"])
     assert res.exit_code == 2 and "fewer than one batch of 64" in res.output
 
 
@@ -105,7 +105,7 @@ def test_validation_on_a_registered_suite(tmp_path):
         write_pack(tmp_path / "toy" / f"{name}.bin", pairs=20, seed=k)
     out = tmp_path / "run"
     res = CliRunner().invoke(create_cli(), ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val",
-                                            "toy-five", "--out", str(out), *_sets(["optim.batch_size=8",
+                                            "toy-five", "--out", str(out), *_sets(["optim.batch_per_gpu=8",
                                                                                    "optim.epochs=1"])])
     assert res.exit_code == 0, res.output
     card = json.loads((out / "model.json").read_text())
@@ -122,7 +122,7 @@ def _env():
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     data = write_train_folder(tmp_path / "train", identities=8, per_identity=4)
     write_pack(tmp_path / "toy_lfw.bin", pairs=20)
-    sets = ["optim.batch_size=8", "optim.epochs=5", "train.log_every=1", "train.checkpoint_every=1",
+    sets = ["optim.batch_per_gpu=8", "optim.epochs=5", "train.log_every=1", "train.checkpoint_every=1",
             "data.workers=0", "data.random_erasing=true", "model.dropout=0.2"]
     base = ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--val", "toy_lfw", "--device", "cpu",
             *_sets(sets)]
@@ -164,16 +164,19 @@ def _free_port() -> int:
 
 def test_torchrun_two_processes_match_one_process(tmp_path):
     data = write_train_folder(tmp_path / "train", identities=8, per_identity=4)
-    sets = ["optim.batch_size=8", "optim.micro_batch=4", "optim.epochs=1", "train.log_every=1", "data.workers=0"]
+    sets = ["optim.micro_batch=4", "optim.epochs=1", "train.log_every=1", "data.workers=0"]
     args = ["train-fr", "--recipe", "tiny-arcface", "--data", str(data), "--device", "cpu", *_sets(sets)]
-    res = CliRunner().invoke(create_cli(), [*args, "--out", str(tmp_path / "one")])
+    # one process with 8 images per step, or two with 4 each: the same global batch of 8
+    res = CliRunner().invoke(create_cli(), [*args, "--set", "optim.batch_per_gpu=8", "--out", str(tmp_path / "one")])
     assert res.exit_code == 0, res.output
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "facebench", *args, "--out", str(tmp_path / "two")]
+           "--master_port", str(_free_port()), "-m", "facebench", *args, "--set", "optim.batch_per_gpu=4",
+           "--out", str(tmp_path / "two")]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, done.stderr[-3000:]
     prov = json.loads((tmp_path / "two" / "provenance.json").read_text())
-    assert prov["world_size"] == 2
+    assert prov["world_size"] == 2 and prov["global_batch"] == 8
+    assert json.loads((tmp_path / "two" / "model.json").read_text())["global_batch"] == 8
     one, two = _load(tmp_path / "one" / "backbone.pt"), _load(tmp_path / "two" / "backbone.pt")
     model = facebench.create_backbone("se_iresnet_tiny")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

@@ -11,13 +11,14 @@ import torch
 
 from facebench.data.tensors import to_model_input
 from facebench.errors import ConfigError, DataError, MissingFileError
-from facebench.fr.augment import AugmentedFaces
+from facebench.fr.augment import AugmentedFaces, apply_augmentation
 from facebench.runtime import select_device
 from facebench.training import (
     GlobalBatchSampler,
     LRSchedule,
     MetricsLog,
     Position,
+    RunningMeans,
     build_scheduler,
     load_training_checkpoint,
     restore_checkpoint,
@@ -132,6 +133,21 @@ def test_metrics_log_truncates_after_resume_point(tmp_path):
     assert MetricsLog(tmp_path / "other.jsonl", enabled=False).read() == []
 
 
+def test_running_means_are_the_step_means_and_survive_a_checkpoint():
+    values = [{"loss": torch.tensor(v), "norm": torch.tensor(2 * v)} for v in (0.5, 1.25, 3.0)]
+    means = RunningMeans()
+    for v in values[:2]:
+        means.add(v)
+    state = means.state_dict()  # plain floats: loads with weights_only
+    resumed = RunningMeans()
+    resumed.load_state_dict(state)
+    for m in (means, resumed):
+        m.add(values[2])
+        assert m.means() == pytest.approx({"loss": (0.5 + 1.25 + 3.0) / 3, "norm": 2 * (0.5 + 1.25 + 3.0) / 3})
+    means.reset()
+    assert means.means() == {} and means.count == 0
+
+
 def test_cuda_request_without_cuda_is_an_error():
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
@@ -158,19 +174,26 @@ class _Reader:
 def test_augmentation_is_a_function_of_epoch_and_index():
     reader = _Reader()
     ds = AugmentedFaces(reader, input_size=16, flip=True, random_erasing=True, seed=7)
-    a, la = ds[(1, 2)]
-    b, lb = ds[(1, 2)]
+
+    def item(key):
+        pixels, label, params = ds[key]
+        assert pixels.dtype == torch.uint8  # workers send uint8; the device normalises
+        return apply_augmentation(pixels[None], params[None])[0], label
+
+    a, la = item((1, 2))
+    b, lb = item((1, 2))
     assert torch.equal(a, b) and la == lb == 2
     assert a.shape == (3, 16, 16)
-    plain = to_model_input(reader.image(2), 16)[0]
+    resized = to_model_input(reader.image(2), 16)[0]
+    plain = ((resized + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1  # resized in the worker, sent as uint8
     # over many epochs both flips and erasures occur; each result is the plain or flipped image,
     # possibly with an erased (all-zero) rectangle; a uint8 pixel never maps to exactly 0.0
     flips = erased = 0
     for epoch in range(40):
-        x, _ = ds[(epoch, 2)]
+        x, _ = item((epoch, 2))
         kept = (x != 0).any(dim=0)
-        is_plain = torch.equal(x[:, kept], plain[:, kept])
-        is_flip = torch.equal(x[:, kept], plain.flip(-1)[:, kept])
+        is_plain = torch.allclose(x[:, kept], plain[:, kept], atol=1e-6)
+        is_flip = torch.allclose(x[:, kept], plain.flip(-1)[:, kept], atol=1e-6)
         assert is_plain or is_flip
         flips += int(is_flip and not is_plain)
         erased += int(bool((~kept).any()))
@@ -178,3 +201,9 @@ def test_augmentation_is_a_function_of_epoch_and_index():
     # pixel range of the model input
     assert plain.min() >= -1 and plain.max() <= 1
     assert torch.allclose(to_model_input(np.full((1, 4, 4, 3), 255, np.uint8)), torch.ones(1, 3, 4, 4))
+    # a batch augmented on the device equals the items one by one
+    keys = [(3, i) for i in range(6)]
+    pixels, _, params = (torch.stack([ds[k][j] for k in keys]) if j != 1 else None for j in range(3))
+    batch = apply_augmentation(pixels, params)
+    for n, key in enumerate(keys):
+        assert torch.equal(batch[n], item(key)[0])

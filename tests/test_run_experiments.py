@@ -122,7 +122,8 @@ def test_set_overrides_vars_and_changed_config_refuses_to_resume(tmp_path):
     assert CALLS == [f"{out}/b.txt", f"{out}/c.txt"]
 
 
-def test_config_errors_are_one_line(tmp_path):
+def test_config_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run folder would be runs/exp here
     cli = _cli()
     bad_var = _write(tmp_path, '[[steps]]\nname = "s"\ncommand = ["touch", "${nope}"]\n')
     r = CliRunner().invoke(cli, ["run", str(bad_var)])
@@ -136,6 +137,7 @@ def test_config_errors_are_one_line(tmp_path):
     typo = _write(tmp_path, '[[steps]]\nname = "s"\ncommand = ["touch", "x"]\noutput = ["x"]\n')
     r = CliRunner().invoke(cli, ["run", str(typo)])
     assert r.exit_code == 2 and "unknown config key 'steps[0].output'" in r.output
+    assert not (tmp_path / "runs").exists()  # a refused experiment leaves no half-made run folder
 
 
 def test_missing_declared_output_is_an_error(tmp_path):

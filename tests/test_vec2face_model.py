@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from facebench_plugins.vec2face.generator import STATE_KEY, Vec2FaceGenerator
-from facebench_plugins.vec2face.model import MaskingSettings, Vec2Face, Vec2FaceConfig, model_config
+from facebench_plugins.vec2face.model import MaskingConfig, Vec2Face, Vec2FaceConfig, model_config
 from torch import nn
 
 import facebench
@@ -121,7 +121,7 @@ def test_pickled_objects_are_refused(tmp_path):
 def test_truncated_normal_ratio_matches_scipy():
     from scipy.stats import truncnorm
 
-    s = MaskingSettings.training()
+    s = MaskingConfig.training()
     g = torch.Generator().manual_seed(0)
     draws = np.array([s.draw_ratio(g) for _ in range(4000)])
     a, b = (s.ratio_min - s.mean) / s.std, (s.ratio_max - s.mean) / s.std
@@ -133,7 +133,7 @@ def test_truncated_normal_ratio_matches_scipy():
 def test_random_masking_counts_and_nesting():
     model = tiny()
     g = torch.Generator().manual_seed(3)
-    for settings in (MaskingSettings.training(), MaskingSettings.inference()):
+    for settings in (MaskingConfig.training(), MaskingConfig.inference()):
         dropped, masked = model.random_masking(64, settings, g)
         assert dropped.shape == masked.shape == (64, 49)
         assert (dropped.sum(1) == math.ceil(49 * settings.ratio_min)).all()
@@ -158,6 +158,50 @@ def test_encoder_overwrites_masked_rows_with_the_vector_and_drops_rows():
     f2, rows2 = model.embed_vector(v)
     assert not torch.allclose(rows, rows2)
     torch.testing.assert_close(model.forward_encoder(f2, rows2, dropped, masked), enc)
+
+
+def test_encoder_keeps_the_kept_rows_in_their_order():
+    """Rows dropped at other positions in every sample: the encoder sees exactly the boolean selection of
+    the kept rows (row 0 first, the rest in order), with or without the ``num_dropped`` hint."""
+    model = tiny()
+    model.blocks = nn.ModuleList()
+    model.norm = nn.Identity()
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(3, 512, generator=g)
+    dropped = torch.zeros(3, 49, dtype=torch.bool)
+    for i in range(3):
+        dropped[i, torch.randperm(49, generator=g)[:7]] = True
+    masked = dropped.clone()
+    masked[:, 40] = True
+    f, rows = model.embed_vector(v)
+    keep = torch.cat([torch.ones(3, 1, dtype=torch.bool), ~dropped], 1)
+    model.eval()  # no dropout: both sides draw nothing
+    x = model.token_emb(torch.cat([f.unsqueeze(1), torch.where(masked.unsqueeze(-1), f.unsqueeze(1), rows)], 1))
+    want = x[keep].reshape(3, 43, 128)
+    assert torch.equal(model.forward_encoder(f, rows, dropped, masked), want)
+    assert torch.equal(model.forward_encoder(f, rows, dropped, masked, num_dropped=7), want)
+    with pytest.raises(ConfigError, match="num_dropped is 6 but the masks drop 7 rows"):
+        model(v, dropped, masked, num_dropped=6)
+
+
+def test_the_model_traces_in_one_graph_when_told_the_dropped_count():
+    """torch.compile sees the whole forward as one graph (no data-dependent shapes or Python bools) when
+    ``num_dropped`` comes as an int, as the trainer and the generator pass it; without it, reading the
+    count back is the one break left."""
+    import torch._dynamo as dynamo
+    from facebench_plugins.vec2face.model import dropped_count
+
+    model = tiny().train()
+    model.set_fused_attention(True)
+    v = torch.randn(2, 512)
+    dropped, masked = model.random_masking(2, MaskingConfig.training(), torch.Generator().manual_seed(0))
+    dynamo.reset()
+    told = dynamo.explain(model)(v, dropped, masked, dropped_count(dropped))
+    assert (told.graph_count, told.graph_break_count) == (1, 0)
+    dynamo.reset()
+    untold = dynamo.explain(model)(v, dropped, masked)
+    assert untold.graph_break_count >= 1 and all("item()" in b.reason for b in untold.break_reasons)
+    dynamo.reset()
 
 
 def test_decoder_puts_kept_rows_back_and_fills_the_rest_with_row_zero():
@@ -275,3 +319,20 @@ def test_untrained_tiny_generator_is_reproducible_from_its_seed():
         assert torch.equal(x, y), name
     assert any(not torch.equal(x, z) for x, z in zip(a.model.state_dict().values(), c.model.state_dict().values())
                if x.is_floating_point() and x.numel() > 1)
+
+
+def test_transformer_blocks_run_in_fp32_inside_autocast():
+    """As in the release, a block switches autocast off and computes in float32: under (CPU bf16) autocast
+    its output is float32 and equal to the fp32 result, while an ordinary Linear drops to bf16."""
+    from facebench_plugins.vec2face.model import Block
+
+    torch.manual_seed(0)
+    block = Block(64, 4, 4.0, 0.0, 0.0).eval()
+    x = torch.randn(2, 10, 64)
+    want = block(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = block(x)
+        got_from_half = block(x.bfloat16())
+        assert block.mlp.fc1(x).dtype == torch.bfloat16
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    torch.testing.assert_close(got_from_half, block(x.bfloat16().float()))

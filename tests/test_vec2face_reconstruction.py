@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+import torch
 from click.testing import CliRunner
 
 import facebench
@@ -28,7 +30,7 @@ def test_tiny_vec2face_trained_on_toyfaces_reconstructs_identities(tmp_path):
     invoke(["toyfaces", "build", str(toy), "--identities", "12", "--images-per-identity", "6", "--size", "56",
             "--pairs", "20", "--packs", "toy_lfw", "--workers", "1"])
     invoke(["train-fr", "--recipe", "tiny-arcface", "--data", str(toy / "train"), "--out", str(teacher),
-            "--device", "cpu", "--set", "optim.epochs=10", "--set", "optim.batch_size=24"])
+            "--device", "cpu", "--set", "optim.epochs=10", "--set", "optim.batch_per_gpu=24"])
     res = invoke(["train-generator", "--config", "tiny", "--data", str(toy / "train"), "--extractor", "fr-run",
                   "--weights", str(teacher), "--out", str(run), "--set", "epochs=4", "--set", "batch_size=12",
                   "--set", "disc_start=3", "--set", "eval_samples=72", "--set", "grid_samples=4"])
@@ -39,6 +41,12 @@ def test_tiny_vec2face_trained_on_toyfaces_reconstructs_identities(tmp_path):
     ext = facebench.registry("feature_extractor").create("fr-run", weights=str(teacher))
     reader = facebench.data.open_dataset(toy / "train")
     feats = np.load(run / "features.npy")
+    # the extractor's raw features (the image alone, unnormalised) are what the generator trained on
+    raw = ext.embed(np.stack([reader.image(i) for i in range(4)]), raw=True)
+    np.testing.assert_allclose(feats[:4], raw, rtol=1e-4, atol=1e-4)
+    scale = torch.load(run / "generator.pth", weights_only=True)["feature_scale"]
+    assert scale == {"median_norm": pytest.approx(float(np.median(np.linalg.norm(feats, axis=1))), rel=1e-5),
+                     "extractor": "fr-run", "source": "extractor", "raw": True}
     idx = np.unique(np.linspace(0, len(reader) - 1, num=72).round().astype(int))
     gen = facebench.load_generator("vec2face_tiny", weights=run / "generator.pth", seed=0)
     images = gen.generate(feats[idx])

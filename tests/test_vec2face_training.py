@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import metrics_rows
 from PIL import Image
 
 import facebench
@@ -72,7 +74,10 @@ def test_train_generator_writes_a_loadable_generator_grids_log_and_provenance(to
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     for k, v in ckpt["model_vec2face"].items():
         assert torch.equal(gen.model.state_dict()[k], v), k
-    assert set(ckpt) >= {"optimizer", "discriminator", "disc_optimizer", "scheduler", "rng", "position"}
+    # the release's training layout, plus facebench's keys for an exact resume
+    assert set(ckpt) >= {"model_vec2face", "model_disc", "optimizer_vec2face", "optimizer_disc", "epoch", "scaler",
+                         "rng", "position", "config", "vec2face_config"}
+    assert ckpt["epoch"] == 1  # the last finished epoch, as the release counts
     assert ckpt["position"] == {"epoch": 2, "step_in_epoch": 0, "global_step": 4}
     for epoch in (0, 1):
         grid = np.asarray(Image.open(out / "grids" / f"epoch_{epoch:03d}.png"))
@@ -80,11 +85,29 @@ def test_train_generator_writes_a_loadable_generator_grids_log_and_provenance(to
     # the top row of the grid is the real images, read back from the dataset
     reader = facebench.data.open_dataset(toy / "train")
     np.testing.assert_array_equal(grid[:SIZE, :SIZE], reader.image(0))
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(out)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert all("gan" not in r for r in rows if r["epoch"] == 0)
-    assert all("gan" in r and "disc" in r for r in rows if r["epoch"] == 1)
-    assert all(np.isfinite(r["total"]) for r in rows)
+    assert all(r["d_loss"] == 0 for r in rows if r["epoch"] == 0)  # GAN from epoch disc_start = 1
+    assert all(r["d_loss"] > 0 for r in rows if r["epoch"] == 1)
+    assert all(np.isfinite(r["ae_loss"]) and r["grad_norm"] > 0 and r["images_per_s"] > 0 for r in rows)
+    # the epoch rows are the means of the epoch's steps (log_every=1: each train row is one step)
+    epochs = metrics_rows(out, "epoch")
+    assert [(r["epoch"], r["step"]) for r in epochs] == [(0, 2), (1, 4)]
+    for e in epochs:
+        steps = [r for r in rows if r["epoch"] == e["epoch"]]
+        for term in ("ae_loss", "d_loss", "token_loss", "p_loss", "grad_norm", "disc_grad_norm"):
+            assert e[term] == pytest.approx(np.mean([r[term] for r in steps]), rel=1e-5), term
+    # the same figures as plain lines on stdout, one per logged step and one per epoch
+    lines = [line for line in res.output.splitlines() if line.startswith(("step ", "epoch "))]
+    assert len(lines) == 6 and lines[0].startswith("step 1/4 epoch 1/2  ae_loss ")
+    assert f"token_loss {rows[0]['token_loss']:.4f}" in lines[0] and " lr " in lines[0] and "img/s" in lines[0]
+    assert lines[2].startswith("epoch 1/2 done at step 2, means:") and f"ae_loss {epochs[0]['ae_loss']:.4f}" in lines[2]
+    # generator.pth records the raw scale it was trained on, beside the official key
+    final = torch.load(out / "generator.pth", weights_only=True)
+    norms = np.linalg.norm(np.load(toy / "feats.npy").astype(np.float64), axis=1)
+    assert final["feature_scale"] == {"median_norm": pytest.approx(float(np.median(norms)), rel=1e-6),
+                                      "extractor": None, "source": "features", "raw": True}
+    assert set(final) == {"model_vec2face", "vec2face_config", "feature_scale"}
     prov = json.loads((out / "provenance.json").read_text())
     assert set(prov["inputs"]) >= {"data", "features"}
     assert (out / "config.toml").read_text().count('model = "vec2face_tiny"') == 1
@@ -96,7 +119,7 @@ def test_resume_continues_exactly(toy, whole, tmp_path):
     first = run(["train-generator", "--out", str(parts), *common, "--set", "max_steps=3"])
     assert first.exit_code == 0 and "3 steps" in first.output
     again = run(["train-generator", "--out", str(parts), *common])
-    assert again.exit_code == 2 and "already holds a training checkpoint" in again.output
+    assert again.exit_code == 2 and "holds a checkpoint of an earlier run; pass --resume" in again.output
     resumed = run(["train-generator", "--out", str(parts), *common, "--resume"])
     assert resumed.exit_code == 0, resumed.output
     a = torch.load(whole / "generator.pth", weights_only=True)["model_vec2face"]
@@ -104,7 +127,8 @@ def test_resume_continues_exactly(toy, whole, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     la = (whole / "metrics.jsonl").read_text().splitlines()
     lb = (parts / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["total"] for x in la] == [json.loads(x)["total"] for x in lb]
+    assert [json.loads(x)["ae_loss"] for x in la] == [json.loads(x)["ae_loss"] for x in lb]
+    assert [json.loads(x)["d_loss"] for x in la] == [json.loads(x)["d_loss"] for x in lb]
 
 
 def test_features_stored_in_the_lmdb_are_used(toy, tmp_path):
@@ -113,6 +137,24 @@ def test_features_stored_in_the_lmdb_are_used(toy, tmp_path):
                "--set", "epochs=1", "--set", "max_steps=1"])
     assert res.exit_code == 0, res.output
     assert (out / "generator.pth").is_file() and not (out / "features.npy").exists()
+    scale = torch.load(out / "generator.pth", weights_only=True)["feature_scale"]
+    norms = np.linalg.norm(toy_images()[1].astype(np.float64), axis=1)  # what the LMDB stores, raw
+    assert scale == {"median_norm": pytest.approx(float(np.median(norms)), rel=1e-6), "extractor": None,
+                     "source": "dataset", "raw": True}
+    assert scale["median_norm"] > 20
+
+
+def test_unit_length_features_train_and_are_recorded_as_not_raw(toy, tmp_path):
+    feats = np.load(toy / "feats.npy")
+    unit = tmp_path / "unit.npy"
+    np.save(unit, feats / np.linalg.norm(feats, axis=1, keepdims=True))
+    out = tmp_path / "unit_run"
+    res = run(["train-generator", "--data", str(toy / "train"), "--features", str(unit), "--out", str(out), *BASE,
+               "--set", "epochs=1", "--set", "max_steps=1"])
+    assert res.exit_code == 0, res.output
+    assert "features are unit length (median norm 1.0000)" in res.output
+    scale = torch.load(out / "generator.pth", weights_only=True)["feature_scale"]
+    assert scale["raw"] is False and scale["median_norm"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_user_errors_are_one_line(toy, tmp_path):
@@ -160,14 +202,64 @@ def test_torchrun_two_ranks_share_the_global_batch(toy, tmp_path):
     env.pop("FACEBENCH_PLUGINS", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(port), "-m", "facebench", *args]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    log = tmp_path / "log.txt"
+    with log.open("w") as stdout:  # train-generator > log.txt
+        done = subprocess.run(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("trained vec2face_tiny: 4 steps, 2 epochs") == 1  # rank 0 reports, once
+    text = log.read_text()
+    assert text.count("trained vec2face_tiny: 4 steps, 2 epochs") == 1  # rank 0 reports, once
+    # rank 0 alone logs: one line per step (log_every=1) and one per epoch, the ranks' means
+    steps = [line for line in text.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["1/4", "2/4", "3/4", "4/4"]
+    assert sum(line.startswith("epoch ") for line in text.splitlines()) == 2
     assert json.loads((out / "provenance.json").read_text())["world_size"] == 2
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(np.isfinite(r["total"]) for r in rows)
-    assert all("gan" in r and "disc" in r for r in rows if r["epoch"] == 1)
+    rows = metrics_rows(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(np.isfinite(r["ae_loss"]) for r in rows)
+    assert all(r["d_loss"] > 0 for r in rows if r["epoch"] == 1)
     gen = facebench.load_generator("vec2face_tiny", weights=out / "generator.pth")
     untrained = facebench.load_generator("vec2face_tiny")
     assert any(not torch.equal(a, b) for a, b in zip(gen.model.state_dict().values(),
                                                      untrained.model.state_dict().values()))
+
+
+def make_trainer(toy, tmp_path, *overrides):
+    from facebench_plugins.vec2face.train_config import TrainGeneratorConfig, shipped_config
+    from facebench_plugins.vec2face.trainer import GeneratorTrainer
+
+    from facebench.config import load_config
+
+    cfg = load_config(TrainGeneratorConfig, shipped_config("tiny"),
+                      ["losses.identity=0", "batch_size=8", "disc_start=1", *overrides])
+    reader = facebench.data.open_dataset(toy / "train")
+    return GeneratorTrainer(cfg, reader, np.load(toy / "feats.npy"), tmp_path)
+
+
+def test_steps_follow_the_release_update(toy, tmp_path):
+    """Before disc_start the discriminator still takes an AdamW step with zero gradients (weight decay only,
+    as the release's zero-weighted d_loss gives); the generator's lr is the release's warm-up from 0 at step
+    0 and the discriminator's stays at the base rate; one shared GradScaler gives the unscaled update."""
+    images, vectors = (torch.stack(t) for t in zip(*[make_trainer(toy, tmp_path).data[i] for i in range(8)]))
+    plain = make_trainer(toy, tmp_path / "a", "warmup_epochs=1.0")  # 2 steps per epoch, 6 epochs
+    d0 = [p.detach().clone() for p in plain.disc.parameters()]
+    plain.position.global_step = 1  # epoch 0.5: half way through the warm-up
+    plain.train_step(images, vectors)
+    lr, wd = plain.disc_opt.param_groups[0]["lr"], plain.cfg.weight_decay
+    assert lr == plain.lr == 1e-3 and plain.opt.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+    for before, p in zip(d0, plain.disc.parameters()):
+        torch.testing.assert_close(p.detach(), before * (1 - lr * wd), rtol=0, atol=1e-7)
+    assert plain.lr_at(0) == 0.0
+    assert plain.lr_at(3) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 0.5 / 5)))  # epoch 1.5
+    # the GAN phase through an enabled (CPU) GradScaler shared by both optimisers = the unscaled update
+    runs = []
+    for scaled in (False, True):
+        t = make_trainer(toy, tmp_path / f"s{scaled}")
+        if scaled:
+            t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, growth_interval=2000)
+        t.position = facebench.training.Position(epoch=1, step_in_epoch=0, global_step=2)
+        record = t.train_step(images, vectors)
+        assert record["d_loss"] > 0 and record["disc_grad_norm"] > 0
+        runs.append(t)
+    for a, b in zip([*runs[0].model.parameters(), *runs[0].disc.parameters()],
+                    [*runs[1].model.parameters(), *runs[1].disc.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert runs[1].scaler.get_scale() == 2.0**12

@@ -34,13 +34,17 @@ def embed_command(data: str, extractor_name: str, weights: str | None, out: str,
     renormalised to unit length, as the analyses use them. With --raw they are the model's raw output for
     the image alone and each centre is the plain mean of its identity's raw features, as the release's
     center_features script computes them. OUT appears only when complete; a killed run rerun with the same
-    arguments resumes at the first unfinished chunk.
+    arguments resumes at the first unfinished chunk. Under torchrun every rank embeds its share of the
+    chunks into the same OUT.
     """
     from ..evaluation.features import write_features
-    from ..runtime import choose_device
+    from ..runtime import choose_device, env_context
 
+    ctx = env_context()
     info = write_features(extractor_name, weights, data, out, raw=raw, flip=not no_flip, batch_size=batch_size,
-                          device=str(choose_device(device)), data_format=data_format)
+                          device=str(choose_device(device, ctx.local_rank)), data_format=data_format)
+    if not ctx.is_main:
+        return
     kind = f"raw features (median norm {info['median_norm']:.4g})" if raw else "unit-length features"
     click.echo(f"{info['images']} {kind} ({info['dim']}-d) of {info['identities']} identities -> {out}")
 

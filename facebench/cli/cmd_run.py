@@ -44,7 +44,6 @@ def run(ctx: click.Context, config: str, out: str | None, overrides: tuple[str, 
     ${out} is the run directory. Kill it at any point and run the same command again to resume.
     """
     from ..experiments import default_out, load_experiment, resolve_steps, run_experiment
-    from ..runs import Run
 
     cfg = load_experiment(config, overrides)
     out_dir = Path(out) if out else default_out(cfg)
@@ -54,7 +53,6 @@ def run(ctx: click.Context, config: str, out: str | None, overrides: tuple[str, 
         total = sum(s.gpu_hours for s in steps)
         click.echo(f"{len(steps)} steps, {total:g} GPU hours at full scale ({cfg.experiment.gpu or 'GPU not stated'})")
         return
-    Run.start(out_dir, config=cfg, extra={"experiment": cfg.experiment.name})
     outcomes = run_experiment(ctx.find_root().command, cfg, out_dir, only=only)
     ran = sum(o.status == "ran" for o in outcomes)
     click.echo(f"{out_dir}: {ran} step(s) ran, {len(outcomes) - ran} already done")

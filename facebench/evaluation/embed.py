@@ -4,11 +4,15 @@ Feature extractors, the FR trainer's validation, ``evaluate``, ``analyze`` and `
 
 insightface embeds every test image and its mirror image separately, sums the two raw (not normalised)
 embeddings, then L2-normalises the sum; ``verify`` does the normalising. Embeddings are computed batch by
-batch from encoded bytes, so a 12,000-image pack never sits decoded in memory.
+batch from encoded bytes, so a 12,000-image pack never sits decoded in memory: DataLoader workers decode
+to ``uint8``, the device normalises and runs the model under autocast, and results stay on the device
+until the call ends. :func:`embed_images` also shards the work over the ranks of a ``torchrun`` job and
+gathers the rows (FR validation; any per-image feature extraction).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +21,7 @@ import numpy as np
 
 from ..console import make_progress
 from ..data.images import decode_image
-from ..data.tensors import to_model_input
+from ..data.tensors import to_model_input, uint8_to_input
 from ..errors import DataError
 
 
@@ -79,13 +83,17 @@ def embed_uint8(
 
 @dataclass
 class TensorModel:
-    """What evaluation needs from a model: ``forward`` maps (N,3,S,S) in [-1,1] to raw (N,D) embeddings."""
+    """What evaluation needs from a model: ``forward`` maps (N,3,S,S) in [-1,1] to raw (N,D) embeddings.
+
+    ``amp``: run it under fp16 autocast on CUDA (FR embeddings, as the reference test scripts do;
+    attribute models and the FID Inception network keep fp32)."""
 
     forward: Callable[[Any], Any]
     input_size: int = 112
     device: str = "cpu"
     name: str = ""
     outputs: tuple[str, ...] | None = None  # names of the output columns, for attribute models (pose)
+    amp: bool = True
 
 
 def as_tensor_model(extractor: Any, device: str = "cpu", name: str = "") -> TensorModel:
@@ -97,18 +105,57 @@ def as_tensor_model(extractor: Any, device: str = "cpu", name: str = "") -> Tens
     if not callable(forward):
         raise TypeError(f"{type(extractor).__name__} has neither forward_tensor() nor __call__")
     outputs = getattr(extractor, "outputs", None)
+    amp = getattr(extractor, "amp", None)
     return TensorModel(forward=forward, input_size=int(size), device=device, name=name,
-                       outputs=tuple(outputs) if outputs else None)
+                       outputs=tuple(outputs) if outputs else None,
+                       amp=bool(amp) if amp is not None else not outputs)
 
 
 def embed_arrays(model: TensorModel, images: np.ndarray, *, flip_test: bool = True) -> np.ndarray:
     """Raw float32 embeddings of one batch of ``uint8`` NHWC RGB images (plus their mirrors)."""
-    import torch
+    acc = _Embeddings(model, flip_test)
+    acc.add(np.asarray(images, dtype=np.uint8))
+    return acc.result(path="images")
 
-    x = to_model_input(images, model.input_size).to(model.device)
-    with torch.no_grad():
-        emb = embed_tensor(model.forward, x, flip=flip_test)
-    return emb.detach().float().cpu().numpy()
+
+class _Embeddings:
+    """Embeds ``uint8`` batches on the model's device (normalised there, under autocast) and keeps the
+    results on the device until :meth:`result`: one host copy per call, not one sync per batch."""
+
+    def __init__(self, model: TensorModel, flip_test: bool):
+        self.model = model
+        self.flip_test = flip_test
+        self.chunks: list[Any] = []
+
+    def add(self, batch: Any) -> int:
+        import torch
+
+        from ..runtime import autocast
+
+        model = self.model
+        parts = batch if isinstance(batch, list) else [batch]
+        outs = []
+        for part in parts:  # a list holds images of different sizes, converted one by one
+            part = part if isinstance(part, torch.Tensor) else _tensor(part)
+            if part.ndim == 3:
+                part = part[None]
+            x = uint8_to_input(part.to(model.device, non_blocking=True), model.input_size)
+            with torch.no_grad(), autocast(model.device, model.amp):
+                outs.append(embed_tensor(model.forward, x, flip=self.flip_test).float())
+        self.chunks.append(outs[0] if len(outs) == 1 else torch.cat(outs))
+        return sum(int(p.shape[0]) if getattr(p, "ndim", 3) == 4 else 1 for p in parts)
+
+    def result(self, *, path: str, first: int = 0) -> np.ndarray:
+        import torch
+
+        if not self.chunks:
+            raise DataError(path, "no images to embed")
+        out = torch.cat(self.chunks).cpu().numpy().astype(np.float32, copy=False)
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            raise DataError(path, f"the model produced NaN or inf embeddings for {int(bad.sum())} images",
+                            f"image {first + int(np.argmax(bad))}")
+        return out
 
 
 def embed_encoded(
@@ -121,51 +168,168 @@ def embed_encoded(
     flip_test: bool = True,
     description: str = "embedding",
 ) -> np.ndarray:
-    """Embeddings of ``count`` encoded images given as ``(bytes, where)``; NaN output is a DataError."""
-    out: np.ndarray | None = None
+    """Embeddings of ``count`` encoded images given as ``(bytes, where)``, decoded in this process (for
+    an iterator of items; :func:`embed_images` decodes indexed images in DataLoader workers)."""
+    acc = _Embeddings(model, flip_test)
     batch: list[np.ndarray] = []
-    done = 0
     with make_progress(transient=True) as progress:
         task = progress.add_task(description, total=count)
-
-        def flush() -> None:
-            nonlocal out, done
-            emb = embed_arrays(model, np.stack(batch), flip_test=flip_test)
-            if out is None:
-                out = np.empty((count, emb.shape[1]), dtype=np.float32)
-            out[done : done + len(batch)] = emb
-            done += len(batch)
-            batch.clear()
-            progress.advance(task, emb.shape[0])
-
         for data, where in items:
             batch.append(decode_image(data, path=path, where=where))
             if len(batch) == batch_size:
-                flush()
+                progress.advance(task, acc.add(_collate(batch)))
+                batch = []
         if batch:
-            flush()
-    if out is None:
-        raise DataError(path, "no images to embed")
-    bad = ~np.isfinite(out).all(axis=1)
-    if bad.any():
-        raise DataError(path, f"the model produced NaN or inf embeddings for {int(bad.sum())} images",
-                        f"image {int(np.argmax(bad))}")
-    return out
+            progress.advance(task, acc.add(_collate(batch)))
+    return acc.result(path=path)
+
+
+# ------------------------------------------------------------------ indexed images through a DataLoader
+
+
+class TrainImages:
+    """The images of a train reader as an indexed source (picklable, for DataLoader workers)."""
+
+    def __init__(self, reader: Any):
+        self.reader = reader
+        self.path = reader.path
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def encoded(self, i: int) -> tuple[bytes, str]:
+        return self.reader.image_bytes(i), self.reader.where(i)
+
+
+class PairImages:
+    """The *distinct* images of a pairs reader and which two each pair compares (``index``, (pairs, 2)).
+
+    A reader that knows its images (a pair list naming files: ``pair_index``, ``image_bytes(j)``,
+    ``image_where(j)``) lists each file once, however many pairs use it: an IJB-C-size list of 15.6M
+    pairs over 469k images is 469k forward passes, not 31M. Other readers (``.bin``: every pair stores
+    its own copies) give images ``2k`` and ``2k+1`` for pair ``k``."""
+
+    def __init__(self, reader: Any):
+        self.reader = reader
+        self.path = reader.path
+        index = getattr(reader, "pair_index", None)
+        self.shared = index is not None
+        n = len(reader)
+        self.index = np.asarray(index, dtype=np.int64) if index is not None else np.arange(2 * n).reshape(n, 2)
+        self.count = int(reader.image_count) if self.shared else 2 * n
+
+    def __len__(self) -> int:
+        return self.count
+
+    def encoded(self, j: int) -> tuple[bytes, str]:
+        if self.shared:
+            return self.reader.image_bytes(j), self.reader.image_where(j)
+        k, side = divmod(j, 2)
+        return self.reader.pair_bytes(k)[side], self.reader.where(k, side)
+
+
+class _Decoded:
+    """Torch-style dataset: position -> the decoded ``uint8`` HWC image of ``source.encoded(indices[pos])``
+    (decoded in the worker; uint8 crosses the process boundary)."""
+
+    def __init__(self, source: Any, indices: np.ndarray):
+        self.source = source
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, pos: int) -> Any:
+
+        data, where = self.source.encoded(int(self.indices[pos]))
+        return _tensor(decode_image(data, path=self.source.path, where=where))
+
+
+def _tensor(image: np.ndarray) -> Any:
+    """A torch view of a decoded image (copied when it is a read-only buffer, which torch refuses)."""
+    import torch
+
+    image = np.ascontiguousarray(image)
+    return torch.from_numpy(image if image.flags.writeable else image.copy())
+
+
+def _collate(items: list[Any]) -> Any:
+    """One ``uint8`` (N,H,W,3) batch, or a list when the images differ in size (converted one by one)."""
+    import torch
+
+    items = [x if isinstance(x, torch.Tensor) else _tensor(x) for x in items]
+    if all(x.shape == items[0].shape for x in items):
+        return torch.stack(items)
+    return items
+
+
+def default_workers(device: Any) -> int:
+    """Decoding processes for embedding: on a GPU the decoder, not the model, is the bottleneck."""
+    from ..runtime import device_type
+
+    return min(8, max(1, (os.cpu_count() or 2) - 1)) if device_type(device) == "cuda" else 0
+
+
+def shard_slice(count: int, rank: int, world: int) -> slice:
+    """Rank ``rank``'s contiguous share of ``count`` items (the first ``count % world`` get one more)."""
+    base, extra = divmod(count, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def embed_images(
+    model: TensorModel,
+    source: Any,
+    indices: Any = None,
+    *,
+    batch_size: int = 64,
+    flip_test: bool = True,
+    workers: int | None = None,
+    ctx: Any = None,
+    description: str = "embedding",
+) -> np.ndarray:
+    """Raw float32 embeddings of ``source``'s images (all, or ``indices``), in that order.
+
+    Images are decoded in DataLoader workers (``workers``, default :func:`default_workers`) and sent as
+    ``uint8`` through pinned memory; the model runs under autocast on CUDA. With a distributed ``ctx``
+    (every rank calls this) each rank embeds a contiguous share and every rank gets all rows back.
+    """
+    import torch
+
+    from ..runtime import device_type, gather_objects
+
+    indices = np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64)
+    if indices.size == 0:
+        raise DataError(source.path, "no images to embed")
+    share = indices
+    first = 0
+    if ctx is not None and ctx.distributed:
+        part = shard_slice(indices.size, ctx.rank, ctx.world_size)
+        share, first = indices[part], part.start
+    workers = default_workers(model.device) if workers is None else workers
+    loader = torch.utils.data.DataLoader(
+        _Decoded(source, share), batch_size=batch_size, shuffle=False, num_workers=workers,
+        collate_fn=_collate, pin_memory=device_type(model.device) == "cuda",
+        prefetch_factor=4 if workers else None)
+    acc = _Embeddings(model, flip_test)
+    with make_progress(transient=True) as progress:
+        task = progress.add_task(description, total=len(share))
+        for batch in loader:
+            progress.advance(task, acc.add(batch))
+    local = acc.result(path=source.path, first=first) if len(share) else None
+    if ctx is None or not ctx.distributed:
+        return local
+    parts = [p for p in gather_objects(ctx, local) if p is not None]
+    return np.concatenate(parts)
 
 
 def embed_pairs(model: TensorModel, reader: Any, *, batch_size: int = 64, flip_test: bool = True,
-                description: str = "embedding pairs") -> tuple[np.ndarray, np.ndarray]:
-    """``(emb_a, emb_b)`` for every pair of a pairs reader (pair k = images 2k and 2k+1)."""
-    n = len(reader)
-    if n == 0:
+                description: str = "embedding pairs", workers: int | None = None,
+                ctx: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(emb_a, emb_b)`` for every pair of a pairs reader, each distinct image embedded once."""
+    if len(reader) == 0:
         raise DataError(reader.path, "the pack holds zero pairs")
-
-    def items():
-        for k in range(n):
-            a, b = reader.pair_bytes(k)
-            yield a, reader.where(k, 0)
-            yield b, reader.where(k, 1)
-
-    emb = embed_encoded(model, items(), 2 * n, path=reader.path, batch_size=batch_size, flip_test=flip_test,
-                        description=description)
-    return emb[0::2], emb[1::2]
+    source = PairImages(reader)
+    emb = embed_images(model, source, batch_size=batch_size, flip_test=flip_test, workers=workers, ctx=ctx,
+                       description=description)
+    return emb[source.index[:, 0]], emb[source.index[:, 1]]

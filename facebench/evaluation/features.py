@@ -16,39 +16,50 @@ import numpy as np
 from .. import atomic
 from ..errors import DataError, OutputError
 from ..shards import ShardManifest
-from .embed import TensorModel, embed_encoded
+from .embed import TensorModel, TrainImages, embed_images
 
 DEFAULT_SHARD = 8192
 
 
 def dataset_features(model: TensorModel, reader: Any, out: str | os.PathLike, *, params: dict[str, Any],
                      batch_size: int = 64, flip_test: bool = False, normalize: bool = False,
-                     shard_size: int = DEFAULT_SHARD) -> np.ndarray:
+                     shard_size: int = DEFAULT_SHARD, workers: int | None = None, ctx: Any = None) -> np.ndarray:
     """Embeddings of every image of ``reader``, one row per image, in reader order: raw, or L2-normalised
-    row by row when ``normalize``."""
+    row by row when ``normalize``.
+
+    Under ``torchrun`` (``ctx`` distributed; every rank calls this) shard ``i`` is embedded by rank
+    ``i % world``, which writes its rows straight into the shared memory-mapped file and records the
+    shard in its own manifest; every rank returns the finished file. A resume may use another number of
+    ranks: any manifest with the same parameters counts."""
+    from ..runtime import DistContext, wait_for_all
+
+    ctx = ctx or DistContext()
     out = Path(out)
     n = len(reader)
     if n == 0:
         raise DataError(reader.path, "the dataset holds no images")
     # The manifest outlives the run: reusing finished features also requires the same model and dataset.
-    manifest = ShardManifest(out.with_name(out.stem + ".manifest.json"),
-                             {**params, "images": n, "flip_test": flip_test, "normalize": normalize,
-                              "shard_size": shard_size})
+    manifest_params = {**params, "images": n, "flip_test": flip_test, "normalize": normalize,
+                       "shard_size": shard_size}
+    manifest = ShardManifest(_manifest_path(out, ctx), manifest_params)  # refuses other parameters
     if out.is_file():
-        features = np.load(out, mmap_mode="r")
-        if features.shape[0] != n:
-            raise DataError(out, f"holds {features.shape[0]} rows but the dataset has {n} images; delete it")
-        return features
+        return _finished(out, n)
     partial = out.with_name(out.stem + ".partial.npy")
+    source = TrainImages(reader)
     shards = range(0, n, shard_size)
+    if ctx.distributed:  # every rank writes into one file: rank 0 makes it, sized by one probe image
+        if ctx.is_main and not partial.is_file():
+            dim = embed_images(model, source, [0], batch_size=1, flip_test=flip_test, workers=0).shape[1]
+            _reserved_memmap(partial, (n, dim), out)
+        wait_for_all(ctx)
     features = np.lib.format.open_memmap(partial, mode="r+") if partial.is_file() else None
+    done = _done_shards(out, manifest_params)
     for index, start in enumerate(shards):
-        if manifest.is_done(index) and features is not None:
+        if index % ctx.world_size != ctx.rank or index in done:
             continue
         stop = min(start + shard_size, n)
-        items = ((reader.image_bytes(i), reader.where(i)) for i in range(start, stop))
-        emb = embed_encoded(model, items, stop - start, path=reader.path, batch_size=batch_size,
-                            flip_test=flip_test, description=f"features {index + 1}/{len(shards)}")
+        emb = embed_images(model, source, np.arange(start, stop), batch_size=batch_size, flip_test=flip_test,
+                           workers=workers, description=f"features {index + 1}/{len(shards)}")
         if normalize:
             emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
         if features is None:
@@ -57,11 +68,47 @@ def dataset_features(model: TensorModel, reader: Any, out: str | os.PathLike, *,
         features.flush()
         manifest.mark_done(index)
     del features
-    try:
-        os.replace(partial, out)
-    except OSError as exc:
-        raise OutputError(out, "features", exc) from exc
-    return np.load(out, mmap_mode="r")
+    wait_for_all(ctx)
+    if ctx.is_main:
+        missing = [i for i in range(len(shards)) if i not in _done_shards(out, manifest_params)]
+        if missing:
+            raise DataError(partial, f"feature shards {missing[:5]} were not written; rerun to finish them")
+        try:
+            os.replace(partial, out)
+        except OSError as exc:
+            raise OutputError(out, "features", exc) from exc
+    wait_for_all(ctx)
+    return _finished(out, n)
+
+
+def _finished(out: Path, n: int) -> np.ndarray:
+    features = np.load(out, mmap_mode="r")
+    if features.shape[0] != n:
+        raise DataError(out, f"holds {features.shape[0]} rows but the dataset has {n} images; delete it")
+    return features
+
+
+def _manifest_path(out: Path, ctx: Any) -> Path:
+    suffix = ".manifest.json" if not ctx.distributed else f".manifest-rank{ctx.rank}.json"
+    return out.with_name(out.stem + suffix)
+
+
+def _done_shards(out: Path, params: dict[str, Any]) -> set[int]:
+    """Shards any manifest of ``out`` (one per rank of any earlier run) records with these parameters."""
+    import json
+
+    from ..shards import read_manifest
+
+    normalised = json.loads(json.dumps(params, default=str))
+    done: set[int] = set()
+    for path in out.parent.glob(out.stem + ".manifest*.json"):
+        try:
+            saved = read_manifest(path)
+        except (OSError, ValueError):
+            continue
+        if saved.get("params") == normalised:
+            done |= {int(k) for k in saved.get("done", {})}
+    return done
 
 
 def _reserved_memmap(path: Path, shape: tuple[int, int], out: Path) -> np.ndarray:
@@ -89,6 +136,7 @@ def write_features(extractor_name: str, weights: str | None, data: str | os.Path
     from ..data import open_dataset
     from ..pluginmanager import registry
     from ..provenance import sha256_path
+    from ..runtime import process_group
     from .embed import as_tensor_model
 
     out = Path(out)
@@ -99,10 +147,15 @@ def write_features(extractor_name: str, weights: str | None, data: str | os.Path
     params = {"data": str(Path(data).resolve()), "extractor": extractor_name, "raw": raw,
               "weights_sha256": sha256_path(weights_file) if weights_file else None}
     out.parent.mkdir(parents=True, exist_ok=True)
-    feats = dataset_features(as_tensor_model(extractor, device, extractor_name), reader, out, params=params,
-                             batch_size=batch_size, flip_test=flip, normalize=not raw,
-                             shard_size=batch_size * 16)
+    with process_group(device) as ctx:  # under torchrun every rank embeds its share of the shards
+        feats = dataset_features(as_tensor_model(extractor, device, extractor_name), reader, out, params=params,
+                                 batch_size=batch_size, flip_test=flip, normalize=not raw,
+                                 shard_size=batch_size * 16, ctx=ctx)
     labels = np.asarray(reader.labels, dtype=np.int64)
+    info = {"images": len(labels), "dim": int(feats.shape[1]), "identities": int(reader.num_classes), "raw": raw,
+            "out": out}
+    if not ctx.is_main:
+        return info
     means, classes = centers_of(feats, labels)
     centers = np.zeros((int(reader.num_classes), feats.shape[1]))
     centers[classes] = means  # row i = identity i; an identity without images keeps a zero row
@@ -113,16 +166,20 @@ def write_features(extractor_name: str, weights: str | None, data: str | os.Path
         with atomic.atomic_path(out.with_name(out.stem + suffix), "features") as tmp, open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
     sample = np.asarray(feats[: min(len(labels), 65536)])
-    return {"images": len(labels), "dim": int(feats.shape[1]), "identities": int(reader.num_classes),
-            "median_norm": float(np.median(np.linalg.norm(sample, axis=1))), "raw": raw, "out": out}
+    return {**info, "median_norm": float(np.median(np.linalg.norm(sample, axis=1)))}
 
 
 def centers_of(features: np.ndarray, labels: np.ndarray, *, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Mean raw feature per identity, streamed over row blocks (features may be a memory map)."""
+    """Mean raw feature per identity, streamed over row blocks (features may be a memory map; what was
+    read leaves the resident set, see :mod:`facebench.metrics.rows`)."""
+    from ..metrics.rows import row_blocks
+
     classes, index = np.unique(labels, return_inverse=True)
     sums = np.zeros((classes.size, features.shape[1]))
-    for start in range(0, features.shape[0], block):
-        stop = min(start + block, features.shape[0])
-        np.add.at(sums, index[start:stop], np.asarray(features[start:stop], dtype=np.float64))
+    for start, rows in row_blocks(features, block):
+        part = index[start:start + rows.shape[0]]
+        order = np.argsort(part, kind="stable")
+        ids, first = np.unique(part[order], return_index=True)
+        sums[ids] += np.add.reduceat(rows[order], first, axis=0)
     counts = np.bincount(index, minlength=classes.size)
     return sums / counts[:, None], classes

@@ -39,14 +39,16 @@ EXTRA_COLUMNS = ["label", "suite", "protocol", "group", "pairs", "same_pairs", "
 
 
 def evaluate_pack(model: TensorModel, path: str | os.PathLike, *, batch_size: int = 64, flip_test: bool = True,
-                  folds: int = 10, label: str = "", bootstrap: int = 0, seed: int = 0) -> VerificationResult:
-    """The insightface protocol on one pairs pack (any registered pairs format); ``bootstrap`` resamples
-    give 95% intervals of accuracy, EER and TAR@FAR (``result.intervals``)."""
+                  folds: int = 10, label: str = "", bootstrap: int = 0, seed: int = 0, workers: int | None = None,
+                  ctx: Any = None) -> VerificationResult:
+    """The insightface protocol on one pairs pack (any registered pairs format). ``bootstrap`` resamples
+    give 95% intervals of accuracy, EER and TAR@FAR (``result.intervals``); ``workers``: decoding
+    processes (default by device); ``ctx``: a distributed context whose ranks share the embedding."""
     from ..data import open_pairs
 
     with open_pairs(path) as reader:
-        emb_a, emb_b = embed_pairs(model, reader, batch_size=batch_size, flip_test=flip_test,
-                                   description=f"embedding {label or Path(path).name}")
+        emb_a, emb_b = embed_pairs(model, reader, batch_size=batch_size, flip_test=flip_test, workers=workers,
+                                   ctx=ctx, description=f"embedding {label or Path(path).name}")
         try:
             result = verify(emb_a, emb_b, reader.issame, folds=folds)
             if bootstrap:

@@ -19,7 +19,8 @@ INPUT_STD = (0.5, 0.5, 0.5)
 
 
 def model_card(recipe: Any, num_classes: int, num_images: int, steps: int,
-               accuracies: Mapping[str, float], dataset_info: Mapping[str, Any] | None) -> dict[str, Any]:
+               accuracies: Mapping[str, float], dataset_info: Mapping[str, Any] | None,
+               world_size: int = 1) -> dict[str, Any]:
     """``model.json``: what the model is, how it was trained, on what, and how well it verifies."""
     options = dict(recipe.model.options)
     options.update(input_size=recipe.model.input_size, num_features=recipe.model.embedding_size)
@@ -41,6 +42,8 @@ def model_card(recipe: Any, num_classes: int, num_images: int, steps: int,
         "num_images": num_images,
         "epochs": recipe.optim.epochs,
         "steps": steps,
+        "processes": world_size,
+        "global_batch": recipe.optim.batch_per_gpu * world_size,
         "accuracies": dict(accuracies),
     }
 

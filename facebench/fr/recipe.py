@@ -2,6 +2,10 @@
 
 A recipe names a backbone and a head from the registries and fixes every number that changes the
 result: batch, optimizer, schedule, augmentation, precision. Typos fail when the recipe is loaded.
+
+The batch is counted per GPU (``optim.batch_per_gpu``), as the paper's trainer and arcface_torch count
+it: the BatchNorm statistics and the memory per GPU are then the recipe's on any number of GPUs, and the
+global batch (what the learning rate sees) is ``batch_per_gpu x processes``, recorded in the model card.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Any
 
 from ..config import build_config
 from ..errors import ConfigError
+from ..runtime.device import AMP_DTYPES
 
 
 @dataclass
@@ -46,9 +51,10 @@ class OptimConfig:
     weight_decay: float = 5e-4
     #: BatchNorm parameters without weight decay (the paper's trainer); false = decay everything (arcface_torch)
     no_decay_bn: bool = True
-    #: global batch: split over the processes of a torchrun job
-    batch_size: int = 128
-    #: images per forward pass inside a process (gradient accumulation); 0 = the whole per-process batch
+    #: images per GPU (per process) per optimizer step, as the paper's trainer counts them; the global batch
+    #: is batch_per_gpu x processes (8 GPUs x 128 = 1024)
+    batch_per_gpu: int = 128
+    #: images per forward pass inside a process (gradient accumulation); 0 = the whole per-GPU batch
     micro_batch: int = 0
     epochs: int = 26
     #: max gradient norm (0 = no clipping)
@@ -67,7 +73,10 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
+    #: mixed precision on CUDA (fp32 on CPU, where it is slower and changes results)
     fp16: bool = True
+    #: the mixed-precision dtype: "fp16" (with loss scaling) or "bf16" (Ampere and newer; no scaler)
+    amp_dtype: str = "fp16"
     seed: int = 0
     #: also checkpoint every N optimizer steps (0 = only at epoch end)
     checkpoint_every: int = 0
@@ -92,14 +101,28 @@ class FRRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.optim.batch_size < 1 or self.optim.epochs < 1:
-            raise ConfigError(f"recipe '{self.name}': optim.batch_size and optim.epochs must be positive")
+        if self.optim.batch_per_gpu < 1 or self.optim.epochs < 1:
+            raise ConfigError(f"recipe '{self.name}': optim.batch_per_gpu and optim.epochs must be positive")
+        if self.train.amp_dtype not in AMP_DTYPES:
+            raise ConfigError(f"recipe '{self.name}': train.amp_dtype must be one of {', '.join(AMP_DTYPES)}, "
+                              f"got '{self.train.amp_dtype}'")
         if self.optim.name not in ("sgd", "adamw"):
             raise ConfigError(f"recipe '{self.name}': optim.name must be 'sgd' or 'adamw', got '{self.optim.name}'")
 
 
+#: Recipe keys that were renamed, with the message that says what the new one means.
+RENAMED = {
+    "optim.batch_size": "optim.batch_size is now optim.batch_per_gpu: images per GPU (per process) per step, "
+                        "the global batch being batch_per_gpu x processes",
+}
+
+
 def build_recipe(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> FRRecipe:
     """A checked :class:`FRRecipe` from a recipe mapping plus ``--set key=value`` overrides."""
+    for key, message in RENAMED.items():
+        section, name = key.split(".")
+        if name in (data.get(section) or {}) or any(o.split("=", 1)[0].strip() == key for o in overrides):
+            raise ConfigError(f"recipe '{data.get('name', 'custom')}': {message}")
     return build_config(FRRecipe, data, overrides)
 
 

@@ -16,7 +16,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,25 +25,27 @@ import numpy as np
 
 from .. import atomic
 from ..config import config_to_dict
-from ..console import console, make_progress
+from ..console import console, log_line, make_progress
 from ..errors import ConfigError, DataError, FacebenchError
 from ..pluginmanager import registry
 from ..runtime import (
-    all_reduce_mean,
     autocast,
-    barrier,
     choose_device,
+    configure_backends,
     env_context,
     gather_objects,
     grad_scaler,
     init_distributed,
+    process_group,
     use_channels_last,
+    wait_for_all,
 )
 from ..training import (
     GlobalBatchSampler,
     LRSchedule,
     MetricsLog,
     Position,
+    RunningMeans,
     build_scheduler,
     capture_rng_state,
     check_resume,
@@ -120,56 +122,88 @@ class StepRunner:
 
     ``module`` may be DDP-wrapped; ``local_batch`` is this process's share and ``global_batch`` the
     whole step, so each micro-batch loss is weighted by ``len(micro) / local_batch`` and DDP's averaging
-    over ranks makes the update the mean over the global batch.
+    over ranks makes the update the mean over the global batch. Images arrive as ``uint8`` with their
+    augmentation parameters (:class:`~facebench.fr.augment.AugmentedFaces`) and are normalised and
+    augmented on the device; float images are used as they are.
+
+    :meth:`step` returns the loss as a tensor on the device: nothing here waits for the GPU, so the
+    caller decides when to read it (every ``log_every`` steps). ``sharded`` lists parameters split over
+    the ranks (a sharded head's centres), whose squared gradient norm is summed over ranks for clipping.
     """
 
     def __init__(self, module: Any, optimizer: Any, scheduler: Any, scaler: Any, *, device: Any,
-                 fp16: bool, micro_batch: int, grad_clip: float, channels_last: bool):
+                 fp16: bool, micro_batch: int, grad_clip: float, channels_last: bool, amp_dtype: str = "fp16",
+                 sharded: Any = (), ctx: Any = None):
         self.module = module
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.scaler = scaler
         self.device = device
         self.fp16 = fp16
+        self.amp_dtype = amp_dtype
         self.micro_batch = micro_batch
         self.grad_clip = grad_clip
         self.channels_last = channels_last
+        self.sharded = {id(p) for p in sharded}
+        self.ctx = ctx
 
-    def step(self, images: Any, labels: Any) -> float:
+    def step(self, images: Any, labels: Any, params: Any = None) -> Any:
         import contextlib
 
         import torch
 
+        from .augment import AUG_COLUMNS, apply_augmentation
+
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
+        if images.dtype == torch.uint8:
+            if params is None:
+                params = torch.zeros(images.shape[0], len(AUG_COLUMNS), dtype=torch.int64)
+            images = apply_augmentation(images, params.to(self.device, non_blocking=True))
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         n = images.shape[0]
         micro = self.micro_batch or n
         starts = list(range(0, n, micro))
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
+        total = torch.zeros((), device=images.device)
         for k, lo in enumerate(starts):
             x, y = images[lo:lo + micro], labels[lo:lo + micro]
             last = k == len(starts) - 1
             sync = contextlib.nullcontext() if last or not hasattr(self.module, "no_sync") else self.module.no_sync()
             with sync:
-                with autocast(self.device, self.fp16):
+                with autocast(self.device, self.fp16, self.amp_dtype):
                     loss = self.module(x, y)
                 weighted = loss.float() * (x.shape[0] / n)
                 self.scaler.scale(weighted).backward()
-            total += float(weighted.detach())
-        if not math.isfinite(total):
-            raise FacebenchError(f"training diverged: loss is {total}; lower optim.lr or enable grad clipping")
+            total += weighted.detach()
         if self.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(
-                [p for g in self.optimizer.param_groups for p in g["params"]], self.grad_clip)
+            self._clip()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
         return total
+
+    def _clip(self) -> None:
+        import torch
+
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not self.sharded:
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            return
+        from ..runtime import all_reduce_sum_
+
+        def sq(group: list) -> Any:
+            if not group:
+                return torch.zeros((), device=self.device)
+            return torch.stack([g.grad.detach().float().pow(2).sum() for g in group]).sum()
+
+        shard_sq = all_reduce_sum_(self.ctx, sq([p for p in params if id(p) in self.sharded]))
+        total = (sq([p for p in params if id(p) not in self.sharded]) + shard_sq).sqrt()
+        coef = (self.grad_clip / (total + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s rule, on the global norm
+        torch._foreach_mul_([p.grad for p in params], coef)
 
 
 @dataclass
@@ -181,20 +215,23 @@ class FRTrainResult:
     recipe: str = ""
 
 
-def validate(backbone: Any, packs: Mapping[str, Any], recipe: FRRecipe, device: Any) -> dict[str, dict[str, float]]:
+def validate(backbone: Any, packs: Mapping[str, Any], recipe: FRRecipe, device: Any,
+             ctx: Any = None) -> dict[str, dict[str, float]]:
     """Verification accuracy of ``backbone`` on each pack (name -> path), scored exactly as
-    ``facebench evaluate`` does (:func:`facebench.evaluation.evaluate_pack`: flip test, 10 folds)."""
+    ``facebench evaluate`` does (:func:`facebench.evaluation.evaluate_pack`: flip test, 10 folds).
+    Under ``torchrun`` every rank calls it and embeds its share of each pack's images (no rank waits
+    for another in a collective while one of them validates alone)."""
     from ..evaluation import TensorModel, evaluate_pack
 
     was_training = backbone.training
     backbone.eval()
     model = TensorModel(forward=backbone, input_size=recipe.model.input_size, device=str(device),
-                        name=recipe.model.backbone)
+                        name=recipe.model.backbone, amp=recipe.train.fp16)
     results: dict[str, dict[str, float]] = {}
     try:
         for name, path in packs.items():
             res = evaluate_pack(model, path, batch_size=recipe.train.val_batch_size,
-                                flip_test=recipe.train.val_flip, label=name)
+                                flip_test=recipe.train.val_flip, label=name, workers=recipe.data.workers, ctx=ctx)
             results[name] = {"accuracy": float(res.accuracy), "std": float(res.std)}
     finally:
         backbone.train(was_training)
@@ -209,6 +246,22 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: Fewer images than this per forward pass make BatchNorm statistics noisy.
+MIN_BN_BATCH = 32
+
+
+def batch_warnings(recipe: FRRecipe, world_size: int) -> list[str]:
+    """Warnings about the batch a recipe gives each process (BatchNorm sees one forward pass)."""
+    o = recipe.optim
+    per_pass = o.micro_batch or o.batch_per_gpu
+    if per_pass >= MIN_BN_BATCH:
+        return []
+    what = f"optim.micro_batch {o.micro_batch}" if o.micro_batch else f"optim.batch_per_gpu {o.batch_per_gpu}"
+    return [f"{what}: each forward pass sees {per_pass} images, fewer than {MIN_BN_BATCH}; BatchNorm statistics "
+            f"will be noisy (global batch {o.batch_per_gpu * world_size} over {world_size} process"
+            f"{'es' if world_size != 1 else ''})"]
+
+
 def train_fr(
     recipe: FRRecipe,
     reader: Any,
@@ -218,17 +271,21 @@ def train_fr(
     device: str = "auto",
     resume: bool = False,
     dataset_info: Mapping[str, Any] | None = None,
+    dataset_sha256: Callable[[], str] | None = None,
 ) -> FRTrainResult:
     """Train ``recipe`` on the train reader ``reader``; see the module docstring for the outputs.
 
-    ``dataset_info`` (path, sha256, format, ...) goes into the model card; the caller writes the run's
-    ``config.toml``/``provenance.json`` (the CLI does, through :class:`facebench.runs.Run`).
+    ``dataset_info`` (path, format, ...) goes into the model card, with ``dataset_sha256()`` (a hash
+    computed in the background while training runs, see :class:`facebench.provenance.BackgroundHash`)
+    asked for on rank 0 only at the end; the caller writes the run's ``config.toml``/``provenance.json``
+    (the CLI does, through :class:`facebench.runs.Run`).
     """
     import torch
 
     out_dir = Path(out_dir)
     dev = choose_device(device, local_rank=env_context().local_rank)
-    ctx = init_distributed(dev.type)
+    ctx = init_distributed(dev)
+    configure_backends(dev, fixed_size=True)  # every batch is (B, 3, S, S): cuDNN autotuning pays off
     val_packs = dict(val_packs or {})
     ckpt_path = check_resume(out_dir, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -239,14 +296,18 @@ def train_fr(
         raise DataError(getattr(reader, "path", "dataset"), f"labels must lie in [0, {num_classes}), "
                         f"found {labels.min()}..{labels.max()}")
     o = recipe.optim
-    sampler = GlobalBatchSampler(len(reader), o.batch_size, rank=ctx.rank, world_size=ctx.world_size,
-                                 seed=recipe.train.seed)
+    sampler = GlobalBatchSampler(len(reader), o.batch_per_gpu * ctx.world_size, rank=ctx.rank,
+                                 world_size=ctx.world_size, seed=recipe.train.seed)
     if o.micro_batch and sampler.local_batch % o.micro_batch:
-        raise ConfigError(f"optim.micro_batch {o.micro_batch} must divide the per-process batch {sampler.local_batch}")
+        raise ConfigError(f"optim.micro_batch {o.micro_batch} must divide the per-GPU batch {sampler.local_batch}")
+    if ctx.is_main:
+        for warning in batch_warnings(recipe, ctx.world_size):
+            console.print(f"[yellow]warning:[/] {warning}")
 
     _seed_everything(recipe.train.seed)
     backbone = build_backbone(recipe)
     head = build_head(recipe, num_classes)
+    sharded = bool(getattr(head, "sharded", False))
     channels_last = use_channels_last(dev, recipe.model.channels_last)
     module = _module_class()(backbone, head).to(dev)
     if channels_last:
@@ -259,11 +320,16 @@ def train_fr(
         milestones=recipe.schedule.milestones, warmup_epochs=recipe.schedule.warmup_epochs,
         gamma=recipe.schedule.gamma, min_factor=recipe.schedule.min_factor, power=recipe.schedule.power)
     scheduler = build_scheduler(optimizer, schedule)
-    scaler = grad_scaler(dev, recipe.train.fp16)
+    scaler = grad_scaler(dev, recipe.train.fp16, dtype=recipe.train.amp_dtype)
     log = MetricsLog(out_dir / METRICS, enabled=ctx.is_main)
+    # A sharded head's centres differ per rank: the checkpoint keeps the backbone as the model and every
+    # rank's shard (with its optimizer state) beside it.
+    state_module = backbone if sharded else module
 
     position = Position()
-    resumed_losses: list[float] = []  # losses of the epoch's steps done before a mid-epoch checkpoint
+    # This rank's losses on the device: since the last log line, and of the epoch so far (read only when
+    # a line is logged: the loop never waits for the GPU otherwise).
+    window, epoch_means = RunningMeans(), RunningMeans()
     recipe_dict = config_to_dict(recipe)
     if resume and ckpt_path.exists():
         data = load_training_checkpoint(ckpt_path)
@@ -273,10 +339,23 @@ def train_fr(
         if data["extra"].get("num_images") not in (None, len(reader)):
             raise ConfigError(f"{ckpt_path}: cannot resume: the dataset has {len(reader)} images, the "
                               f"interrupted run had {data['extra']['num_images']}")
-        same_world = data["extra"].get("world_size") == ctx.world_size
-        position = restore_checkpoint(data, model=module, optimizer=optimizer, scheduler=scheduler,
-                                      scaler=scaler, rank=ctx.rank, restore_rng=same_world)
-        resumed_losses = [float(v) for v in data["extra"].get("epoch_losses", [])] if position.step_in_epoch else []
+        saved_world = data["extra"].get("world_size", ctx.world_size)
+        if saved_world != ctx.world_size:
+            raise ConfigError(f"{ckpt_path}: cannot resume on {ctx.world_size} process"
+                              f"{'es' if ctx.world_size != 1 else ''}: the run was started on {saved_world} and "
+                              f"its global batch is optim.batch_per_gpu x processes; resume with "
+                              f"torchrun --nproc_per_node {saved_world}")
+        position = restore_checkpoint(data, model=state_module, optimizer=optimizer, scheduler=scheduler,
+                                      scaler=scaler, rank=ctx.rank)
+        per_rank = data["extra"].get("per_rank") or []
+        if ctx.rank < len(per_rank):
+            window.load_state_dict(per_rank[ctx.rank]["window"], dev)
+            epoch_means.load_state_dict(per_rank[ctx.rank]["epoch"], dev)
+            if sharded:
+                shard = per_rank[ctx.rank]["head"]
+                with torch.no_grad():
+                    head.weight.copy_(shard["weight"].to(dev))
+                optimizer.state[head.weight] = {k: v.to(dev) for k, v in shard["optim"].items()}
         log.truncate_after(position.global_step)
         if ctx.is_main:
             console.print(f"resuming {out_dir} at epoch {position.epoch + 1}, step {position.global_step}")
@@ -284,94 +363,148 @@ def train_fr(
         # Different ranks draw different dropout masks; the model itself was built identically on all.
         torch.manual_seed(recipe.train.seed * 7919 + ctx.rank)
 
-    wrapped = module
+    wrapped: Any = module
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        wrapped = DDP(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+        ids = [dev.index] if dev.type == "cuda" else None
+        wrapped = _HeadOutside(DDP(backbone, device_ids=ids), head) if sharded else DDP(module, device_ids=ids)
     runner = StepRunner(wrapped, optimizer, scheduler, scaler, device=dev, fp16=recipe.train.fp16,
-                        micro_batch=o.micro_batch, grad_clip=o.grad_clip, channels_last=channels_last)
+                        amp_dtype=recipe.train.amp_dtype, micro_batch=o.micro_batch, grad_clip=o.grad_clip,
+                        channels_last=channels_last, sharded=[head.weight] if sharded else (), ctx=ctx)
     dataset = AugmentedFaces(reader, input_size=recipe.model.input_size, flip=recipe.data.flip,
                              random_erasing=recipe.data.random_erasing, seed=recipe.train.seed)
+    # One loader for the whole run: workers stay alive between epochs (the sampler is told the epoch).
+    # A private generator: creating the iterator must not draw from the global RNG, or a run resumed
+    # mid-epoch would see other dropout masks than an uninterrupted one.
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=recipe.data.workers, pin_memory=dev.type == "cuda",
+        persistent_workers=recipe.data.workers > 0,
+        generator=torch.Generator().manual_seed(recipe.train.seed * 1_000_003))
 
-    def checkpoint(pos: Position, epoch_losses: list[float]) -> None:
-        rng = gather_objects(ctx, capture_rng_state())
+    def checkpoint(pos: Position) -> None:
+        mine: dict[str, Any] = {"rng": capture_rng_state(), "window": window.state_dict(),
+                                 "epoch": epoch_means.state_dict()}
+        if sharded:
+            mine["head"] = {"weight": head.weight.detach().cpu(),
+                            "optim": {k: v.detach().cpu() for k, v in optimizer.state.get(head.weight, {}).items()
+                                      if isinstance(v, torch.Tensor)}}
+        states = gather_objects(ctx, mine)
         if ctx.is_main:
-            save_checkpoint(ckpt_path, position=pos, model=module, optimizer=optimizer, scheduler=scheduler,
-                            scaler=scaler, rng=rng,
+            save_checkpoint(ckpt_path, position=pos, model=state_module, optimizer=optimizer, scheduler=scheduler,
+                            scaler=scaler, rng=[s.pop("rng") for s in states],
                             extra={"recipe": recipe_dict, "num_images": len(reader), "world_size": ctx.world_size,
-                                   "epoch_losses": list(epoch_losses)})
-        barrier(ctx)
+                                   "per_rank": states})
+        wait_for_all(ctx)  # rank 0 writes while the others wait: not a step collective
 
+    log_every = max(1, recipe.train.log_every)
     accuracies: dict[str, dict[str, float]] = {}
     step = position.global_step
     with make_progress() as progress:
         for epoch in range(position.epoch, o.epochs):
             start = position.step_in_epoch if epoch == position.epoch else 0
             sampler.set_epoch(epoch, start)
-            # A private generator: creating the iterator must not draw from the global RNG, or a run
-            # resumed mid-epoch would see other dropout masks than an uninterrupted one.
-            loader = torch.utils.data.DataLoader(
-                dataset, batch_sampler=sampler, num_workers=recipe.data.workers,
-                pin_memory=dev.type == "cuda",
-                generator=torch.Generator().manual_seed(recipe.train.seed * 1_000_003 + epoch))
             task = progress.add_task(f"epoch {epoch + 1}/{o.epochs}", total=sampler.steps_per_epoch,
                                      completed=start) if ctx.is_main else None
             module.train()
-            losses: list[float] = list(resumed_losses) if start else []
+            if not start:
+                epoch_means.reset()
             tick, seen = time.perf_counter(), 0  # images/s counts training only, not validation
-            for in_epoch, (images, targets) in enumerate(loader, start=start + 1):
-                loss = all_reduce_mean(ctx, runner.step(images, targets))  # the global batch's mean loss
-                losses.append(loss)
+            epoch_tick, epoch_seen = tick, 0
+            for in_epoch, (images, targets, params) in enumerate(loader, start=start + 1):
+                loss = runner.step(images, targets, params)
+                window.add({"loss": loss})
+                epoch_means.add({"loss": loss})
                 step += 1
                 seen += images.shape[0] * ctx.world_size
                 if task is not None:
                     progress.update(task, advance=1)
-                if recipe.train.log_every and step % recipe.train.log_every == 0:
+                if step % log_every == 0:  # the only host sync of the loop: one all-reduce per log line
+                    mean = _finite(window.means(ctx)["loss"], step)
+                    window.reset()
                     now = time.perf_counter()
-                    log.log(event="train", epoch=epoch + 1, step=step, loss=loss,
-                            lr=optimizer.param_groups[0]["lr"], images_per_s=seen / max(now - tick, 1e-9))
+                    rate = seen / max(now - tick, 1e-9)
+                    lr = optimizer.param_groups[0]["lr"]
+                    log.log(event="train", epoch=epoch + 1, step=step, loss=mean, lr=lr, images_per_s=rate)
+                    if ctx.is_main:
+                        log_line(f"epoch {epoch + 1}/{o.epochs}  step {in_epoch}/{sampler.steps_per_epoch}  "
+                                 f"global step {step}  loss {mean:.4f}  lr {lr:.6g}  images/s {rate:.1f}")
+                    epoch_seen += seen
                     tick, seen = now, 0
                 if (recipe.train.checkpoint_every and step % recipe.train.checkpoint_every == 0
                         and in_epoch < sampler.steps_per_epoch):
-                    checkpoint(Position(epoch, in_epoch, step), losses)
+                    checkpoint(Position(epoch, in_epoch, step))
+            epoch_seen += seen
+            epoch_rate = epoch_seen / max(time.perf_counter() - epoch_tick, 1e-9)
             if task is not None:
                 progress.remove_task(task)
-            if ctx.is_main and val_packs:
-                accuracies = validate(backbone, val_packs, recipe, dev)
-                summary = "  ".join(f"{k} {v['accuracy'] * 100:.2f}%" for k, v in accuracies.items())
-                console.print(f"epoch {epoch + 1}: {summary}")
+            epoch_loss = _finite(epoch_means.means(ctx)["loss"], step)
+            if val_packs:
+                accuracies = validate(backbone, val_packs, recipe, dev, ctx)
             if ctx.is_main:
-                log.log(event="epoch", epoch=epoch + 1, step=step,
-                        loss=float(np.mean(losses)) if losses else None,
+                summary = "  ".join(f"{k} {v['accuracy'] * 100:.2f}%" for k, v in accuracies.items())
+                log_line(f"epoch {epoch + 1}/{o.epochs} done  global step {step}  loss {epoch_loss:.4f}  "
+                         f"lr {optimizer.param_groups[0]['lr']:.6g}  images/s {epoch_rate:.1f}"
+                         + (f"  val {summary}" if summary else ""))
+                log.log(event="epoch", epoch=epoch + 1, step=step, loss=epoch_loss, images_per_s=epoch_rate,
                         val={k: v["accuracy"] for k, v in accuracies.items()})
-            checkpoint(Position(epoch + 1, 0, step), [])
+            checkpoint(Position(epoch + 1, 0, step))
 
     result = FRTrainResult(out_dir=out_dir, global_step=step,
-                         accuracies={k: v["accuracy"] for k, v in accuracies.items()})
+                           accuracies={k: v["accuracy"] for k, v in accuracies.items()})
     if ctx.is_main:
         if not accuracies:  # resumed after the last epoch: take the last validation from the log
             epochs = [r for r in log.read() if r.get("event") == "epoch"]
             result.accuracies = dict(epochs[-1].get("val") or {}) if epochs else {}
         with atomic.atomic_path(out_dir / BACKBONE, "backbone weights") as tmp:
             torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, tmp)
-        result.card = model_card(recipe, num_classes, len(reader), step, result.accuracies, dataset_info)
+        info = dict(dataset_info or {})
+        if dataset_sha256 is not None:
+            info["sha256"] = dataset_sha256()
+        result.card = model_card(recipe, num_classes, len(reader), step, result.accuracies, info,
+                                 world_size=ctx.world_size)
         atomic.write_json(out_dir / MODEL_CARD, result.card, "model card")
-    barrier(ctx)
+    wait_for_all(ctx)  # rank 0 may still be finishing the dataset hash
     return result
+
+
+class _HeadOutside:
+    """The forward of a DDP-wrapped backbone followed by a head that DDP must not see (its parameters are
+    sharded over the ranks and synchronise themselves)."""
+
+    def __init__(self, backbone: Any, head: Any):
+        self.backbone = backbone
+        self.head = head
+
+    def __call__(self, images: Any, labels: Any) -> Any:
+        return self.head(self.backbone(images), labels)
+
+    def no_sync(self) -> Any:
+        return self.backbone.no_sync()
+
+
+def _finite(value: float, step: int) -> float:
+    if not math.isfinite(value):
+        raise FacebenchError(f"training diverged by step {step}: loss is {value}; lower optim.lr or enable "
+                             "grad clipping")
+    return value
 
 
 def train_from_paths(recipe_name: str, data: str, *, data_format: str | None = None, val: Any = (),
                      out: str | None = None, resume: bool = False, device: str = "auto",
                      overrides: Any = ()) -> FRTrainResult:
     """What ``facebench train-fr`` does: the recipe (registry or TOML, then ``--set``), the training set,
-    its validation packs (checked now, not after the first epoch), the run directory with provenance,
-    then :func:`train_fr`."""
-    from ..config import config_to_dict
+    its validation packs (checked now, not after the first epoch), the process group, the run directory
+    with provenance, then :func:`train_fr`.
+
+    Rank 0's one-off work (the run directory, hashing the validation packs) happens after the group is
+    formed while the other ranks wait in :func:`~facebench.runtime.wait_for_all`; the training set is
+    hashed on a background thread (cached by file list, size and mtime) while training runs, so neither
+    counts against the collective timeout."""
     from ..data import open_dataset, open_pairs
     from ..evaluation.suites import resolve_validation
+    from ..provenance import BackgroundHash
     from ..runs import Run, run_path
-    from ..runtime import shutdown
     from .recipe import resolve_recipe
 
     recipe = resolve_recipe(recipe_name, overrides)
@@ -380,22 +513,26 @@ def train_from_paths(recipe_name: str, data: str, *, data_format: str | None = N
     for path in pack_paths.values():
         open_pairs(path).close()
     out_dir = run_path(out, f"fr-{recipe.name}-{Path(data).name}")
-    ctx = env_context()
     dataset_info = {"path": str(Path(data).resolve()), "format": getattr(reader, "format_name", "") or data_format,
                     "images": len(reader), "identities": int(reader.num_classes)}
-    if ctx.is_main:
-        check_resume(out_dir, resume)
-        inputs = {"dataset": data, **{f"val:{k}": p for k, p in pack_paths.items()}}
-        run = Run.start(out_dir, config=config_to_dict(recipe), seed=recipe.train.seed, device=device,
-                        inputs=inputs, extra={"world_size": ctx.world_size})
-        dataset_info["sha256"] = run.provenance()["inputs"]["dataset"]["sha256"]
-    try:
-        result = train_fr(recipe, reader, out_dir, val_packs=pack_paths, device=device, resume=resume,
-                          dataset_info=dataset_info)
-    finally:
-        shutdown(ctx)
+    dev = choose_device(device, local_rank=env_context().local_rank)
+    with process_group(dev) as ctx:
+        run = hasher = None
+        if ctx.is_main:
+            check_resume(out_dir, resume)
+            inputs = {f"val:{k}": p for k, p in pack_paths.items()}
+            run = Run.start(out_dir, config=config_to_dict(recipe), seed=recipe.train.seed, device=device,
+                            inputs=inputs, extra={"world_size": ctx.world_size,
+                                                  "global_batch": recipe.optim.batch_per_gpu * ctx.world_size})
+            hasher = BackgroundHash(data)
+        wait_for_all(ctx)
+        result = train_fr(recipe, reader, out_dir, val_packs=pack_paths, device=str(dev), resume=resume,
+                          dataset_info=dataset_info, dataset_sha256=hasher.result if hasher else None)
+        if run is not None and hasher is not None:
+            run.add_input("dataset", data, sha256=hasher.result())
     result.recipe = recipe.name
     return result
 
 
-__all__ = ["FRTrainResult", "StepRunner", "build_backbone", "build_head", "build_optimizer", "train_from_paths", "train_fr", "validate"]
+__all__ = ["FRTrainResult", "StepRunner", "build_backbone", "build_head", "build_optimizer", "batch_warnings",
+           "train_from_paths", "train_fr", "validate"]

@@ -145,12 +145,12 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
     from ..pluginmanager import registry
     from ..provenance import sha256_path
     from ..runs import Run
-    from ..runtime import barrier, choose_device, env_context, init_distributed
+    from ..runtime import choose_device, env_context, init_distributed, wait_for_all
     from ..weights import component_weights, needs_weights
 
     gcfg = config.generation
     device = choose_device(request.device, env_context().local_rank)
-    ctx = init_distributed(device.type)
+    ctx = init_distributed(device)  # this rank's GPU (not everyone on GPU 0), gloo with --device cpu
     device = str(device)
 
     format_obj = registry("format").get(gcfg.format).create()
@@ -199,6 +199,8 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
                       "shards generated after this resume may differ from an uninterrupted run's")
     generated = run_shards(job, generator, attrop=attrop, prepass=prepass, device=device, rank=ctx.rank,
                            world=ctx.world_size, progress=progress)
-    barrier(ctx)
+    # Ranks finish unevenly (AttrOP converges at its own pace per shard): wait on the gloo wait group
+    # (FACEBENCH_WAIT_TIMEOUT), not an NCCL barrier whose watchdog would kill the early ranks.
+    wait_for_all(ctx)
     summary = assemble(job, format_obj, progress=progress) if ctx.is_main else None
     return GenerateOutcome(job, summary, generated, median_norm=median)

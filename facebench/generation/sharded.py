@@ -5,7 +5,8 @@ A generation run directory holds ``ids.npy`` (the identity vectors), one staged 
 :class:`facebench.shards.ShardManifest`), and, once every shard is done, the dataset written through the
 registered format's writer plus ``dataset.json``. Every shard draws its randomness from (seed, shard)
 alone, so a run killed at any point and resumed produces the same bytes as an uninterrupted one. Under
-torchrun each rank takes every world-size-th shard and keeps its own manifest; rank 0 assembles.
+torchrun each rank takes every world-size-th shard and keeps its own manifest; rank 0 assembles,
+reading the next shard while it writes one (the format writers write one file, so this step is serial).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from ..data.images import encode_image
 from ..data.tensors import to_uint8
 from ..errors import ConfigError, DataError, FacebenchError
 from ..runs import DATASET_CARD
-from ..shards import ShardManifest, changed_keys
+from ..shards import ShardManifest, changed_keys, read_manifest
 from .perturbation import PerturbConfig, perturb, sigma_plan
 
 SHARD_DIR = "shards"
@@ -187,16 +189,25 @@ def generate_shard(
     torch_rng = seed_shard(generator, s_seed)
     options = {"generator": torch_rng} if accepts_generator(generator) else {}
     labels = np.repeat(np.arange(first_label, first_label + len(identities)), m)
-    encoded: list[bytes] = []
-    for start in range(0, len(vectors), config.batch_size):
-        batch = torch.from_numpy(vectors[start:start + config.batch_size]).to(device)
-        with torch.no_grad():
-            images = generator.generate(batch, **options)
-        pixels = to_uint8(images)
-        encoded += [encode_image(p, config.image_encoding, config.jpeg_quality) for p in pixels]
-        if on_images is not None:
-            on_images(len(pixels))
+    # Encoding runs on a thread pool (the codecs release the GIL) while the device makes the next batch.
+    pending: list[Any] = []
+    with ThreadPoolExecutor(max_workers=encode_workers()) as pool:
+        for start in range(0, len(vectors), config.batch_size):
+            batch = torch.from_numpy(vectors[start:start + config.batch_size]).to(device)
+            with torch.no_grad():
+                images = generator.generate(batch, **options)
+            pixels = to_uint8(images)
+            pending += [pool.submit(encode_image, p, config.image_encoding, config.jpeg_quality) for p in pixels]
+            if on_images is not None:
+                on_images(len(pixels))
+        encoded = [f.result() for f in pending]
     return ShardResult(labels=[int(x) for x in labels], images=encoded, stats=stats)
+
+
+def encode_workers() -> int:
+    """Threads that encode generated images (``FACEBENCH_ENCODE_THREADS``, default up to 8)."""
+    text = os.environ.get("FACEBENCH_ENCODE_THREADS", "")
+    return max(1, int(text)) if text.strip().isdigit() else min(8, os.cpu_count() or 1)
 
 
 def _shard_path(out: Path, shard: int) -> Path:
@@ -236,7 +247,7 @@ def _done_shards(out: Path, params: dict[str, Any]) -> set[int]:
     done: set[int] = set()
     for path in sorted(out.glob("manifest*.json")):
         try:
-            saved = json.loads(path.read_text())
+            saved = read_manifest(path)
         except (OSError, json.JSONDecodeError):
             continue  # the owning rank's ShardManifest reports it
         if saved.get("params") != normalised:
@@ -403,9 +414,13 @@ def assemble(job: GenerationJob, format_obj: Any, *, writer_options: dict[str, A
     task = progress.add_task("writing dataset", total=job.num_ids * job.config.images_per_id) if progress else None
     shard_stats = []
     count = 0
-    with format_obj.writer(job.dataset_path, **options) as writer:
+    with format_obj.writer(job.dataset_path, **options) as writer, ThreadPoolExecutor(max_workers=1) as reader:
+        # The next shard is read while this one is written (both are file I/O that release the GIL).
+        ahead = reader.submit(read_shard, _shard_path(job.out, 0)) if job.num_shards else None
         for shard in range(job.num_shards):
-            result = read_shard(_shard_path(job.out, shard))
+            result = ahead.result()
+            if shard + 1 < job.num_shards:
+                ahead = reader.submit(read_shard, _shard_path(job.out, shard + 1))
             for data, label in zip(result.images, result.labels):
                 writer.add(data, label)
             count += len(result.images)

@@ -14,6 +14,7 @@ import numpy as np
 
 from .inputs import MetricInputError, as_matrix, l2_normalise, same_length
 from .roc import EER_ESTIMATOR, eer, roc_curve
+from .rows import take_rows
 
 
 @dataclass(frozen=True)
@@ -61,17 +62,34 @@ def sample_pairs(labels: Any, genuine: int, impostor: int, seed: int = 0) -> tup
 
 
 def pair_distributions(features: Any, labels: Any, genuine: int = 100_000, impostor: int = 100_000,
-                       seed: int = 0) -> PairDistributions:
-    """Cosine similarities of sampled genuine and impostor pairs, and the EER separating them."""
-    feats = as_matrix(features, "features", dtype=np.float64)
+                       seed: int = 0, *, chunk: int = 16384) -> PairDistributions:
+    """Cosine similarities of sampled genuine and impostor pairs, and the EER separating them.
+
+    The pairs are drawn first and only their rows are read, ``chunk`` pairs at a time: ``features`` may
+    be a memory map of 15M x 512 (31 GB as float32), of which this holds a few hundred MB."""
     labels = np.asarray(labels)
-    same_length(features=feats, labels=labels)
+    shape = getattr(features, "shape", None)
+    if shape is None or len(shape) != 2:
+        features = as_matrix(features, "features", dtype=np.float64)
+        shape = features.shape
+    if shape[0] < 1 or shape[1] < 1:
+        raise MetricInputError(f"features: expected a non-empty (rows x dims) matrix, got shape {tuple(shape)}")
+    same_length(features=range(shape[0]), labels=labels)
     if genuine < 1 or impostor < 1:
         raise MetricInputError(f"need at least one genuine and one impostor pair, got {genuine} and {impostor}")
-    unit = l2_normalise(feats, "features")
     gen, imp = sample_pairs(labels, genuine, impostor, seed)
-    g = np.einsum("ij,ij->i", unit[gen[:, 0]], unit[gen[:, 1]])
-    i = np.einsum("ij,ij->i", unit[imp[:, 0]], unit[imp[:, 1]])
+    g = _pair_cosines(features, gen, chunk)
+    i = _pair_cosines(features, imp, chunk)
     roc = roc_curve(np.r_[g, i], np.r_[np.ones(g.size, bool), np.zeros(i.size, bool)])
     rate, at = eer(roc)
     return PairDistributions(genuine=g, impostor=i, eer=rate, eer_threshold=at)
+
+
+def _pair_cosines(features: Any, pairs: np.ndarray, chunk: int) -> np.ndarray:
+    out = np.empty(len(pairs))
+    for lo in range(0, len(pairs), chunk):
+        part = pairs[lo:lo + chunk]
+        a = as_matrix(take_rows(features, part[:, 0]), "features")
+        b = as_matrix(take_rows(features, part[:, 1]), "features")
+        out[lo:lo + len(part)] = np.einsum("ij,ij->i", l2_normalise(a, "features"), l2_normalise(b, "features"))
+    return out

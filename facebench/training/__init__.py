@@ -3,7 +3,7 @@
 * :mod:`.checkpoint`: exact-resume checkpoints (model, optimizer, scheduler, scaler, RNGs, position, extras).
 * :mod:`.schedule`: per-step LR schedules (step, cosine, poly, warm-up) stated in epochs.
 * :mod:`.sampling`: deterministic global batches split over ranks, resumable mid-epoch.
-* :mod:`.metrics_log`: ``metrics.jsonl``.
+* :mod:`.metrics_log`: ``metrics.jsonl`` and the device-side running means logged into it.
 
 Devices, precision and the process group are :mod:`facebench.runtime`'s; the FR trainer is in
 :mod:`facebench.fr`. Importing this package does not import torch.
@@ -21,7 +21,7 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from .metrics_log import MetricsLog
+from .metrics_log import MetricsLog, RunningMeans
 from .sampling import GlobalBatchSampler
 from .schedule import LRSchedule, build_scheduler
 
@@ -31,6 +31,7 @@ __all__ = [
     "LRSchedule",
     "MetricsLog",
     "Position",
+    "RunningMeans",
     "build_scheduler",
     "check_resume",
     "capture_rng_state",

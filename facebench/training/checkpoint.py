@@ -79,7 +79,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     })
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # A run saved on more GPUs than this process sees (CUDA_VISIBLE_DEVICES, a smaller node) restores
+        # the devices it has; a device it saved no state for keeps its own.
+        saved = list(state["cuda"])
+        for index in range(min(len(saved), torch.cuda.device_count())):
+            torch.cuda.set_rng_state(saved[index], index)
 
 
 def _state(obj: Any) -> Any:
@@ -142,6 +146,8 @@ def restore_checkpoint(
     for name, obj in (("model", model), ("head", head), ("optimizer", optimizer),
                       ("scheduler", scheduler), ("scaler", scaler)):
         if obj is not None and data.get(name) is not None:
+            if name == "scaler" and not data[name]:
+                continue  # saved by a disabled GradScaler (CPU, or AMP off): an enabled one starts fresh
             obj.load_state_dict(data[name])
     rng = data.get("rng")
     if restore_rng and rng is not None:

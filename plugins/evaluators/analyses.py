@@ -13,6 +13,7 @@ from facebench.evaluation.analyze import AnalysisContext, AnalysisOutput, skippe
 from facebench.metrics import identity, separability
 from facebench.metrics.distributions import pair_distributions
 from facebench.metrics.frechet import frechet_distance
+from facebench.metrics.rows import row_blocks
 
 from .options import (
     CertaintyRatioConfig,
@@ -63,9 +64,8 @@ class ClassNoiseAnalysis:
         unit_centers = ctx.centers / np.linalg.norm(ctx.centers, axis=1, keepdims=True)
         index = np.searchsorted(ctx.classes, ctx.labels)
         intra = np.empty(ctx.features.shape[0], dtype=np.float32)
-        for start in range(0, intra.size, 65536):  # features may be a memory map: stream it
-            stop = min(start + 65536, intra.size)
-            f = np.asarray(ctx.features[start:stop], dtype=np.float64)
+        for start, f in row_blocks(ctx.features):  # features may be a memory map: stream it
+            stop = start + f.shape[0]
             f /= np.linalg.norm(f, axis=1, keepdims=True)
             intra[start:stop] = np.einsum("ij,ij->i", f, unit_centers[index[start:stop]])
         summary = {

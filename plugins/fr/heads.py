@@ -44,9 +44,14 @@ class CosineClassifier(nn.Module):
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.cosines(embeddings) * self.scale
 
+    def margin_target(self, target: torch.Tensor) -> torch.Tensor:
+        """The target class's cosine after the margin (unscaled); no margin here (NormFace). The sharded
+        head applies the same function to the targets of its own classes."""
+        return target
+
     def margin_logits(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """No margin (NormFace); margin heads override this."""
-        return cos * self.scale
+        index = labels[:, None]
+        return cos.scatter(1, index, self.margin_target(cos.gather(1, index))) * self.scale
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = self.cosines(embeddings)
@@ -63,8 +68,7 @@ class ArcFace(CosineClassifier):
         self.straight_through = straight_through
         self.guard = guard
 
-    def margin_logits(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        target = cos.gather(1, labels[:, None])
+    def margin_target(self, target: torch.Tensor) -> torch.Tensor:
         m = self.margin
         sin = torch.sqrt((1.0 - target * target).clamp_min(_EPS))
         shifted = target * math.cos(m) - sin * math.sin(m)  # cos(theta + m)
@@ -72,7 +76,7 @@ class ArcFace(CosineClassifier):
             shifted = torch.where(target > math.cos(math.pi - m), shifted, target - m * math.sin(m))
         if self.straight_through:
             shifted = target + (shifted - target).detach()
-        return cos.scatter(1, labels[:, None], shifted) * self.scale
+        return shifted
 
 
 class CosFace(CosineClassifier):
@@ -82,8 +86,8 @@ class CosFace(CosineClassifier):
         super().__init__(embedding_size, num_classes, scale)
         self.margin = margin
 
-    def margin_logits(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return (cos - self.margin * F.one_hot(labels, cos.shape[1]).to(cos.dtype)) * self.scale
+    def margin_target(self, target: torch.Tensor) -> torch.Tensor:
+        return target - self.margin
 
 
 class SoftmaxHead(nn.Module):

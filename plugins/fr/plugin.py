@@ -35,6 +35,9 @@ HEADS: dict[str, tuple[str, str]] = {
     "cosface": (f"{_HEADS}:cosface", "CosFace s=64 m=0.35"),
     "cosface-m0.4": (f"{_HEADS}:cosface_m04", "CosFace s=64 m=0.4 (arcface_torch configs)"),
     "softmax": (f"{_HEADS}:softmax", "plain softmax cross-entropy"),
+    "partial_fc": ("facebench_plugins.fr.partial_fc:partial_fc",
+                   "ArcFace (or options.loss) with class centres sharded over torchrun ranks, optional "
+                   "negative sampling (options.sample_rate)"),
 }
 
 #: released weight files (declared to ``facebench doctor``) and the backbone each one loads into

@@ -18,7 +18,7 @@ from facebench.errors import ConfigError, DataError
 from facebench.safe_load import load_checkpoint, state_dict_in, state_dict_mismatch
 from facebench.weights import resolve_weights
 
-from .model import CONFIGS, MaskingSettings, Vec2Face, Vec2FaceConfig, model_config
+from .model import CONFIGS, MaskingConfig, Vec2Face, Vec2FaceConfig, dropped_count, model_config
 
 #: Key of the generator state dict in the official ``vec2face_generator.pth`` (and in our checkpoints).
 STATE_KEY = "model_vec2face"
@@ -81,14 +81,14 @@ class Vec2FaceGenerator:
 
     def __init__(self, model: Vec2Face, *, device: Any = "cpu", seed: int = 0, fast: bool = True,
                  amp: bool | None = None, amp_dtype: str = "float16", channels_last: bool | None = None,
-                 compile: bool = False, masking: MaskingSettings | None = None,
+                 compile: bool = False, masking: MaskingConfig | None = None,
                  input_scale: dict[str, Any] | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = model.config
         self.feature_dim = model.config.feature_dim
         self.image_size = model.config.image_size
-        self.masking = masking or MaskingSettings.inference()
+        self.masking = masking or MaskingConfig.inference()
         self.fast = fast
         #: the identity-vector scale this generator was trained on (see facebench.generation.identity_scale)
         self.input_scale = input_scale
@@ -136,11 +136,12 @@ class Vec2FaceGenerator:
         else:
             model.im_decoder.to(memory_format=torch.contiguous_format)
         runner = self._compiled if (fast and self._compiled is not None) else model
+        num_dropped = dropped_count(dropped)  # a Python int: the compiled model traces in one graph
         if fast and self.amp:
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
-                image = runner(v, dropped, masked).image
+                image = runner(v, dropped, masked, num_dropped).image
         else:
-            image = runner(v, dropped, masked).image
+            image = runner(v, dropped, masked, num_dropped).image
         return image.float().clamp_(-1.0, 1.0).contiguous()
 
     def generate(self, vectors: Any, *, masks: Any = None) -> torch.Tensor:
@@ -183,7 +184,7 @@ def build_generator(name: str, weights: str | os.PathLike | None = None, device:
             model = Vec2Face(config)
     masking = options.pop("masking", None)
     if isinstance(masking, dict):
-        masking = MaskingSettings(**masking)
+        masking = MaskingConfig(**masking)
     return Vec2FaceGenerator(model, device=device, masking=masking, input_scale=scale, **options)
 
 

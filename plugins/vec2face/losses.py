@@ -1,4 +1,5 @@
-"""The loss terms of Vec2Face training: SSIM, perceptual (LPIPS-VGG16 or a built-in toy net), GAN parts.
+"""The Vec2Face training objective (:class:`Vec2FaceLoss`) and its parts: SSIM, perceptual distance
+(LPIPS-VGG16 or a built-in toy net), the least-squares discriminator loss and the adaptive GAN weight.
 
 LPIPS needs two files the user already has (torchvision's VGG16 ImageNet weights and the LPIPS linear
 layers); facebench never downloads them. For toy runs a small frozen perceptual net is built from a fixed
@@ -8,6 +9,7 @@ seed, so the same code path runs with no weights at all.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,37 +21,46 @@ from facebench.weights import resolve_weights
 
 # ----------------------------------------------------------------------------------------------- SSIM
 
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
-    coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+def _gaussian_1d(size: int, sigma: float, device, dtype) -> torch.Tensor:
+    coords = torch.arange(size, device=device, dtype=dtype) - size // 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+    return g / g.sum()
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Mean structural similarity of two image batches in [-1, 1] (computed on [0, 1], Gaussian window)."""
-    x = (x.float() + 1) / 2
-    y = (y.float() + 1) / 2
-    c = x.shape[1]
-    w = _gaussian_window(window, sigma, c, x.device, x.dtype)
-    pad = window // 2
+    """Mean structural similarity of two image batches in [-1, 1], as the release computes it.
 
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(t, (pad,) * 4, mode="reflect"), w, groups=c)
+    The images are mapped to [0, 1] (data range 1) and compared in fp32 with autocast off; the Gaussian
+    window (11 taps, sigma 1.5) is applied separably as a *valid* convolution (no padding), so only
+    positions whose whole window lies inside the image count: pytorch_msssim's ``SSIM``, which the
+    release uses.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = (x.float() + 1) / 2
+        y = (y.float() + 1) / 2
+        c = x.shape[1]
+        g = _gaussian_1d(window, sigma, x.device, x.dtype)
+        rows = g.view(1, 1, window, 1).expand(c, 1, window, 1)
+        cols = g.view(1, 1, 1, window).expand(c, 1, 1, window)
 
-    mx, my = blur(x), blur(y)
-    vx = blur(x * x) - mx * mx
-    vy = blur(y * y) - my * my
-    cov = blur(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.mean()
+        def blur(t: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(F.conv2d(t, rows, groups=c), cols, groups=c)
+
+        mx, my = blur(x), blur(y)
+        vx = blur(x * x) - mx * mx
+        vy = blur(y * y) - my * my
+        cov = blur(x * y) - mx * my
+        c1, c2 = 0.01**2, 0.03**2
+        s = ((2 * mx * my + c1) / (mx * mx + my * my + c1)) * ((2 * cov + c2) / (vx + vy + c2))
+        return s.mean()
 
 
 # ----------------------------------------------------------------------------------------- perceptual
 
 def _unit_channels(t: torch.Tensor) -> torch.Tensor:
-    return t / (t.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+    """Each position's channel vector divided by its length, the length floored at 1e-4 (the release's
+    LPIPS does so for stability: a dead ReLU position gives 0, not a 1e10 gradient)."""
+    return t / t.pow(2).sum(dim=1, keepdim=True).sqrt().clamp(min=1e-4)
 
 
 #: VGG16 convolution widths with "M" for max-pooling, as torchvision numbers its ``features`` layers.
@@ -160,50 +171,120 @@ def build_perceptual(kind: str, vgg_weights: str, lpips_weights: str) -> nn.Modu
 
 # ------------------------------------------------------------------------------------------------- GAN
 
-class MultiScaleDiscriminator(nn.Module):
-    """Strided conv blocks (GroupNorm + LeakyReLU(0.1)); a 1x1 logit head after every block, so the
-    least-squares loss sees real/fake maps at several scales."""
-
-    def __init__(self, dims: tuple[int, ...] | list[int] = (64, 128, 256, 512)):
-        super().__init__()
-        dims = list(dims)
-        self.stem = nn.Conv2d(3, dims[0], 3, padding=1)
-        blocks, heads, ch = [], [], dims[0]
-        for d in dims:
-            blocks.append(nn.Sequential(
-                nn.Conv2d(ch, d, 4, stride=2, padding=1),
-                nn.GroupNorm(min(32, d), d),
-                nn.LeakyReLU(0.1),
-            ))
-            heads.append(nn.Conv2d(d, 1, 1))
-            ch = d
-        self.blocks = nn.ModuleList(blocks)
-        self.heads = nn.ModuleList(heads)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        h, outs = F.leaky_relu(self.stem(x), 0.1), []
-        for block, head in zip(self.blocks, self.heads):
-            h = block(h)
-            outs.append(head(h))
-        return outs
-
-
-def discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
-    """Least squares: real -> 1, fake -> 0, averaged over scales."""
-    terms = [(r.float() - 1).pow(2).mean() + f.float().pow(2).mean() for r, f in zip(real, fake)]
-    return sum(terms) / len(terms)
-
-
-def generator_gan_loss(fake: list[torch.Tensor]) -> torch.Tensor:
-    """Least squares for the generator: fake -> 1."""
-    return sum((f.float() - 1).pow(2).mean() for f in fake) / len(fake)
-
-
 def adaptive_gan_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor,
                         max_weight: float = 1e4) -> torch.Tensor:
     """|grad rec| / (|grad gan| + 1e-4) at the decoder's last conv, clamped and detached, so the GAN
-    term never dominates the reconstruction gradient by more than the ratio allows."""
-    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
-    gan_grad = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
+    term never dominates the reconstruction gradient by more than the ratio allows. The gradients are
+    those of the unscaled losses (never the GradScaler's scaled ones, which would shift the 1e-4), in fp32."""
+    rec_grad = torch.autograd.grad(rec_loss.float(), last_layer, retain_graph=True)[0].float()
+    gan_grad = torch.autograd.grad(gan_loss.float(), last_layer, retain_graph=True)[0].float()
     weight = rec_grad.norm() / (gan_grad.norm() + 1e-4)
     return weight.clamp(0.0, max_weight).detach()
+
+
+def least_squares_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """0.5 x (mean((D(real) - 1)^2) + mean(D(fake)^2)): real -> 1, fake -> 0."""
+    return 0.5 * ((logits_real - 1.0).pow(2).mean() + logits_fake.pow(2).mean())
+
+
+class LossTerms(NamedTuple):
+    """The release's seven outputs, in its order (a tuple, so ``ae, d, *rest = loss(...)`` works)."""
+
+    ae_loss: torch.Tensor       # what the generator minimises
+    d_loss: torch.Tensor        # what the discriminator minimises (0 before disc_start)
+    token_loss: torch.Tensor    # mean squared error of decoder rows 1.. against the detached targets
+    rec_loss: torch.Tensor      # (image - gt)^2, unreduced (N, 3, S, S)
+    ssim_loss: torch.Tensor     # 1 - SSIM
+    p_loss: torch.Tensor        # 2 x LPIPS per sample (N,)
+    feature_loss: torch.Tensor  # mean(1 - cos(input vector, FR(image)))
+
+
+class Vec2FaceLoss(nn.Module):
+    """The Vec2Face training objective term by term as released (``VQLPIPSWithDiscriminator``).
+
+    ``nll = rec_weight x mean(rec) + perceptual_weight x mean(p) + ssim_weight x ssim + token_weight x token
+    + identity_weight x feature``; from epoch ``disc_start`` on, ``ae = nll + w x disc_factor x g`` with
+    ``g = -mean(D(image))`` and ``d = disc_factor x least_squares(D(gt), D(image.detach()))``. ``w`` is
+    ``gan_weight`` (release: 1.0), times ``disc_weight`` x the gradient-norm ratio at ``last_layer`` when
+    ``adaptive_weight`` is set (the release constructs it with 0.8 but leaves it off).
+
+    As released, ``g`` is computed with the discriminator's parameters live, so back-propagating ``ae``
+    also adds the gradient of ``g`` to the discriminator: after ``disc_start`` it minimises
+    ``d + g``, i.e. ``0.5 D(fake)^2 - D(fake)`` for fakes (optimum 1, not 0). ``isolate_discriminator=True``
+    computes ``g`` with the discriminator frozen (the textbook update: D sees only ``d``).
+
+    ``perceptual`` maps two image batches in [-1, 1] to per-sample distances; ``identity`` maps images to
+    identity features. A term whose weight is 0 is not computed (its model may then be None), and
+    ``gan_weight = 0`` switches both GAN terms off.
+    """
+
+    def __init__(self, perceptual: nn.Module | None, identity: nn.Module | None, disc_start: int, *,
+                 rec_weight: float = 1.0, perceptual_weight: float = 0.1, ssim_weight: float = 0.1,
+                 token_weight: float = 1.0, identity_weight: float = 1.0, gan_weight: float = 1.0,
+                 disc_factor: float = 1.0, adaptive_weight: bool = False, disc_weight: float = 0.8,
+                 isolate_discriminator: bool = False):
+        super().__init__()
+        if perceptual is None and perceptual_weight:
+            raise ValueError("a perceptual weight without a perceptual model")
+        if identity is None and identity_weight:
+            raise ValueError("an identity weight without an identity model")
+        self.perceptual = perceptual
+        self.identity = identity
+        self.disc_start = int(disc_start)
+        self.rec_weight = rec_weight
+        self.perceptual_weight = perceptual_weight
+        self.ssim_weight = ssim_weight
+        self.token_weight = token_weight
+        self.identity_weight = identity_weight
+        self.gan_weight = gan_weight
+        self.disc_factor = disc_factor
+        self.adaptive_weight = adaptive_weight
+        self.disc_weight = disc_weight
+        self.isolate_discriminator = isolate_discriminator
+
+    def gan_active(self, epoch: int) -> bool:
+        """Whether ``epoch`` has the GAN terms (the release's ``disc_factor`` is 0 before ``disc_start``)."""
+        return bool(self.gan_weight) and bool(self.disc_factor) and epoch >= self.disc_start
+
+    def forward(self, im_features: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor,
+                gt_img: torch.Tensor, image: torch.Tensor, discriminator: nn.Module, epoch: int,
+                last_layer: torch.Tensor | None = None) -> LossTerms:
+        zero = image.new_zeros((), dtype=torch.float32)
+        rec_loss = (image - gt_img) ** 2
+        if self.identity_weight:
+            feature_loss = (1 - F.cosine_similarity(im_features, self.identity(image))).mean()
+        else:
+            feature_loss = zero
+        if self.perceptual_weight:
+            p_loss = self.perceptual(image, gt_img) * 2
+        else:
+            p_loss = image.new_zeros(image.shape[0], dtype=torch.float32)
+        ssim_loss = 1 - ssim(image, gt_img) if self.ssim_weight else zero
+        token_loss = (logits[:, 1:] - targets[:, 1:].detach()).pow(2).mean()
+        nll = (self.rec_weight * rec_loss.mean() + self.perceptual_weight * p_loss.mean()
+               + self.ssim_weight * ssim_loss + self.token_weight * token_loss + self.identity_weight * feature_loss)
+        if not self.gan_active(epoch):
+            return LossTerms(nll, zero, token_loss, rec_loss, ssim_loss, p_loss, feature_loss)
+        g_loss = -self._logits_for_generator(discriminator, image).mean()
+        weight = self.gan_weight
+        if self.adaptive_weight:
+            if last_layer is None:
+                raise ValueError("the adaptive GAN weight needs the decoder's last layer")
+            weight = weight * adaptive_gan_weight(nll, g_loss, last_layer) * self.disc_weight
+        ae_loss = nll + weight * self.disc_factor * g_loss
+        d_loss = self.disc_factor * least_squares_d_loss(discriminator(gt_img.detach()),
+                                                         discriminator(image.detach()))
+        return LossTerms(ae_loss, d_loss, token_loss, rec_loss, ssim_loss, p_loss, feature_loss)
+
+    def _logits_for_generator(self, discriminator: nn.Module, image: torch.Tensor) -> torch.Tensor:
+        if not self.isolate_discriminator:
+            return discriminator(image)
+        bare = getattr(discriminator, "module", discriminator)  # a DDP wrapper's module
+        params = [p for p in bare.parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            return bare(image)
+        finally:
+            for p in params:
+                p.requires_grad_(True)

@@ -22,7 +22,7 @@ from facebench.errors import ConfigError
 
 
 @dataclass
-class MaskingSettings:
+class MaskingConfig:
     """How many rows are masked: ratio r ~ truncated normal on [ratio_min, ratio_max], one r per batch.
 
     ``ceil(rows * ratio_min)`` rows are dropped before the encoder and ``ceil(rows * r)`` rows are masked.
@@ -40,12 +40,12 @@ class MaskingSettings:
             raise ConfigError(f"masking std must be positive, got {self.std}")
 
     @classmethod
-    def training(cls) -> MaskingSettings:
+    def training(cls) -> MaskingConfig:
         """The paper's and the training script's settings."""
         return cls(0.5, 1.0, 0.75, 0.25)
 
     @classmethod
-    def inference(cls) -> MaskingSettings:
+    def inference(cls) -> MaskingConfig:
         """The settings of the official inference scripts."""
         return cls(0.1, 1.0, 0.15, 0.25)
 
@@ -136,6 +136,12 @@ def model_config(name: str) -> Vec2FaceConfig:
     return Vec2FaceConfig.from_dict(CONFIGS[name].to_dict())
 
 
+def dropped_count(dropped: torch.Tensor) -> int:
+    """Rows dropped per sample (every sample drops as many): what ``Vec2Face.forward`` takes as
+    ``num_dropped``. Called on masks still on the CPU it costs no device sync."""
+    return int(dropped[:1].sum()) if dropped.shape[0] else 0
+
+
 # ----------------------------------------------------------------------------------------------- ViT parts
 
 class Attention(nn.Module):
@@ -184,7 +190,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block (``norm1``/``attn``/``norm2``/``mlp`` as in timm)."""
+    """Pre-norm transformer block (``norm1``/``attn``/``norm2``/``mlp`` as in timm).
+
+    As in the release, a block always runs in fp32: autocast is switched off inside it and its input is
+    cast to float32, so under AMP only the projections, the image decoder and the losses run in half
+    precision.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float, attn_dropout: float):
         super().__init__()
@@ -194,8 +205,10 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
 
 
 class RowEmbedding(nn.Module):
@@ -370,7 +383,7 @@ class Vec2Face(nn.Module):
         rows = self.feature_token(f.unsqueeze(-1)).transpose(1, 2)
         return f, rows
 
-    def random_masking(self, n: int, settings: MaskingSettings,
+    def random_masking(self, n: int, settings: MaskingConfig,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(dropped, masked) boolean (n, rows) masks: the lowest-noise rows are masked, the lowest of those dropped."""
         rows = self.config.num_rows
@@ -380,40 +393,63 @@ class Vec2Face(nn.Module):
         rank = noise.argsort(dim=1).argsort(dim=1)
         return rank < num_dropped, rank < num_masked
 
-    def check_masks(self, dropped: torch.Tensor, masked: torch.Tensor, n: int) -> None:
-        """User-given masks: right shape, dropped rows masked too, the same number dropped in every row."""
+    def check_masks(self, dropped: torch.Tensor, masked: torch.Tensor, n: int, num_dropped: int | None = None) -> None:
+        """User-given masks: right shape, dropped rows masked too, the same number dropped in every row.
+
+        While ``torch.compile`` traces the model only the shapes are checked: the value checks would read
+        the masks back to Python (a graph break each); the compiled caller checks them first (the
+        generator does) and the trainer draws its masks with :meth:`random_masking`.
+        """
         shape = (n, self.config.num_rows)
         for name, m in (("dropped", dropped), ("masked", masked)):
             if tuple(m.shape) != shape or m.dtype != torch.bool:
                 raise ConfigError(f"{name} mask must be a bool tensor of shape {shape}, got "
                                   f"{m.dtype} {tuple(m.shape)}")
+        if torch.compiler.is_compiling():
+            return
         if bool((dropped & ~masked).any()):
             raise ConfigError("every dropped row must also be masked")
         counts = dropped.sum(dim=1)
         if n and bool((counts != counts[0]).any()):
             raise ConfigError("every sample must drop the same number of rows (the encoder needs equal lengths)")
+        if num_dropped is not None and n and int(counts[0]) != num_dropped:
+            raise ConfigError(f"num_dropped is {num_dropped} but the masks drop {int(counts[0])} rows")
 
     def forward_encoder(self, f: torch.Tensor, rows: torch.Tensor, dropped: torch.Tensor,
-                        masked: torch.Tensor) -> torch.Tensor:
-        """Masked rows become f, f is prepended as row 0, dropped rows are removed; (N, 1+kept, D)."""
+                        masked: torch.Tensor, num_dropped: int | None = None) -> torch.Tensor:
+        """Masked rows become f, f is prepended as row 0, dropped rows are removed; (N, 1+kept, D).
+
+        The kept rows are gathered in their order (a stable sort puts them first) and the first ``1 + kept``
+        taken: with ``num_dropped`` given as a Python int every shape is known to ``torch.compile`` (no
+        graph break); without it the count is read from the mask.
+        """
         n, d = f.shape
         rows = torch.where(masked.unsqueeze(-1), f.unsqueeze(1).to(rows.dtype), rows)
         x = self.token_emb(torch.cat([f.unsqueeze(1).to(rows.dtype), rows], dim=1))
-        keep = torch.cat([torch.ones(n, 1, dtype=torch.bool, device=f.device), ~dropped], dim=1)
-        x = x[keep].reshape(n, -1, d)
+        if num_dropped is None:
+            num_dropped = dropped_count(dropped)
+        kept = self.config.num_rows - num_dropped
+        dropped_first = torch.cat([torch.zeros(n, 1, dtype=torch.uint8, device=f.device), dropped.to(torch.uint8)], 1)
+        order = dropped_first.argsort(dim=1, stable=True)[:, : 1 + kept]
+        x = x.gather(1, order.unsqueeze(-1).expand(n, 1 + kept, d))
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
 
     def forward_decoder(self, encoded: torch.Tensor, dropped: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """Scatter the encoded rows back; dropped and masked positions take the encoded row 0; (N, 1+rows, D)."""
+        """Scatter the encoded rows back; dropped and masked positions take the encoded row 0; (N, 1+rows, D).
+
+        Position j of the full sequence reads encoded row ``(number of kept positions up to j) - 1`` (a
+        gather of fixed shape, which ``torch.compile`` traces without a break); dropped positions read a
+        neighbour's row there, but every dropped row is masked and so replaced by row 0 right after.
+        """
         x = self.decoder_embed(encoded)
         n, _, d = x.shape
         first = x[:, :1].expand(n, self.config.num_rows + 1, d)
         pad = torch.zeros(n, 1, dtype=torch.bool, device=x.device)
         keep = torch.cat([~pad, ~dropped], dim=1)
-        full = first.clone()
-        full[keep] = x.reshape(-1, d)
+        source = keep.long().cumsum(dim=1) - 1
+        full = x.gather(1, source.unsqueeze(-1).expand(n, self.config.num_rows + 1, d))
         full = torch.where(torch.cat([pad, masked], dim=1).unsqueeze(-1), first, full)
         x = full + self.decoder_pos_embed_learned
         for block in self.decoder_blocks:
@@ -427,10 +463,14 @@ class Vec2Face(nn.Module):
         z = z.transpose(1, 2).reshape(rows.shape[0], -1, g, g)
         return self.im_decoder(z)
 
-    def forward(self, vectors: torch.Tensor, dropped: torch.Tensor, masked: torch.Tensor) -> Vec2FaceOutput:
-        self.check_masks(dropped, masked, vectors.shape[0])
+    def forward(self, vectors: torch.Tensor, dropped: torch.Tensor, masked: torch.Tensor,
+                num_dropped: int | None = None) -> Vec2FaceOutput:
+        """``num_dropped`` (rows dropped per sample, e.g. :func:`dropped_count` of masks still on the CPU)
+        spares reading it back from the device, and a graph break under ``torch.compile``."""
+        self.check_masks(dropped, masked, vectors.shape[0], num_dropped)
         dropped, masked = dropped.to(vectors.device), masked.to(vectors.device)
         f, rows = self.embed_vector(vectors)
         targets = torch.cat([f.unsqueeze(1), rows], dim=1)
-        decoded = self.forward_decoder(self.forward_encoder(f, rows, dropped, masked), dropped, masked)
+        encoded = self.forward_encoder(f, rows, dropped, masked, num_dropped)
+        decoded = self.forward_decoder(encoded, dropped, masked)
         return Vec2FaceOutput(targets, decoded, self.decode_image(decoded), dropped, masked)

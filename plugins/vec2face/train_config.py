@@ -8,21 +8,24 @@ from pathlib import Path
 
 from facebench.errors import ConfigError
 
-from .model import CONFIGS, MaskingSettings
+from .model import CONFIGS, MaskingConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 @dataclass
 class LossWeights:
-    """Weight of each term; 0 switches a term off (and skips its computation)."""
+    """The weight of each term of the release's objective (``losses.Vec2FaceLoss``); every default is the
+    release's. 0 switches a term off (and skips its computation)."""
 
-    pixel: float = 1.0          # MSE between generated and real image
-    perceptual: float = 0.2     # LPIPS (the release adds 0.1 x 2 x LPIPS)
-    ssim: float = 0.1           # 0.1 x (1 - SSIM)
-    feature_map: float = 1.0    # MSE between decoder rows and the unmasked rows
-    identity: float = 1.0       # 1 - cos(FR(generated), input vector)
-    gan: float = 0.8            # times the adaptive weight, after disc_start
+    pixel: float = 1.0          # mean squared error between generated and real image
+    perceptual: float = 0.1     # x p_loss = 2 x LPIPS (so 0.2 x LPIPS, as released)
+    ssim: float = 0.1           # x (1 - SSIM)
+    feature_map: float = 1.0    # token loss: MSE between decoder rows and the detached rows before masking
+    identity: float = 1.0       # mean(1 - cos(FR(generated), input vector))
+    gan: float = 1.0            # weight of g = -mean(D(generated)) from epoch disc_start (0: no GAN at all)
+    adaptive_gan: bool = False  # the release's (unused) adaptive weight: gan x disc_weight x grad-norm ratio
+    disc_weight: float = 0.8    # the factor of the adaptive weight (the release constructs its loss with 0.8)
 
 
 @dataclass
@@ -33,17 +36,18 @@ class TrainGeneratorConfig:
     blr: float = 4e-5                    # lr = blr x global batch / 112 unless lr is set
     lr: float = 0.0
     min_lr: float = 0.0
-    weight_decay: float = 0.05
+    weight_decay: float = 0.01           # AdamW's (torch's default, which the release keeps), both optimisers
     warmup_epochs: float = 5.0
-    grad_clip: float = 2.0
+    grad_clip: float = 2.0               # on the generator and on the discriminator
     disc_start: int = 80                 # epoch (0-based) from which the GAN terms are on
     disc_dims: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    isolate_discriminator: bool = False  # True: D learns from its own loss only (the release also feeds it g)
     perceptual: str = "lpips-vgg16"      # or "toy" (built-in frozen net, no weights file)
     vgg_weights: str = "vgg16-397923af.pth"
     lpips_weights: str = "vgg.pth"
-    masking: MaskingSettings = field(default_factory=MaskingSettings.training)
+    masking: MaskingConfig = field(default_factory=MaskingConfig.training)
     losses: LossWeights = field(default_factory=LossWeights)
-    amp: bool = True                     # fp16 autocast, on CUDA only
+    amp: bool = True                     # fp16 autocast + one GradScaler for both optimisers, on CUDA only
     device: str = "auto"
     seed: int = 0
     num_workers: int = 2
@@ -60,6 +64,9 @@ class TrainGeneratorConfig:
         for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"config key '{key}' must be at least 1, got {getattr(self, key)}")
+        if len(self.disc_dims) < 2 or any(d < 8 or d % 8 for d in self.disc_dims):
+            raise ConfigError(f"config key 'disc_dims' needs at least two widths, each a multiple of 8 "
+                              f"(GroupNorm groups), got {self.disc_dims}")
         if self.perceptual not in ("lpips-vgg16", "toy"):
             raise ConfigError(f"config key 'perceptual' must be 'lpips-vgg16' or 'toy', got '{self.perceptual}'")
 

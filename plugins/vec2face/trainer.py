@@ -1,147 +1,105 @@
-"""Feature-masked-autoencoder training of Vec2Face: (image, identity feature) pairs -> generator.
+"""Feature-masked-autoencoder training of Vec2Face, step by step as the release trains it.
 
-Each step draws one masking ratio for the batch, generates the images from the features and combines
-the configured loss terms; after ``disc_start`` a multi-scale discriminator adds a least-squares GAN
-term with the adaptive weight. Checkpoints keep the official layout (``model_vec2face``) so the
-weights load with ``facebench.load_generator``, plus everything needed for an exact ``--resume``.
+Each step draws one masking ratio for the batch, generates the images from the raw identity features and
+evaluates the release's objective (:class:`.losses.Vec2FaceLoss`); the GAN terms switch on at epoch
+``disc_start``. Both optimisers are AdamW(0.9, 0.99) stepped every iteration through one GradScaler,
+gradients clipped to ``grad_clip`` each; the generator's learning rate follows the release's per-step
+warm-up + half-cosine, the discriminator's stays at the base rate. ``checkpoint.pt`` is the release's
+training layout (``model_vec2face``, ``model_disc``, ``optimizer_*``, ``epoch``, ``scaler``) plus what an
+exact ``--resume`` needs; a release training checkpoint continues with ``--init`` (or ``--resume``).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from facebench import atomic
-from facebench.console import make_progress
-from facebench.data.tensors import to_model_input
+from facebench.console import console, log_line, make_progress
 from facebench.errors import ConfigError, DataError
 from facebench.runtime import (
-    all_reduce_mean,
     autocast,
+    choose_device,
+    env_context,
     gather_objects,
     grad_scaler,
     init_distributed,
-    select_device,
     shutdown,
 )
-from facebench.safe_load import load_checkpoint
+from facebench.safe_load import state_dict_mismatch
 from facebench.training import (
     CHECKPOINT,
     GlobalBatchSampler,
-    LRSchedule,
     MetricsLog,
     Position,
-    build_scheduler,
+    RunningMeans,
     capture_rng_state,
     restore_rng_state,
 )
 
-from .generator import CONFIG_KEY, STATE_KEY
-from .losses import (
-    MultiScaleDiscriminator,
-    adaptive_gan_weight,
-    build_perceptual,
-    discriminator_loss,
-    generator_gan_loss,
-    ssim,
+from .checkpoint import (
+    DISC_KEY,
+    DISC_OPTIMIZER_KEY,
+    OPTIMIZER_KEY,
+    TRAINING_FORMAT,
+    load_scaler_state,
+    read_training_checkpoint,
+    release_parameters,
 )
-from .model import MaskingSettings, Vec2Face, model_config
+from .discriminator import Discriminator
+from .generator import CONFIG_KEY, FEATURE_SCALE_KEY, STATE_KEY
+from .losses import Vec2FaceLoss, build_perceptual
+from .model import MaskingConfig, Vec2Face, dropped_count, model_config
 from .train_config import TrainGeneratorConfig
+from .training_data import FeaturePairs, extract_features, feature_scale, load_features, reader_has_features
 
 FINAL_NAME = "generator.pth"
-TRAINING_FORMAT = 1
-
-
-class FeaturePairs:
-    """(image in [-1, 1] at the model's size, its identity feature) for every image of a train reader.
-
-    Features come from an array (``--features`` or extracted up front) or, when ``features`` is None,
-    from the reader itself record by record (the official generator-training LMDB stores them).
-    """
-
-    def __init__(self, reader: Any, features: np.ndarray | None, image_size: int):
-        if features is not None and (features.ndim != 2 or features.shape[0] != len(reader)):
-            raise DataError(getattr(reader, "path", "dataset"),
-                            f"{len(reader)} images but features of shape {tuple(features.shape)}")
-        self.reader = reader
-        self.features = None if features is None else np.ascontiguousarray(features, dtype=np.float32)
-        self.image_size = image_size
-
-    @property
-    def feature_dim(self) -> int:
-        return int(self.features.shape[1]) if self.features is not None else int(self.feature(0).shape[0])
-
-    def feature(self, index: int) -> np.ndarray:
-        if self.features is not None:
-            return self.features[index]
-        return np.asarray(self.reader.feature(index), dtype=np.float32).reshape(-1)
-
-    def __len__(self) -> int:
-        return len(self.reader)
-
-    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = key[1] if isinstance(key, tuple) else key
-        image = to_model_input(np.array(self.reader.image(index)), self.image_size)[0]
-        return image, torch.from_numpy(np.array(self.feature(index)))
-
-
-def reader_has_features(reader: Any) -> bool:
-    """Whether the dataset stores a feature per image (the official generator-training LMDB does)."""
-    if not callable(getattr(reader, "feature", None)):
-        return False
-    has = getattr(reader, "has_features", None)
-    return bool(has()) if callable(has) else True
-
-
-def load_features(path: str | os.PathLike, expected_rows: int) -> np.ndarray:
-    """A (N, D) float ``.npy`` (never unpickled) with one row per image."""
-    path = Path(path)
-    if not path.is_file():
-        from facebench.errors import MissingFileError
-
-        raise MissingFileError(path, "features file")
-    try:
-        feats = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(path, f"not a numeric .npy array ({exc})") from None
-    if feats.ndim != 2 or feats.shape[0] != expected_rows or not np.issubdtype(feats.dtype, np.floating):
-        raise DataError(path, f"expected float features of shape ({expected_rows}, D), got "
-                              f"{feats.dtype} {tuple(feats.shape)}")
-    if not np.isfinite(feats).all():
-        raise DataError(path, "features contain NaN or infinity")
-    return feats.astype(np.float32)
-
-
-def extract_features(reader: Any, extractor: Any, batch_size: int = 64) -> np.ndarray:
-    """Embed every image of ``reader`` with ``extractor.embed`` (uint8 NHWC -> normalised features)."""
-    from facebench.console import track
-
-    out = []
-    for start in track(range(0, len(reader), batch_size), "extracting features"):
-        stop = min(len(reader), start + batch_size)
-        out.append(np.asarray(extractor.embed(np.stack([reader.image(i) for i in range(start, stop)]))))
-    return np.concatenate(out).astype(np.float32)
-
-
-def identity_loss(extractor: Any, images: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-    """1 - cos(extractor(images), vectors), images resized to the extractor's input size."""
-    size = getattr(extractor, "input_size", None)
-    if isinstance(size, tuple | list):
-        size = size[-1]
-    if size and images.shape[-1] != size:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    emb = extractor.forward_tensor(images).float()
-    return (1 - F.cosine_similarity(emb, vectors.float(), dim=1)).mean()
+#: The release's GradScaler (``NativeScalerWithGradNormCount``) doubles its scale after 2000 clean steps.
+SCALER_GROWTH_INTERVAL = 2000
 
 
 @dataclass
-class TrainResult:
+class ReleaseLR:
+    """The release's learning rate at fractional epoch ``e = step / steps_per_epoch`` (set before every
+    step): ``lr x e / warmup`` during warm-up (from 0), then half-cosine from ``lr`` to ``min_lr`` at
+    ``epochs``."""
+
+    lr: float
+    min_lr: float
+    warmup_epochs: float
+    epochs: int
+    steps_per_epoch: int
+
+    def __call__(self, step: int) -> float:
+        e = step / self.steps_per_epoch
+        if e < self.warmup_epochs:
+            return self.lr * e / self.warmup_epochs
+        span = max(self.epochs - self.warmup_epochs, 1e-12)
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * (e - self.warmup_epochs) / span))
+
+
+class ExtractorIdentity(nn.Module):
+    """A frozen feature extractor as the loss's identity model: images in [-1, 1] -> raw features (the
+    extractor resizes to its own input size)."""
+
+    def __init__(self, extractor: Any):
+        super().__init__()
+        self.extractor = extractor  # a plain object: its frozen model is not a submodule of the loss
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.extractor.forward_tensor(images).float()
+
+
+@dataclass
+class GeneratorTrainResult:
     run_dir: Path
     steps: int
     epochs_done: int
@@ -153,16 +111,15 @@ class GeneratorTrainer:
     """One training job; the same object runs alone or as one rank under ``torchrun``."""
 
     def __init__(self, config: TrainGeneratorConfig, reader: Any, features: np.ndarray | None,
-                 run_dir: str | os.PathLike,
-                 *, extractor: Any = None):
+                 run_dir: str | os.PathLike, *, extractor: Any = None, scale: dict[str, Any] | None = None):
         self.cfg = config
         self.run_dir = Path(run_dir)
-        self.dist = init_distributed("cuda" if config.device.startswith("cuda") or
-                                     (config.device == "auto" and torch.cuda.is_available()) else "cpu")
-        self.device = select_device(config.device, self.dist.local_rank)
+        self.device = choose_device(config.device, env_context().local_rank)
+        self.dist = init_distributed(self.device.type)
         self.amp = config.amp and self.device.type == "cuda"
         self.model_cfg = model_config(config.model)
         self.data = FeaturePairs(reader, features, self.model_cfg.image_size)
+        self.scale = scale
         if self.data.feature_dim != self.model_cfg.feature_dim:
             raise DataError(getattr(reader, "path", "features"),
                             f"features have {self.data.feature_dim} dimensions, the model expects "
@@ -177,14 +134,22 @@ class GeneratorTrainer:
                 p.requires_grad_(False)
         torch.manual_seed(config.seed)
         model = Vec2Face(self.model_cfg)
-        # center_token and patch_embed exist only for the official layout; nothing trains them.
+        # center_token and patch_embed exist only for the official layout; unused, as in the release.
         model.center_token.requires_grad_(False)
         model.patch_embed.requires_grad_(False)
         model.set_fused_attention(True)
         self.model = model.to(self.device)
-        self.disc = MultiScaleDiscriminator(config.disc_dims).to(self.device)
-        self.perceptual = (build_perceptual(config.perceptual, config.vgg_weights, config.lpips_weights)
-                           .to(self.device) if weights.perceptual > 0 else None)
+        self.disc = Discriminator(config.disc_dims).to(self.device)
+        perceptual = (build_perceptual(config.perceptual, config.vgg_weights, config.lpips_weights).to(self.device)
+                      if weights.perceptual > 0 else None)
+        identity = ExtractorIdentity(extractor) if weights.identity > 0 else None
+        self.loss = Vec2FaceLoss(
+            perceptual, identity, config.disc_start, rec_weight=weights.pixel, perceptual_weight=weights.perceptual,
+            ssim_weight=weights.ssim, token_weight=weights.feature_map, identity_weight=weights.identity,
+            gan_weight=weights.gan, adaptive_weight=weights.adaptive_gan, disc_weight=weights.disc_weight,
+            isolate_discriminator=config.isolate_discriminator)
+        # every rank built the same modules from the seed; from here on each draws its own dropout masks
+        torch.manual_seed(config.seed * 7919 + self.dist.rank)
         self.train_model, self.train_disc = self.model, self.disc
         if self.dist.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -195,72 +160,103 @@ class GeneratorTrainer:
         global_batch = config.batch_size * self.dist.world_size
         self.sampler = GlobalBatchSampler(len(self.data), global_batch, rank=self.dist.rank,
                                           world_size=self.dist.world_size, seed=config.seed)
-        lr = config.learning_rate(global_batch)
-        self.lr = lr
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
-        self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=lr, betas=(0.9, 0.99),
+        self.lr = config.learning_rate(global_batch)
+        self.lr_at = ReleaseLR(self.lr, config.min_lr, config.warmup_epochs, config.epochs,
+                               self.sampler.steps_per_epoch)
+        # every parameter in the release's order (its optimizer state dicts then load here and vice versa)
+        params = [p for _, p in release_parameters(self.model)]
+        self.opt = torch.optim.AdamW(params, lr=self.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
+        # the release never schedules the discriminator: it stays at the base rate
+        self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=self.lr, betas=(0.9, 0.99),
                                           weight_decay=config.weight_decay)
-        schedule = LRSchedule.from_epochs("cosine", epochs=config.epochs, steps_per_epoch=self.sampler.steps_per_epoch,
-                                          warmup_epochs=config.warmup_epochs,
-                                          min_factor=min(1.0, config.min_lr / lr) if lr > 0 else 0.0)
-        self.schedule = schedule
-        self.sched = build_scheduler(self.opt, schedule)
-        self.scaler = grad_scaler(self.device, self.amp)
-        self.disc_scaler = grad_scaler(self.device, self.amp)
+        self.scaler = grad_scaler(self.device, self.amp, growth_interval=SCALER_GROWTH_INTERVAL)
         self.position = Position()
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.dist.is_main)
+        # per-step values summed on the device; read only when a line is logged
+        self.window, self.epoch_means = RunningMeans(), RunningMeans()
         self.grid_indices = list(range(min(config.grid_samples, len(self.data))))
 
     # ------------------------------------------------------------------------------------- checkpoints
     def checkpoint_payload(self) -> dict[str, Any]:
+        """The release's keys (its ``save_model`` minus ``args``, which is its argparse namespace) and
+        facebench's own: the model configuration, the exact position, every rank's RNG states, the config."""
         return {
             STATE_KEY: self.model.state_dict(),
+            DISC_KEY: self.disc.state_dict(),
+            "model_ema": None,
+            OPTIMIZER_KEY: self.opt.state_dict(),
+            DISC_OPTIMIZER_KEY: self.disc_opt.state_dict(),
+            "epoch": self.position.epoch - 1,  # the last finished epoch, as the release counts
+            "scaler": self.scaler.state_dict(),
             CONFIG_KEY: self.model_cfg.to_dict(),
             "training_format": TRAINING_FORMAT,
             "position": vars(self.position).copy(),
-            "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "discriminator": self.disc.state_dict(),
-            "disc_optimizer": self.disc_opt.state_dict(),
-            "disc_scaler": self.disc_scaler.state_dict(),
             "rng": gather_objects(self.dist, capture_rng_state()),
+            "running": gather_objects(self.dist, {"window": self.window.state_dict(),
+                                                  "epoch": self.epoch_means.state_dict()}),
+            "config": asdict(self.cfg),
         }
 
     def save_checkpoint(self) -> None:
         payload = self.checkpoint_payload()  # every rank takes part in gathering the RNG states
         if not self.dist.is_main:
             return
-        with atomic.atomic_path(self.run_dir / CHECKPOINT) as tmp:
+        with atomic.atomic_path(self.run_dir / CHECKPOINT, "training checkpoint") as tmp:
             torch.save(payload, tmp)
 
-    def resume(self) -> None:
-        path = self.run_dir / CHECKPOINT
-        data = load_checkpoint(path, what="generator training checkpoint")
-        if not isinstance(data, dict) or data.get("training_format") != TRAINING_FORMAT:
-            raise DataError(path, "not a facebench generator training checkpoint")
-        if data.get(CONFIG_KEY) != self.model_cfg.to_dict():
+    def load_states(self, data: dict[str, Any], path: str | os.PathLike) -> None:
+        """Weights, optimizer and scaler states of a checkpoint in the release's layout, strictly."""
+        for key, module, what in ((STATE_KEY, self.model, self.cfg.model),
+                                  (DISC_KEY, self.disc, f"discriminator with widths {self.cfg.disc_dims}")):
+            state = data[key]
+            problem = (state_dict_mismatch(module.state_dict(), state) if isinstance(state, dict)
+                       else f"'{key}' is not a state dict")
+            if problem:
+                raise DataError(path, f"'{key}' does not match the {what} layout: {problem}")
+            module.load_state_dict(state, strict=True)
+        for key, opt in ((OPTIMIZER_KEY, self.opt), (DISC_OPTIMIZER_KEY, self.disc_opt)):
+            try:
+                opt.load_state_dict(data[key])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DataError(path, f"'{key}' does not fit the optimizer: {str(exc).splitlines()[0]}") from None
+        load_scaler_state(self.scaler, data.get("scaler"))
+
+    def resume(self, path: str | os.PathLike | None = None) -> None:
+        """Continue a checkpoint: a facebench one exactly (position, RNG states, metrics log), a release
+        one (or any file given as ``path``, i.e. ``--init``) at the start of the epoch after its ``epoch``."""
+        exact = path is None
+        path = Path(path) if path is not None else self.run_dir / CHECKPOINT
+        data = read_training_checkpoint(path)
+        mine = "training_format" in data
+        if mine and data.get(CONFIG_KEY) != self.model_cfg.to_dict():
             raise ConfigError(f"{path}: was trained with a different model configuration than '{self.cfg.model}'")
-        self.model.load_state_dict(data[STATE_KEY], strict=True)
-        self.opt.load_state_dict(data["optimizer"])
-        self.sched.load_state_dict(data["scheduler"])
-        self.scaler.load_state_dict(data["scaler"])
-        self.disc.load_state_dict(data["discriminator"])
-        self.disc_opt.load_state_dict(data["disc_optimizer"])
-        self.disc_scaler.load_state_dict(data["disc_scaler"])
-        rng = data["rng"]
-        if self.dist.rank < len(rng):
-            restore_rng_state(rng[self.dist.rank])
-        self.position = Position(**data["position"])
+        self.load_states(data, path)
+        if exact and mine:
+            rng, running = data["rng"], data.get("running", [])
+            if self.dist.rank < len(rng):
+                restore_rng_state(rng[self.dist.rank])
+            if self.dist.rank < len(running):
+                self.window.load_state_dict(running[self.dist.rank]["window"], self.device)
+                self.epoch_means.load_state_dict(running[self.dist.rank]["epoch"], self.device)
+            self.position = Position(**data["position"])
+            self.log.truncate_after(self.position.global_step)
+            return
+        epoch = int(data["epoch"]) + 1
+        self.position = Position(epoch, 0, epoch * self.sampler.steps_per_epoch)
         self.log.truncate_after(self.position.global_step)
+        if self.dist.is_main:
+            console.print(f"continuing {path} (epoch {epoch - 1} finished) at epoch {epoch}, "
+                          f"step {self.position.global_step}")
 
     def save_final(self) -> Path:
-        """``generator.pth``: only the official-layout weights and the model configuration."""
+        """``generator.pth``: the official-layout weights, the model configuration and the feature scale."""
         path = self.run_dir / FINAL_NAME
         if self.dist.is_main:
-            with atomic.atomic_path(path) as tmp:
-                torch.save({STATE_KEY: self.model.state_dict(), CONFIG_KEY: self.model_cfg.to_dict()}, tmp)
+            payload = {STATE_KEY: self.model.state_dict(), CONFIG_KEY: self.model_cfg.to_dict()}
+            if self.scale is not None:
+                payload[FEATURE_SCALE_KEY] = dict(self.scale)
+            with atomic.atomic_path(path, "generator weights") as tmp:
+                torch.save(payload, tmp)
         return path
 
     # ------------------------------------------------------------------------------------------ steps
@@ -270,62 +266,63 @@ class GeneratorTrainer:
                                           + self.dist.rank)
         return self.model.random_masking(n, self.cfg.masking, g)
 
-    def train_step(self, images: torch.Tensor, vectors: torch.Tensor) -> dict[str, float]:
-        cfg, w = self.cfg, self.cfg.losses
+    def train_step(self, images: torch.Tensor, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One iteration of the release's ``train_one_epoch`` (AMP branch, ``accum_iter`` 1); returns each
+        loss term's batch mean and both gradient norms as 0-d tensors on the device (no host copy)."""
+        cfg, epoch = self.cfg, self.position.epoch
         images, vectors = images.to(self.device), vectors.to(self.device)
         dropped, masked = self.step_masks(images.shape[0])
-        gan_on = w.gan > 0 and self.position.epoch >= cfg.disc_start
+        lr = self.lr_at(self.position.global_step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
         self.model.train()
+        self.disc.train()
         with autocast(self.device, self.amp):
-            out = self.train_model(vectors, dropped, masked)
-            fake = out.image.float()
-            losses: dict[str, torch.Tensor] = {}
-            if w.pixel > 0:
-                losses["pixel"] = w.pixel * F.mse_loss(fake, images)
-            if w.perceptual > 0:
-                losses["perceptual"] = w.perceptual * self.perceptual(fake, images).mean()
-            if w.ssim > 0:
-                losses["ssim"] = w.ssim * (1 - ssim(fake, images))
-            if w.feature_map > 0:
-                losses["feature_map"] = w.feature_map * F.mse_loss(out.rows[:, 1:].float(), out.targets[:, 1:].float())
-            if w.identity > 0:
-                losses["identity"] = w.identity * identity_loss(self.extractor, fake, vectors)
-        total = sum(losses.values())
-        if gan_on:
-            # the bare discriminator (not its DDP wrapper): no discriminator gradients are wanted here
-            self.disc.requires_grad_(False)
-            g_loss = generator_gan_loss(self.disc(fake))
-            rec_terms = [losses[k] for k in ("pixel", "perceptual") if k in losses]
-            last_layer = self.model.im_decoder.last_layer
-            weight = adaptive_gan_weight(sum(rec_terms), g_loss, last_layer) if rec_terms else 1.0
-            losses["gan"] = w.gan * weight * g_loss
-            total = total + losses["gan"]
-            self.disc.requires_grad_(True)
+            out = self.train_model(vectors, dropped, masked, dropped_count(dropped))  # masks on the CPU: no sync
+            terms = self.loss(vectors, out.targets, out.rows, images, out.image, self.train_disc, epoch,
+                              last_layer=self.model.im_decoder.last_layer)
         self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        self.disc_opt.zero_grad(set_to_none=True)
+        # one backward of the sum = the release's two (same scale); d_loss reaches only the discriminator
+        self.scaler.scale(terms.ae_loss + terms.d_loss).backward()
+        for p in self.disc.parameters():
+            if p.grad is None:  # before disc_start the release steps D with zero gradients (weight decay only)
+                p.grad = torch.zeros_like(p)
+        self.scaler.unscale_(self.disc_opt)
         self.scaler.unscale_(self.opt)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip)
+        norms = {}
+        for name, module in (("disc_grad_norm", self.disc), ("grad_norm", self.model)):
+            params = [p for p in module.parameters() if p.grad is not None]
+            norms[name] = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        self.scaler.step(self.disc_opt)
         self.scaler.step(self.opt)
         self.scaler.update()
-        self.sched.step()
-        if gan_on:
-            # the discriminator follows the generator's schedule (set directly: it does not step every iteration)
-            for group in self.disc_opt.param_groups:
-                group["lr"] = self.lr * self.schedule(self.position.global_step)
-            with autocast(self.device, self.amp):
-                d_loss = discriminator_loss(self.train_disc(images), self.train_disc(fake.detach()))
-            self.disc_opt.zero_grad(set_to_none=True)
-            self.disc_scaler.scale(d_loss).backward()
-            self.disc_scaler.unscale_(self.disc_opt)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.grad_clip)
-            self.disc_scaler.step(self.disc_opt)
-            self.disc_scaler.update()
-            losses["disc"] = d_loss
-        record = {k: float(v.detach()) for k, v in losses.items()}
-        record["total"] = float(total.detach())
+        record = {name: getattr(terms, name).detach().float().mean() for name in terms._fields}
+        record.update(norms)
         return record
+
+    # ------------------------------------------------------------------------------------------- logs
+    def log_window(self, total_steps: int, images: int, since: float) -> dict[str, float]:
+        """Mean of every term since the last line (over ranks): a ``metrics.jsonl`` row and a plain line.
+        ``images`` trained (all ranks) since ``since`` give the speed, timed after the reduction's sync."""
+        means = self.window.means(self.dist)
+        images_per_s = images / max(time.perf_counter() - since, 1e-9)
+        self.window.reset()
+        step, epoch, lr = self.position.global_step, self.position.epoch, self.opt.param_groups[0]["lr"]
+        self.log.log(event="train", step=step, epoch=epoch, lr=lr, **means, images_per_s=images_per_s)
+        if self.dist.is_main:
+            log_line(f"step {step}/{total_steps} epoch {epoch + 1}/{self.cfg.epochs}  {_terms(means)}  "
+                     f"lr {lr:.3e}  {images_per_s:.1f} img/s")
+        return means
+
+    def log_epoch(self, epoch: int) -> None:
+        """Mean of every term over the finished epoch (over ranks)."""
+        means = self.epoch_means.means(self.dist)
+        self.epoch_means.reset()
+        step = self.position.global_step
+        self.log.log(event="epoch", step=step, epoch=epoch, **means)
+        if self.dist.is_main:
+            log_line(f"epoch {epoch + 1}/{self.cfg.epochs} done at step {step}, means:  {_terms(means)}")
 
     # ------------------------------------------------------------------------------------------- grid
     @torch.no_grad()
@@ -338,14 +335,14 @@ class GeneratorTrainer:
         real = torch.stack([self.data[i][0] for i in self.grid_indices]).to(self.device)
         vec = torch.stack([self.data[i][1] for i in self.grid_indices]).to(self.device)
         g = torch.Generator().manual_seed(self.cfg.seed)
-        dropped, masked = self.model.random_masking(len(self.grid_indices), MaskingSettings.inference(), g)
+        dropped, masked = self.model.random_masking(len(self.grid_indices), MaskingConfig.inference(), g)
         self.model.eval()
         fake = self.model(vec, dropped.to(self.device), masked.to(self.device)).image.clamp(-1, 1)
         rows = [torch.cat(list(t), dim=-1) for t in (real.float().cpu(), fake.float().cpu())]
         grid = ((torch.cat(rows, dim=-2) + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
         path = self.run_dir / "grids" / f"epoch_{epoch:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic.atomic_path(path) as tmp:
+        with atomic.atomic_path(path, "reconstruction grid") as tmp:
             Image.fromarray(grid).save(tmp, format="PNG")
         return path
 
@@ -365,7 +362,7 @@ class GeneratorTrainer:
         return stats
 
     # -------------------------------------------------------------------------------------------- run
-    def fit(self) -> TrainResult:
+    def fit(self) -> GeneratorTrainResult:
         from torch.utils.data import DataLoader
 
         cfg = self.cfg
@@ -386,66 +383,85 @@ class GeneratorTrainer:
                 # or a resumed run would be one draw off the uninterrupted one
                 loader = DataLoader(self.data, batch_sampler=self.sampler, num_workers=cfg.num_workers,
                                     generator=torch.Generator().manual_seed(cfg.seed + epoch))
+                tick, seen = time.perf_counter(), 0
                 for images, vectors in loader:
-                    last = self.train_step(images, vectors)
+                    record = self.train_step(images, vectors)
+                    self.window.add(record)
+                    self.epoch_means.add(record)
                     self.position.step_in_epoch += 1
                     self.position.global_step += 1
+                    seen += images.shape[0] * self.dist.world_size
                     progress.advance(task)
                     step = self.position.global_step
                     if step % max(1, cfg.log_every) == 0 or step == total_steps:
-                        row = {k: all_reduce_mean(self.dist, v) for k, v in last.items()}
-                        self.log.log(step=step, epoch=epoch, lr=self.opt.param_groups[0]["lr"], **row)
+                        last = self.log_window(total_steps, seen, tick)
+                        tick, seen = time.perf_counter(), 0
                     if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                         self.save_checkpoint()
                     if step >= total_steps:
                         break
                 if self.position.step_in_epoch >= steps_per_epoch:
                     self.position = Position(epoch + 1, 0, self.position.global_step)
-                    self.write_grid(epoch)
-                else:  # stopped by max_steps inside the epoch
-                    self.write_grid(epoch)
+                    self.log_epoch(epoch)
+                # the grid of a finished epoch, or of the point where max_steps stopped it
+                self.write_grid(epoch)
                 self.save_checkpoint()
         self.save_final()
-        return TrainResult(self.run_dir, self.position.global_step, self.position.epoch, last)
+        return GeneratorTrainResult(self.run_dir, self.position.global_step, self.position.epoch, last)
 
     def close(self) -> None:
         shutdown(self.dist)
 
 
+def _terms(values: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in values.items())
+
 
 def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_dir: str | os.PathLike, *,
                      data_format: str | None = None, features: str | os.PathLike | None = None,
                      extractor_name: str | None = None, extractor_weights: str | None = None,
-                     resume: bool = False) -> TrainResult:
-    """What ``facebench train-generator`` does: open the data, find the features, train, save."""
+                     resume: bool = False, init: str | os.PathLike | None = None) -> GeneratorTrainResult:
+    """What ``facebench train-generator`` does: open the data, find the raw features, train, save.
+
+    ``resume`` continues the run directory's checkpoint; ``init`` starts this run from another training
+    checkpoint (the release's ``checkpoint-*.pth`` or a facebench ``checkpoint.pt``) at its next epoch.
+    """
     from facebench import registry
     from facebench.data import open_dataset
 
     reader = open_dataset(data, format=data_format)
     extractor = None
     if extractor_name:
-        from facebench.runtime import env_context
-
-        device = select_device(config.device, env_context().local_rank)
+        device = choose_device(config.device, env_context().local_rank)
         extractor = registry("feature_extractor").create(extractor_name, weights=extractor_weights, device=device)
     feats = None
     if features is not None:
-        feats = load_features(features, len(reader))
-    elif not reader_has_features(reader):
+        feats, source = load_features(features, len(reader)), "features"
+    elif reader_has_features(reader):
+        source = "dataset"
+    else:
         if extractor is None:
             raise ConfigError(f"{data}: holds no features; pass --features FEATS or --extractor E --weights W")
+        source = "extractor"
         saved = Path(run_dir) / "features.npy"
         if resume and saved.is_file():
             feats = load_features(saved, len(reader))
         else:
             feats = extract_features(reader, extractor)
-            with atomic.atomic_path(saved) as tmp:
+            with atomic.atomic_path(saved, "features") as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, feats)
     trainer = GeneratorTrainer(config, reader, feats, run_dir, extractor=extractor)
     try:
-        if resume:
+        trainer.scale = scale = feature_scale(trainer.data, source, extractor_name)
+        if not scale["raw"] and trainer.dist.is_main:
+            console.print(f"[yellow]note:[/] the {source} features are unit length (median norm "
+                          f"{scale['median_norm']:.4f}); the release trains on raw features. Training anyway; "
+                          f"generator.pth records raw=false")
+        if resume and (Path(run_dir) / CHECKPOINT).is_file():  # killed before its first checkpoint: start over
             trainer.resume()
+        elif init is not None:
+            trainer.resume(init)
         result = trainer.fit()
         if extractor is not None and config.eval_samples > 0 and trainer.dist.is_main:
             result.reconstruction = trainer.check_identities(config.eval_samples)

@@ -1,0 +1,73 @@
+"""The release's training-checkpoint layout, so runs move between facebench and the release's code.
+
+The release saves ``{model_vec2face, model_disc, model_ema, optimizer_vec2face, optimizer_disc, epoch,
+scaler, args}`` (``epoch`` = the last finished epoch; it resumes at ``epoch + 1``; ``args`` is its
+``argparse.Namespace``). An optimizer state dict names parameters by position, so it is interchangeable
+only when both optimisers list the same parameters in the same order: :func:`release_parameters` gives
+facebench's model parameters in the order the release's model registers them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from torch import nn
+
+from facebench.errors import DataError
+from facebench.safe_load import load_checkpoint
+
+from .generator import STATE_KEY
+
+DISC_KEY = "model_disc"
+OPTIMIZER_KEY = "optimizer_vec2face"
+DISC_OPTIMIZER_KEY = "optimizer_disc"
+#: Version of facebench's own keys beside the release's (1: before the release's layout; not resumable).
+TRAINING_FORMAT = 2
+#: The keys every release training checkpoint has (``model_ema`` and ``args`` are not needed to continue).
+RELEASE_KEYS = (STATE_KEY, DISC_KEY, OPTIMIZER_KEY, DISC_OPTIMIZER_KEY, "epoch")
+
+#: The release's ``MaskedGenerativeEncoderViT`` creates its submodules in this order; its one direct
+#: parameter, ``decoder_pos_embed_learned``, comes first in ``named_parameters()`` (a module's own
+#: parameters precede its children's). The released state dict lists its tensors in the same order.
+RELEASE_MODULE_ORDER = ("decoder_pos_embed_learned", "token_emb", "latent_prior_proj_f", "feature_token",
+                        "center_token", "im_decoder", "im_decoder_proj", "patch_embed", "blocks", "norm",
+                        "decoder_embed", "decoder_blocks", "decoder_norm")
+
+
+def release_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``model.named_parameters()`` reordered by top-level module as the release registers them (the
+    order inside each module is already the release's), so ``AdamW`` state dicts are interchangeable."""
+    rank = {name: i for i, name in enumerate(RELEASE_MODULE_ORDER)}
+    named = list(model.named_parameters())
+    unknown = sorted({n.split(".")[0] for n, _ in named} - set(rank))
+    if unknown:
+        raise ValueError(f"parameters outside the release's layout: {', '.join(unknown)}")
+    return sorted(named, key=lambda item: rank[item[0].split(".")[0]])  # stable: keeps the inner order
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A training checkpoint of facebench or of the release, loaded with ``weights_only=True``; the only
+    class allowed beyond tensors and plain values is ``argparse.Namespace`` (the release's ``args``)."""
+    import torch
+
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        data = load_checkpoint(path, what="Vec2Face training checkpoint")
+    if not isinstance(data, dict):
+        raise DataError(path, f"not a Vec2Face training checkpoint (a {type(data).__name__}, not a dict)")
+    if data.get("training_format", TRAINING_FORMAT) != TRAINING_FORMAT:
+        raise DataError(path, f"written by an older facebench (training format {data['training_format']}, "
+                              f"now {TRAINING_FORMAT}); start a new run")
+    missing = [k for k in RELEASE_KEYS if k not in data]
+    if missing:
+        found = ", ".join(sorted(map(str, data))[:8])
+        raise DataError(path, f"not a Vec2Face training checkpoint: no {', '.join(missing)} (found {found})")
+    return data
+
+
+def load_scaler_state(scaler: Any, state: dict[str, Any] | None) -> None:
+    """A GradScaler state from either side: a disabled scaler saves ``{}`` and ignores what it is given,
+    so an empty state leaves an enabled scaler at its initial scale instead of failing."""
+    if state:
+        scaler.load_state_dict(state)

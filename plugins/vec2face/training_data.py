@@ -1,0 +1,111 @@
+"""The (image, identity feature) pairs Vec2Face trains on, and the feature scale recorded beside the weights.
+
+The release trains on RAW features (ArcFace-R100 output, never L2-normalised; norm about 22), so facebench
+takes features as given: from ``--features``, from the dataset's own records (the official
+generator-training LMDB) or from an extractor with ``raw=True``. The median norm goes into
+``generator.pth`` so ``generate`` can check identity vectors against it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facebench.data.tensors import to_model_input
+from facebench.errors import DataError
+
+#: Rows whose norms give the recorded median when features are read record by record from a dataset.
+SCALE_SAMPLE = 4096
+
+
+class FeaturePairs:
+    """(image in [-1, 1] at the model's size, its identity feature) for every image of a train reader.
+
+    Features come from an array (``--features`` or extracted up front) or, when ``features`` is None,
+    from the reader itself record by record (the official generator-training LMDB stores them).
+    """
+
+    def __init__(self, reader: Any, features: np.ndarray | None, image_size: int):
+        if features is not None and (features.ndim != 2 or features.shape[0] != len(reader)):
+            raise DataError(getattr(reader, "path", "dataset"),
+                            f"{len(reader)} images but features of shape {tuple(features.shape)}")
+        self.reader = reader
+        self.features = None if features is None else np.ascontiguousarray(features, dtype=np.float32)
+        self.image_size = image_size
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[1]) if self.features is not None else int(self.feature(0).shape[0])
+
+    def feature(self, index: int) -> np.ndarray:
+        if self.features is not None:
+            return self.features[index]
+        return np.asarray(self.reader.feature(index), dtype=np.float32).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = key[1] if isinstance(key, tuple) else key
+        image = to_model_input(np.array(self.reader.image(index)), self.image_size)[0]
+        return image, torch.from_numpy(np.array(self.feature(index)))
+
+
+def reader_has_features(reader: Any) -> bool:
+    """Whether the dataset stores a feature per image (the official generator-training LMDB does)."""
+    if not callable(getattr(reader, "feature", None)):
+        return False
+    has = getattr(reader, "has_features", None)
+    return bool(has()) if callable(has) else True
+
+
+def load_features(path: str | os.PathLike, expected_rows: int) -> np.ndarray:
+    """A (N, D) float ``.npy`` (never unpickled) with one row per image."""
+    path = Path(path)
+    if not path.is_file():
+        from facebench.errors import MissingFileError
+
+        raise MissingFileError(path, "features file")
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(path, f"not a numeric .npy array ({exc})") from None
+    if feats.ndim != 2 or feats.shape[0] != expected_rows or not np.issubdtype(feats.dtype, np.floating):
+        raise DataError(path, f"expected float features of shape ({expected_rows}, D), got "
+                              f"{feats.dtype} {tuple(feats.shape)}")
+    if not np.isfinite(feats).all():
+        raise DataError(path, "features contain NaN or infinity")
+    return feats.astype(np.float32)
+
+
+def extract_features(reader: Any, extractor: Any, batch_size: int = 64) -> np.ndarray:
+    """Raw features of every image of ``reader``: ``extractor.embed(images, raw=True)`` (the image alone,
+    no flip sum, not normalised), the scale the release trains on."""
+    from facebench.console import track
+
+    out = []
+    for start in track(range(0, len(reader), batch_size), "extracting features"):
+        stop = min(len(reader), start + batch_size)
+        out.append(np.asarray(extractor.embed(np.stack([reader.image(i) for i in range(start, stop)]), raw=True)))
+    return np.concatenate(out).astype(np.float32)
+
+
+def median_norm(features: np.ndarray) -> float:
+    return float(np.median(np.linalg.norm(np.asarray(features, dtype=np.float64), axis=1)))
+
+
+def feature_scale(data: FeaturePairs, source: str, extractor: str | None) -> dict[str, Any]:
+    """What ``generator.pth`` records under ``FEATURE_SCALE_KEY``: the median feature norm (over every row
+    of an array, over ``SCALE_SAMPLE`` evenly spread records of a dataset), where the features came from,
+    and whether they are raw (False when the median norm is within 1e-3 of 1: unit-length features)."""
+    if data.features is not None:
+        norm = median_norm(data.features)
+    else:
+        n = len(data)
+        idx = np.unique(np.linspace(0, n - 1, num=min(n, SCALE_SAMPLE)).round().astype(int))
+        norm = median_norm(np.stack([data.feature(int(i)) for i in idx]))
+    return {"median_norm": norm, "extractor": extractor, "source": source, "raw": abs(norm - 1.0) > 1e-3}
