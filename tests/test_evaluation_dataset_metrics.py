@@ -46,6 +46,7 @@ def test_fidelity_of_a_set_against_itself_and_against_another(tmp_path, cli, wei
     assert far["kid"] > 10 * abs(fr["kid"]) and far["coverage"] < 1.0
     assert summary["kid"] == far["kid"] and summary["fidelity_features"] == "fr:pixels"  # headline
     assert far["images"] == [120, 120] and far["kid_subset_size"] == 50
+    assert f"kid={far['kid']:.4g}," in other.output and "coverage=" in other.output  # the console table
 
 
 def test_certainty_ratio_histogram_matches_the_metric(tmp_path, cli, weights):
@@ -82,6 +83,7 @@ def test_leakage_at_the_reference_fmr_with_closest_pairs_as_images(tmp_path, cli
     assert leak["fmr_threshold"] == pytest.approx(threshold, abs=1e-5)
     assert leak["impostor_pairs"] == 780 and leak["fmr_resolved"] is True
     assert leak["leaked_at_fmr"] == int((best > threshold).sum())
+    assert f"leaked_at_fmr={leak['leaked_at_fmr']}," in result.output  # the console table
     # the closest pairs: synthetic identity k against reference label k - 10 (the same toy person)
     closest = leak["closest"]
     assert len(closest) == 4 and all(c["reference_identity"] == c["identity"] - 10 for c in closest)

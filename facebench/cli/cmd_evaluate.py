@@ -131,13 +131,17 @@ def analyze(dataset: str, extractor: str, weights: str, out: str | None, only: t
 def _short(entry: dict) -> str:
     if "skipped" in entry:
         return f"skipped: {entry['skipped']}"
-    keys = ("eer", "intra_noise", "inter_noise", "separable", "separable_share", "leaked", "leaked_share", "fid",
+    keys = ("eer", "intra_noise", "inter_noise", "separable", "separable_share", "leaked", "leaked_share",
+            "leaked_at_fmr", "leaked_at_fmr_share", "fid", "kid", "precision", "recall", "density", "coverage", "mean",
             "features")
     parts = []
     for k in keys:
         if k in entry:
             v = entry[k]
             parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    for space in ("fr", "inception"):  # the fidelity metrics, one set per feature space
+        if isinstance(entry.get(space), dict):
+            parts.append(f"{space}: {_short(entry[space])}")
     return ", ".join(parts) or json.dumps(entry)[:80]
 
 
