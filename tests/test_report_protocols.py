@@ -36,6 +36,8 @@ def _rows(groups, lfw, ijb_tar):
                  "ijb_options": {"setting": "F2 N1 D1"},
                  "roc": {"fpr": [0.0, 1e-4, 1e-2, 1.0], "tpr": [0.0, ijb_tar, 0.8, 1.0]},
                  "ci95": {"tar_at_far_1e-4": [ijb_tar - 0.1, ijb_tar + 0.05]}})
+    rows.append({"benchmark": "toy_tinyface", "accuracy": None, "protocol": "tinyface-1:N", "rank_1": 0.25,
+                 "rank_5": 0.5, "rank_20": 0.75, "probes": 120, "gallery_matches": 120, "distractors": 240})
     rows.append({"benchmark": "toy_ijb_1n", "accuracy": None, "protocol": "ijb-1:N", "rank_1": 0.7, "rank_5": 0.8,
                  "rank_10": 0.9, "tpir_at_fpir_1e-2": 0.3, "tpir_at_fpir_1e-1": 0.5,
                  "galleries": {"G1": {"rank_1": 0.6}, "G2": {"rank_1": 0.8}}})
@@ -93,11 +95,13 @@ def test_borda_table_by_hand(report):
 def test_ijb_identification_intervals_and_dataset_metrics(report):
     ijb = _section(report, "benchmarks")
     cells = _cells(ijb, "synthetic")
-    assert "F2 N1 D1 / 1320" in cells[1] and cells[4].startswith("70.00")  # TAR@FAR=1e-4 column
+    assert cells[1] == "F2 N1 D1 / 1320" and cells[4].startswith("70.00")  # TAR@FAR=1e-4 column
     assert "CASIA-WebFace (real), IR50" in ijb and "52.97" in ijb  # published IJB-C row, labelled with its source
     assert "insightface" in ijb and "data:image/png;base64" in ijb  # setting note and ROC plot
     one_n = _cells(ijb.split("IJB-C 1:N identification")[1], "synthetic")
     assert one_n[3:8] == ["70.00", "80.00", "90.00", "30.00", "50.00"] and "G1: rank-1 60.00" in one_n[8]
+    tiny = _cells(ijb.split("TinyFace 1:N identification")[1], "synthetic")
+    assert tiny[2:] == ["25.00", "50.00", "75.00", "120 / 120 + 240"]  # counts as integers
     intervals = _section(report, "intervals")
     assert "[68.00, 71.00]" not in intervals  # accuracy interval is per row: tone1 is 90 -> [88.00, 91.00]
     assert "[88.00, 91.00]" in intervals and "[60.00, 75.00]" in intervals

@@ -12,7 +12,7 @@ from facebench.report.loading import RunData
 
 from .protocol_figures import roc_plot
 from .published import benchmark_titles, published_tables
-from .rows import percent, records
+from .rows import count, percent, records
 from .sections import _fmt, _group_rows
 
 FARS = ("1e-6", "1e-5", "1e-4", "1e-3", "1e-2", "1e-1")
@@ -34,7 +34,7 @@ def _ijb_tables(runs: Sequence[RunData]) -> list[str]:
         curves = [(r.shown, np.asarray(r.row["roc"]["fpr"]), np.asarray(r.row["roc"]["tpr"]))
                   for r in items if isinstance(r.row.get("roc"), dict)]
         header = ["training set", "setting / pairs", *[f"TAR@FAR={f} %" for f in FARS], "EER %"]
-        labels = [(r.shown, f"{r.row.get('ijb_options', {}).get('setting', '?')} / {r.row.get('pairs', '?')}")
+        labels = [(r.shown, f"{r.row.get('ijb_options', {}).get('setting', '?')} / {count(r.row.get('pairs'))}")
                   for r in items]
         matrix = [[percent(r.row.get(f"tar_at_far_{f}")) for f in FARS] + [percent(r.row.get("eer"))]
                   for r in items]
@@ -79,7 +79,7 @@ def _identification_tables(runs: Sequence[RunData]) -> list[str]:
     if tiny:
         ranks = sorted({int(k.split("_")[1]) for r in tiny for k in r.row if k.startswith("rank_")})
         rows = [[r.shown, r.row["benchmark"], *[_fmt(percent(r.row.get(f"rank_{k}"))) for k in ranks],
-                 f"{r.row.get('probes', '?')} / {r.row.get('gallery_matches', '?')} + {r.row.get('distractors', '?')}"]
+                 f"{count(r.row.get('probes'))} / {count(r.row.get('gallery_matches'))} + {count(r.row.get('distractors'))}"]
                 for r in tiny]
         out.append("<h3>TinyFace 1:N identification</h3>" + table(
             ["training set", "benchmark", *[f"rank-{k} %" for k in ranks], "probes / gallery + distractors"], rows,

@@ -52,3 +52,8 @@ def records(runs: Sequence[RunData], protocol: str | None = None) -> list[Record
 def percent(value: Any) -> float | None:
     """A fraction as percent; None stays None."""
     return None if not _present(value) else 100.0 * float(value)
+
+
+def count(value: Any) -> str:
+    """A count as an integer (the result frame turns integer columns with gaps into floats); '?' if absent."""
+    return "?" if not _present(value) else str(int(value))
