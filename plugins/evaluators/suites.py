@@ -101,8 +101,8 @@ SUITES: dict[str, tuple[tuple[str, ...], str]] = {
     "toy-rfw": (tuple(f"toy_rfw_{g}" for g in TOY_RFW_GROUPS), "toyfaces mirror of RFW: four skin-tone groups"),
     "toy-protocols": (("toy_ijb", "toy_ijb_1n", "toy_tinyface") + tuple(f"toy_rfw_{g}" for g in TOY_RFW_GROUPS),
                       "the toyfaces mirrors of IJB-C 1:1 and 1:N, TinyFace and RFW"),
-    **{name: ((name,), f"{BENCHMARKS[name].description} ({name}.bin)") for name in BENCHMARKS
-       if name.startswith("toy_") and BENCHMARKS[name].protocol == "verification" and not BENCHMARKS[name].group},
+    **{name: ((name,), BENCHMARKS[name].description + (f" ({name}.bin)" if BENCHMARKS[name].protocol == "verification"
+                                                         else "")) for name in BENCHMARKS if name.startswith("toy_")},
 }
 
 
