@@ -26,23 +26,24 @@ def test_mmd_of_one_subset_equals_torch_fidelity():
     assert mmd2_unbiased(x, y) == pytest.approx(float(reference), abs=1e-9)
 
 
-def test_kid_over_whole_sets_equals_torch_fidelity():
-    # With subset_size = the set size every subset is a permutation of the whole set, so both draws agree
-    # whatever their random generators: the mean is the whole-set MMD and the std is zero.
-    real, fake = _sets(n_real=250, n_fake=250)
-    ref = metric_kid.kid_features_to_metric(torch.from_numpy(real), torch.from_numpy(fake), kid_subsets=3,
-                                            kid_subset_size=250, kid_kernel="poly", kid_kernel_poly_degree=3,
-                                            kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1, rng_seed=0,
+@pytest.mark.parametrize(("subsets", "subset_size", "seed"), [(7, 120, 0), (3, 250, 5)])
+def test_kid_equals_torch_fidelity(subsets, subset_size, seed):
+    # The same seed draws the same subsets as torch-fidelity; 250 of 250 is every sample (std 0).
+    real, fake = _sets(n_real=250, n_fake=260)
+    ref = metric_kid.kid_features_to_metric(torch.from_numpy(real), torch.from_numpy(fake), kid_subsets=subsets,
+                                            kid_subset_size=subset_size, kid_kernel="poly", kid_kernel_poly_degree=3,
+                                            kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1, rng_seed=seed,
                                             verbose=False)
-    mean, std = kid(real, fake, subsets=3, subset_size=250)
+    mean, std = kid(real, fake, subsets=subsets, subset_size=subset_size, seed=seed)
     assert mean == pytest.approx(ref[metric_kid.KEY_METRIC_KID_MEAN], abs=1e-6)
     assert std == pytest.approx(ref[metric_kid.KEY_METRIC_KID_STD], abs=1e-6)
+    assert mean > 0.01 and (std > 1e-4 if subset_size < 250 else True)  # a real difference, subsets that differ
 
 
 def test_kid_subsets_are_seeded_and_average_the_subset_mmds():
     real, fake = _sets()
     mean, std = kid(real, fake, subsets=5, subset_size=100, seed=7)
-    rng = np.random.default_rng(7)
+    rng = np.random.RandomState(7)
     values = []
     for _ in range(5):
         a = real[rng.choice(len(real), 100, replace=False)]

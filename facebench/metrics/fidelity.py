@@ -50,14 +50,16 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
 
 def kid(feats_a: Any, feats_b: Any, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
     """``(mean, std)`` of the unbiased MMD^2 over ``subsets`` random subsets of ``subset_size`` from each set
-    (drawn without replacement; population std, as torch-fidelity reports it)."""
+    (drawn without replacement; population std, as torch-fidelity reports it). The subsets are drawn as
+    torch-fidelity draws them (a legacy ``RandomState(seed)``, set a then set b per subset), so the same seed
+    gives the same subsets and the same figures as its ``kid_subsets`` / ``kid_subset_size`` / ``rng_seed``."""
     x, y = _pair_sets(feats_a, feats_b, ("feats_a", "feats_b"))
     if subsets < 1:
         raise MetricInputError(f"subsets must be at least 1, got {subsets}")
     if subset_size < 2 or subset_size > min(x.shape[0], y.shape[0]):
         raise MetricInputError(f"subset_size must lie in [2, {min(x.shape[0], y.shape[0])}] (the smaller set), "
                                f"got {subset_size}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.RandomState(seed)
     values = np.empty(subsets)
     for i in range(subsets):
         a = x[rng.choice(x.shape[0], subset_size, replace=False)]
