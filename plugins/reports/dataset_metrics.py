@@ -58,7 +58,7 @@ def _leakage(runs: Sequence[RunData]) -> list[str]:
                 scores = [c["cosine"] for c in leak.get("closest", [])][: len(pairs)]
                 out.append(image(pairs_grid(pairs, scores, run.label), f"closest pairs of {run.label}",
                                  f"{run.label}: the {len(pairs)} synthetic identities closest to a training identity "
-                                 "(first image of each), most similar first"))
+                                 "(top row, first image of each) over their closest training identity, most similar first"))
     if rows:
         out.insert(0, table(["dataset", "reference (training set)", "leaked identities % at the fixed cosine",
                              "leaked identities % at the reference's FMR threshold", "FMR / impostor centre pairs"],

@@ -47,23 +47,25 @@ def group_bars_plot(groups: Sequence[str], series: Sequence[tuple[str, Sequence[
     ax.set_xticklabels([plain(g) for g in groups])
     ax.set_ylim(max(0.0, low - 5.0), 100.0)
     ax.set_ylabel("accuracy (%)")
-    ax.legend(fontsize=8, loc="lower right")
+    # above the axes: inside, it would hide the bars of the lower-scoring sets
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.01), ncol=min(2, len(series)), frameon=False)
     return to_png(fig)
 
 
 def pairs_grid(images: np.ndarray, scores: Sequence[float], title: str) -> bytes:
-    """(pairs, 2, H, W, 3) uint8 images as rows of [synthetic | reference] with their cosine."""
+    """(pairs, 2, H, W, 3) uint8 images as columns of [synthetic over reference], each headed by its cosine."""
     plt = _pyplot()
     n = images.shape[0]
-    fig, axes = plt.subplots(n, 2, figsize=(3.0, 1.5 * n), squeeze=False)
-    for row in range(n):
-        for col in range(2):
-            ax = axes[row][col]
-            ax.imshow(images[row, col])
+    fig, axes = plt.subplots(2, n, figsize=(max(3.0, 1.25 * n), 3.0), squeeze=False)
+    for k in range(n):
+        for row in range(2):
+            ax = axes[row][k]
+            ax.imshow(images[k, row])
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[row][0].set_ylabel(f"cos {scores[row]:.3f}", fontsize=8)
-    axes[0][0].set_title("synthetic", fontsize=9)
-    axes[0][1].set_title("training set", fontsize=9)
+        axes[0][k].set_title(f"cos {scores[k]:.3f}", fontsize=8)
+    axes[0][0].set_ylabel("synthetic", fontsize=9)
+    axes[1][0].set_ylabel("training set", fontsize=9)
     fig.suptitle(plain(title), fontsize=10)
+    fig.tight_layout()
     return to_png(fig)
