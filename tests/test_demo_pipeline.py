@@ -7,6 +7,7 @@ import json
 from html.parser import HTMLParser
 
 from click.testing import CliRunner
+from facebench_plugins.demo import run as demo_run
 from facebench_plugins.demo.run import QUICK, config_path
 
 from facebench.cli import create_cli
@@ -52,6 +53,28 @@ def test_demo_config_uses_only_installed_commands(tmp_path):
                                        "generate-vec2face-attrop", "fr-vec2face-attrop", "evaluate-vec2face-attrop"}
 
 
+def test_quick_demo_leaves_out_the_newer_protocols(tmp_path, monkeypatch):
+    """--quick stays at its few minutes: the toy IJB / RFW / TinyFace steps and dataset metrics are full-demo only."""
+    asked = {}
+
+    def record(cli, cfg, out, **kwargs):
+        asked.update(kwargs, steps=[s.name for s in cfg.steps])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(demo_run, "run_experiment", record)
+    for quick in (True, False):
+        try:
+            demo_run.run_demo(create_cli(), tmp_path, quick=quick)
+        except SystemExit:
+            pass
+        left_out = set(asked["steps"]) - set(asked["only"] or asked["steps"])
+        if quick:
+            assert left_out == {"toy-protocols", "protocols-real", "protocols-vec2face", "protocols-vec2face-attrop",
+                                "protocols-baseline", "metrics-vec2face", "metrics-vec2face-attrop",
+                                "metrics-baseline"}
+        else:
+            assert left_out == set()
+
 
 def test_tiny_demo_end_to_end_and_rerun_reuses_steps(tmp_path):
     out = tmp_path / "demo"
@@ -75,6 +98,14 @@ def test_tiny_demo_end_to_end_and_rerun_reuses_steps(tmp_path):
     assert "pose=60:0.34" in json.dumps(attrop)
     pose = json.loads((out / "analysis-vec2face-attrop" / "analysis" / "summary.json").read_text())
     assert pose["analyses"]["pose-quality"]["yaw"]["extractor"] == "sixdrepnet-tiny"
+    # the full demo's newer protocols: toy IJB / RFW / TinyFace for every arm, dataset metrics of the synthetic sets
+    protocols = json.loads((out / "protocols-vec2face" / "results.json").read_text())
+    assert {row["benchmark"] for row in protocols} >= {"toy_ijb", "toy_ijb_1n", "toy_tinyface", "toy_rfw_tone1"}
+    metrics = json.loads((out / "metrics-baseline" / "analysis" / "summary.json").read_text())["analyses"]
+    assert {"fidelity", "leakage"} <= set(metrics)
+    html = report.read_text()
+    for section in ("TAR@FAR", "Borda", "KID", "SER"):
+        assert section in html, section
     # a rerun runs nothing again and writes the same report path
     again = CliRunner().invoke(create_cli(), args)
     assert again.exit_code == 0, again.output

@@ -22,6 +22,10 @@ def test_builtin_suites_and_usual_file_names(tmp_path):
     for name in ("eclipse", "sllfw", "doppelver", "toy-five", "toy_lfw", "toy_cfp_fp", "toy_cplfw", "toy_agedb_30",
                  "toy_calfw", "toy_hadrian", "toy_eclipse", "toy-all", "all"):
         assert get_suite(name).benchmarks
+    # every toy benchmark is a suite of its own, the newer protocols included (one file to debug at a time)
+    for name, protocol in (("toy_ijb", "ijb"), ("toy_ijb_1n", "ijb"), ("toy_tinyface", "tinyface-1n"),
+                           ("toy_rfw_tone3", "verification")):
+        assert [(b.name, b.protocol) for b in get_suite(name).benchmarks] == [(name, protocol)]
     (tmp_path / "lfw.bin").write_bytes(b"")
     (tmp_path / "hadrian_even.xz").write_bytes(b"")
     found, missing = get_suite("all").locate(tmp_path)

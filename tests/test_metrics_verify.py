@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import KFold
 
-from facebench.metrics import MetricInputError, eer, roc_curve, tar_at_far, verify
+from facebench.metrics import MetricInputError, eer, roc_curve, strict_tar_at_far, verify
 
 
 def plain_protocol(emb_a, emb_b, same, folds=10):
@@ -85,7 +85,7 @@ def test_tie_safe_roc_does_not_split_tied_scores():
     roc = roc_curve(scores, same)
     np.testing.assert_allclose(roc.tpr, [0, 1 / 3, 1, 1])
     np.testing.assert_allclose(roc.fpr, [0, 0, 2 / 3, 1])
-    assert tar_at_far(roc, 0.5) == pytest.approx(1 / 3)
+    assert strict_tar_at_far(roc, 0.5) == pytest.approx(1 / 3)
     rate, _ = eer(roc)
     # FPR = FNR on the segment (0, 1/3) -> (2/3, 1): fpr = 2/3 t, fnr = 2/3 (1 - t) -> t = 1/2.
     assert rate == pytest.approx(1 / 3)
@@ -115,7 +115,7 @@ def test_tar_at_far_against_counting():
         # Threshold at the k-th largest impostor score, k = floor(far * N): accept strictly above it.
         k = int(np.floor(far * imp.size))
         cut = np.sort(imp)[::-1][k]
-        assert tar_at_far(roc, far) == pytest.approx((gen > cut).mean())
+        assert strict_tar_at_far(roc, far) == pytest.approx((gen > cut).mean())
 
 
 @pytest.mark.parametrize(

@@ -33,37 +33,53 @@ def _device(preference: str) -> str:
 @click.option("--label", default=None, help="Row label in the tables [default: the model's training set].")
 @click.option("--no-flip", is_flag=True, help="Embed images only, without adding the mirrored image's embedding.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0),
+              help="Bootstrap resamples for 95% intervals of accuracy, EER and TAR@FAR (0: none).")
+@click.option("--set", "overrides", multiple=True, metavar="PROTOCOL.OPTION=VALUE",
+              help="A protocol option, e.g. --set ijb.flip_fusion=concat or --set ijb.detector_score=false "
+                   "(docs/evaluation.md lists them).")
 @device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the result rows as JSON instead of the table.")
 def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: str | None, label: str | None,
-             no_flip: bool,
-             batch_size: int, device: str, as_json: bool) -> None:
-    """Evaluate a face-recognition model on a verification suite with the insightface protocol.
+             no_flip: bool, batch_size: int, bootstrap: int, overrides: tuple[str, ...], device: str,
+             as_json: bool) -> None:
+    """Evaluate a face-recognition model on a suite: verification packs with the insightface protocol,
+    IJB-B/C templates, 1:N identification (IJB-C, TinyFace), grouped sets (RFW).
 
-    Every pack of the suite found under --data-root is scored (10 folds, flip test); missing packs are
-    listed and skipped. Results go to results.json / results.csv with provenance in the run directory.
+    Every benchmark of the suite found under --data-root is scored (pairs: 10 folds, flip test); missing
+    ones are listed and skipped. Results go to results.json / results.csv with provenance in the run directory.
     """
-    from ..evaluation.runner import EvaluateConfig, run_evaluation, table_1
+    from ..evaluation.protocols import protocol_options
+    from ..evaluation.runner import EvaluateConfig, protocol_table, run_evaluation, table_1
 
     config = EvaluateConfig(suite=suite, model=str(model), data_root=str(data_root), backbone=backbone, label=label,
-                            flip_test=not no_flip, batch_size=batch_size, device=_device(device))
+                            flip_test=not no_flip, batch_size=batch_size, device=_device(device), bootstrap=bootstrap,
+                            options=protocol_options(overrides))
     run, outcome, the_suite = run_evaluation(config, out)
     if as_json:
         click.echo(json.dumps({"run": str(run.path), "missing": [b.name for b in outcome.missing],
                                "rows": outcome.rows}, indent=2))
         return
     header, body = table_1(outcome.rows, the_suite)
-    table = Table(title=f"{the_suite.name}: verification accuracy (%), 10-fold, "
-                        f"{'flip test' if not no_flip else 'no flip'}")
+    if body and len(header) > 2:
+        _print_table(f"{the_suite.name}: verification accuracy (%), 10-fold, "
+                     f"{'flip test' if not no_flip else 'no flip'}", header, body)
+    header, body = protocol_table(outcome.rows)
+    if body:
+        _print_table(f"{the_suite.name}: other protocols", header, body)
+    if outcome.missing:
+        _stdout.print(f"missing ({len(outcome.missing)}): " + ", ".join(
+            f"{b.label} [{' or '.join(b.files[:2])}]" for b in outcome.missing) + "; Avg covers the packs found")
+    _stdout.print(f"results: {run.path / 'results.csv'}")
+
+
+def _print_table(title: str, header: list[str], body: list[list[str]]) -> None:
+    table = Table(title=title)
     for i, col in enumerate(header):
         table.add_column(col, justify="left" if i == 0 else "right")
     for row in body:
         table.add_row(*row)
     _stdout.print(table)
-    if outcome.missing:
-        _stdout.print(f"missing ({len(outcome.missing)}): " + ", ".join(
-            f"{b.label} [{' or '.join(b.files[:2])}]" for b in outcome.missing) + "; Avg covers the packs found")
-    _stdout.print(f"results: {run.path / 'results.csv'}")
 
 
 @click.command(epilog=examples(
@@ -119,13 +135,17 @@ def analyze(dataset: str, extractor: str, weights: str, out: str | None, only: t
 def _short(entry: dict) -> str:
     if "skipped" in entry:
         return f"skipped: {entry['skipped']}"
-    keys = ("eer", "intra_noise", "inter_noise", "separable", "separable_share", "leaked", "leaked_share", "fid",
+    keys = ("eer", "intra_noise", "inter_noise", "separable", "separable_share", "leaked", "leaked_share",
+            "leaked_at_fmr", "leaked_at_fmr_share", "fid", "kid", "precision", "recall", "density", "coverage", "mean",
             "features")
     parts = []
     for k in keys:
         if k in entry:
             v = entry[k]
             parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    for space in ("fr", "inception"):  # the fidelity metrics, one set per feature space
+        if isinstance(entry.get(space), dict):
+            parts.append(f"{space}: {_short(entry[space])}")
     return ", ".join(parts) or json.dumps(entry)[:80]
 
 

@@ -23,7 +23,11 @@ _EPILOG = """Examples:
               help="Only these sections (repeatable); see `facebench plugins --kind report_section`.")
 @click.option("--label", "labels", multiple=True, metavar="RUN=NAME",
               help="Show the dataset of run directory RUN as NAME instead of its own name (repeatable).")
-def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...], labels: tuple[str, ...]) -> None:
+@click.option("--real", "real", multiple=True, metavar="RUN",
+              help="A run directory of a model trained on real data: the fairness view prints every other "
+                   "dataset's GAP to it (repeatable; it must be among RUNS).")
+def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...], labels: tuple[str, ...],
+           real: tuple[str, ...]) -> None:
     """Compare run directories (evaluation, analysis, generated datasets, FR training) in one HTML file.
 
     Each RUN contributes itself and every sub-folder holding results: give a train-fr run and its
@@ -45,7 +49,7 @@ def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...
         names[run] = name
     with console.status("rendering report"):
         path, findings = build_report(list(runs), out, title=title, sections=list(sections) or None,
-                                      labels=names)
+                                      labels=names, real=list(real))
     for finding in findings:
         for line in finding.lines():
             click.echo(f"found {line}")

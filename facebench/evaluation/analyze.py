@@ -12,7 +12,6 @@ beside ``analysis/summary.json``.
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import os
 from collections.abc import Iterable
@@ -22,14 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from ..config import build_config, config_to_dict, parse_override
+from ..config import build_config
 from ..console import console
-from ..errors import ConfigError, DataError, FacebenchError
+from ..errors import DataError, FacebenchError
 from ..provenance import sha256_path
 from ..runs import DEFAULT_RUNS_ROOT, Run, discard_on_failure
 from .embed import TensorModel
 from .features import centers_of, dataset_features
 from .models import ResolvedModel, resolve_model
+from .options import component_options
 
 
 @dataclass
@@ -59,33 +59,7 @@ class AnalyzeConfig:
 def analysis_options(overrides: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``NAME.KEY=VALUE`` overrides -> ``{analysis: {key: value}}`` with every analysis's full option set,
     checked against its registered config (an unknown analysis or key is an error with a suggestion)."""
-    specs = {s.name: s for s in registered_analyses()}
-    per_analysis: dict[str, list[str]] = {}
-    for text in overrides:
-        keys, _ = parse_override(text)
-        name = keys[0]
-        if name not in specs:
-            close = difflib.get_close_matches(name, list(specs), n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ConfigError(f"--set {text}: no analysis '{name}' ({hint}analyses: {', '.join(specs)})")
-        if specs[name].config is None or len(keys) < 2:
-            raise ConfigError(f"--set {text}: expected ANALYSIS.OPTION=VALUE ('{name}' options: "
-                              f"{', '.join(_option_names(specs[name])) or 'none'})")
-        per_analysis.setdefault(name, []).append(text.split(".", 1)[1])
-    options = {}
-    for name, spec in specs.items():
-        if spec.config is not None:
-            try:
-                options[name] = config_to_dict(build_config(spec.config, {}, per_analysis.get(name, ())))
-            except ConfigError as exc:  # the key is checked within the analysis: say which one
-                raise ConfigError(f"--set {name}.*: analysis '{name}': {exc}") from None
-    return options
-
-
-def _option_names(spec: Any) -> list[str]:
-    import dataclasses
-
-    return [f.name for f in dataclasses.fields(spec.config)] if spec.config is not None else []
+    return component_options(overrides, {s.name: s for s in registered_analyses()}, "analysis", "analyses")
 
 
 @dataclass
@@ -105,6 +79,7 @@ class AnalysisContext:
     batch_size: int = 64
     reference_centers: np.ndarray | None = None  # identities to test leakage against
     reference_name: str = ""
+    reference_dataset: Path | None = None  # the reference's images, when it was given as a dataset
     fid_against: Path | None = None  # a second image set for FID
     fid_extractor: Any = None  # (name, TensorModel, feature kind) or None: then the FR model is used
     pose_extractor: Any = None
@@ -282,7 +257,7 @@ def _analyze_in(run: Run, config: Any, identity: Any, resolved: ResolvedModel,
     zero = np.linalg.norm(centers, axis=1) == 0
     if zero.any():
         raise DataError(dataset, f"identity {classes[zero][0]} has an all-zero mean feature")
-    reference, reference_name = None, ""
+    reference, reference_name, reference_dataset = None, "", None
     if config.reference:
         def centres_of_dataset(p: Path) -> np.ndarray:
             feats, ref_reader = _features_of(resolved, p, run.file("analysis/reference_features.npy"), config)
@@ -290,6 +265,8 @@ def _analyze_in(run: Run, config: Any, identity: Any, resolved: ResolvedModel,
 
         reference, reference_name = _load_reference(config.reference, centres_of_dataset)
         run.add_input("reference", config.reference)
+        if not (Path(config.reference).is_file() and Path(config.reference).suffix == ".npy"):
+            reference_dataset = Path(config.reference)
     _save_array(run, "analysis/centers.npy", centers.astype(np.float32))
     if config.fid_against:
         run.add_input("fid_against", config.fid_against)
@@ -297,6 +274,7 @@ def _analyze_in(run: Run, config: Any, identity: Any, resolved: ResolvedModel,
         dataset=dataset, reader=reader, features=features, labels=labels, centers=centers, classes=classes,
         model=resolved.model, model_name=resolved.name, seed=config.seed, device=config.device,
         batch_size=config.batch_size, reference_centers=reference, reference_name=reference_name,
+        reference_dataset=reference_dataset,
         fid_against=Path(config.fid_against) if config.fid_against else None,
         fid_extractor=_fid_extractor(config) if config.fid_against else None,
         pose_extractor=_side_model(config.pose_extractor, config.pose_weights, config, "pose"),

@@ -1,13 +1,17 @@
-"""Run a verification suite on one model: find the packs, embed, score, write tidy rows.
+"""Run a suite on one model: find the benchmarks, embed, score, write tidy rows.
 
-Each finished pack is recorded in a :class:`ShardManifest`, so a suite interrupted after three of five
-packs resumes at the fourth; the manifest's parameters (weights hash, flip test, folds) make sure a
-rerun with another model starts over instead of mixing results.
+Pair packs are scored here (the insightface verification protocol, with bootstrap intervals); a benchmark
+of another protocol (IJB, 1:N identification) is handed to its protocol component
+(:mod:`facebench.evaluation.protocols`). Each finished benchmark is recorded in a :class:`ShardManifest`,
+so a suite interrupted after three of five packs resumes at the fourth; the manifest's parameters
+(weights hash, flip test, folds) make sure a rerun with another model starts over instead of mixing
+results, and a benchmark whose protocol options changed is scored again (from cached features).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 from dataclasses import dataclass, field
@@ -18,24 +22,27 @@ import numpy as np
 
 from ..console import console
 from ..errors import DataError, FacebenchError
-from ..metrics import MetricInputError, VerificationResult, far_key, verify
+from ..metrics import MetricInputError, VerificationResult, far_key, verification_intervals, verify
 from ..metrics.verification import DEFAULT_FARS
 from ..provenance import sha256_path
 from ..runs import DEFAULT_RUNS_ROOT, RESULTS, discard_on_failure
 from ..shards import ShardManifest
 from .embed import TensorModel, embed_pairs
+from .protocols import VERIFICATION, ProtocolContext, benchmark_digest, build_protocol
 from .suites import Benchmark, Suite
 
 #: The columns of ``results.csv`` (ARCHITECTURE.md "Result files"), then the extra ones facebench adds.
 RESULT_COLUMNS = ["dataset", "benchmark", "accuracy", "std", "threshold", "tar_at_far_1e-3", "tar_at_far_1e-4",
                   "eer"]
-EXTRA_COLUMNS = ["label", "suite", "pairs", "same_pairs", "eer_threshold", "far_resolution", "flip_test", "model",
-                 "pack", "pack_sha256"]
+EXTRA_COLUMNS = ["label", "suite", "protocol", "group", "pairs", "same_pairs", "eer_threshold", "far_resolution",
+                 "flip_test", "model", "pack", "pack_sha256"]
 
 
 def evaluate_pack(model: TensorModel, path: str | os.PathLike, *, batch_size: int = 64, flip_test: bool = True,
-                  folds: int = 10, label: str = "", workers: int | None = None, ctx: Any = None) -> VerificationResult:
-    """The insightface protocol on one pairs pack (any registered pairs format). ``workers``: decoding
+                  folds: int = 10, label: str = "", bootstrap: int = 0, seed: int = 0, workers: int | None = None,
+                  ctx: Any = None) -> VerificationResult:
+    """The insightface protocol on one pairs pack (any registered pairs format). ``bootstrap`` resamples
+    give 95% intervals of accuracy, EER and TAR@FAR (``result.intervals``); ``workers``: decoding
     processes (default by device); ``ctx``: a distributed context whose ranks share the embedding."""
     from ..data import open_pairs
 
@@ -43,7 +50,12 @@ def evaluate_pack(model: TensorModel, path: str | os.PathLike, *, batch_size: in
         emb_a, emb_b = embed_pairs(model, reader, batch_size=batch_size, flip_test=flip_test, workers=workers,
                                    ctx=ctx, description=f"embedding {label or Path(path).name}")
         try:
-            return verify(emb_a, emb_b, reader.issame, folds=folds)
+            result = verify(emb_a, emb_b, reader.issame, folds=folds)
+            if bootstrap:
+                intervals = verification_intervals(emb_a, emb_b, reader.issame, folds=folds, fars=DEFAULT_FARS,
+                                                   resamples=bootstrap, seed=seed)
+                result = dataclasses.replace(result, intervals=intervals)
+            return result
         except MetricInputError as exc:
             raise DataError(path, str(exc)) from None
 
@@ -64,6 +76,8 @@ def result_row(result: VerificationResult, *, dataset: str, bench: Benchmark, su
         "eer": result.eer,
         "label": bench.label,
         "suite": suite,
+        "protocol": VERIFICATION,
+        "group": bench.group,
         "pairs": result.num_pairs,
         "same_pairs": result.num_same,
         "eer_threshold": result.eer_threshold,
@@ -75,6 +89,8 @@ def result_row(result: VerificationResult, *, dataset: str, bench: Benchmark, su
         "fold_accuracies": [float(a) for a in result.fold_accuracies],
         "fold_thresholds": [float(t) for t in result.thresholds],
     })
+    if result.intervals:
+        row["ci95"] = {key: [float(lo), float(hi)] for key, (lo, hi) in result.intervals.items()}
     return row
 
 
@@ -87,8 +103,13 @@ class SuiteOutcome:
 
 def evaluate_suite(model: TensorModel, suite: Suite, data_root: str | os.PathLike, *, dataset: str,
                    run: Any = None, weights_sha256: str = "", batch_size: int = 64, flip_test: bool = True,
-                   folds: int = 10) -> SuiteOutcome:
-    """Evaluate every pack of ``suite`` present under ``data_root``; missing ones are listed, not fatal."""
+                   folds: int = 10, bootstrap: int = 0, seed: int = 0,
+                   options: dict[str, Any] | None = None) -> SuiteOutcome:
+    """Evaluate every benchmark of ``suite`` present under ``data_root``; missing ones are listed, not fatal.
+
+    ``options`` holds each protocol's options (``{protocol: {key: value}}``); a finished benchmark is
+    reused only when its files and its protocol's options are unchanged.
+    """
     found, missing = suite.locate(data_root)
     if not found:
         tried = "; ".join(f"{b.name}: {', '.join(b.files)}" for b in missing)
@@ -102,28 +123,58 @@ def evaluate_suite(model: TensorModel, suite: Suite, data_root: str | os.PathLik
         params = {"suite": suite.name, "model": model.name, "weights_sha256": weights_sha256,
                   "flip_test": flip_test, "folds": folds}
         manifest = ShardManifest(run.path / "manifest.json", params)
+    protocols: dict[str, Any] = {}
     rows = []
     for bench in suite.benchmarks:
         if bench.name not in found:
             continue
         path = found[bench.name]
-        digest = sha256_path(path)
+        protocol = None
+        if bench.protocol != VERIFICATION:
+            protocol = protocols.get(bench.protocol) or protocols.setdefault(
+                bench.protocol, build_protocol(bench.protocol, options))
+        inputs = list(protocol.inputs(path)) if protocol is not None else []
+        digest = benchmark_digest(path, inputs)
         if run is not None:
-            run.add_input(f"pack:{bench.name}", path)
-        if manifest is not None and manifest.is_done(bench.name) and manifest.done[bench.name].get("pack_sha256") == digest:
-            rows.append({**manifest.done[bench.name], "dataset": dataset})  # the label may differ on rerun
+            for file in inputs or [path]:
+                label = f"pack:{bench.name}" if not inputs else f"{bench.name}:{Path(file).name}"
+                run.add_input(label, file)
+        used = (options or {}).get(bench.protocol, {}) if protocol is not None else {}
+        done = manifest.done.get(bench.name) if manifest is not None else None
+        done = [done] if isinstance(done, dict) else done  # manifests before protocols held one row
+        if done and done[0].get("pack_sha256") == digest and done[0].get("options", {}) == used:
+            rows.extend({**row, "dataset": dataset} for row in done)  # the label may differ on rerun
             console.print(f"{bench.name}: already evaluated (resumed)")
             continue
-        result = evaluate_pack(model, path, batch_size=batch_size, flip_test=flip_test, folds=folds,
-                               label=bench.name)
-        row = result_row(result, dataset=dataset, bench=bench, suite=suite.name, model=model.name, pack=path,
-                         pack_sha256=digest, flip_test=flip_test)
-        rows.append(row)
+        if protocol is None:
+            result = evaluate_pack(model, path, batch_size=batch_size, flip_test=flip_test, folds=folds,
+                                   label=bench.name, bootstrap=bootstrap, seed=seed)
+            new = [result_row(result, dataset=dataset, bench=bench, suite=suite.name, model=model.name,
+                              pack=path, pack_sha256=digest, flip_test=flip_test)]
+            console.print(f"{bench.name}: {100 * result.accuracy:.2f} +- {100 * result.std:.2f} "
+                          f"({result.num_pairs} pairs)")
+        else:
+            ctx = ProtocolContext(model=model, path=path, bench=bench, suite=suite.name, dataset=dataset,
+                                  model_name=model.name, weights_sha256=weights_sha256,
+                                  workdir=run.path if run is not None else None, batch_size=batch_size,
+                                  flip_test=flip_test, bootstrap=bootstrap, seed=seed)
+            new = [{**row, "pack": str(path), "pack_sha256": digest, "options": used}
+                   for row in protocol.evaluate(ctx)]
+        rows.extend(new)
         if manifest is not None:
-            manifest.mark_done(bench.name, row)
-        console.print(f"{bench.name}: {100 * result.accuracy:.2f} +- {100 * result.std:.2f} "
-                      f"({result.num_pairs} pairs)")
+            manifest.mark_done(bench.name, new)
     return SuiteOutcome(rows=rows, missing=missing, found=found)
+
+
+def protocol_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The rows of other protocols (IJB, 1:N): benchmark and its headline figures (``figures``, in %)."""
+    body = []
+    for row in rows:
+        figures = row.get("figures")
+        if row.get("accuracy") is None and figures:
+            text = ", ".join(f"{k} {100 * v:.2f}" for k, v in figures.items() if v is not None)
+            body.append([row["dataset"], row["benchmark"], str(row.get("protocol", "")), text])
+    return ["Training set", "benchmark", "protocol", "figures (%)"], body
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
@@ -144,7 +195,8 @@ def write_results(run: Any, rows: list[dict[str, Any]]) -> None:
 
 
 def table_1(rows: list[dict[str, Any]], suite: Suite) -> tuple[list[str], list[list[str]]]:
-    """The paper's Table 1 layout: one row per dataset, one column per benchmark (%), then Avg."""
+    """The paper's Table 1 layout: one row per dataset, one column per verification benchmark (%), then Avg."""
+    rows = [r for r in rows if r.get("accuracy") is not None]
     labels = {b.name: b.label for b in suite.benchmarks}
     order = [b.name for b in suite.benchmarks if any(r["benchmark"] == b.name for r in rows)]
     header = ["Training set", *[labels[n] for n in order], "Avg"]
@@ -169,6 +221,9 @@ class EvaluateConfig:
     folds: int = 10
     batch_size: int = 64
     device: str = "auto"
+    bootstrap: int = 1000  # resamples for the 95% intervals of accuracy, EER and TAR@FAR (0: none)
+    seed: int = 0  # of the bootstrap
+    options: dict[str, Any] = field(default_factory=dict)  # each protocol's options (--set PROTOCOL.KEY=VALUE)
 
 
 def _default_out(model: str, suite: str) -> Path:
@@ -203,6 +258,7 @@ def run_evaluation(config: EvaluateConfig, out: str | None = None) -> tuple[Any,
                                "trained_on": resolved.dataset})
         outcome = evaluate_suite(resolved.model, suite, config.data_root, dataset=config.label, run=run,
                                  weights_sha256=sha256_path(resolved.weights), batch_size=config.batch_size,
-                                 flip_test=config.flip_test)
+                                 flip_test=config.flip_test, folds=config.folds, bootstrap=config.bootstrap,
+                                 seed=config.seed, options=config.options)
         write_results(run, outcome.rows)
     return run, outcome, suite

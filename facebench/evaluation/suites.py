@@ -21,12 +21,17 @@ ANALYSIS = "analysis"
 
 @dataclass(frozen=True)
 class Benchmark:
-    """One verification set: ``name`` is its key in results, ``label`` its table column."""
+    """One test set: ``name`` is its key in results, ``label`` its table column. ``protocol`` says how it
+    is scored (``verification``: the insightface pairs protocol; any other name: a registered protocol
+    component, see :mod:`facebench.evaluation.protocols`); ``group`` marks the demographic group of a
+    grouped suite (RFW), so fairness views can gather its rows."""
 
     name: str
     label: str
     files: tuple[str, ...]  # candidate paths relative to the data root, the first present wins
     description: str = ""
+    protocol: str = "verification"
+    group: str = ""
 
     def locate(self, data_root: str | os.PathLike) -> Path | None:
         root = Path(data_root)
@@ -66,7 +71,7 @@ def default_files(name: str) -> tuple[str, ...]:
 
 def benchmark_from_mapping(entry: Mapping[str, Any], known: Mapping[str, Benchmark], where: str) -> Benchmark:
     """A benchmark from a TOML table; a known name inherits the built-in label and file names."""
-    allowed = {"name", "label", "files", "description"}
+    allowed = {"name", "label", "files", "description", "protocol", "group"}
     extra = sorted(set(entry) - allowed)
     if extra:
         raise ConfigError(f"{where}: unknown key '{extra[0]}' (known keys: {', '.join(sorted(allowed))})")
@@ -83,7 +88,12 @@ def benchmark_from_mapping(entry: Mapping[str, Any], known: Mapping[str, Benchma
     if not isinstance(label, str):
         raise ConfigError(f"{where}: benchmark '{name}': 'label' must be a string")
     description = entry.get("description", base.description if base else "")
-    return Benchmark(name=name, label=label, files=tuple(files), description=str(description))
+    protocol = entry.get("protocol", base.protocol if base else "verification")
+    group = entry.get("group", base.group if base else "")
+    if not isinstance(protocol, str) or not isinstance(group, str):
+        raise ConfigError(f"{where}: benchmark '{name}': 'protocol' and 'group' must be strings")
+    return Benchmark(name=name, label=label, files=tuple(files), description=str(description), protocol=protocol,
+                     group=group)
 
 
 def suite_from_toml(path: str | os.PathLike, known: Mapping[str, Benchmark] | None = None) -> Suite:

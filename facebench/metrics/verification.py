@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .inputs import MetricInputError, as_flags, as_matrix, l2_normalise, same_length
-from .roc import EER_ESTIMATOR, TAR_ESTIMATOR, eer, far_resolution, roc_curve, tar_at_far
+from .roc import EER_ESTIMATOR, TAR_ESTIMATOR, eer, far_resolution, roc_curve, strict_tar_at_far
 
 #: insightface's candidate thresholds on the squared L2 distance between unit vectors (range [0, 4]).
 INSIGHTFACE_THRESHOLDS = np.arange(0, 4, 0.01)
@@ -40,6 +40,7 @@ class VerificationResult:
     folds: int
     far_resolution: float  # 1 / impostor pairs: FAR targets below it can only be met at FAR 0
     estimators: dict[str, str] = field(default_factory=lambda: {"tar_at_far": TAR_ESTIMATOR, "eer": EER_ESTIMATOR})
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # bootstrap 95% (lo, hi) by figure
 
     @property
     def threshold(self) -> float:
@@ -64,6 +65,8 @@ class VerificationResult:
         for far, tar in self.tar_at_far.items():
             row[far_key(far)] = tar
         row["estimators"] = dict(self.estimators)
+        if self.intervals:
+            row["ci95"] = {key: [float(lo), float(hi)] for key, (lo, hi) in self.intervals.items()}
         return row
 
 
@@ -146,7 +149,7 @@ def verify(
         std=float(fold_acc.std()),
         thresholds=best_thresholds,
         fold_accuracies=fold_acc,
-        tar_at_far={float(f): tar_at_far(roc, f) for f in fars},
+        tar_at_far={float(f): strict_tar_at_far(roc, f) for f in fars},
         eer=rate,
         eer_threshold=at,
         num_pairs=n,

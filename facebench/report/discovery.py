@@ -75,9 +75,11 @@ def _evaluations_of(model_dir: Path, near: Path) -> list[Path]:
     return out
 
 
-def collect_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None = None) -> Collection:
+def collect_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None = None,
+                 real: list[str | os.PathLike] | None = None) -> Collection:
     """Load every run of the given folders and their sub-folders, name each dataset once, and say what
-    each folder contributed. ``labels`` maps a given folder (or one of its runs) to a dataset name."""
+    each folder contributed. ``labels`` maps a given folder (or one of its runs) to a dataset name;
+    ``real`` lists folders (or runs) trained on real data, the baseline of GAP figures."""
     given = [Path(p) for p in paths]
     for path in given:
         if not path.exists():
@@ -85,6 +87,7 @@ def collect_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None =
         if not path.is_dir():
             raise DataError(path, "is a file; expected a run directory")
     wanted = {Path(k).resolve(): v for k, v in (labels or {}).items()}
+    baselines = {Path(k).resolve() for k in (real or [])}
     findings: list[Finding] = []
     seen: dict[Path, RunData] = {}
     for path in given:
@@ -95,6 +98,7 @@ def collect_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None =
                 continue
             run = seen[key] = load_run(directory)
             run.label_override = wanted.get(key) or wanted.get(path.resolve())
+            run.real = key in baselines or path.resolve() in baselines
             finding.runs.append(run)
         if not finding.runs and not run_dirs(path):
             hint = _probably_meant(path)
@@ -107,6 +111,9 @@ def collect_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None =
     unknown = [str(k) for k in wanted if k not in reported]
     if unknown:
         raise DataError(unknown[0], "--label names a run directory that is not among the reported runs")
+    unknown = [str(k) for k in baselines if k not in reported]
+    if unknown:
+        raise DataError(unknown[0], "--real names a run directory that is not among the reported runs")
     if not runs:
         first = findings[0]
         raise DataError(first.given, "no result files found" + first.warnings[0].split("nothing to report", 1)[1])

@@ -89,6 +89,7 @@ class RunData:
     dataset_ref: DatasetRef | None = None  # the dataset this run is about, as its files state it
     dataset_label: str | None = None  # that dataset's one name in the report (set by load_runs)
     model_dir: Path | None = None  # the FR run folder this run's model is (FR run) or evaluated (evaluation)
+    real: bool = False  # named with ``report --real``: the real-data baseline GAP figures compare with
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -260,12 +261,13 @@ def name_datasets(runs: list[RunData]) -> None:
             run.label_override = override
 
 
-def load_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None = None) -> list[RunData]:
+def load_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None = None,
+              real: list[str | os.PathLike] | None = None) -> list[RunData]:
     """The runs of the given directories and of their sub-folders (``RUN/eval-SUITE`` ...), each dataset
     named once (:func:`name_datasets`); see :func:`facebench.report.discovery.collect_runs`."""
     from .discovery import collect_runs
 
-    return collect_runs(paths, labels).runs
+    return collect_runs(paths, labels, real).runs
 
 
 def disambiguate_names(runs: list[RunData]) -> None:

@@ -16,8 +16,10 @@ from facebench.metrics.frechet import frechet_distance
 from facebench.metrics.rows import row_blocks
 
 from .options import (
+    CertaintyRatioConfig,
     ClassNoiseConfig,
     FidConfig,
+    FidelityConfig,
     LeakageConfig,
     PairDistributionConfig,
     PoseQualityConfig,
@@ -118,14 +120,33 @@ class SeparabilityAnalysis:
 
 
 class LeakageAnalysis:
-    """Identities whose centre is above the threshold to a reference identity (e.g. the generator's training set)."""
+    """Identities whose centre matches a reference identity (e.g. the generator's training set): above the
+    paper's fixed cosine, and above the reference's own impostor threshold at an FMR (1e-4), estimated from
+    centre-to-centre cosines of different reference identities; the closest pairs are kept as images."""
 
     def __init__(self, config: LeakageConfig | None = None):
         config = config or LeakageConfig()
         self.threshold = config.threshold
         self.block = config.block
+        self.fmr = config.fmr
+        self.impostor_pairs = config.impostor_pairs
+        self.pairs = config.pairs
+
+    def impostor_scores(self, reference: np.ndarray, seed: int) -> np.ndarray:
+        """Cosines of distinct reference identity pairs: all of them, or a seeded sample of that many."""
+        unit = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+        n = unit.shape[0]
+        if n * (n - 1) // 2 <= self.impostor_pairs:
+            i, j = np.triu_indices(n, 1)
+        else:
+            rng = np.random.default_rng(seed)
+            i = rng.integers(0, n, self.impostor_pairs)
+            j = (i + rng.integers(1, n, self.impostor_pairs)) % n
+        return np.einsum("ij,ij->i", unit[i], unit[j])
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
+        from facebench.metrics import impostor_threshold
+
         if ctx.reference_centers is None:
             return skipped("no reference identities given (--reference)")
         best, which = identity.nearest_reference(ctx.centers, ctx.reference_centers, block=self.block)
@@ -141,7 +162,87 @@ class LeakageAnalysis:
         }
         headline = {"leakage_threshold": self.threshold, "leaked": summary["leaked"],
                     "leaked_share": summary["leaked_share"]}
-        return AnalysisOutput(summary, {"leakage": best.astype(np.float32), "leakage_match": which}, headline)
+        arrays = {"leakage": best.astype(np.float32), "leakage_match": which}
+        if ctx.reference_centers.shape[0] >= 2:
+            impostor = self.impostor_scores(np.asarray(ctx.reference_centers, np.float64), ctx.seed)
+            at_fmr = impostor_threshold(impostor, self.fmr)
+            above = best > at_fmr
+            summary.update({"fmr": self.fmr, "fmr_threshold": at_fmr, "impostor_pairs": int(impostor.size),
+                            "fmr_resolved": bool(impostor.size * self.fmr >= 1),
+                            "leaked_at_fmr": int(above.sum()), "leaked_at_fmr_share": float(above.mean())})
+            headline.update({"leaked_at_fmr_share": summary["leaked_at_fmr_share"], "leakage_fmr": self.fmr})
+        closest = np.argsort(-best, kind="stable")[: self.pairs]
+        ref_labels = self.reference_labels(ctx)
+        summary["closest"] = [{"identity": int(ctx.classes[k]), "reference_index": int(which[k]),
+                               "reference_identity": int(ref_labels[which[k]]) if ref_labels is not None else None,
+                               "cosine": float(best[k])} for k in closest]
+        images = self.pair_images(ctx, closest, which, ref_labels)
+        if images is not None:
+            arrays["leakage_pairs"] = images
+        return AnalysisOutput(summary, arrays, headline)
+
+    @staticmethod
+    def reference_labels(ctx: AnalysisContext) -> np.ndarray | None:
+        """Identity label of each reference centre row (centres are in sorted-label order)."""
+        if ctx.reference_dataset is None:
+            return None
+        from facebench.data import open_dataset
+
+        with open_dataset(ctx.reference_dataset) as reader:
+            return np.unique(np.asarray(reader.labels))
+
+    @staticmethod
+    def pair_images(ctx: AnalysisContext, closest: np.ndarray, which: np.ndarray,
+                    ref_labels: np.ndarray | None, side: int = 112) -> np.ndarray | None:
+        """(pairs, 2, side, side, 3) uint8: the first image of each synthetic identity beside the first image
+        of its closest reference identity; None without reference images."""
+        if ref_labels is None or closest.size == 0:
+            return None
+        from PIL import Image
+
+        from facebench.data import decode_image, open_dataset
+
+        def first_image(reader, labels, label):
+            index = int(np.flatnonzero(labels == label)[0])
+            image = decode_image(reader.image_bytes(index), path=reader.path, where=reader.where(index))
+            return np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
+
+        own_labels = np.asarray(ctx.reader.labels)
+        out = np.zeros((closest.size, 2, side, side, 3), np.uint8)
+        with open_dataset(ctx.reference_dataset) as ref:
+            ref_all = np.asarray(ref.labels)
+            for row, k in enumerate(closest):
+                out[row, 0] = first_image(ctx.reader, own_labels, ctx.classes[k])
+                out[row, 1] = first_image(ref, ref_all, ref_labels[which[k]])
+        return out
+
+
+def draw_features(ctx: AnalysisContext, name: str, model, kind: str, images: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features of up to ``images`` images drawn from this dataset and from ``--fid-against`` (seeded),
+    L2-normalised for FR models; kept in ``ctx.extras`` so FID and the fidelity metrics share one draw."""
+    from facebench.data import open_dataset
+    from facebench.evaluation.embed import embed_encoded
+
+    key = ("drawn-features", name, kind, images)
+    if key in ctx.extras:
+        return ctx.extras[key]
+    rng = np.random.default_rng(ctx.seed)
+
+    def features(reader):
+        count = min(images, len(reader))
+        picks = np.sort(rng.choice(len(reader), size=count, replace=False))
+        items = ((reader.image_bytes(int(i)), reader.where(int(i))) for i in picks)
+        feats = embed_encoded(model, items, count, path=reader.path, batch_size=ctx.batch_size,
+                              flip_test=False, description=f"{kind} features {reader.path}")
+        if kind == "fr":  # FR embeddings carry meaning in direction only
+            feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+        return feats
+
+    own = features(ctx.reader)
+    with open_dataset(ctx.fid_against) as other_reader:
+        other = features(other_reader)
+    ctx.extras[key] = (own, other)
+    return own, other
 
 
 class FidAnalysis:
@@ -151,27 +252,10 @@ class FidAnalysis:
         self.images = (config or FidConfig()).images
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
-        from facebench.data import open_dataset
-        from facebench.evaluation.embed import embed_encoded
-
         if ctx.fid_against is None:
             return skipped("no second image set given (--fid-against)")
         name, model, kind = ctx.fid_extractor or (ctx.model_name, ctx.model, "fr")
-        rng = np.random.default_rng(ctx.seed)
-
-        def features(reader):
-            count = min(self.images, len(reader))
-            picks = np.sort(rng.choice(len(reader), size=count, replace=False))
-            items = ((reader.image_bytes(int(i)), reader.where(int(i))) for i in picks)
-            feats = embed_encoded(model, items, count, path=reader.path, batch_size=ctx.batch_size,
-                                  flip_test=False, description=f"FID features {reader.path}")
-            if kind == "fr":  # FR embeddings carry meaning in direction only
-                feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
-            return feats
-
-        own = features(ctx.reader)
-        with open_dataset(ctx.fid_against) as other_reader:
-            other = features(other_reader)
+        own, other = draw_features(ctx, name, model, kind, self.images)
         value = frechet_distance(own, other)
         summary = {
             "fid": value,
@@ -183,6 +267,68 @@ class FidAnalysis:
         }
         return AnalysisOutput(summary, headline={"fid": value, "fid_features": kind if kind == "inception"
                                                  else f"fr:{name}"})
+
+
+class FidelityAnalysis:
+    """KID, improved precision/recall and density/coverage of this set (fake) against ``--fid-against``
+    (real), in the FR model's feature space and, when the Inception weights are present, in Inception's."""
+
+    def __init__(self, config: FidelityConfig | None = None):
+        self.config = config or FidelityConfig()
+
+    def spaces(self, ctx: AnalysisContext) -> list[tuple[str, str, object, str]]:
+        fr = (ctx.model_name, ctx.model, "fr")
+        if ctx.fid_extractor is not None and ctx.fid_extractor[2] == "fr":
+            fr = ctx.fid_extractor  # the user named another FR model for set-level metrics
+        spaces = [("fr", *fr)]
+        if ctx.fid_extractor is not None and ctx.fid_extractor[2] == "inception":
+            spaces.append(("inception", *ctx.fid_extractor))
+        return spaces
+
+    def run(self, ctx: AnalysisContext) -> AnalysisOutput:
+        from facebench.metrics import density_coverage, kid, precision_recall
+
+        if ctx.fid_against is None:
+            return skipped("no real image set given (--fid-against)")
+        c = self.config
+        summary: dict = {"against": str(ctx.fid_against), "fake": "this dataset", "real": "--fid-against",
+                         "pr_k": c.pr_k, "dc_k": c.dc_k, "kid_subsets": c.kid_subsets}
+        headline: dict = {}
+        for space, name, model, kind in self.spaces(ctx):
+            fake, real = draw_features(ctx, name, model, kind, c.images)
+            size = min(c.kid_subset_size, fake.shape[0], real.shape[0])
+            kid_mean, kid_std = kid(real, fake, subsets=c.kid_subsets, subset_size=size, seed=ctx.seed)
+            precision, recall = precision_recall(real, fake, k=c.pr_k)
+            density, coverage = density_coverage(real, fake, k=c.dc_k)
+            summary[space] = {"extractor": name, "images": [int(fake.shape[0]), int(real.shape[0])],
+                              "kid": kid_mean, "kid_std": kid_std, "kid_subset_size": int(size),
+                              "precision": precision, "recall": recall, "density": density, "coverage": coverage}
+            if space == "fr" or not headline:
+                headline = {"kid": kid_mean, "precision": precision, "recall": recall, "density": density,
+                            "coverage": coverage, "fidelity_features": f"{space}:{name}"}
+        return AnalysisOutput(summary, headline=headline)
+
+
+class CertaintyRatioAnalysis:
+    """CR-FIQA's certainty ratio of every image from the set's own identity centres, as a histogram."""
+
+    def __init__(self, config: CertaintyRatioConfig | None = None):
+        self.config = config or CertaintyRatioConfig()
+
+    def run(self, ctx: AnalysisContext) -> AnalysisOutput:
+        from facebench.metrics import certainty_ratio
+
+        if ctx.classes.size < 2:
+            return skipped("the certainty ratio needs at least two identities")
+        cr = certainty_ratio(ctx.features, ctx.labels, eps=self.config.eps)
+        counts, edges = np.histogram(cr, bins=self.config.bins)
+        quantiles = np.quantile(cr, [0.05, 0.25, 0.5, 0.75, 0.95])
+        summary = {"mean": float(cr.mean()), "std": float(cr.std()), "quantiles": {
+            q: float(v) for q, v in zip(("5%", "25%", "50%", "75%", "95%"), quantiles)},
+            "images": int(cr.size), "definition": "CCS / (NNCCS + 1 + eps) from the set's own identity centres"}
+        arrays = {"certainty_ratio": cr.astype(np.float32), "certainty_ratio_hist": counts,
+                  "certainty_ratio_edges": edges}
+        return AnalysisOutput(summary, arrays, headline={"certainty_ratio_mean": float(cr.mean())})
 
 
 class PoseQualityAnalysis:

@@ -31,14 +31,28 @@ def register_evaluators(register):
         ("separability", "SeparabilityAnalysis", options.SeparabilityConfig,
          "identities with no earlier identity above cosine 0.4, every prefix (paper Fig. 5)"),
         ("leakage", "LeakageAnalysis", options.LeakageConfig,
-         "identities above cosine 0.4 to a reference identity set (paper section 4.4)"),
+         "identities above cosine 0.4 (paper section 4.4) and above the reference's FMR 1e-4 threshold to a "
+         "reference identity set; the closest pairs as images"),
         ("fid", "FidAnalysis", options.FidConfig,
          "Frechet distance to another image set (Inception when its weights are present, else FR features)"),
+        ("fidelity", "FidelityAnalysis", options.FidelityConfig,
+         "KID, precision/recall (k=3), density/coverage (k=5) against --fid-against, in FR and Inception space"),
+        ("certainty-ratio", "CertaintyRatioAnalysis", options.CertaintyRatioConfig,
+         "CR-FIQA certainty ratio of every image from the set's own identity centres, as a histogram"),
         ("pose-quality", "PoseQualityAnalysis", options.PoseQualityConfig,
          "head-pose and image-quality histograms from pose/quality extractors"),
     )
     for name, cls, config, description in analyses:
         register(name, f"facebench_plugins.evaluators.analyses:{cls}", description, kind="analysis", config=config)
+    protocols = (
+        ("ijb", "ijb:IjbProtocol", options.IjbConfig,
+         "IJB-B/C 1:1 (TAR@FAR, insightface's pick) and IJB-C 1:N (rank-k, TPIR@FPIR): aligned loose crops, "
+         "media and template pooling"),
+        ("tinyface-1n", "tinyface:TinyFaceIdentification", options.TinyFaceConfig,
+         "TinyFace 1:N: probes against gallery matches and distractors, rank-k"),
+    )
+    for name, target, config, description in protocols:
+        register(name, f"facebench_plugins.evaluators.{target}", description, kind="protocol", config=config)
 
 
 @hookimpl

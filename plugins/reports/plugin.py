@@ -24,6 +24,21 @@ def register_report_sections(register):
              title="Dataset analyses", order=30)
     register("scaling", f"{_SECTIONS}:scaling_section", "average accuracy against dataset size",
              title="Accuracy against dataset size", order=40)
+    register("benchmarks", "facebench_plugins.reports.benchmarks:benchmarks_section",
+             "IJB-B/C ROC curves and TAR@FAR table (insightface setting shown), IJB-C 1:N and TinyFace tables",
+             title="IJB, 1:N identification and TinyFace", order=12)
+    register("intervals", "facebench_plugins.reports.intervals:intervals_section",
+             "bootstrap 95% confidence intervals of accuracy, EER and TAR@FAR", title="Confidence intervals",
+             order=14)
+    register("fairness", "facebench_plugins.reports.fairness:fairness_section",
+             "per-group accuracy bars with STD, SER and TO; GAP to the real-data run (report --real)",
+             title="Fairness across groups (RFW, FRCSyn)", order=16)
+    register("borda", "facebench_plugins.reports.ranking:borda_section",
+             "SDFR-style Borda count over the benchmarks the report's training sets share",
+             title="Borda ranking (SDFR)", order=18)
+    register("dataset-metrics", "facebench_plugins.reports.dataset_metrics:dataset_metrics_section",
+             "KID / precision-recall / density-coverage table, certainty-ratio histogram, leakage pairs grid",
+             title="Dataset metrics: KID, precision/recall, quality, leakage", order=35)
     register("provenance", f"{_SECTIONS}:provenance_section",
              "versions, device, seed, command line, input hashes and config of every run",
              title="Provenance", order=90)

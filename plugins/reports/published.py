@@ -18,7 +18,8 @@ FIVE = ("lfw", "cfp_fp", "cplfw", "agedb_30", "calfw")
 #: The "other tasks" of paper Table 6.
 OTHER_TASKS = ("hadrian", "eclipse", "sllfw", "doppelver")
 
-_ALIASES = {"agedb": "agedb_30", "agedb30": "agedb_30", "cfpfp": "cfp_fp", "cfp": "cfp_fp"}
+_ALIASES = {"agedb": "agedb_30", "agedb30": "agedb_30", "cfpfp": "cfp_fp", "cfp": "cfp_fp",
+            "ijb": "ijbc", "ijb_1n": "ijbc_1n"}  # toy_ijb mirrors IJB-C
 
 
 def canonical_benchmark(name: str) -> str:

@@ -74,12 +74,15 @@ def measured_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
         else:
             groups = [(run.label, frame, _model_key(run))]
         for dataset, part, model in groups:
-            label = dataset if dataset.strip() and dataset != "nan" else run.label
+            label = str(dataset) if str(dataset).strip() and str(dataset) != "nan" else run.label
             row = rows.setdefault((label, model), {
                 "dataset": label, "run": run.name, "values": {}, "packs": {}, "frames": [],
-                "pipeline_check": label in checks})
+                "pipeline_check": label in checks, "real": False})
             row["frames"].append(part)
+            row["real"] = row["real"] or run.real
             for _, rec in part.iterrows():
+                if pd.isna(rec["accuracy"]):  # IJB / 1:N rows have no accuracy; their own sections show them
+                    continue
                 key = canonical_benchmark(rec["benchmark"])
                 row["values"][key] = float(rec["accuracy"])
                 row["packs"][key] = str(rec["benchmark"])
@@ -215,6 +218,8 @@ def _measured_detail(runs: Sequence[RunData]) -> str | None:
     rows, classes = [], []
     for r in measured_rows(runs):
         for _, rec in r["rows"].iterrows():
+            if pd.isna(rec["accuracy"]):
+                continue
             acc, std = float(rec["accuracy"]), rec.get("std", float("nan"))
             rows.append([r["dataset"], rec["benchmark"], f"{acc:.2f} \u00b1 {_fmt(float(std)) if std == std else '–'}",
                          _ratio_text(rec.get("tar_at_far_1e-3")), _ratio_text(rec.get("tar_at_far_1e-4")),

@@ -61,6 +61,35 @@ def build(out, identities, images_per_identity, seed, fmt, size, pairs, packs, c
                + ", ".join(f"{k} ({v['pairs']} pairs)" for k, v in record["packs"].items()))
 
 
+@toyfaces.command(epilog="Example: facebench toyfaces protocols toy-protocols --size 56 --seed 0")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--size", type=click.IntRange(16, 512), default=None, help="Face crop side; match the world's [112].")
+@click.option("--seed", type=int, default=None, help="Seed: same seed, byte-identical files [0].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting, e.g. --set ijb_identities=60 or --set rfw_pairs=1200 (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def protocols(out, size, seed, overrides, overwrite) -> None:
+    """Render the toy mirrors of IJB-C (1:1 and 1:N), RFW (four groups) and TinyFace into OUT.
+
+    OUT/toy_ijb holds loose crops and insightface's meta files, OUT/toy_rfw_tone1..4.bin the group packs,
+    OUT/toy_tinyface the Probe / Gallery_Match / Gallery_Distractor folders; `facebench evaluate --suite
+    toy-protocols --data-root OUT` scores them all.
+    """
+    from facebench.config import load_config
+
+    from .protocols import ProtocolsConfig, build_protocols
+
+    sets = list(overrides)
+    for key, value in (("size", size), ("seed", seed)):
+        if value is not None:
+            sets.append(f"{key}={value}")
+    record = build_protocols(out, load_config(ProtocolsConfig, None, sets), overwrite=overwrite)
+    ijb, tiny = record["toy_ijb"], record["toy_tinyface"]
+    click.echo(f"wrote {out}: toy_ijb ({ijb['images']} images, {ijb['templates']} templates, {ijb['pairs']} pairs), "
+               f"toy_rfw_tone1..4 ({len(record['toy_rfw'])} packs), toy_tinyface ({tiny['probes']} probes, "
+               f"{tiny['gallery_matches']} matches, {tiny['distractors']} distractors)")
+
+
 @toyfaces.command(
     "pose-model", epilog=examples("facebench toyfaces pose-model runs/toy-pose --size 56 --images 400 --epochs 2",
                                   "facebench toyfaces pose-model runs/toy-pose --size 56 --epochs 10")

@@ -1,0 +1,88 @@
+"""Report section: dataset metrics against a real set (KID, precision/recall, density/coverage), the
+certainty-ratio quality histogram and identity leakage with the closest synthetic/training pairs as images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from facebench.errors import DataError
+from facebench.report.html import esc, image, table
+from facebench.report.loading import RunData
+
+from . import figures
+from .protocol_figures import pairs_grid
+
+
+def _num(value, digits: int = 4) -> str:
+    return "\u2013" if value is None else f"{float(value):.{digits}f}"
+
+
+def _fidelity_table(runs: Sequence[RunData]) -> str | None:
+    rows = []
+    for run in runs:
+        fidelity = ((run.summary or {}).get("analyses") or {}).get("fidelity") or {}
+        for space in ("fr", "inception"):
+            block = fidelity.get(space)
+            if not isinstance(block, dict):
+                continue
+            rows.append([run.label, f"{space} ({block.get('extractor', '?')})",
+                         f"{_num(block.get('kid'), 5)} \u00b1 {_num(block.get('kid_std'), 5)}",
+                         _num(block.get("precision"), 3), _num(block.get("recall"), 3), _num(block.get("density"), 3),
+                         _num(block.get("coverage"), 3), f"{block['images'][0]} / {block['images'][1]}"])
+    if not rows:
+        return None
+    return table(["dataset (fake)", "feature space", "KID (mean \u00b1 std)", "precision (k=3)", "recall (k=3)",
+                  "density (k=5)", "coverage (k=5)", "images fake / real"], rows, row_classes=["measured"] * len(rows))
+
+
+def _leakage(runs: Sequence[RunData]) -> list[str]:
+    out, rows = [], []
+    for run in runs:
+        leak = ((run.summary or {}).get("analyses") or {}).get("leakage") or {}
+        if "leaked_at_fmr_share" not in leak:
+            continue
+        resolved = "" if leak.get("fmr_resolved", True) else " (FMR below the resolution of the impostor pairs)"
+        rows.append([run.label, str(leak.get("reference", "")),
+                     f"{100 * leak['leaked_share']:.2f} (cos > {leak['threshold']:g})",
+                     f"{100 * leak['leaked_at_fmr_share']:.2f} (cos > {leak['fmr_threshold']:.3f}){resolved}",
+                     f"{leak['fmr']:g} / {leak['impostor_pairs']}"])
+        path = run.path / "analysis" / "leakage_pairs.npy"
+        if path.is_file():
+            try:
+                pairs = np.load(path, allow_pickle=False)
+            except ValueError as exc:
+                raise DataError(path, f"cannot read array ({exc})") from None
+            if pairs.ndim == 5 and pairs.dtype == np.uint8 and len(pairs):
+                scores = [c["cosine"] for c in leak.get("closest", [])][: len(pairs)]
+                out.append(image(pairs_grid(pairs, scores, run.label), f"closest pairs of {run.label}",
+                                 f"{run.label}: the {len(pairs)} synthetic identities closest to a training identity "
+                                 "(top row, first image of each) over their closest training identity, most similar first"))
+    if rows:
+        out.insert(0, table(["dataset", "reference (training set)", "leaked identities % at the fixed cosine",
+                             "leaked identities % at the reference's FMR threshold", "FMR / impostor centre pairs"],
+                            rows, row_classes=["measured"] * len(rows)))
+    return out
+
+
+def dataset_metrics_section(runs: Sequence[RunData]) -> list[str]:
+    out = []
+    fidelity = _fidelity_table(runs)
+    if fidelity:
+        out.append("<h3>KID, precision/recall, density/coverage against the real set</h3>" + fidelity)
+        out.append('<p class="muted">KID: unbiased MMD\u00b2 with the cubic kernel over random subsets (lower is '
+                   "closer). Precision: share of synthetic samples inside the real k-NN manifold; recall: share of "
+                   "real samples inside the synthetic one; density/coverage: the same with real-sample balls "
+                   "(Naeem et al.). FR space uses L2-normalised identity features; Inception space needs its "
+                   "weights file.</p>")
+    series = [(r.label, a) for r in runs if (a := r.array("certainty_ratio")) is not None and len(a)]
+    if series:
+        out.append("<h3>Certainty-ratio quality (CR-FIQA)</h3>" + image(
+            figures.histogram_plot(series, "certainty ratio CCS / (NNCCS + 1 + eps)"), "certainty ratio histogram",
+            "per image: cosine to its own identity centre over one plus the highest cosine to another centre"))
+    leakage = _leakage(runs)
+    if leakage:
+        out.append(f"<h3>{esc('Identity leakage against the training set')}</h3>")
+        out += leakage
+    return out
