@@ -61,7 +61,7 @@ def build(out, identities, images_per_identity, seed, fmt, size, pairs, packs, c
                + ", ".join(f"{k} ({v['pairs']} pairs)" for k, v in record["packs"].items()))
 
 
-@toyfaces.command(epilog="Example: facebench toyfaces protocols toy-protocols --size 56 --seed 0")
+@toyfaces.command(epilog=examples("facebench toyfaces protocols toy-protocols --size 56 --seed 0"))
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--size", type=click.IntRange(16, 512), default=None, help="Face crop side; match the world's [112].")
 @click.option("--seed", type=int, default=None, help="Seed: same seed, byte-identical files [0].")
