@@ -37,7 +37,7 @@ def _device(preference: str) -> str:
               help="Bootstrap resamples for 95% intervals of accuracy, EER and TAR@FAR (0: none).")
 @click.option("--set", "overrides", multiple=True, metavar="PROTOCOL.OPTION=VALUE",
               help="A protocol option, e.g. --set ijb.flip_fusion=concat or --set ijb.detector_score=false "
-                   "(docs/evaluation.md lists them).")
+                   "(an unknown option is answered with the protocol's list of options).")
 @device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the result rows as JSON instead of the table.")
 def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: str | None, label: str | None,
