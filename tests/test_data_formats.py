@@ -166,6 +166,40 @@ def test_rec_written_by_facebench_is_read_independently(tmp_path, samples):
     assert back.image_bytes(len(data) - 1) == tricky
 
 
+def test_rec_splits_only_at_aligned_magic_words(tmp_path, samples):
+    """Payloads dense in magic words at every alignment (overlapping too) round-trip through an
+    independent dmlc reader, and split into exactly one part more than their 4-aligned magic words."""
+    import random
+
+    rng = random.Random(0)
+    word = struct.pack("<I", MAGIC)
+    images = []
+    for _ in range(200):
+        parts = [b"\xff\xd8"]
+        for _ in range(rng.randrange(1, 12)):
+            parts.append(word if rng.random() < 0.4 else bytes(rng.choice([b"\x0a", b"\xd7", b"\xce", b"\x23", b"x"])))
+        images.append(b"".join(parts))
+    data = samples + [(image, i % 7) for i, image in enumerate(images)]  # a real image first: its size
+    with open_writer(tmp_path / "out.rec", "rec") as w:
+        for image, label in data:
+            w.add(image, label)
+    assert ref_read_rec(tmp_path / "out.rec", tmp_path / "out.idx") == data
+    raw = (tmp_path / "out.rec").read_bytes()
+    offsets = [int(line.split("\t")[1]) for line in (tmp_path / "out.idx").read_text().splitlines()]
+    for (image, label), key, start in zip(data, range(1, len(data) + 1), offsets):
+        payload = struct.pack("<IfQQ", 0, float(label), key, 0) + image
+        aligned = sum(payload[i:i + 4] == word for i in range(0, len(payload) - 3, 4))
+        frames, pos = 0, start
+        while True:  # count this record's frames by their continuation flags
+            _, lrec = struct.unpack_from("<II", raw, pos)
+            frames += 1
+            length = lrec & ((1 << 29) - 1)
+            pos += 8 + length + (-length % 4)
+            if lrec >> 29 in (0, 3):
+                break
+        assert frames == aligned + 1
+
+
 def test_rec_errors_name_file_and_offset(tmp_path, samples):
     ref_write_rec(tmp_path / "train.rec", tmp_path / "train.idx", samples)
     raw = bytearray((tmp_path / "train.rec").read_bytes())

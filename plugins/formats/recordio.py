@@ -79,9 +79,22 @@ def unpack_payload(payload: bytes, path, where: str) -> tuple[int, np.ndarray | 
     return flag, label, rid, body
 
 
+def _aligned_magic(payload: bytes) -> list[int]:
+    """Offsets divisible by 4 where the magic number sits (bytes.find runs in C: a Python loop over every
+    4-byte word made writing a .rec about ten times slower than the disk)."""
+    cuts, i = [], payload.find(_MAGIC_BYTES)
+    while i != -1:
+        if i % 4 == 0:
+            cuts.append(i)
+            i = payload.find(_MAGIC_BYTES, i + 4)
+        else:
+            i = payload.find(_MAGIC_BYTES, i + 1)
+    return cuts
+
+
 def _frames(payload: bytes) -> list[bytes]:
     """Frame a payload as dmlc's writer does, splitting where the magic sits at a 4-aligned offset."""
-    cuts = [i for i in range(0, len(payload) - 3, 4) if payload[i : i + 4] == _MAGIC_BYTES]
+    cuts = _aligned_magic(payload)
     pieces, start = [], 0
     for i in cuts:
         pieces.append(payload[start:i])
