@@ -126,6 +126,27 @@ def _reserved_memmap(path: Path, shape: tuple[int, int], out: Path) -> np.ndarra
         raise OutputError(out, "features", exc) from exc
 
 
+def extractor_features(extractor: Any, name: str, reader: Any, out: str | os.PathLike, *, raw: bool,
+                       flip: bool = True, batch_size: int = 64, device: Any = "cpu", ctx: Any = None,
+                       shard_size: int | None = None, weights: str | os.PathLike | None = None,
+                       params: dict[str, Any] | None = None) -> np.ndarray:
+    """:func:`dataset_features` of a feature extractor (``embed`` and ``train-generator`` share it): raw
+    features of the image alone, or unit-length flip-test ones (flip only where the extractor allows it).
+    The resume manifest records the extractor's name, ``raw`` and the hash of its weights file (the
+    extractor's own ``weights``, else ``weights``), plus ``params``."""
+    from ..provenance import sha256_path
+    from .embed import as_tensor_model
+
+    weights_file = getattr(extractor, "weights", None) or weights
+    manifest = {**(params or {}), "extractor": name, "raw": raw,
+                "weights_sha256": sha256_path(weights_file) if weights_file else None}
+    flip = flip and bool(getattr(extractor, "flip_test", True)) and not raw
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return dataset_features(as_tensor_model(extractor, str(device), name), reader, out, params=manifest,
+                            batch_size=batch_size, flip_test=flip, normalize=not raw,
+                            shard_size=shard_size or batch_size * 16, ctx=ctx)
+
+
 def write_features(extractor_name: str, weights: str | None, data: str | os.PathLike, out: str | os.PathLike, *,
                    raw: bool = False, flip: bool = True, batch_size: int = 64, device: str = "cpu",
                    data_format: str | None = None) -> dict[str, Any]:
@@ -135,22 +156,15 @@ def write_features(extractor_name: str, weights: str | None, data: str | os.Path
     alone and plain-mean centres (the scale the Vec2Face release trains and generates on)."""
     from ..data import open_dataset
     from ..pluginmanager import registry
-    from ..provenance import sha256_path
     from ..runtime import process_group
-    from .embed import as_tensor_model
 
     out = Path(out)
     reader = open_dataset(data, data_format)
     extractor = registry("feature_extractor").create(extractor_name, weights=weights, device=device)
-    flip = flip and bool(getattr(extractor, "flip_test", True)) and not raw
-    weights_file = getattr(extractor, "weights", None)
-    params = {"data": str(Path(reader.path).resolve()), "extractor": extractor_name, "raw": raw,
-              "weights_sha256": sha256_path(weights_file) if weights_file else None}
-    out.parent.mkdir(parents=True, exist_ok=True)
     with process_group(device) as ctx:  # under torchrun every rank embeds its share of the shards
-        feats = dataset_features(as_tensor_model(extractor, device, extractor_name), reader, out, params=params,
-                                 batch_size=batch_size, flip_test=flip, normalize=not raw,
-                                 shard_size=batch_size * 16, ctx=ctx)
+        feats = extractor_features(extractor, extractor_name, reader, out, raw=raw, flip=flip,
+                                   batch_size=batch_size, device=device, ctx=ctx,
+                                   params={"data": str(Path(reader.path).resolve())})
     labels = np.asarray(reader.labels, dtype=np.int64)
     info = {"images": len(labels), "dim": int(feats.shape[1]), "identities": int(reader.num_classes), "raw": raw,
             "out": out}

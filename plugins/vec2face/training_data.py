@@ -90,18 +90,12 @@ def extract_features(reader: Any, extractor: Any, out: Path, *, name: str | None
     Under ``torchrun`` the process group is made first and every rank embeds its share of the shards
     into the one memory-mapped file (a rank never extracts the whole dataset on its own); a rerun with
     ``--resume`` reuses finished shards, or the finished file, when extractor and weights are the same."""
-    from facebench.evaluation import as_tensor_model
-    from facebench.evaluation.features import dataset_features
-    from facebench.provenance import sha256_path
+    from facebench.evaluation.features import extractor_features
     from facebench.runtime import init_distributed
 
     ctx = init_distributed(device)  # the trainer joins the same group afterwards
-    weights_file = getattr(extractor, "weights", None) or weights
-    params = {"extractor": name, "raw": True, "weights_sha256": sha256_path(weights_file) if weights_file else None}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    feats = dataset_features(as_tensor_model(extractor, str(device), name or ""), reader, out, params=params,
-                             batch_size=batch_size, flip_test=False, normalize=False,
-                             shard_size=shard_size or batch_size * 16, ctx=ctx)
+    feats = extractor_features(extractor, name or "", reader, out, raw=True, batch_size=batch_size, device=device,
+                               ctx=ctx, shard_size=shard_size, weights=weights)
     if not np.isfinite(np.asarray(feats[: min(len(reader), SCALE_SAMPLE)])).all():
         raise DataError(out, "the extractor produced NaN or infinite features")
     return feats
