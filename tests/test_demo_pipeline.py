@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from html.parser import HTMLParser
 
+import numpy as np
+import torch
 from click.testing import CliRunner
 from facebench_plugins.demo import run as demo_run
 from facebench_plugins.demo.run import QUICK, config_path
@@ -92,6 +94,11 @@ def test_tiny_demo_end_to_end_and_rerun_reuses_steps(tmp_path):
     assert any("HSFace10K" in c and "published" in c for c in parser.cells)
     accuracy = json.loads((out / "eval-real" / "results.json").read_text())
     assert {row["benchmark"] for row in accuracy} >= {"toy_lfw", "toy_cfp_fp", "toy_cplfw", "toy_agedb_30", "toy_calfw"}
+    # the teacher's width (vars.embedding) is the width of every feature, identity vector and the generator's input
+    width = int(load_experiment(config_path()).vars["embedding"])
+    assert np.load(out / "features" / "train.centers.npy").shape[1] == width == np.load(out / "ids.npy").shape[1]
+    stored = torch.load(out / "vec2face" / "generator.pth", weights_only=True)
+    assert stored["vec2face_config"]["feature_dim"] == width
     # the AttrOP arm steered 34% of each identity's 5 images (2) toward |yaw| 60, with the demo's pose model
     attrop = json.loads((out / "gen-vec2face-attrop" / "dataset.json").read_text())
     assert attrop["stats"]["attrop"]["images"] == 16 * 2 and attrop["stats"]["attrop"]["max_steps"] <= 5

@@ -15,6 +15,7 @@ from PIL import Image
 import facebench
 from facebench.cli import create_cli
 from facebench.data import encode_image, open_writer
+from facebench.errors import ConfigError
 
 N_IDS, PER_ID, SIZE = 4, 4, 56
 
@@ -155,6 +156,29 @@ def test_unit_length_features_train_and_are_recorded_as_not_raw(toy, tmp_path):
     assert "features are unit length (median norm 1.0000)" in res.output
     scale = torch.load(out / "generator.pth", weights_only=True)["feature_scale"]
     assert scale["raw"] is False and scale["median_norm"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_narrower_teacher_trains_a_generator_of_its_width(toy, tmp_path):
+    """feature_dim follows a teacher of another width (the demo's 32): recorded in generator.pth, so that
+    generate takes that teacher's vectors and refuses 512-d ones naming the width."""
+    narrow = tmp_path / "narrow.npy"
+    np.save(narrow, np.load(toy / "feats.npy")[:, :32])
+    out = tmp_path / "narrow_run"
+    args = ["train-generator", "--data", str(toy / "train"), "--features", str(narrow), "--out", str(out), *BASE,
+            "--set", "epochs=1", "--set", "max_steps=1"]
+    res = run(args)
+    assert res.exit_code == 2
+    assert "features have 32 dimensions, the model expects 512 (--set feature_dim=32 trains" in res.output
+    res = run([*args, "--set", "feature_dim=32"])
+    assert res.exit_code == 0, res.output
+    stored = torch.load(out / "generator.pth", weights_only=True)
+    assert stored["vec2face_config"]["feature_dim"] == 32
+    assert tuple(stored["model_vec2face"]["latent_prior_proj_f.weight"].shape) == (128, 32)
+    generator = facebench.load_generator("vec2face_tiny", weights=out / "generator.pth")
+    images = generator.generate(np.load(narrow)[:3])
+    assert images.shape[0] == 3
+    with pytest.raises(ConfigError, match=r"vectors must have shape \(N, 32\), got \(2, 512\)"):
+        generator.generate(np.zeros((2, 512), np.float32))
 
 
 def test_user_errors_are_one_line(toy, tmp_path):

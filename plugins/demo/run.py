@@ -22,7 +22,7 @@ from facebench.experiments import StepOutcome, load_experiment, run_experiment
 #: ``--quick``: a smaller world and shorter trainings, same pipeline.
 QUICK = (
     "vars.identities=150", "vars.images=16", "vars.pairs=300", "vars.fr_epochs=6",
-    "vars.gen_identities=150", "vars.gen_images=6", "vars.suite=toy-five",
+    "vars.gen_identities=150", "vars.gen_images=12", "vars.suite=toy-five",
 )
 
 #: Steps of the full demo only: the toy IJB / RFW / TinyFace protocols and the dataset metrics (KID,

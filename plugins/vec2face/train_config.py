@@ -32,6 +32,7 @@ class LossWeights:
 @dataclass
 class TrainGeneratorConfig:
     model: str = "vec2face_vit_base_patch16"
+    feature_dim: int = 0                 # width of the identity vectors (0: the model's, 512 as released)
     epochs: int = 100
     batch_size: int = 32                 # per process
     blr: float = 4e-5                    # lr = blr x global batch / 112 unless lr is set
@@ -63,6 +64,8 @@ class TrainGeneratorConfig:
         if self.model not in CONFIGS:
             raise ConfigError(f"config key 'model': unknown vec2face model '{self.model}' "
                               f"(known: {', '.join(CONFIGS)})")
+        if self.feature_dim < 0:
+            raise ConfigError(f"config key 'feature_dim' must be 0 (the model's) or positive, got {self.feature_dim}")
         for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"config key '{key}' must be at least 1, got {getattr(self, key)}")

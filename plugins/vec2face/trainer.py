@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +122,15 @@ class GeneratorTrainer:
         self.amp_dtype = amp_dtype(config.amp_dtype)
         configure_backends(self.device)  # fixed 112 px batches: cuDNN autotuning pays; TF32 matmuls
         self.model_cfg = model_config(config.model)
+        if config.feature_dim:  # a teacher of another width (the toy demo's); recorded in generator.pth's config
+            self.model_cfg = replace(self.model_cfg, feature_dim=config.feature_dim)
         self.data = FeaturePairs(reader, features, self.model_cfg.image_size)
         self.scale = scale
         if self.data.feature_dim != self.model_cfg.feature_dim:
             raise DataError(getattr(reader, "path", "features"),
                             f"features have {self.data.feature_dim} dimensions, the model expects "
-                            f"{self.model_cfg.feature_dim}")
+                            f"{self.model_cfg.feature_dim} (--set feature_dim={self.data.feature_dim} trains a "
+                            f"model of that width)")
         weights = config.losses
         if weights.identity > 0 and extractor is None:
             raise ConfigError("the identity loss needs a frozen FR extractor (--extractor/--weights), "
