@@ -10,6 +10,13 @@ from __future__ import annotations
 import os
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a one-line
+    error quotes of a library's exception."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class FacebenchError(Exception):
     """A problem with the user's input, reported as one line."""
 

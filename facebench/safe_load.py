@@ -1,7 +1,8 @@
-"""Loading checkpoints without executing them.
+"""Loading checkpoints and arrays without executing them.
 
 ``torch.load`` on an untrusted file can run arbitrary code; facebench always loads with
-``weights_only=True`` and turns every failure into a one-line error naming the file.
+``weights_only=True`` (and ``.npy`` arrays with ``allow_pickle=False``) and turns every failure into a
+one-line error naming the file.
 """
 
 from __future__ import annotations
@@ -9,7 +10,24 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import DataError, MissingFileError
+from .errors import DataError, MissingFileError, first_line
+
+
+def load_array(path: str | os.PathLike, *, what: str = "array") -> Any:
+    """A plain ``.npy`` array, never unpickled. A missing, empty, truncated or pickled file, or an ``.npz``
+    archive, is one error naming the file; what the array must hold is the caller's check."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise MissingFileError(path, f"{what} file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(path, f"cannot read {what}: {first_line(exc)}") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        data.close()
+        raise DataError(path, f"{what} must be a .npy array, got an .npz archive")
+    return data
 
 
 def load_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
@@ -23,11 +41,9 @@ def load_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint", map_lo
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(path, f"refused to load {what}: not a plain tensor checkpoint ({first})") from None
+        raise DataError(path, f"refused to load {what}: not a plain tensor checkpoint ({first_line(exc)})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(path, f"cannot read {what}: {first}") from None
+        raise DataError(path, f"cannot read {what}: {first_line(exc)}") from None
 
 
 def load_state_dict(

@@ -302,6 +302,28 @@ def test_lmdb_masks_select_subsets(tmp_path, samples):
         open_dataset(tmp_path / "hs300.lmdb", mask=tmp_path / "bad.npy")
 
 
+def test_unreadable_npy_files_are_one_line_errors(tmp_path, samples):
+    """Every .npy a user hands facebench (masks, features, identity vectors, reference centres) is read by
+    safe_load.load_array: an empty, truncated or pickled file or an .npz archive names the file, no traceback."""
+    ref_write_lmdb(tmp_path / "hs300.lmdb", list(samples), 4)
+    good = io.BytesIO()
+    np.save(good, np.arange(4))
+    cases = {
+        "empty.npy": (b"", r"empty.npy: cannot read index mask: No data left in file"),
+        "cut.npy": (good.getvalue()[:12], r"cut.npy: cannot read index mask: .*"),
+        "pickled.npy": (pickle.dumps([0, 1]), r"pickled.npy: cannot read index mask: .*pickled"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=message):
+            open_dataset(tmp_path / "hs300.lmdb", mask=tmp_path / name)
+    np.savez(tmp_path / "archive.npz", mask=np.arange(4))
+    with pytest.raises(DataError, match=r"archive.npz: index mask must be a .npy array, got an .npz archive"):
+        open_dataset(tmp_path / "hs300.lmdb", mask=tmp_path / "archive.npz")
+    with pytest.raises(MissingFileError, match=r"nothere.npy: index mask file not found"):
+        open_dataset(tmp_path / "hs300.lmdb", mask=tmp_path / "nothere.npy")
+
+
 def test_lmdb_errors(tmp_path, samples):
     ref_write_lmdb(tmp_path / "a.lmdb", [(samples[0][0], 7)], 4)
     with pytest.raises(DataError, match=r"label 7 out of range \[0, 4\) at key 0"):

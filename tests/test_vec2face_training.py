@@ -189,6 +189,10 @@ def test_user_errors_are_one_line(toy, tmp_path):
     np.save(bad, np.zeros((3, 512), np.float32))
     res = run(["train-generator", *data, "--features", str(bad), "--out", str(tmp_path / "b"), *BASE])
     assert res.exit_code == 2 and f"{bad}: expected float features of shape (16, D)" in res.output
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    res = run(["train-generator", *data, "--features", str(empty), "--out", str(tmp_path / "e"), *BASE])
+    assert res.exit_code == 2 and f"{empty}: cannot read features: No data left in file" in res.output
     res = run(["train-generator", *data, "--features", str(toy / "feats.npy"), "--out", str(tmp_path / "c"),
                "--config", "tiny"])
     assert res.exit_code == 2 and "identity loss needs a frozen FR extractor" in res.output

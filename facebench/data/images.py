@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 
 #: File extensions the image-folder format treats as images.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -31,7 +31,7 @@ def _reason(exc: Exception) -> str:
 
     if isinstance(exc, UnidentifiedImageError):
         return "not a JPEG/PNG image"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return first_line(exc)
 
 
 def decode_image(data: bytes, *, path: str | os.PathLike = "<bytes>", where: str | None = None) -> np.ndarray:

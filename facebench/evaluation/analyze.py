@@ -26,6 +26,7 @@ from ..console import console
 from ..errors import DataError, FacebenchError
 from ..provenance import sha256_path
 from ..runs import DEFAULT_RUNS_ROOT, Run, discard_on_failure
+from ..safe_load import load_array
 from .embed import TensorModel
 from .features import centers_of, dataset_features
 from .models import ResolvedModel, resolve_model
@@ -211,10 +212,7 @@ def _load_reference(path: str, extractor_fn) -> tuple:
     if not p.exists():
         raise MissingFileError(p, "reference identities")
     if p.is_file() and p.suffix == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except ValueError as exc:
-            raise DataError(p, f"not a plain numeric .npy ({exc})") from None
+        arr = load_array(p, what="reference identities")
         if arr.ndim != 2:
             raise DataError(p, f"expected an (identities, dims) array, got shape {arr.shape}")
         return arr.astype(np.float64), p.name

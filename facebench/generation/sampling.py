@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import DataError, FacebenchError, MissingFileError
+from ..safe_load import load_array
 
 STATS_VERSION = 1
 _STATS_KEYS = ("mean", "components", "pca_mean", "pca_cov", "n_samples", "version")
@@ -27,18 +28,7 @@ _RECHECK_MARGIN = 1e-4
 
 def load_feature_matrix(path: str | os.PathLike, *, what: str = "features") -> np.ndarray:
     """A 2-D finite float matrix from a ``.npy`` file, read without pickle."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(path, f"{what} file")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(path, f"cannot read {what}: {exc}") from None
-    except OSError as exc:
-        raise DataError(path, f"cannot read {what}: not a .npy file ({exc})") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        data.close()
-        raise DataError(path, f"{what} must be a .npy array, got an .npz archive")
+    data = load_array(path, what=what)
     if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
         raise DataError(path, f"{what} must be a non-empty (N, D) matrix, got shape {data.shape}")
     if not np.issubdtype(data.dtype, np.floating) and not np.issubdtype(data.dtype, np.integer):

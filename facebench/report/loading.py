@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, MissingFileError
+from ..errors import DataError, MissingFileError, first_line
+from ..safe_load import load_array
 from .datasets import DatasetRef, evaluated_model, read_model, ref_of_card, ref_of_model, ref_of_path
 
 #: Columns every tidy result row carries (``facebench evaluate``); more are kept when present.
@@ -51,8 +52,7 @@ def _results_frame(path: Path) -> pd.DataFrame:
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(path, f"unreadable CSV: {first}") from None
+            raise DataError(path, f"unreadable CSV: {first_line(exc)}") from None
     missing = [c for c in ("benchmark", "accuracy") if c not in frame.columns]
     if missing:
         raise DataError(path, f"result rows lack the column(s) {', '.join(missing)}")
@@ -127,12 +127,7 @@ class RunData:
         path = self.path / "analysis" / f"{name}.npy"
         if not path.is_file():
             return None
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise DataError(path, f"cannot read array ({exc})") from None
-        except (OSError, EOFError) as exc:
-            raise DataError(path, f"cannot read array: {exc}") from None
+        arr = load_array(path, what="array")
         if not np.issubdtype(arr.dtype, np.number):
             raise DataError(path, f"expected a numeric array, found dtype {arr.dtype}")
         arr = np.asarray(arr, dtype=np.float64).ravel()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facebench.errors import DataError, MissingFileError
+from facebench.errors import DataError, MissingFileError, first_line
 from facebench.safe_load import load_state_dict, state_dict_mismatch
 
 #: Weight files each model folder may hold, preferred first.
@@ -108,8 +108,7 @@ def read_weights(path: Path, what: str) -> dict[str, Any]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(path, f"cannot read {what}: {first}") from None
+            raise DataError(path, f"cannot read {what}: {first_line(exc)}") from None
     return load_state_dict(path, what=what)
 
 
@@ -177,8 +176,7 @@ def build_tokenizer(files: ModelFiles) -> Any:
     try:
         return CLIPTokenizer.from_pretrained(str(files.tokenizer), local_files_only=True)
     except (OSError, ValueError, json.JSONDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(files.tokenizer, f"cannot load the CLIP tokenizer: {first}") from None
+        raise DataError(files.tokenizer, f"cannot load the CLIP tokenizer: {first_line(exc)}") from None
 
 
 def scheduler_config(files: ModelFiles) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from facebench import atomic
 from facebench.data.formats import PAIRS, DatasetWriter, PairsReader
-from facebench.errors import DataError
+from facebench.errors import DataError, first_line
 
 
 def _latin1_encode(text: Any, encoding: str = "utf-8", *rest: Any) -> bytes:
@@ -88,7 +88,7 @@ def load_pack(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             MemoryError, OverflowError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         truncated = isinstance(exc, EOFError) or "truncated" in reason
         problem = "truncated pickle" if truncated else f"corrupt pickle ({reason})"
         raise DataError(path, problem, f"offset {buf.tell()} of {len(data)}") from None

@@ -21,7 +21,8 @@ import numpy as np
 
 from facebench import atomic
 from facebench.data.formats import TRAIN, DatasetWriter, TrainReader
-from facebench.errors import DataError, MissingFileError
+from facebench.errors import DataError
+from facebench.safe_load import load_array
 
 META_KEYS = (b"__keys__", b"__len__", b"__classnum__")
 
@@ -44,13 +45,7 @@ def _unpack(value: Any, path: str, where: str) -> Any:
 
 def load_mask(path: str | os.PathLike, size: int) -> np.ndarray:
     """Record indices from a ``.npy`` mask (integer indices, or a boolean array over all records)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(path, "index mask")
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(path, f"unreadable index mask ({exc})") from None
+    mask = load_array(path, what="index mask")
     if mask.dtype == bool:
         if mask.shape != (size,):
             raise DataError(path, f"boolean mask has {mask.size} entries for {size} records")

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from facebench.errors import DataError
 from facebench.report.html import esc, image, table
 from facebench.report.loading import RunData
+from facebench.safe_load import load_array
 
 from . import figures
 from .protocol_figures import pairs_grid
@@ -50,10 +50,7 @@ def _leakage(runs: Sequence[RunData]) -> list[str]:
                      f"{leak['fmr']:g} / {leak['impostor_pairs']}"])
         path = run.path / "analysis" / "leakage_pairs.npy"
         if path.is_file():
-            try:
-                pairs = np.load(path, allow_pickle=False)
-            except ValueError as exc:
-                raise DataError(path, f"cannot read array ({exc})") from None
+            pairs = load_array(path, what="array")
             if pairs.ndim == 5 and pairs.dtype == np.uint8 and len(pairs):
                 scores = [c["cosine"] for c in leak.get("closest", [])][: len(pairs)]
                 out.append(image(pairs_grid(pairs, scores, run.label), f"closest pairs of {run.label}",

@@ -17,6 +17,7 @@ import torch
 
 from facebench.data.tensors import to_model_input
 from facebench.errors import DataError
+from facebench.safe_load import load_array
 
 #: Rows whose norms give the recorded median when features are read record by record from a dataset.
 SCALE_SAMPLE = 4096
@@ -65,15 +66,7 @@ def reader_has_features(reader: Any) -> bool:
 
 def load_features(path: str | os.PathLike, expected_rows: int) -> np.ndarray:
     """A (N, D) float ``.npy`` (never unpickled) with one row per image."""
-    path = Path(path)
-    if not path.is_file():
-        from facebench.errors import MissingFileError
-
-        raise MissingFileError(path, "features file")
-    try:
-        feats = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(path, f"not a numeric .npy array ({exc})") from None
+    feats = load_array(path, what="features")
     if feats.ndim != 2 or feats.shape[0] != expected_rows or not np.issubdtype(feats.dtype, np.floating):
         raise DataError(path, f"expected float features of shape ({expected_rows}, D), got "
                               f"{feats.dtype} {tuple(feats.shape)}")
