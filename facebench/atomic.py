@@ -57,38 +57,69 @@ def _make_parent(path: Path, what: str) -> None:
         raise OutputError(path, what, exc) from exc
 
 
-def _tmp_sibling(path: Path, suffix: str = "") -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+#: ``open`` flags of a new temporary file: created here and now (never an existing file, never through a
+#: symbolic link planted at its name).
+_NEW_FILE = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _tmp_name(path: Path, suffix: str = "") -> Path:
+    """``.NAME.tmp-<random>``: unpredictable, so nobody can plant a file or link there beforehand."""
+    return path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}{suffix}")
+
+
+def _create_unique(path: Path, make: Any) -> Path:
+    for _ in range(100):
+        tmp = _tmp_name(path)
+        try:
+            make(tmp)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
+
+
+def temp_file(path: str | os.PathLike) -> Path:
+    """A new empty file beside ``path`` (``.NAME.tmp-<random>``), created with ``O_CREAT|O_EXCL|O_NOFOLLOW``
+    and mode ``0666`` under the user's umask (as any file the user makes). The caller may reopen it by name:
+    the name was free and unguessable, so what is there is the file made here."""
+    return _create_unique(Path(path), lambda tmp: os.close(os.open(tmp, _NEW_FILE, 0o666)))
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, else removed."""
+    """Yield a new empty temporary file beside ``path`` (:func:`temp_file`); on success it is renamed onto
+    ``path`` (a rename replaces a symbolic link at ``path``, never writes through it), else removed."""
     path = Path(path)
     _make_parent(path, what)
-    tmp = _tmp_sibling(path)
+    try:
+        tmp = temp_file(path)
+    except OSError as exc:
+        raise OutputError(path, what, exc) from exc
     try:
         with _worded(path, what, tmp):
             yield tmp
             os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if os.path.lexists(tmp):
             tmp.unlink()
 
 
 def temp_dir(path: str | os.PathLike) -> Path:
-    """A new empty directory beside ``path`` (``.NAME.tmp-...``) with the permissions a plain ``mkdir``
+    """A new empty directory beside ``path`` (``.NAME.tmp-<random>``) with the permissions a plain ``mkdir``
     gives under the user's umask: ``tempfile.mkdtemp`` makes it ``0700``, which the final rename would
-    keep, so collaborators on a shared server could not read a finished dataset."""
+    keep, so collaborators on a shared server could not read a finished dataset. ``mkdir`` never follows
+    a link, and the name is unguessable."""
+    return _create_unique(Path(path), lambda tmp: os.mkdir(tmp, 0o777))  # the umask applies
+
+
+def refuse_link(path: str | os.PathLike, what: str = "output") -> Path:
+    """``path`` itself, after checking it is not a symbolic link: the fixed names a resumable job reopens
+    (``*.partial.npy``, ``.OUT.partial/``) must be the job's own files, never a link planted to redirect
+    its writes elsewhere."""
     path = Path(path)
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-        try:
-            os.mkdir(tmp, 0o777)  # the umask applies, as for any mkdir
-        except FileExistsError:
-            continue
-        return tmp
-    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
+    if path.is_symlink():
+        raise OutputError(path, what, OSError(errno.ELOOP, "is a symbolic link; refusing to write through it"))
+    return path
 
 
 @contextlib.contextmanager
@@ -106,7 +137,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, what: str = 
             if path.exists():
                 if not overwrite:
                     raise FileExistsError(f"{path} exists")
-                old = _tmp_sibling(path, ".old")
+                old = _tmp_name(path, ".old")
                 os.replace(path, old)
                 os.replace(tmp, path)
                 shutil.rmtree(old, ignore_errors=True)

@@ -49,6 +49,14 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
             progress.advance(task)
 
 
+def warn(text: str) -> None:
+    """One ``warning:`` line on stderr, never wrapped and never read as markup (paths may hold ``[``), so
+    a user or a log filter sees the whole of it on one line, even with ``FACEBENCH_QUIET``."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("warning:", "yellow"), " ", text.replace("\n", " ")), soft_wrap=True)
+
+
 def log_line(text: str) -> None:
     """One plain progress line on stdout, flushed at once, so ``command > log.txt`` can be followed while
     the job runs (the progress bars go to stderr)."""

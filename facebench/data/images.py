@@ -6,8 +6,12 @@ sits) so that a bad image deep inside a 15M-image set is reported, not silently 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +30,12 @@ def image_kind(data: bytes) -> str | None:
     return None
 
 
+#: The most pixels an image may declare in its header (Pillow's own warning limit, 89.5M: a 9,500 x 9,500
+#: photo). A header declaring more (a 30,000 x 30,000 "decompression bomb" of a few kB) is refused before
+#: any pixel memory is allocated.
+MAX_PIXELS = 89_478_485
+
+
 def _reason(exc: Exception) -> str:
     from PIL import UnidentifiedImageError
 
@@ -34,32 +44,43 @@ def _reason(exc: Exception) -> str:
     return first_line(exc)
 
 
-def decode_image(data: bytes, *, path: str | os.PathLike = "<bytes>", where: str | None = None) -> np.ndarray:
-    """RGB ``uint8`` HxWx3 array from encoded bytes; a broken image is a one-line :class:`DataError`."""
+@contextlib.contextmanager
+def _opened(data: bytes, path: str | os.PathLike, where: str | None) -> Iterator[Any]:
+    """A Pillow image of ``data`` whose header was checked (an image, at most :data:`MAX_PIXELS`); any
+    failure inside the block, Pillow's decompression-bomb errors included, is one :class:`DataError`."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise DataError(path, "empty image record", where)
     try:
-        with Image.open(io.BytesIO(bytes(data))) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():  # the size check below refuses what Pillow only warns about
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(bytes(data))) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise DataError(path, f"image declares {width} x {height} pixels, more than the "
+                                          f"{MAX_PIXELS:,} facebench decodes (a decompression bomb?)", where)
+                yield img
+    except DataError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DataError(path, f"image refused as a decompression bomb ({first_line(exc)})", where) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise DataError(path, f"undecodable image ({_reason(exc)})", where) from None
+
+
+def decode_image(data: bytes, *, path: str | os.PathLike = "<bytes>", where: str | None = None) -> np.ndarray:
+    """RGB ``uint8`` HxWx3 array from encoded bytes; a broken image is a one-line :class:`DataError`."""
+    with _opened(data, path, where) as img:
+        img.load()
+        rgb = img.convert("RGB")
     return np.asarray(rgb, dtype=np.uint8)
 
 
 def image_size(data: bytes, *, path: str | os.PathLike = "<bytes>", where: str | None = None) -> tuple[int, int]:
     """``(width, height)`` read from the header only (cheap: used by ``data info``)."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise DataError(path, "empty image record", where)
-    try:
-        with Image.open(io.BytesIO(bytes(data))) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(path, f"undecodable image ({_reason(exc)})", where) from None
+    with _opened(data, path, where) as img:
+        return img.size
 
 
 def encode_image(image: np.ndarray, kind: str = "jpg", quality: int = 95) -> bytes:
