@@ -13,6 +13,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .errors import DataError
+from .safe_load import resolves_inside
+
 _HASH_CHUNK = 1 << 20
 #: Hashes of paths already seen by this process, keyed by (path, fingerprint).
 _MEMO: dict[tuple[str, str], str] = {}
@@ -36,20 +39,40 @@ def _stat_key(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
 
 
-def _walk_files(root: str, rel: str = "") -> Iterator[tuple[str, str]]:
+def _walk_files(root: str, rel: str = "", _open: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
     """``(relative posix name, absolute path)`` of every file under ``root`` in the order of
     ``sorted(Path(root).rglob("*"))`` (component by component), listing one directory at a time so a
-    folder of millions of files is never held as one list of paths."""
+    folder of millions of files is never held as one list of paths.
+
+    Symbolic links are confined to ``root``: a link resolving inside it is hashed as its target (a file's
+    content, a folder's files), a link leading outside is refused (a folder hashed for provenance must hold
+    its own files: a link to ``/`` would otherwise hash the whole disk, and a skipped link would leave
+    files the run reads out of the hash), and a link back to a folder being walked (a loop) is refused."""
+    here = os.path.join(root, rel) if rel else root
     try:
-        entries = sorted(os.scandir(os.path.join(root, rel) if rel else root), key=lambda e: e.name)
+        entries = sorted(os.scandir(here), key=lambda e: e.name)
     except NotADirectoryError:
         return
+    inside = _open or (os.path.realpath(root),)
     for entry in entries:
         name = f"{rel}/{entry.name}" if rel else entry.name
+        if entry.is_symlink():
+            _check_link(entry.path, inside)
         if entry.is_dir():
-            yield from _walk_files(root, name)
+            real = os.path.realpath(entry.path)
+            if real in inside:
+                raise DataError(entry.path, f"a symbolic link loop in {root} (back to {real}); "
+                                            "cannot hash the folder")
+            yield from _walk_files(root, name, (*inside, real))
         elif entry.is_file():
             yield name, entry.path
+
+
+def _check_link(link: str, inside: tuple[str, ...]) -> None:
+    """Refuse a symbolic link whose target is not under the hashed folder (``inside[0]``, resolved)."""
+    if not resolves_inside(link, inside[0]):
+        raise DataError(link, f"a symbolic link leading outside {inside[0]} (to {os.path.realpath(link)}); a "
+                              "folder hashed for provenance must hold its own files (copy them in, e.g. cp -rL)")
 
 
 def _folder_fingerprint(path: str) -> tuple[str, int]:
@@ -57,7 +80,7 @@ def _folder_fingerprint(path: str) -> tuple[str, int]:
     digest = hashlib.sha256()
     count = 0
     for rel, full in _walk_files(path):
-        digest.update(f"{rel}\0{_stat_key(os.stat(full))}\n".encode())
+        digest.update(os.fsencode(rel) + f"\0{_stat_key(os.stat(full))}\n".encode())
         count += 1
     return digest.hexdigest(), count
 
@@ -68,7 +91,7 @@ def _hash_folder(path: str, workers: int) -> str:
     digest = hashlib.sha256()
 
     def add(rel: str, file_digest: str) -> None:
-        digest.update(rel.encode())
+        digest.update(os.fsencode(rel))  # a name that is not UTF-8 hashes as its bytes
         digest.update(b"\0")
         digest.update(file_digest.encode())
 
@@ -93,7 +116,7 @@ def _hash_folder(path: str, workers: int) -> str:
 
 
 def _cache_file(key: str) -> Path:
-    return cache_dir() / "sha256" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    return cache_dir() / "sha256" / f"{hashlib.sha256(os.fsencode(key)).hexdigest()[:32]}.json"
 
 
 def _cached(key: str, fingerprint: str) -> str | None:
@@ -127,7 +150,8 @@ def _remember(key: str, fingerprint: str, value: str, *, on_disk: bool) -> None:
 
 
 def sha256_path(path: str | os.PathLike, *, workers: int | None = None) -> str:
-    """Hash of a file, or of a directory's files (relative names and contents, in sorted order).
+    """Hash of a file, or of a directory's files (relative names and contents, in sorted order; symbolic
+    links confined to the directory, see :func:`_walk_files`).
 
     Hashed once: the result is cached (in memory, and for folders and files over 64 MB in
     :func:`cache_dir`) under a fingerprint of names, sizes, mtimes, ctimes and inodes, so a rerun or a

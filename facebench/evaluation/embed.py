@@ -22,7 +22,7 @@ import numpy as np
 from ..console import make_progress
 from ..data.images import decode_image
 from ..data.tensors import to_model_input, uint8_to_input
-from ..errors import DataError
+from ..errors import DataError, FacebenchError, first_line
 
 
 def embed_tensor(model: Any, x: Any, *, flip: bool) -> Any:
@@ -240,9 +240,28 @@ class _Decoded:
         return len(self.indices)
 
     def __getitem__(self, pos: int) -> Any:
+        try:
+            data, where = self.source.encoded(int(self.indices[pos]))
+            return _tensor(decode_image(data, path=self.source.path, where=where))
+        except FacebenchError as exc:  # crosses to the main process as a value (see _Failed)
+            return _Failed(exc)
+        except OSError as exc:  # an image that is a folder, or unreadable
+            return _Failed(DataError(exc.filename or self.source.path,
+                                     f"cannot read image ({exc.strerror or first_line(exc)})"))
 
-        data, where = self.source.encoded(int(self.indices[pos]))
-        return _tensor(decode_image(data, path=self.source.path, where=where))
+
+class _Failed:
+    """A user's error met in a DataLoader worker, carried to the main process as a plain value: torch
+    re-raises a worker's exception as ``type(exc)(message)`` with its traceback in the message, which a
+    :class:`DataError` cannot even be built from, so the one-line error would become a RuntimeError
+    traceback on every GPU run."""
+
+    def __init__(self, exc: FacebenchError):
+        self.fields = (exc.path, exc.problem, exc.where) if isinstance(exc, DataError) else None
+        self.text = str(exc)
+
+    def error(self) -> FacebenchError:
+        return DataError(*self.fields) if self.fields else FacebenchError(self.text)
 
 
 def _tensor(image: np.ndarray) -> Any:
@@ -257,6 +276,9 @@ def _collate(items: list[Any]) -> Any:
     """One ``uint8`` (N,H,W,3) batch, or a list when the images differ in size (converted one by one)."""
     import torch
 
+    failed = next((x for x in items if isinstance(x, _Failed)), None)
+    if failed is not None:
+        return failed
     items = [x if isinstance(x, torch.Tensor) else _tensor(x) for x in items]
     if all(x.shape == items[0].shape for x in items):
         return torch.stack(items)
@@ -315,6 +337,8 @@ def embed_images(
     with make_progress(transient=True) as progress:
         task = progress.add_task(description, total=len(share))
         for batch in loader:
+            if isinstance(batch, _Failed):
+                raise batch.error()
             progress.advance(task, acc.add(batch))
     local = acc.result(path=source.path, first=first) if len(share) else None
     if ctx is None or not ctx.distributed:

@@ -65,8 +65,22 @@ def build_protocol(name: str, options: dict[str, Any] | None = None) -> Any:
     return spec.create(build_config(spec.config, (options or {}).get(name, {})))
 
 
-def benchmark_digest(path: str | os.PathLike, files: Iterable[Path] = ()) -> str:
-    """sha256 identifying a benchmark: its pack file, or the listed meta files of a folder benchmark."""
+def benchmark_files(path: str | os.PathLike, files: Iterable[str | os.PathLike] = ()) -> dict[str, str]:
+    """``{name: sha256}`` of the files a benchmark was read from, for its result row: the pack itself (a
+    file, or a folder hashed whole), or the listed files of a protocol benchmark (files or folders), each
+    named relative to the folder holding them all (``ijbb_template_pair_label.txt``, ``Gallery_Match``)."""
+    from ..provenance import sha256_path
+
+    files = [Path(f) for f in files]
+    if not files:
+        return {Path(path).name: sha256_path(path)}
+    base = os.path.commonpath([os.path.abspath(f.parent) for f in files])
+    return {Path(os.path.relpath(os.path.abspath(f), base)).as_posix(): sha256_path(f) for f in sorted(files)}
+
+
+def benchmark_digest(path: str | os.PathLike, files: Iterable[str | os.PathLike] = ()) -> str:
+    """sha256 identifying a benchmark: its pack file, or the listed files of a folder benchmark (their
+    names and hashes, see :func:`benchmark_files`)."""
     import hashlib
 
     from ..provenance import sha256_path
@@ -74,9 +88,8 @@ def benchmark_digest(path: str | os.PathLike, files: Iterable[Path] = ()) -> str
     files = list(files)
     if not files:
         return sha256_path(path)
-    base = Path(path) if Path(path).is_dir() else Path(path).parent
     digest = hashlib.sha256()
-    for file in sorted(files):
-        digest.update(os.path.relpath(file, base).encode())
-        digest.update(sha256_path(file).encode())
+    for name, sha in sorted(benchmark_files(path, files).items()):
+        digest.update(name.encode())
+        digest.update(sha.encode())
     return digest.hexdigest()

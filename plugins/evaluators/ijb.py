@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from facebench_plugins.formats.ijb import GALLERIES, IjbMeta, meta_file, read_ijb
+from facebench_plugins.formats.ijb import GALLERIES, IjbMeta, detect_target, meta_file, read_ijb, target_of
 
 from facebench.data.images import decode_image
-from facebench.errors import DataError
-from facebench.evaluation.protocols import ProtocolContext
+from facebench.errors import DataError, MissingFileError
+from facebench.evaluation.protocols import ProtocolContext, benchmark_files
 from facebench.metrics import (
     IJB_FARS,
     MetricInputError,
@@ -50,8 +50,23 @@ ROC_POINTS = 400  # ROC points kept in the result row for the report's curve
 
 
 def root_of(path: Path) -> Path:
-    """The IJB root of a located meta file (``<root>/meta/<file>``)."""
-    return Path(path).parent.parent
+    """The IJB root of a located meta file (``<root>/meta/<file>``), or the located folder itself."""
+    path = Path(path)
+    return path if path.is_dir() else path.parent.parent
+
+
+def located_target(path: Path) -> tuple[Path, str]:
+    """``(IJB root, target)`` of a located benchmark. The target is the benchmark's: the prefix of the meta
+    file it was located by (``IJBB/meta/ijbb_template_pair_label.txt`` -> ``ijbb``, whatever ``ijbc_*`` files
+    lie beside it); a benchmark located by its folder is the one target that folder holds."""
+    path = Path(path)
+    if path.is_dir():
+        target = detect_target(path)
+        if target is None:
+            raise MissingFileError(path / "meta" / "ijbc_face_tid_mid.txt", "IJB image list",
+                                   "expected <root>/meta/ijbc_* or ijbb_* files and <root>/loose_crop/")
+        return path, target
+    return root_of(path), target_of(path)
 
 
 def setting_name(config: IjbConfig) -> str:
@@ -83,7 +98,8 @@ class _IjbProtocol:
                 "threshold": None, "label": ctx.bench.label, "suite": ctx.suite, "protocol": protocol,
                 "group": ctx.bench.group, "model": ctx.model_name, "flip_test": self.config.flip_fusion != "none",
                 "ijb_options": self.options(), "images": int(meta.names.size),
-                "templates": int(np.unique(meta.templates).size)}
+                "templates": int(np.unique(meta.templates).size), "target": meta.target,
+                "files": benchmark_files(meta.root, meta.files.values())}
 
 
 def image_features(ctx: ProtocolContext, meta: IjbMeta) -> np.ndarray:
@@ -126,14 +142,22 @@ class IjbProtocol(_IjbProtocol):
         return Path(path).name.endswith("_1N_probe_mixed.csv")
 
     def inputs(self, path: Path) -> list[Path]:
-        root = root_of(path)
-        target = Path(path).name.split("_", 1)[0]
-        names = ["face_tid_mid.txt", "name_5pts_score.txt"]
+        """The meta files of the benchmark's own target (never the other target's beside them); a missing
+        one is refused here, before anything is embedded."""
+        root, target = located_target(path)
+        names = {"face_tid_mid.txt": "IJB image list", "name_5pts_score.txt": "IJB landmark list"}
         if self.is_identification(path):
-            names += ["1N_probe_mixed.csv"] + [f"1N_gallery_{g}.csv" for g in GALLERIES]
+            names.update({n: "IJB 1:N template list"
+                          for n in ["1N_probe_mixed.csv"] + [f"1N_gallery_{g}.csv" for g in GALLERIES]})
         else:
-            names += ["template_pair_label.txt"]
-        return [meta_file(root, target, n) for n in names]
+            names["template_pair_label.txt"] = "IJB template pair list"
+        files = [meta_file(root, target, n) for n in names]
+        for file, what in zip(files, names.values()):
+            if file.is_dir():
+                raise DataError(file, f"{what} is a folder, not a file")
+            if not file.is_file():
+                raise MissingFileError(file, what, f"an {target} benchmark reads {target}_* files only")
+        return files
 
     def evaluate(self, ctx: ProtocolContext) -> list[dict[str, Any]]:
         if self.is_identification(ctx.path):
@@ -142,7 +166,7 @@ class IjbProtocol(_IjbProtocol):
 
     def verification(self, ctx: ProtocolContext) -> list[dict[str, Any]]:
         """1:1: template pairs, TAR at FAR 1e-6 ... 1e-1 (insightface's pick), EER, ROC, intervals."""
-        meta = read_ijb(root_of(ctx.path))
+        meta = read_ijb(*located_target(ctx.path))
         t1, t2, label = meta.pairs()
         unique, feats = self.template_features(ctx, meta)
         try:
@@ -168,7 +192,7 @@ class IjbProtocol(_IjbProtocol):
 
     def identification(self, ctx: ProtocolContext) -> list[dict[str, Any]]:
         """1:N: galleries G1 and G2, mixed-media probes; rank-1/5/10 and TPIR at FPIR 1e-2, 1e-1."""
-        meta = read_ijb(root_of(ctx.path))
+        meta = read_ijb(*located_target(ctx.path))
         probes = meta.subject_list("1N_probe_mixed.csv")
         galleries = {g: meta.subject_list(f"1N_gallery_{g}.csv") for g in GALLERIES}
         unique, feats = self.template_features(ctx, meta)

@@ -11,10 +11,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from facebench_plugins.formats.tinyface import read_tinyface
+from facebench_plugins.formats.tinyface import FOLDERS, read_tinyface
 
 from facebench.errors import ConfigError, DataError
-from facebench.evaluation.protocols import ProtocolContext
+from facebench.evaluation.protocols import ProtocolContext, benchmark_files
 from facebench.metrics import MetricInputError, probe_scores, rank_rates
 
 from .feature_cache import FileImages, cached_features
@@ -28,7 +28,15 @@ class TinyFaceIdentification:
             raise ConfigError(f"tinyface.ranks must be positive ranks, got {self.config.ranks}")
 
     def inputs(self, path: Path) -> list[Path]:
-        return []  # no meta files: the image folders themselves identify the set
+        """The three image folders beside the located ``Probe`` folder (no meta files: the folders
+        themselves identify the set). The set is read and checked here, before anything hashes the
+        folders or a run folder gets results: a name that is no label is refused first."""
+        root = Path(path).parent
+        for name in FOLDERS:
+            if (root / name).exists() and not (root / name).is_dir():
+                raise DataError(root / name, "TinyFace folder is a file, not a folder")
+        read_tinyface(root)
+        return [root / name for name in FOLDERS]
 
     def evaluate(self, ctx: ProtocolContext) -> list[dict[str, Any]]:
         root = Path(ctx.path).parent
@@ -47,7 +55,8 @@ class TinyFaceIdentification:
         row = {"dataset": ctx.dataset, "benchmark": ctx.bench.name, "accuracy": None, "std": None, "threshold": None,
                "eer": None, "label": ctx.bench.label, "suite": ctx.suite, "protocol": "tinyface-1:N",
                "group": ctx.bench.group, "model": ctx.model_name, "flip_test": ctx.flip_test, "probes": n,
-               "gallery_matches": data.matches, "distractors": len(data.gallery) - data.matches}
+               "gallery_matches": data.matches, "distractors": len(data.gallery) - data.matches,
+               "files": benchmark_files(root, [root / name for name in FOLDERS])}
         row.update({f"rank_{k}": v for k, v in rates.items()})
         row["figures"] = {f"rank-{k}": v for k, v in rates.items()}
         return [row]

@@ -8,8 +8,14 @@ Two pairs-file dialects are read:
 * CSV ``path_a,path_b,same`` (header optional; ``same`` is 1/0, true/false, same/different), paths
   relative to the root.
 
-The root is the pairs file's folder. Writing produces ``pairs.csv`` and ``images/`` with the bytes
-unchanged, so a ``.bin`` converted to a pair list and back is identical.
+The root is the pairs file's folder. Every image a list names must stay under it: an absolute path or a
+``..`` step is refused naming the pairs file and the line, before anything is read. The list must be UTF-8
+(refused by line otherwise), CSV errors (a field beyond csv's size limit, a runaway quote) are one error
+naming the line, and blank lines are skipped. Pairs are scored as listed: a repeated line counts twice
+(the row records the pack's sha256, so an edited list shows).
+
+Writing produces ``pairs.csv`` and ``images/`` with the bytes unchanged, so a ``.bin`` converted to a pair
+list and back is identical.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from facebench import atomic
 from facebench.data.formats import PAIRS, DatasetWriter, PairsReader
 from facebench.data.images import image_kind
 from facebench.errors import DataError
+from facebench.safe_load import inside, numbered_lines
 
 PAIRS_FILES = ("pairs.csv", "pairs.txt")
 _TRUE = {"1", "true", "yes", "same", "genuine", "match"}
@@ -47,17 +54,21 @@ class _Images:
     """The distinct image paths of a pairs file, each stored once, with a pair -> image index.
 
     Paths are interned while parsing (an IJB-C-size list names 469k images in 15.6M pairs) and nothing
-    is stat-ed: a missing file is reported when it is read, naming the file."""
+    is stat-ed: a missing file is reported when it is read, naming the file. Each distinct path is checked
+    once to stay under the root (naming the pairs file and the line that first lists it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path, pairs_file: Path) -> None:
+        self.root = root
+        self.pairs_file = pairs_file
         self.paths: list[str] = []
         self.position: dict[str, int] = {}
         self.pairs = array("q")  # 8 bytes per entry, not a Python int object each
 
-    def add(self, a: str, b: str) -> None:
+    def add(self, a: str, b: str, line: int) -> None:
         for rel in (a, b):
             j = self.position.get(rel)
             if j is None:
+                inside(self.root, rel, file=self.pairs_file, where=f"line {line}")
                 j = self.position[rel] = len(self.paths)
                 self.paths.append(rel)
             self.pairs.append(j)
@@ -72,13 +83,13 @@ class _LfwNames:
         self.listed: dict[str, set[str]] = {}
 
     def __call__(self, name: str, number: str, line: int) -> str:
-        try:
-            n = int(number)
-        except ValueError:
-            raise DataError(self.pairs_file, f"image number {number!r} is not an integer", f"line {line}") from None
+        if not (number.isascii() and number.isdigit() and len(number) <= 18):
+            raise DataError(self.pairs_file, f"image number {number!r} is not a non-negative integer", f"line {line}")
+        n = int(number)
         if name not in self.listed:
+            folder = inside(self.root, name, file=self.pairs_file, where=f"line {line}", what="identity folder")
             try:
-                self.listed[name] = set(os.listdir(self.root / name))
+                self.listed[name] = set(os.listdir(folder))
             except OSError:
                 self.listed[name] = set()
         for ext in (".jpg", ".png", ".jpeg"):
@@ -89,23 +100,22 @@ class _LfwNames:
 
 
 def parse_lfw_pairs(pairs_file: Path, root: Path) -> tuple[_Images, list[bool]]:
-    images = _Images()
+    images = _Images(root, pairs_file)
     flags: list[bool] = []
     declared: int | None = None
     image = _LfwNames(root, pairs_file)
-    with open(pairs_file, encoding="utf-8", errors="replace") as fh:
-        lines = [(n, line.split()) for n, line in enumerate(fh, 1) if line.strip()]
-    if lines and all(f.isdigit() for f in lines[0][1]) and len(lines[0][1]) in (1, 2):
+    lines = [(n, line.split()) for n, line in numbered_lines(pairs_file, what="pairs file") if line.strip()]
+    if lines and all(f.isascii() and f.isdigit() for f in lines[0][1]) and len(lines[0][1]) in (1, 2):
         head = [int(f) for f in lines[0][1]]
         declared = head[0] if len(head) == 1 else 2 * head[0] * head[1]
         lines = lines[1:]
     for n, fields in lines:
         if len(fields) == 3:
             name, a, b = fields
-            images.add(image(name, a, n), image(name, b, n))
+            images.add(image(name, a, n), image(name, b, n), n)
             flags.append(True)
         elif len(fields) == 4:
-            images.add(image(fields[0], fields[1], n), image(fields[2], fields[3], n))
+            images.add(image(fields[0], fields[1], n), image(fields[2], fields[3], n), n)
             flags.append(False)
         else:
             raise DataError(pairs_file, f"expected 'name n1 n2' or 'name1 n1 name2 n2', found {len(fields)} fields",
@@ -116,26 +126,39 @@ def parse_lfw_pairs(pairs_file: Path, root: Path) -> tuple[_Images, list[bool]]:
 
 
 def parse_csv_pairs(pairs_file: Path, root: Path) -> tuple[_Images, list[bool]]:
-    images = _Images()
+    images = _Images(root, pairs_file)
     flags: list[bool] = []
-    with open(pairs_file, newline="", encoding="utf-8", errors="replace") as fh:
-        for n, row in enumerate(csv.reader(fh), 1):
-            if not row or not "".join(row).strip():
-                continue
-            if n == 1 and row[-1].strip().lower() in ("same", "issame", "label", "is_same"):
-                continue
-            if len(row) != 3:
-                raise DataError(pairs_file, f"expected path_a,path_b,same, found {len(row)} columns", f"line {n}")
-            a, b, same = (c.strip() for c in row)
-            if same.lower() in _TRUE:
-                flags.append(True)
-            elif same.lower() in _FALSE:
-                flags.append(False)
-            else:
-                raise DataError(pairs_file, f"same flag {same!r} is not 1/0/true/false", f"line {n}")
-            images.add(a, b)
+    first_line = 0
+    rows = csv.reader(line for _, line in numbered_lines(pairs_file, what="pairs file"))
+    while True:
+        n = rows.line_num + 1  # where the row starts (a quoted field may run over several lines)
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise DataError(pairs_file, f"invalid CSV: {exc}", f"line {n}") from None
+        if not row or not "".join(row).strip():
+            continue
+        if n == 1 and row[-1].strip().lower() in ("same", "issame", "label", "is_same"):
+            continue
+        if len(row) != 3:
+            runs_on = (f" (the row runs on to line {rows.line_num}: a quote left open?)"
+                       if rows.line_num != n else "")
+            raise DataError(pairs_file, f"expected path_a,path_b,same, found {len(row)} columns{runs_on}",
+                            f"line {n}")
+        a, b, same = (c.strip() for c in row)
+        if same.lower() in _TRUE:
+            flags.append(True)
+        elif same.lower() in _FALSE:
+            flags.append(False)
+        else:
+            shown = same if len(same) <= 40 else same[:40] + "..."
+            raise DataError(pairs_file, f"same flag {shown!r} is not 1/0/true/false", f"line {n}")
+        images.add(a, b, n)
+        first_line = first_line or n
     if images.paths and not (root / images.paths[0]).is_file():  # one stat: a wrong root fails now
-        raise DataError(pairs_file, f"image {images.paths[0]} not found under {root}", "line 1")
+        raise DataError(pairs_file, f"image {images.paths[0]} not found under {root}", f"line {first_line}")
     return images, flags
 
 

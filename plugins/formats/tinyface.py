@@ -1,8 +1,11 @@
 """TinyFace's 1:N test set (QMUL release): ``Probe/``, ``Gallery_Match/`` and ``Gallery_Distractor/``.
 
-Probe and gallery-match images are named ``<identity>_<n>.<ext>``; distractors carry no identity. A probe or
-match whose name has no integer identity prefix, or a probe whose identity has no gallery match, is one
-``DataError`` naming the file (there are no meta files: the names are the labels).
+Probe and gallery-match images are named ``<identity>_<n>.<ext>``; distractors carry no identity (they are
+labelled -1). A probe or match whose name has no identity prefix of ASCII digits (``face.jpg``, ``x_1.jpg``),
+a negative one (``-1_0.jpg`` would match every distractor), one beyond 64 bits, or a probe whose identity has
+no gallery match, is one ``DataError`` naming the file (there are no meta files: the names are the labels).
+Hidden files and files in hidden folders are not part of the set. There is no list whose names could lead
+out of the folders; a symbolic link inside them is followed (a large set is often spread over disks so).
 """
 
 from __future__ import annotations
@@ -25,19 +28,30 @@ def is_tinyface(root: str | os.PathLike) -> bool:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_EXTENSIONS))
+    files = sorted(p for p in folder.rglob("*")
+                   if p.name.lower().endswith(IMAGE_EXTENSIONS)
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts) and p.is_file())
+    for path in files:
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8, kept by Python as lone surrogates
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            raise DataError(shown, "file name is not UTF-8 (rename the file)") from None
+    return files
 
 
 def identity_of(path: Path) -> int:
-    """The identity of ``<identity>_<n>.<ext>``."""
+    """The identity of ``<identity>_<n>.<ext>``: ASCII digits that fit int64 (-1 is the distractors')."""
     head, sep, _ = path.stem.partition("_")
-    try:
-        if not sep:
-            raise ValueError
-        return int(head)
-    except ValueError:
-        raise DataError(path, "file name does not start with an integer identity ('<identity>_<n>.jpg')") from None
+    if sep and head[:1] == "-" and head[1:].isascii() and head[1:].isdigit():
+        note = " (-1 is the label of the distractors)" if int(head) == DISTRACTOR else ""
+        raise DataError(path, f"identity {head} in the file name is not a non-negative integer{note}")
+    if not (sep and head.isascii() and head.isdigit()):
+        raise DataError(path, "file name does not start with an integer identity ('<identity>_<n>.jpg')")
+    if int(head) > np.iinfo(np.int64).max:  # a file name has at most 255 bytes: int() is cheap
+        raise DataError(path, f"identity {head[:24]}{'...' if len(head) > 24 else ''} in the file name is "
+                              "beyond the 64-bit integer range")
+    return int(head)
 
 
 @dataclass
