@@ -6,8 +6,8 @@ seed, command line, sha256 of every input) and the command's outputs, each writt
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,7 +89,9 @@ class Run:
         return atomic.write_json(self.path / PROVENANCE, record, "provenance")
 
     def provenance(self) -> dict[str, Any]:
-        return json.loads((self.path / PROVENANCE).read_text())
+        from .safe_load import read_json
+
+        return read_json(self.path / PROVENANCE, what="provenance record")
 
     def file(self, name: str) -> Path:
         out = self.path / name
@@ -112,33 +114,60 @@ class Run:
 #: and the identity vectors ``generate`` saves before its first shard: given or drawn again from the seed).
 STARTED_ONLY = {CONFIG, PROVENANCE, "metrics.jsonl", "ids.npy"}
 
+#: Shard manifests wherever a job keeps them: ``manifest.json``, ``manifest-rank1.json`` (generate,
+#: evaluate, toyfaces build) and ``NAME.manifest.json`` / ``NAME.manifest-rank1.json`` (feature files, such
+#: as ``evaluate``'s ``features/`` cache), each with its optional ``.journal``.
+_MANIFEST = re.compile(r"(?:.+\.)?manifest(?:-rank\d+)?\.json(?:\.journal)?")
+
 
 def _nothing_done(manifest: Path) -> bool:
+    """Whether a shard manifest (and its journal) records no finished shard; unreadable counts as work."""
+    from .errors import FacebenchError
+    from .shards import read_manifest
+
     try:
-        return not json.loads(manifest.read_text()).get("done")
-    except (OSError, ValueError, AttributeError):
+        return not read_manifest(manifest).get("done")
+    except (FacebenchError, OSError):
         return False
+
+
+def holds_work(path: str | os.PathLike) -> bool:
+    """Whether a run directory holds anything a rerun could resume from. Not work: the start files
+    (:data:`STARTED_ONLY`), empty folders, shard manifests anywhere in the tree that record no finished
+    shard, and, when no manifest records one, the ``*.partial.npy`` arrays those shards would fill."""
+    path = Path(path)
+    for file in path.rglob("*"):
+        if file.is_dir() and not file.is_symlink():
+            continue  # a folder is judged by what it holds
+        rel = file.relative_to(path).as_posix()
+        if rel in STARTED_ONLY:
+            continue
+        if _MANIFEST.fullmatch(file.name):
+            manifest = file.with_name(file.name.removesuffix(".journal"))
+            if manifest.is_file() and _nothing_done(manifest):
+                continue
+            return True
+        if file.name.endswith(".partial.npy"):
+            continue  # holds nothing unless a manifest records a finished shard (checked on its own)
+        return True
+    return False
 
 
 @contextmanager
 def discard_on_failure(path: str | os.PathLike) -> Iterator[Path]:
     """A run directory that the block creates is removed again when the block fails before the directory
-    holds anything beyond its start files (config, provenance, an empty log): a failed command leaves no
-    half-made run folder behind, while one that got far enough to resume keeps its state."""
+    holds anything to resume from (:func:`holds_work`): a failed command leaves no half-made run folder
+    behind (nor one kept alive only by a feature cache's empty manifest), while one that got far enough
+    to resume keeps its state."""
     path = Path(path)
-    existed = path.exists()
+    existed = path.exists() or path.is_symlink()
     try:
         yield path
     except BaseException:
-        if not existed and path.is_dir():
-            names = {p.relative_to(path).as_posix() for p in path.rglob("*")
-                     if not (p.is_dir() and not any(p.iterdir()))}  # an empty folder holds nothing
-            if "manifest.json" in names and _nothing_done(path / "manifest.json"):
-                names.discard("manifest.json")  # a shard manifest that records no finished shard yet
-            if names <= STARTED_ONLY:
-                import shutil
+        if not existed and path.is_dir() and not path.is_symlink() and not holds_work(path):
+            import shutil
 
-                shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)
         raise
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import atomic
 from .errors import DataError
+from .safe_load import expect, read_json, read_text
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -30,20 +31,32 @@ def journal_path(path: str | os.PathLike) -> Path:
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """``{"params": ..., "done": ...}`` of a manifest file and its journal (a line cut short by a kill is
-    ignored: its shard is simply redone). Raises ``json.JSONDecodeError`` for an unreadable manifest."""
+    """``{"params": ..., "done": ...}`` of a manifest file and its journal. A manifest someone else edited
+    (bytes that are not UTF-8, invalid JSON, ``params`` or ``done`` that are not objects) is one
+    :class:`DataError` naming the file; in the journal only the last line may be malformed (a line cut
+    short by a kill, ignored: its shard is simply redone), a malformed line before it names its line."""
     path = Path(path)
-    saved = json.loads(path.read_text())
-    done = dict(saved.get("done", {}))
+    saved = read_json(path, what="shard manifest")
+    params = saved.get("params")
+    if params is not None:
+        expect(path, params, dict, "params")
+    done = dict(expect(path, saved.get("done", {}), dict, "done"))
     journal = journal_path(path)
     if journal.exists():
-        for line in journal.read_text(encoding="utf-8").splitlines():
+        text = read_text(journal, what="shard manifest journal")
+        lines = text.split("\n")
+        for number, line in enumerate(lines, 1):
+            if not line:
+                continue
             try:
                 entry = json.loads(line)
                 done[str(entry["shard"])] = entry.get("info", True)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                break
-    return {"params": saved.get("params"), "done": done}
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError, RecursionError):
+                if number == len(lines):  # the last line, without its newline: cut short by a kill
+                    break
+                raise DataError(journal, "malformed journal entry (expected {\"shard\": ..., \"info\": ...})",
+                                f"line {number}") from None
+    return {"params": params, "done": done}
 
 
 class ShardManifest:
@@ -64,10 +77,7 @@ class ShardManifest:
         self.done: dict[str, Any] = {}
         self._journaled = 0
         if self.path.exists():
-            try:
-                saved = read_manifest(self.path)
-            except json.JSONDecodeError as exc:
-                raise DataError(self.path, f"unreadable manifest: {exc.msg}", f"line {exc.lineno}") from None
+            saved = read_manifest(self.path)
             if saved.get("params") != self.params:
                 changed = changed_keys(saved.get("params", {}), self.params)
                 raise DataError(
@@ -91,15 +101,16 @@ class ShardManifest:
             self._save()
             return
         line = json.dumps({"shard": key, "info": value}, default=str) + "\n"
+        journal = atomic.refuse_link(journal_path(self.path), "shard manifest")  # appended to: never via a link
         try:
-            with open(journal_path(self.path), "a", encoding="utf-8") as fh:
+            with open(journal, "a", encoding="utf-8") as fh:
                 fh.write(line)
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
             from .errors import OutputError
 
-            raise OutputError(journal_path(self.path), "shard manifest", exc) from exc
+            raise OutputError(journal, "shard manifest", exc) from exc
         self._journaled += 1
 
     def _save(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import atomic
 from ..config import build_config
 from ..console import console
 from ..errors import DataError, FacebenchError
@@ -247,8 +248,10 @@ def run_analyses(config: Any, out: str | os.PathLike | None) -> tuple[dict[str, 
 
 def _analyze_in(run: Run, config: Any, identity: Any, resolved: ResolvedModel,
                 specs: list[Any]) -> tuple[dict[str, Any], Path]:
-    """The analyses of ``run_analyses`` inside their started run directory."""
+    """The analyses of ``run_analyses`` inside their started run directory (its ``analysis/`` folder is
+    the run's own, never a link leading elsewhere; its cached features are checked before reuse)."""
     dataset = identity.path
+    atomic.refuse_link(run.path / "analysis", "analysis folder")
     features, reader = _features_of(resolved, dataset, run.file("analysis/features.npy"), config)
     labels = np.asarray(reader.labels)
     centers, classes = centers_of(features, labels)

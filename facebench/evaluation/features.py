@@ -7,6 +7,7 @@ is named ``*.partial.npy`` until every shard is done, then renamed, so a finishe
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from .. import atomic
-from ..errors import DataError, OutputError
+from ..console import warn
+from ..errors import DataError, FacebenchError, OutputError
 from ..shards import ShardManifest
 from .embed import TensorModel, TrainImages, embed_images
 
@@ -30,8 +32,15 @@ def dataset_features(model: TensorModel, reader: Any, out: str | os.PathLike, *,
     Under ``torchrun`` (``ctx`` distributed; every rank calls this) shard ``i`` is embedded by rank
     ``i % world``, which writes its rows straight into the shared memory-mapped file and records the
     shard in its own manifest; every rank returns the finished file. A resume may use another number of
-    ranks: any manifest with the same parameters counts."""
-    from ..runtime import DistContext, wait_for_all
+    ranks: any manifest with the same parameters counts.
+
+    Reused work is checked first: each manifest records the sha256 of every shard's rows as they were
+    written (hashed from memory, at no extra read), and a finished file (or a partial one on resume) is
+    reused only where its rows still hash to that; a shard that does not is computed again, with a warning
+    naming the file. Checking costs one sequential read of the file at every reuse (a few seconds for
+    IJB-C's 2 GB, about half a minute for 15M x 512 float32 features; a finished file is read without
+    mapping it, :mod:`facebench.metrics.rows`), never a forward pass."""
+    from ..runtime import DistContext, broadcast_object, wait_for_all
 
     ctx = ctx or DistContext()
     out = Path(out)
@@ -42,18 +51,36 @@ def dataset_features(model: TensorModel, reader: Any, out: str | os.PathLike, *,
     manifest_params = {**params, "images": n, "flip_test": flip_test, "normalize": normalize,
                        "shard_size": shard_size}
     manifest = ShardManifest(_manifest_path(out, ctx), manifest_params)  # refuses other parameters
-    if out.is_file():
-        return _finished(out, n)
-    partial = out.with_name(out.stem + ".partial.npy")
-    source = TrainImages(reader)
+    partial = atomic.refuse_link(out.with_name(out.stem + ".partial.npy"), "features")
     shards = range(0, n, shard_size)
-    if ctx.distributed:  # every rank writes into one file: rank 0 makes it, sized by one probe image
-        if ctx.is_main and not partial.is_file():
-            dim = embed_images(model, source, [0], batch_size=1, flip_test=flip_test, workers=0).shape[1]
-            _reserved_memmap(partial, (n, dim), out)
+    finished = out.is_file()
+    wait_for_all(ctx)  # every rank has looked before the main rank may move a file that fails its check
+    if finished:
+        intact = broadcast_object(ctx, _intact(out, n, shard_size, _recorded(out, manifest_params))
+                                  if ctx.is_main else None)
+        if intact:
+            return _finished(out, n)
+        if ctx.is_main:
+            warn(f"{out}: the cached features do not match the sha256 recorded when they were written; "
+                 "computing them again")
+            _reopen(out, partial)
         wait_for_all(ctx)
+    source = TrainImages(reader)
+    if ctx.distributed:  # every rank writes into one file: rank 0 makes it, sized by one probe image
+        if ctx.is_main:
+            dim = embed_images(model, source, [0], batch_size=1, flip_test=flip_test, workers=0).shape[1]
+            if not _usable(partial, n, dim):
+                _reserved_memmap(partial, (n, dim), out)
+        wait_for_all(ctx)
+    elif partial.exists() and not _usable(partial, n):
+        _remove(partial, out)  # not an array of this dataset's rows (cut short, or not ours): nothing to resume
     features = np.lib.format.open_memmap(partial, mode="r+") if partial.is_file() else None
-    done = _done_shards(out, manifest_params)
+    mine = [i for i in range(len(shards)) if i % ctx.world_size == ctx.rank]
+    done = _verified(partial, features, shard_size, _recorded(out, manifest_params), mine, warned=finished)
+    if features is not None and not done and not ctx.distributed:
+        del features  # no shard of it is ours (perhaps not even its width): made afresh by the first shard
+        features = None
+        _remove(partial, out)
     for index, start in enumerate(shards):
         if index % ctx.world_size != ctx.rank or index in done:
             continue
@@ -66,11 +93,11 @@ def dataset_features(model: TensorModel, reader: Any, out: str | os.PathLike, *,
             features = _reserved_memmap(partial, (n, emb.shape[1]), out)
         features[start:stop] = emb
         features.flush()
-        manifest.mark_done(index)
+        manifest.mark_done(index, _digest(features[start:stop]))
     del features
     wait_for_all(ctx)
     if ctx.is_main:
-        missing = [i for i in range(len(shards)) if i not in _done_shards(out, manifest_params)]
+        missing = [i for i in range(len(shards)) if i not in _recorded(out, manifest_params)]
         if missing:
             raise DataError(partial, f"feature shards {missing[:5]} were not written; rerun to finish them")
         try:
@@ -93,28 +120,99 @@ def _manifest_path(out: Path, ctx: Any) -> Path:
     return out.with_name(out.stem + suffix)
 
 
-def _done_shards(out: Path, params: dict[str, Any]) -> set[int]:
-    """Shards any manifest of ``out`` (one per rank of any earlier run) records with these parameters."""
+def _digest(rows: np.ndarray) -> str:
+    """The sha256 of a shard's rows as float32 bytes (what the ``.npy`` holds for them)."""
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float32).data).hexdigest()
+
+
+def _recorded(out: Path, params: dict[str, Any]) -> dict[int, set[str]]:
+    """The rows' sha256 of each shard that any manifest of ``out`` (one per rank of any earlier run)
+    records with these parameters. A shard recorded without a hash (an older facebench) has an empty set:
+    it cannot be checked, so it is computed again."""
     import json
 
     from ..shards import read_manifest
 
     normalised = json.loads(json.dumps(params, default=str))
-    done: set[int] = set()
+    recorded: dict[int, set[str]] = {}
     for path in out.parent.glob(out.stem + ".manifest*.json"):
         try:
             saved = read_manifest(path)
-        except (OSError, ValueError):
+        except (OSError, FacebenchError):
+            continue  # the owning rank's ShardManifest reports it
+        if saved.get("params") != normalised:
             continue
-        if saved.get("params") == normalised:
-            done |= {int(k) for k in saved.get("done", {})}
-    return done
+        for key, info in saved["done"].items():
+            if key.isascii() and key.isdigit():  # any other key names no shard: ignored
+                recorded.setdefault(int(key), set()).update([info] if isinstance(info, str) else [])
+    return recorded
+
+
+def _open_rows(path: Path, n: int, dim: int | None = None) -> np.ndarray | None:
+    """``path`` as a read-only memory map when it is an (n, D) float32 ``.npy`` (D = ``dim`` when given),
+    else None."""
+    try:
+        features = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if features.ndim != 2 or features.shape[0] != n or features.dtype != np.float32:
+        return None
+    return features if dim is None or features.shape[1] == dim else None
+
+
+def _usable(partial: Path, n: int, dim: int | None = None) -> bool:
+    return partial.is_file() and _open_rows(partial, n, dim) is not None
+
+
+def _intact(out: Path, n: int, shard_size: int, recorded: dict[int, set[str]]) -> bool:
+    """Whether the finished file ``out`` holds exactly the rows whose hashes the manifests recorded."""
+    from ..metrics.rows import row_blocks
+
+    features = _open_rows(out, n)
+    if features is None:
+        return False
+    return all(_digest(rows) in recorded.get(start // shard_size, ())
+               for start, rows in row_blocks(features, shard_size, dtype=np.float32))
+
+
+def _verified(partial: Path, features: np.ndarray | None, shard_size: int, recorded: dict[int, set[str]],
+              mine: list[int], *, warned: bool) -> set[int]:
+    """The shards among ``mine`` whose rows in the partial file still hash to what was recorded; the
+    others are computed again (a warning names the file unless the caller ``warned`` already)."""
+    wanted = [i for i in mine if i in recorded]
+    if features is None or not wanted:
+        return set()
+    good = {i for i in wanted if _digest(features[i * shard_size:(i + 1) * shard_size]) in recorded[i]}
+    if len(good) < len(wanted) and not warned:
+        warn(f"{partial}: {len(wanted) - len(good)} finished feature shard(s) do not match the sha256 recorded "
+             "when they were written; computing them again")
+    return good
+
+
+def _reopen(out: Path, partial: Path) -> None:
+    """Turn a finished feature file that failed its check back into the partial file of a resume (a link
+    planted at the finished name is removed, never written through)."""
+    if out.is_symlink():
+        _remove(out, out)
+        return
+    try:
+        os.replace(out, partial)
+    except OSError as exc:
+        raise OutputError(out, "features", exc) from exc
+
+
+def _remove(path: Path, out: Path) -> None:
+    try:
+        path.unlink()
+    except OSError as exc:
+        raise OutputError(out, "features", exc) from exc
 
 
 def _reserved_memmap(path: Path, shape: tuple[int, int], out: Path) -> np.ndarray:
     """A new float32 memory-mapped ``.npy`` whose disk blocks are reserved up front: on a full disk this
     fails now, as one error naming ``out``, instead of killing the process later with SIGBUS when a page
     of the map cannot be written back."""
+    atomic.refuse_link(path, "features")
     try:
         array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
         if hasattr(os, "posix_fallocate"):

@@ -41,7 +41,12 @@ def _dataset_label(card: dict[str, Any], fallback: str) -> str:
         dataset = dataset.get("path")
     if not dataset:
         return fallback
-    return identify(str(dataset)).name if Path(str(dataset)).exists() else plain_name(str(dataset))
+    if Path(str(dataset)).exists():
+        try:
+            return identify(str(dataset)).name
+        except FacebenchError:
+            pass  # only the row label: a training set whose own card is unreadable is named by its path
+    return plain_name(str(dataset))
 
 
 def _not_a_model(path: Path) -> str:
@@ -77,7 +82,7 @@ def resolve_model(model: str | os.PathLike, backbone: str | None = None, device:
 
     path = Path(model).expanduser()
     if path.is_dir():
-        if not (path / MODEL_CARD).is_file():
+        if not (path / MODEL_CARD).exists():
             raise FacebenchError(f"{path}: {_not_a_model(path)}")
         name = backbone or RUN_EXTRACTOR
         extractor = build_extractor(name, path, device)  # the fr-run extractor reads and checks the card

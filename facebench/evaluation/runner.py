@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from ..console import console
+from ..console import console, warn
 from ..errors import DataError, FacebenchError
 from ..metrics import MetricInputError, VerificationResult, far_key, verification_intervals, verify
 from ..metrics.verification import DEFAULT_FARS
 from ..provenance import sha256_path
 from ..runs import DEFAULT_RUNS_ROOT, RESULTS, discard_on_failure
+from ..safe_load import expect
 from ..shards import ShardManifest
 from .embed import TensorModel, embed_pairs
 from .protocols import VERIFICATION, ProtocolContext, benchmark_digest, build_protocol
@@ -140,8 +143,7 @@ def evaluate_suite(model: TensorModel, suite: Suite, data_root: str | os.PathLik
                 label = f"pack:{bench.name}" if not inputs else f"{bench.name}:{Path(file).name}"
                 run.add_input(label, file)
         used = (options or {}).get(bench.protocol, {}) if protocol is not None else {}
-        done = manifest.done.get(bench.name) if manifest is not None else None
-        done = [done] if isinstance(done, dict) else done  # manifests before protocols held one row
+        done = finished_rows(manifest, bench.name) if manifest is not None else None
         if done and done[0].get("pack_sha256") == digest and done[0].get("options", {}) == used:
             rows.extend({**row, "dataset": dataset} for row in done)  # the label may differ on rerun
             console.print(f"{bench.name}: already evaluated (resumed)")
@@ -162,8 +164,43 @@ def evaluate_suite(model: TensorModel, suite: Suite, data_root: str | os.PathLik
                    for row in protocol.evaluate(ctx)]
         rows.extend(new)
         if manifest is not None:
-            manifest.mark_done(bench.name, new)
+            new = json.loads(json.dumps(new, default=str))  # as the manifest holds them, hashed as such
+            manifest.mark_done(bench.name, {"rows": new, "sha256": rows_sha256(new)})
     return SuiteOutcome(rows=rows, missing=missing, found=found)
+
+
+def rows_sha256(rows: list[dict[str, Any]]) -> str:
+    """The sha256 of result rows as JSON (keys sorted): what the manifest records of a finished benchmark."""
+    text = json.dumps(rows, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def finished_rows(manifest: ShardManifest, name: str) -> list[dict[str, Any]] | None:
+    """The rows the run's manifest records for benchmark ``name``, or None when it must be scored (again).
+
+    Rows are reused only when they still hash to the sha256 recorded when they were written: rows that
+    someone edited (or a manifest of an older facebench, which recorded none) are scored again with a
+    warning naming the file and the benchmark. Rows of the wrong shape are one error naming the file."""
+    entry = manifest.done.get(name)
+    if entry is None:
+        return None
+    key = f"done.{name}"
+    expect(manifest.path, entry, (dict, list), key)
+    recorded = None
+    if isinstance(entry, dict) and "rows" in entry:
+        rows = expect(manifest.path, entry["rows"], list, f"{key}.rows")
+        recorded = entry.get("sha256")
+    else:  # an older manifest: one row (before protocols), or the rows without their hash
+        rows = [entry] if isinstance(entry, dict) else entry
+    for i, row in enumerate(rows):
+        expect(manifest.path, row, dict, f"{key} row {i + 1}")
+    if not rows:
+        return None
+    if recorded != rows_sha256(rows):
+        why = "record no sha256" if recorded is None else "do not match the sha256 recorded when they were written"
+        warn(f"{manifest.path}: the finished rows of benchmark {name} {why}; scoring it again")
+        return None
+    return rows
 
 
 def protocol_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from facebench.atomic import refuse_link
 from facebench.data.images import encode_image
 from facebench.errors import MissingFileError
 from facebench.evaluation.embed import TensorModel
@@ -61,10 +62,12 @@ def with_mirror(model: TensorModel) -> TensorModel:
 def cached_features(ctx: ProtocolContext, reader: Any, key: str, root: Path, params: dict[str, Any], *,
                     model: TensorModel | None = None, flip_test: bool = False) -> np.ndarray:
     """Features of every image of ``reader`` from ``<run>/features/<key>-<hash of root>.npy`` (computed if
-    absent); benchmarks on one root (IJB-C 1:1 and 1:N) share them."""
+    absent); benchmarks on one root (IJB-C 1:1 and 1:N) share them. A cached file is checked against the
+    sha256 its shards recorded when written and computed again (with a warning) when it no longer matches
+    (:func:`~facebench.evaluation.features.dataset_features`)."""
     tag = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:10]
     folder = Path(ctx.workdir) / "features" if ctx.workdir is not None else Path(tempfile.mkdtemp(prefix="fb-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    refuse_link(folder, "feature cache").mkdir(parents=True, exist_ok=True)  # the run's own folder, not a link
     params = {**params, "model": ctx.model_name, "weights_sha256": ctx.weights_sha256}
     return dataset_features(model or ctx.model, reader, folder / f"{key}-{tag}.npy", params=params,
                             batch_size=ctx.batch_size, flip_test=flip_test)

@@ -51,12 +51,19 @@ def load_backbone_weights(model: torch.nn.Module, path: str | os.PathLike, *, ke
     """Load a weights file into ``model`` strictly, with a one-line error when the layout differs."""
     path = Path(path)
     state = _state_dict_from(load_checkpoint(path, what=f"{backbone} weights"), path, key)
+    check_backbone_layout(model, state, path, backbone)
+    model.load_state_dict(state, strict=True)
+
+
+def check_backbone_layout(model: torch.nn.Module, state: dict[str, Any], path: str | os.PathLike,
+                          backbone: str) -> None:
+    """One error naming the weights file when ``state`` does not fit ``model`` (keys and shapes); ``model``
+    may live on the meta device (nothing allocated)."""
     expected = model.state_dict()
     problem = state_dict_mismatch(expected, state)
     if problem:
         raise DataError(path, f"does not match backbone '{backbone}' (expects {len(expected)} keys such as "
                         f"{_preview(list(expected), 2)}): {problem}")
-    model.load_state_dict(state, strict=True)
 
 
 class FeatureExtractor:
@@ -133,7 +140,7 @@ def from_backbone(backbone: str, weights: str | os.PathLike | None = None, *, de
 def from_run(weights: str | os.PathLike | None = None, *, device: Any = "cpu", flip_test: bool = True,
              batch_size: int = 64, **_: Any) -> FeatureExtractor:
     """The backbone of a facebench FR training run directory (its ``model.json`` + ``backbone.pt``)."""
-    from facebench.errors import ConfigError
+    from facebench.errors import ConfigError, UnknownComponentError, first_line
     from facebench.fr.model_card import BACKBONE, read_model_card
     from facebench.runs import MODEL_CARD
 
@@ -144,8 +151,25 @@ def from_run(weights: str | os.PathLike | None = None, *, device: Any = "cpu", f
         run = run.parent
     card = read_model_card(run)
     options = dict(card["backbone_options"])
-    model = registry("backbone").create(card["backbone"], **options)
-    load_backbone_weights(model, run / card.get("weights", BACKBONE), backbone=card["backbone"])
+
+    def build() -> torch.nn.Module:
+        try:  # the card is data: a backbone or options that do not build are one error naming it
+            return registry("backbone").create(card["backbone"], **options)
+        except UnknownComponentError as exc:
+            raise DataError(run / MODEL_CARD, f"backbone: {first_line(exc)}") from exc
+        except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+            raise DataError(run / MODEL_CARD, f"backbone '{card['backbone']}' cannot be built from the card's "
+                            f"backbone_options: {first_line(exc)}") from exc
+
+    # The card's options are checked against the weights on the meta device first: a card asking for a
+    # model far larger than its weights fails here, before any memory is allocated for it.
+    weights_file = run / card.get("weights", BACKBONE)
+    state = _state_dict_from(load_checkpoint(weights_file, what=f"{card['backbone']} weights"), weights_file, None)
+    with torch.device("meta"):
+        skeleton = build()
+    check_backbone_layout(skeleton, state, weights_file, card["backbone"])
+    model = build()
+    model.load_state_dict(state, strict=True)
     extractor = FeatureExtractor(model, name=f"fr-run:{run.name}", input_size=int(card["input_size"]), device=device,
                                  flip_test=flip_test, batch_size=batch_size,
                                  weights=str(run / card.get("weights", BACKBONE)))
