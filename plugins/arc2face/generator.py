@@ -88,13 +88,13 @@ class Arc2FaceGenerator:
         self.device = torch.device(device)
         self.dtype, self.dtype_name = _torch_dtype(opts.dtype, self.device)
         self.files = files = layout.resolve_files(model_dir, opts.base or None)
-        self.unet = self._place(layout.build_unet(files))
-        self.vae = self._place(layout.build_vae(files))
-        self.encoder = self._place(layout.build_encoder(files))
-        self.tokenizer = layout.build_tokenizer(files)
-        self.scheduler_config = layout.scheduler_config(files)
-        if getattr(self.unet.config, "time_cond_proj_dim", None) is not None:
-            raise DataError(files.unet_config, "a guidance-distilled UNet (time_cond_proj_dim) is not supported")
+        with layout.offline():
+            unet, vae, encoder = layout.build_unet(files), layout.build_vae(files), layout.build_encoder(files)
+            layout.check_fit(files, unet, vae, encoder)
+            self.tokenizer = layout.build_tokenizer(files, encoder)
+            self.scheduler_config = layout.scheduler_config(files)
+            self._check_schedule()
+        self.unet, self.vae, self.encoder = self._place(unet), self._place(vae), self._place(encoder)
         hidden = int(self.encoder.config.hidden_size)
         if hidden < FEATURE_DIM:
             raise DataError(files.encoder_config, f"hidden_size {hidden} is narrower than the {FEATURE_DIM}-d "
@@ -181,9 +181,24 @@ class Arc2FaceGenerator:
         return [int(s) for s in self._seeds.integers(0, 2**63 - 1, size=n, dtype=np.int64)]
 
     def make_scheduler(self) -> Any:
+        """A fresh sampler of the ``scheduler`` option on the folder's (allow-listed) noise schedule."""
         import diffusers
 
-        return getattr(diffusers, SCHEDULERS[self.options.scheduler]).from_config(self.scheduler_config)
+        scheduler = getattr(diffusers, SCHEDULERS[self.options.scheduler])
+        try:
+            return scheduler.from_config(self.scheduler_config)
+        except layout.library_errors() as exc:
+            raise DataError(self.files.scheduler_config, f"cannot build the {self.options.scheduler} scheduler "
+                                                         f"from it: {layout.library_reason(exc)}") from None
+
+    def _check_schedule(self) -> None:
+        """A noise schedule the sampler cannot step through fails when loading, not mid-run."""
+        try:
+            self.make_scheduler().set_timesteps(self.options.steps)
+        except layout.library_errors() as exc:
+            opts = self.options
+            raise DataError(self.files.scheduler_config, f"the {opts.scheduler} scheduler cannot take {opts.steps} "
+                                                         f"steps: {layout.library_reason(exc)}") from None
 
     def latents(self, cond: Any, seeds: list[int]) -> Any:
         """Final latents of the denoising loop for prompt embeddings ``cond``, one noise seed per image

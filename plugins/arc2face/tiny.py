@@ -1,11 +1,12 @@
 """``facebench arc2face make-tiny``: a tiny random-weight model directory in the release's layout.
 
-The folders are written the way the libraries write them (``save_pretrained`` for the UNet and VAE,
-SD 1.5's own scheduler file; the encoder's ``pytorch_model.bin`` in the transformers-4 key layout the release ships), so
+The folders are laid out the way the libraries write them (``save_pretrained``'s files for the UNet
+and VAE, SD 1.5's own scheduler file; the encoder's ``pytorch_model.bin`` in the transformers-4 key layout the release ships), so
 the tiny model goes through exactly the loading path of the real one, offline. The CLIP tokenizer is
 written here from a vocabulary that holds only the tokens of Arc2Face's prompt and the empty prompt
 (anything else maps to the unknown token, as in CLIP): no hub download. The weights are random: images
 from it are a pipeline check, never faces (``facebench_tiny.json`` says so, and generation records it).
+Every file is written under the user's umask (as any file they make).
 """
 
 from __future__ import annotations
@@ -60,6 +61,20 @@ def write_tokenizer(out: Path, max_length: int) -> dict[str, int]:
     return vocab
 
 
+def write_safetensors(state: dict[str, Any], path: Path) -> None:
+    """A state dict as safetensors (with the ``format: pt`` metadata the libraries write), written like any
+    file the user makes: safetensors' own ``save_file`` leaves it ``0600`` whatever the umask."""
+    from safetensors.torch import save
+
+    path.write_bytes(save({k: v.detach().contiguous() for k, v in state.items()}, metadata={"format": "pt"}))
+
+
+def save_diffusers(model: Any, out: Path) -> None:
+    """``config.json`` and ``diffusion_pytorch_model.safetensors``, as ``save_pretrained`` lays them out."""
+    model.save_config(str(out))
+    write_safetensors(model.state_dict(), out / "diffusion_pytorch_model.safetensors")
+
+
 def save_encoder(encoder: Any, out: Path, fmt: str = "bin") -> None:
     """The text encoder as the release ships it: ``config.json`` + ``pytorch_model.bin`` with the
     transformers-4 keys (``text_model.`` prefix), or ``model.safetensors`` as the installed version saves."""
@@ -69,7 +84,7 @@ def save_encoder(encoder: Any, out: Path, fmt: str = "bin") -> None:
     encoder.config.architectures = ["CLIPTextModel"]
     encoder.config.save_pretrained(str(out))
     if fmt == "safetensors":
-        encoder.save_pretrained(str(out), safe_serialization=True)
+        write_safetensors(encoder.state_dict(), out / "model.safetensors")
         return
     state = {(k if k.startswith("text_model.") else f"text_model.{k}"): v.detach().clone().contiguous()
              for k, v in encoder.state_dict().items()}
@@ -97,8 +112,8 @@ def write_model_dir(out: str | os.PathLike, configs: dict[str, dict[str, Any]], 
             unet = UNet2DConditionModel(**configs["unet"])
             vae = AutoencoderKL(**configs["vae"])
             encoder = CLIPTextModel(CLIPTextConfig(**configs["encoder"]))
-        unet.save_pretrained(str(tmp / "arc2face"))
-        vae.save_pretrained(str(tmp / "vae"))
+        save_diffusers(unet, tmp / "arc2face")
+        save_diffusers(vae, tmp / "vae")
         save_encoder(encoder, tmp / "encoder", encoder_format)
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER, indent=2))
