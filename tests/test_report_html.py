@@ -197,7 +197,7 @@ def test_cli_errors_name_the_file(tmp_path):
     assert not (tmp_path / "r.html").exists()
     (broken / "results.json").write_text('[{"benchmark": "lfw", "accuracy": "high"}]')
     r = CliRunner().invoke(cli, ["report", str(broken), "--out", str(tmp_path / "r.html")])
-    assert r.exit_code == 2 and "non-numeric accuracy" in r.output
+    assert r.exit_code == 2 and f"{broken / 'results.json'}: accuracy must be a number in [0, 100]" in r.output
     arr = tmp_path / "arr"
     (arr / "analysis").mkdir(parents=True)
     (arr / "analysis" / "summary.json").write_text("{}")
@@ -308,7 +308,16 @@ def test_card_shows_a_grid_of_the_training_set_named_by_model_json(tmp_path):
     run.mkdir()
     (run / "model.json").write_text(json.dumps({"backbone": "tiny", "recipe": "tiny-arcface", "num_classes": 3,
                                                 "num_images": 6, "dataset": {"path": str(data)}}))
-    doc = parse(write_report([run], tmp_path / "r.html", sections=["datasets"]).read_text())
+    # the training set lies outside the run folder given: not embedded, and the warning says so
+    from facebench.report import build_report
+
+    out, findings = build_report([run], tmp_path / "r.html", sections=["datasets"])
+    assert parse(out.read_text()).images == []
+    assert [w for f in findings for w in f.warnings if "not embedded" in w] == [
+        f"{run}: sample images of dataset '{tmp_path.name}/train' not embedded: {data} is outside the folders given "
+        f"(add --images-from {data} to embed it)"]
+    # named explicitly, it is
+    doc = parse(write_report([run], tmp_path / "r.html", sections=["datasets"], images_from=[data]).read_text())
     assert len(doc.images) == 1
     grid = Image.open(io.BytesIO(base64.b64decode(doc.images[0]["src"].split(",", 1)[1]))).convert("RGB")
     # data grid's contact sheet: 3 identities in rows, 2 images each, cells of 56 px with 2 px gaps

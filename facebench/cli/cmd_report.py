@@ -11,6 +11,7 @@ _EPILOG = """Examples:
 \b
   facebench report runs/tiny runs/noise --out reports/toy.html
   facebench report runs/tiny runs/noise --label runs/noise='noise baseline'
+  facebench report runs/tiny runs/noise --images-from toy --out reports/toy.html
 """
 
 
@@ -26,8 +27,11 @@ _EPILOG = """Examples:
 @click.option("--real", "real", multiple=True, metavar="RUN",
               help="A run directory of a model trained on real data: the fairness view prints every other "
                    "dataset's GAP to it (repeatable; it must be among RUNS).")
+@click.option("--images-from", "images_from", multiple=True, metavar="DIR", type=click.Path(file_okay=False),
+              help="A folder outside RUNS whose images may be embedded (a training set's sample grid); "
+                   "without it, only images inside RUNS are (repeatable).")
 def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...], labels: tuple[str, ...],
-           real: tuple[str, ...]) -> None:
+           real: tuple[str, ...], images_from: tuple[str, ...]) -> None:
     """Compare run directories (evaluation, analysis, generated datasets, FR training) in one HTML file.
 
     Each RUN contributes itself and every sub-folder holding results: give a train-fr run and its
@@ -36,7 +40,9 @@ def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...
     one name (from its dataset.json, else its training set's folder): one row per model, one card and one
     point of the size plot. The file has inline CSS and embedded images, needs no network and no
     JavaScript. Published numbers of the Vec2Face paper and newer methods appear beside the measured
-    rows, labelled as such.
+    rows, labelled as such. Images come only from inside RUNS (and --images-from): a sample grid of a
+    dataset elsewhere, or behind a link leading elsewhere, is left out with a warning. Numbers out of
+    range (an accuracy above 100, a NaN) are refused, naming the file.
     """
     from ..errors import FacebenchError
     from ..report import build_report
@@ -49,7 +55,7 @@ def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...
         names[run] = name
     with console.status("rendering report"):
         path, findings = build_report(list(runs), out, title=title, sections=list(sections) or None,
-                                      labels=names, real=list(real))
+                                      labels=names, real=list(real), images_from=list(images_from))
     for finding in findings:
         for line in finding.lines():
             click.echo(f"found {line}")

@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data.identity import identify, inner_name, name_from_card, plain_name
-from ..runs import MODEL_CARD
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from ..errors import FacebenchError
+from ..runs import DATASET_CARD, MODEL_CARD, PROVENANCE
+from ..safe_load import read_json
+from . import checks
 
 
 @dataclass
@@ -50,10 +48,14 @@ def ref_of_path(path: Any, name: str | None = None, sha256: str | None = None) -
     recorded name alone."""
     where = _abs(path)
     if where is not None and where.exists():
-        ident = identify(where)
-        card_sha = (ident.card or {}).get("sha256") if ident.card else None
+        try:
+            ident = identify(where)
+        except FacebenchError:  # its card is unsound: the dataset is named by its path alone (see _checked)
+            return DatasetRef(name=name or plain_name(where), sha256=sha256, path=where)
+        card = _checked(ident.card_dir / DATASET_CARD, ident.card, checks.dataset_card) if ident.card else None
+        card_sha = (card or {}).get("sha256")
         return DatasetRef(name=name or ident.name, sha256=sha256 or card_sha, path=ident.path.absolute(),
-                          card=ident.card, card_dir=ident.card_dir)
+                          card=card, card_dir=ident.card_dir if card is not None else None)
     if where is None and not name:
         return None
     if where is not None and not Path(str(path)).is_absolute():  # a name rather than a path: shown as given
@@ -81,32 +83,37 @@ def ref_of_model(model: dict[str, Any], provenance: dict[str, Any] | None = None
     return None
 
 
-def evaluated_model(path: Path, config_text: str | None) -> Path | None:
+def evaluated_model(path: Path, config: dict[str, Any] | None) -> Path | None:
     """The FR run folder an evaluation run evaluated: the folder it sits in (``RUN/eval-SUITE``), else
-    the ``model`` of its ``config.toml`` when that is a run folder."""
+    the ``model`` of its parsed ``config.toml`` when that names a run folder (other commands' configs use
+    ``model`` for other things: anything but a string is not a model folder)."""
     if (path.parent / MODEL_CARD).is_file():
         return path.parent.absolute()
-    if config_text:
-        try:
-            model = tomllib.loads(config_text).get("model")
-        except tomllib.TOMLDecodeError:
-            model = None
-        where = _abs(model)
-        if where is not None and (where / MODEL_CARD).is_file():
-            return where
+    where = _abs((config or {}).get("model"))
+    if where is not None and (where / MODEL_CARD).is_file():
+        return where
     return None
 
 
-def read_model(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """``model.json`` and ``provenance.json`` of an FR run folder (None where unreadable)."""
-    import json
+def _checked(path: Path, value: Any, check: Any) -> dict[str, Any] | None:
+    """``value`` when it passes ``check``, else None: a file outside the given runs, consulted only to
+    name a dataset, is used when sound and otherwise left aside (the given runs' own files are refused)."""
+    try:
+        check(path, value)
+    except FacebenchError:
+        return None
+    return value
 
+
+def read_model(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``model.json`` and ``provenance.json`` of the FR run folder an evaluation evaluated (None where
+    absent, unreadable or malformed: see :func:`_checked`)."""
     out = []
-    for name in (MODEL_CARD, "provenance.json"):
+    for name, check in ((MODEL_CARD, checks.model_card), (PROVENANCE, checks.provenance)):
         try:
-            value = json.loads((run_dir / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            value = read_json(run_dir / name, limit=checks.CARD_LIMIT)
+        except FacebenchError:
             value = None
-        out.append(value if isinstance(value, dict) else None)
+        out.append(_checked(run_dir / name, value, check) if value is not None else None)
     return out[0], out[1]
 

@@ -13,7 +13,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError, MissingFileError
+from ..errors import DataError, FacebenchError, MissingFileError
+from ..runs import CONFIG
+from ..safe_load import read_toml
+from .confine import Confinement
 from .datasets import evaluated_model
 from .loading import _MARKERS, RunData, disambiguate_names, has_results, load_run, name_datasets
 
@@ -40,6 +43,15 @@ class Finding:
 class Collection:
     runs: list[RunData]
     findings: list[Finding]
+    confinement: Confinement
+
+    def add_skipped(self) -> None:
+        """Add the warnings of images left out of the report (recorded while rendering) to the findings of
+        the folders whose runs pointed at them."""
+        for run_path, line in self.confinement.skipped:
+            finding = next((f for f in self.findings if any(r.path == run_path for r in f.runs)), self.findings[0])
+            if line not in finding.warnings:
+                finding.warnings.append(line)
 
 
 def run_dirs(path: Path) -> list[Path]:
@@ -68,24 +80,34 @@ def _evaluations_of(model_dir: Path, near: Path) -> list[Path]:
     for sibling in sorted(p for p in near.parent.iterdir() if p.is_dir() and p != near):
         for candidate in run_dirs(sibling):
             if (candidate / "results.json").is_file() or (candidate / "results.csv").is_file():
-                config = candidate / "config.toml"
-                text = config.read_text(encoding="utf-8", errors="replace") if config.is_file() else None
-                if evaluated_model(candidate, text) == model_dir:
+                try:  # only a hint: a sibling's unreadable config is passed over
+                    config = read_toml(candidate / CONFIG) if (candidate / CONFIG).is_file() else None
+                except FacebenchError:
+                    config = None
+                if evaluated_model(candidate, config) == model_dir:
                     out.append(candidate)
     return out
 
 
 def collect_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None = None,
-                 real: list[str | os.PathLike] | None = None) -> Collection:
+                 real: list[str | os.PathLike] | None = None,
+                 images_from: list[str | os.PathLike] | None = None) -> Collection:
     """Load every run of the given folders and their sub-folders, name each dataset once, and say what
     each folder contributed. ``labels`` maps a given folder (or one of its runs) to a dataset name;
-    ``real`` lists folders (or runs) trained on real data, the baseline of GAP figures."""
+    ``real`` lists folders (or runs) trained on real data, the baseline of GAP figures; images are
+    embedded only from inside the given folders and ``images_from`` (:mod:`.confine`)."""
     given = [Path(p) for p in paths]
     for path in given:
         if not path.exists():
             raise MissingFileError(path, "run directory")
         if not path.is_dir():
             raise DataError(path, "is a file; expected a run directory")
+    extra = [Path(p) for p in images_from or []]
+    for path in extra:
+        if not path.is_dir():
+            raise (DataError(path, "--images-from must name a folder") if path.exists()
+                   else MissingFileError(path, "folder of --images-from"))
+    confinement = Confinement(given + extra)
     wanted = {Path(k).resolve(): v for k, v in (labels or {}).items()}
     baselines = {Path(k).resolve() for k in (real or [])}
     findings: list[Finding] = []
@@ -97,6 +119,7 @@ def collect_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None =
             if key in seen:
                 continue
             run = seen[key] = load_run(directory)
+            run.confinement = confinement
             run.label_override = wanted.get(key) or wanted.get(path.resolve())
             run.real = key in baselines or path.resolve() in baselines
             finding.runs.append(run)
@@ -130,4 +153,4 @@ def collect_runs(paths: list[str | os.PathLike], labels: dict[str, str] | None =
                     f"(it writes {run.path}/eval-SUITE, which report finds)")
             finding.warnings.append(f"{run.path}: its model has no evaluation here, so it has no accuracy row; "
                                     + hint)
-    return Collection(runs=runs, findings=findings)
+    return Collection(runs=runs, findings=findings, confinement=confinement)

@@ -7,7 +7,9 @@ one-line :class:`~facebench.errors.DataError` naming it (a report must never sil
 
 from __future__ import annotations
 
-import json
+import csv
+import io
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, MissingFileError, first_line
-from ..safe_load import load_array
+from ..runs import CONFIG, DATASET_CARD, MODEL_CARD, PROVENANCE
+from ..safe_load import load_array, read_json, read_text, read_toml
+from . import checks
+from .confine import Confinement
 from .datasets import DatasetRef, evaluated_model, read_model, ref_of_card, ref_of_model, ref_of_path
 
 #: Columns every tidy result row carries (``facebench evaluate``); more are kept when present.
@@ -29,39 +34,60 @@ ANALYSIS_ARRAYS = ("genuine", "impostor", "intra", "inter", "separability", "yaw
 #: Image files a run may carry as its sample grid, in the order they are looked for.
 SAMPLE_IMAGES = ("samples.png", "samples.jpg", "grid.png", "grid.jpg")
 
+#: Most values of one analysis array (an intra-class array of a 42M-image set fits; a header claiming
+#: more is refused before anything is allocated).
+MAX_ARRAY_ITEMS = 100_000_000
+
 _MARKERS = ("results.json", "results.csv", "analysis/summary.json", "dataset.json", "model.json")
 
+#: The JSON files of a run folder: (attribute, file, what it is, its check).
+_JSON_FILES = (("summary", "analysis/summary.json", "analysis summary", checks.summary),
+               ("dataset", DATASET_CARD, "dataset card", checks.dataset_card),
+               ("model", MODEL_CARD, "model card", checks.model_card),
+               ("provenance", PROVENANCE, "provenance", checks.provenance))
 
-def read_json(path: Path) -> Any:
+
+def _json_rows(path: Path) -> list[tuple[str, Any]]:
+    data = read_json(path, what="results", expect_type=None, limit=checks.RESULTS_LIMIT)
+    rows = data.get("results", data.get("rows")) if isinstance(data, dict) else data
+    if not isinstance(rows, list):
+        raise DataError(path, "expected a list of result rows (objects with dataset, benchmark, accuracy)")
+    return [(f"row {i + 1}", row) for i, row in enumerate(rows)]
+
+
+def _csv_rows(path: Path) -> list[tuple[str, Any]]:
+    text = read_text(path, what="results", limit=checks.RESULTS_LIMIT)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows = []
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"invalid JSON: {exc.msg}", f"line {exc.lineno} column {exc.colno}") from None
-    except UnicodeDecodeError:
-        raise DataError(path, "not UTF-8 text") from None
+        header = next(reader, None)
+        if not header:
+            return []
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) > len(header):
+                raise DataError(path, f"{len(cells)} cells, but the header names {len(header)} columns",
+                                f"line {reader.line_num}")
+            where = f"line {reader.line_num}"
+            rows.append((where, checks.csv_row(path, dict(zip(header, cells)), reader.line_num)))
+    except csv.Error as exc:
+        raise DataError(path, f"unreadable CSV: {first_line(exc)}", f"line {reader.line_num}") from None
+    return rows
 
 
 def _results_frame(path: Path) -> pd.DataFrame:
-    if path.suffix == ".json":
-        data = read_json(path)
-        rows = data.get("results", data.get("rows")) if isinstance(data, dict) else data
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise DataError(path, "expected a list of result rows (objects with dataset, benchmark, accuracy)")
-        frame = pd.DataFrame(rows)
-    else:
-        try:
-            frame = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise DataError(path, f"unreadable CSV: {first_line(exc)}") from None
+    """The result rows of ``results.json`` / ``results.csv``, each checked (:func:`checks.result_row`)."""
+    rows = _json_rows(path) if path.suffix == ".json" else _csv_rows(path)
+    for where, row in rows:
+        checks.result_row(path, row, where)
+    frame = pd.DataFrame([row for _, row in rows])
     missing = [c for c in ("benchmark", "accuracy") if c not in frame.columns]
     if missing:
         raise DataError(path, f"result rows lack the column(s) {', '.join(missing)}")
-    try:
-        raw = pd.to_numeric(frame["accuracy"], errors="raise").astype(float)
-        if "std" in frame.columns:
-            frame["std"] = pd.to_numeric(frame["std"], errors="raise").astype(float)
-    except (TypeError, ValueError) as exc:
-        raise DataError(path, f"non-numeric accuracy or std: {exc}") from None
+    raw = pd.to_numeric(frame["accuracy"]).astype(float)
+    if "std" in frame.columns:
+        frame["std"] = pd.to_numeric(frame["std"]).astype(float)
     # Accuracies may be fractions (0.9) or percent (90.0): a fraction is never above 1, and a percent
     # accuracy at or below 1% is below chance, so the unit is unambiguous; std follows its accuracy.
     scale = np.where(raw <= 1.0, 100.0, 1.0)
@@ -70,6 +96,40 @@ def _results_frame(path: Path) -> pd.DataFrame:
         frame["std"] = frame["std"] * scale
     frame["benchmark"] = frame["benchmark"].astype(str)
     return frame
+
+
+def _array_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a ``.npy`` file from its header alone, so a pickled, oversized or truncated
+    array is refused before anything is loaded or allocated."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                raise DataError(path, "not a .npy array (no NUMPY header)")
+            fh.seek(0)
+            version = np.lib.format.read_magic(fh)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise DataError(path, f"unsupported .npy version {version[0]}.{version[1]}")
+            shape, _, dtype = readers[version](fh)
+            offset = fh.tell()
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(path, f"cannot read array: {first_line(exc)}") from None
+    if dtype.hasobject:
+        raise DataError(path, "cannot read array: it holds Python objects (a pickle), which a report never unpickles")
+    items = math.prod(shape)
+    if items > MAX_ARRAY_ITEMS:
+        raise DataError(path, f"array of {items} values is larger than a report reads (at most {MAX_ARRAY_ITEMS})")
+    if offset + items * dtype.itemsize > os.path.getsize(path):
+        raise DataError(path, f"array is truncated: its header declares shape {tuple(shape)}")
+    return tuple(shape), dtype
+
+
+def read_array(path: str | os.PathLike, *, what: str = "array") -> np.ndarray:
+    """An analysis array a report plots or shows: a plain ``.npy`` (never unpickled), checked by its header
+    first (:func:`_array_header`)."""
+    path = Path(path)
+    _array_header(path)
+    return load_array(path, what=what)
 
 
 @dataclass
@@ -83,13 +143,16 @@ class RunData:
     dataset: dict[str, Any] | None = None
     model: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None
-    config_text: str | None = None
+    config: dict[str, Any] | None = None  # config.toml, parsed
+    config_text: str | None = None  # config.toml as written (shown in the provenance section)
     sample_image: Path | None = None
     label_override: str | None = None
     dataset_ref: DatasetRef | None = None  # the dataset this run is about, as its files state it
     dataset_label: str | None = None  # that dataset's one name in the report (set by load_runs)
     model_dir: Path | None = None  # the FR run folder this run's model is (FR run) or evaluated (evaluation)
     real: bool = False  # named with ``report --real``: the real-data baseline GAP figures compare with
+    #: the folders whose images the report may embed (the run folders given): see :meth:`may_embed`
+    confinement: Confinement | None = field(default=None, repr=False)
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -121,18 +184,37 @@ class RunData:
         return isinstance(info, dict) and bool(info.get("untrained") or info.get("pipeline_check"))
 
     def array(self, name: str) -> np.ndarray | None:
-        """``analysis/<name>.npy`` as a float array, or None when the run has none."""
+        """``analysis/<name>.npy`` as a 1-D float array of finite values, or None when the run has none."""
         if name in self._arrays:
             return self._arrays[name]
         path = self.path / "analysis" / f"{name}.npy"
         if not path.is_file():
             return None
-        arr = load_array(path, what="array")
-        if not np.issubdtype(arr.dtype, np.number):
-            raise DataError(path, f"expected a numeric array, found dtype {arr.dtype}")
-        arr = np.asarray(arr, dtype=np.float64).ravel()
+        arr = read_array(path)
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise DataError(path, f"expected an array of numbers, found dtype {arr.dtype}")
+        if arr.ndim != 1:
+            raise DataError(path, f"expected a 1-D array, found shape {tuple(arr.shape)}")
+        arr = np.asarray(arr, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise DataError(path, f"holds NaN or infinite values ({int((~np.isfinite(arr)).sum())} of {arr.size})")
         self._arrays[name] = arr
         return arr
+
+    def skip_image(self, text: str) -> None:
+        """Say (one warning line naming this run) that an image was left out of the report, and why."""
+        if self.confinement is None:
+            self.confinement = Confinement([self.path])
+        self.confinement.skip(self.path, text)
+
+    def may_embed(self, path: str | os.PathLike, what: str, *, warn: bool = True) -> bool:
+        """Whether the image(s) at ``path`` may go into the report: only from inside the folders the user
+        gave (:mod:`.confine`); when not (and ``warn``), a warning says what was skipped."""
+        if self.confinement is None:
+            self.confinement = Confinement([self.path])
+        if warn:
+            return self.confinement.allows(path, what, self.path)
+        return self.confinement.leads_out(path) is None
 
     @property
     def card(self) -> dict[str, Any] | None:
@@ -184,21 +266,21 @@ def load_run(path: str | os.PathLike, name: str | None = None) -> RunData:
         raise DataError(path, "is a file; expected a run directory")
     if not has_results(path):
         raise DataError(path, f"no result files found (looked for {', '.join(_MARKERS)})")
-    run = RunData(path=path, name=name or path.resolve().name)
+    run = RunData(path=path, name=name or path.resolve().name, confinement=Confinement([path]))
     if (path / "results.json").is_file():
         run.results = _results_frame(path / "results.json")
     elif (path / "results.csv").is_file():
         run.results = _results_frame(path / "results.csv")
-    for attr, rel in (("summary", "analysis/summary.json"), ("dataset", "dataset.json"),
-                      ("model", "model.json"), ("provenance", "provenance.json")):
+    for attr, rel, what, check in _JSON_FILES:
         file = path / rel
         if file.is_file():
-            value = read_json(file)
-            if not isinstance(value, dict):
-                raise DataError(file, f"expected a JSON object, found {type(value).__name__}")
+            value = read_json(file, what=what, limit=checks.CARD_LIMIT if attr != "summary" else checks.RESULTS_LIMIT)
+            check(file, value)
             setattr(run, attr, value)
-    if (path / "config.toml").is_file():
-        run.config_text = (path / "config.toml").read_text(encoding="utf-8", errors="replace")
+    config = path / CONFIG
+    if config.is_file():
+        run.config_text = read_text(config, what="run config", limit=checks.CARD_LIMIT)
+        run.config = read_toml(config, what="run config")
     run.sample_image = next((path / n for n in SAMPLE_IMAGES if (path / n).is_file()), None)
     _find_dataset(run)
     return run
@@ -214,7 +296,7 @@ def _find_dataset(run: RunData) -> None:
         run.dataset_ref = ref_of_model(run.model, run.provenance)
         return
     if run.results is not None:
-        run.model_dir = evaluated_model(run.path, run.config_text)
+        run.model_dir = evaluated_model(run.path, run.config)
         if run.model_dir is not None:
             model, prov = read_model(run.model_dir)
             run.dataset_ref = ref_of_model(model or {}, prov)

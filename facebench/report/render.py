@@ -48,22 +48,28 @@ def render_html(runs: Sequence[RunData], *, title: str = "facebench report", sec
 def build_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                  title: str = "facebench report", sections: Sequence[str] | None = None,
                  labels: dict[str, str] | None = None,
-                 real: Sequence[str | os.PathLike] | None = None) -> tuple[Path, list[Finding]]:
+                 real: Sequence[str | os.PathLike] | None = None,
+                 images_from: Sequence[str | os.PathLike] | None = None) -> tuple[Path, list[Finding]]:
     """What ``facebench report`` does: collect the runs of ``run_dirs`` and their sub-folders, render,
-    write ``out`` atomically. Returns the written path and what each given folder contributed.
+    write ``out`` atomically. Returns the written path and what each given folder contributed (with a
+    warning for every image left out because it lies outside the given folders).
 
     ``labels`` maps run directories to the dataset names shown for them (an override: each dataset is
     named after its ``dataset.json`` or recorded training set without it); ``real`` names the runs trained
-    on real data, which GAP figures compare the others with."""
+    on real data, which GAP figures compare the others with; ``images_from`` names folders beyond the runs
+    whose images (a training set's sample grid) may be embedded."""
     if not run_dirs:
         raise FacebenchError("no run directories given")
-    collection = collect_runs(list(run_dirs), labels, list(real or []))
+    collection = collect_runs(list(run_dirs), labels, list(real or []), list(images_from or []))
     text = render_html(collection.runs, title=title, sections=sections)
+    collection.add_skipped()
     return atomic.write_text(out, text, "report"), collection.findings
 
 
 def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str = "facebench report",
                  sections: Sequence[str] | None = None, labels: dict[str, str] | None = None,
-                 real: Sequence[str | os.PathLike] | None = None) -> Path:
+                 real: Sequence[str | os.PathLike] | None = None,
+                 images_from: Sequence[str | os.PathLike] | None = None) -> Path:
     """:func:`build_report` without the findings; returns the written path."""
-    return build_report(run_dirs, out, title=title, sections=sections, labels=labels, real=real)[0]
+    return build_report(run_dirs, out, title=title, sections=sections, labels=labels, real=real,
+                        images_from=images_from)[0]

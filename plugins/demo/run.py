@@ -78,4 +78,5 @@ def run_demo(cli: click.Group, out: Path, *, quick: bool = False, overrides: Seq
     title = "facebench demo on toyfaces" + (" (quick)" if quick else "")
     labels = {str(r): ARMS[r.name.split("-", 1)[1]] for r in runs}
     real = [r for r in runs if r.name in REAL_RUNS]
-    return write_report(runs, out / "report.html", title=title, labels=labels, real=real)
+    # the demo made every dataset it shows (the toy world's training set under out/toyfaces included)
+    return write_report(runs, out / "report.html", title=title, labels=labels, real=real, images_from=[out])

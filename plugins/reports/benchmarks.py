@@ -3,6 +3,7 @@ TinyFace 1:N tables, with the published IJB rows beside the measured ones."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ from .published import benchmark_titles, published_tables
 from .rows import count, percent, records
 from .sections import _fmt, _group_rows
 
+RANK = re.compile(r"rank_(\d+)$")
 FARS = ("1e-6", "1e-5", "1e-4", "1e-3", "1e-2", "1e-1")
 SETTING_NOTE = ("Setting (insightface eval_ijbc.py names): F2 = image and mirror features added (its default), "
                 "F1 = concatenated, 'no flip' = image only; N1 = each image keeps its feature norm, N0 = "
@@ -77,7 +79,7 @@ def _identification_tables(runs: Sequence[RunData]) -> list[str]:
                    "definition).</p>")
     tiny = records(runs, "tinyface-1:N")
     if tiny:
-        ranks = sorted({int(k.split("_")[1]) for r in tiny for k in r.row if k.startswith("rank_")})
+        ranks = sorted({int(m.group(1)) for r in tiny for k in r.row if (m := RANK.match(k))})
         rows = [[r.shown, r.row["benchmark"], *[_fmt(percent(r.row.get(f"rank_{k}"))) for k in ranks],
                  f"{count(r.row.get('probes'))} / {count(r.row.get('gallery_matches'))} + {count(r.row.get('distractors'))}"]
                 for r in tiny]

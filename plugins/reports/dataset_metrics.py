@@ -7,16 +7,28 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from facebench.errors import DataError
 from facebench.report.html import esc, image, table
-from facebench.report.loading import RunData
-from facebench.safe_load import load_array
+from facebench.report.loading import RunData, read_array
 
 from . import figures
 from .protocol_figures import pairs_grid
 
+#: Most closest pairs drawn (the analysis keeps 10 by default).
+MAX_PAIRS = 32
+
 
 def _num(value, digits: int = 4) -> str:
     return "\u2013" if value is None else f"{float(value):.{digits}f}"
+
+
+def _g(value) -> str:
+    return "?" if value is None else f"{value:g}"
+
+
+def _pct(value, text: str = "") -> str:
+    """A checked fraction as percent with a note; absent: a dash."""
+    return "\u2013" if value is None else f"{100 * value:.2f}{text}"
 
 
 def _fidelity_table(runs: Sequence[RunData]) -> str | None:
@@ -30,7 +42,7 @@ def _fidelity_table(runs: Sequence[RunData]) -> str | None:
             rows.append([run.label, f"{space} ({block.get('extractor', '?')})",
                          f"{_num(block.get('kid'), 5)} \u00b1 {_num(block.get('kid_std'), 5)}",
                          _num(block.get("precision"), 3), _num(block.get("recall"), 3), _num(block.get("density"), 3),
-                         _num(block.get("coverage"), 3), f"{block['images'][0]} / {block['images'][1]}"])
+                         _num(block.get("coverage"), 3), " / ".join(map(str, block.get("images") or ["?", "?"]))])
     if not rows:
         return None
     return table(["dataset (fake)", "feature space", "KID (mean \u00b1 std)", "precision (k=3)", "recall (k=3)",
@@ -44,15 +56,17 @@ def _leakage(runs: Sequence[RunData]) -> list[str]:
         if "leaked_at_fmr_share" not in leak:
             continue
         resolved = "" if leak.get("fmr_resolved", True) else " (FMR below the resolution of the impostor pairs)"
+        threshold, fmr_threshold = leak.get("threshold"), leak.get("fmr_threshold")
         rows.append([run.label, str(leak.get("reference", "")),
-                     f"{100 * leak['leaked_share']:.2f} (cos > {leak['threshold']:g})",
-                     f"{100 * leak['leaked_at_fmr_share']:.2f} (cos > {leak['fmr_threshold']:.3f}){resolved}",
-                     f"{leak['fmr']:g} / {leak['impostor_pairs']}"])
+                     _pct(leak.get("leaked_share"), f" (cos > {threshold:g})" if threshold is not None else ""),
+                     _pct(leak["leaked_at_fmr_share"], (f" (cos > {fmr_threshold:.3f})" if fmr_threshold is not None
+                                                        else "") + resolved),
+                     f"{_g(leak.get('fmr'))} / {_g(leak.get('impostor_pairs'))}"])
         path = run.path / "analysis" / "leakage_pairs.npy"
-        if path.is_file():
-            pairs = load_array(path, what="array")
-            if pairs.ndim == 5 and pairs.dtype == np.uint8 and len(pairs):
-                scores = [c["cosine"] for c in leak.get("closest", [])][: len(pairs)]
+        if path.is_file() and run.may_embed(path, f"closest leakage pairs of '{run.label}'"):
+            pairs = _image_pairs(path)[:MAX_PAIRS]
+            if len(pairs):
+                scores = [c.get("cosine") for c in leak.get("closest") or []][: len(pairs)]
                 out.append(image(pairs_grid(pairs, scores, run.label), f"closest pairs of {run.label}",
                                  f"{run.label}: the {len(pairs)} synthetic identities closest to a training identity "
                                  "(top row, first image of each) over their closest training identity, most similar first"))
@@ -61,6 +75,15 @@ def _leakage(runs: Sequence[RunData]) -> list[str]:
                              "leaked identities % at the reference's FMR threshold", "FMR / impostor centre pairs"],
                             rows, row_classes=["measured"] * len(rows)))
     return out
+
+
+def _image_pairs(path) -> np.ndarray:
+    """``leakage_pairs.npy``: uint8 RGB image pairs, (pairs, 2, height, width, 3)."""
+    pairs = read_array(path, what="leakage pairs")
+    if pairs.dtype != np.uint8 or pairs.ndim != 5 or pairs.shape[1] != 2 or pairs.shape[4] != 3:
+        raise DataError(path, "expected uint8 image pairs of shape (pairs, 2, height, width, 3), found "
+                              f"{pairs.dtype} of shape {tuple(pairs.shape)}")
+    return pairs
 
 
 def dataset_metrics_section(runs: Sequence[RunData]) -> list[str]:

@@ -24,7 +24,7 @@ def _suites(runs: Sequence[RunData]) -> dict[str, dict[str, dict]]:
     found: dict[str, dict[str, dict]] = {}
     for rec in records(runs, "verification"):
         group = rec.row.get("group")
-        if not group:
+        if not group or "accuracy" not in rec.row:  # a row without an accuracy measured nothing to compare
             continue
         entry = found.setdefault(str(rec.row.get("suite", "")), {}).setdefault(
             rec.label, {"groups": {}, "real": False, "shown": rec.shown})

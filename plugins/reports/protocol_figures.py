@@ -52,8 +52,9 @@ def group_bars_plot(groups: Sequence[str], series: Sequence[tuple[str, Sequence[
     return to_png(fig)
 
 
-def pairs_grid(images: np.ndarray, scores: Sequence[float], title: str) -> bytes:
-    """(pairs, 2, H, W, 3) uint8 images as columns of [synthetic over reference], each headed by its cosine."""
+def pairs_grid(images: np.ndarray, scores: Sequence[float | None], title: str) -> bytes:
+    """(pairs, 2, H, W, 3) uint8 images as columns of [synthetic over reference], each headed by its cosine
+    (``cos ?`` where ``scores`` has none)."""
     plt = _pyplot()
     n = images.shape[0]
     fig, axes = plt.subplots(2, n, figsize=(max(3.0, 1.25 * n), 3.0), squeeze=False)
@@ -63,7 +64,8 @@ def pairs_grid(images: np.ndarray, scores: Sequence[float], title: str) -> bytes
             ax.imshow(images[k, row])
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0][k].set_title(f"cos {scores[k]:.3f}", fontsize=8)
+        score = scores[k] if k < len(scores) else None
+        axes[0][k].set_title(f"cos {score:.3f}" if score is not None else "cos ?", fontsize=8)
     axes[0][0].set_ylabel("synthetic", fontsize=9)
     axes[1][0].set_ylabel("training set", fontsize=9)
     fig.suptitle(plain(title), fontsize=10)

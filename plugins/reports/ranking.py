@@ -27,7 +27,7 @@ def sdfr_scores(runs: Sequence[RunData]) -> dict[str, dict[str, float]]:
         bench = rec.benchmark
         if bench not in SDFR or rec.row.get("group"):
             continue
-        if rec.protocol == "verification":
+        if rec.protocol == "verification" and "accuracy" in rec.row:
             value = float(rec.row["accuracy"])
         elif rec.protocol == "ijb-1:1" and "tar_at_far_1e-4" in rec.row:
             value = percent(rec.row["tar_at_far_1e-4"])

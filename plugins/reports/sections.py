@@ -205,13 +205,10 @@ def summary_section(runs: Sequence[RunData]) -> list[str]:
 
 
 def _ratio_text(value: Any) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
+    """A fraction of a result row (checked to lie in [0, 1] when loaded) as percent; absent: a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "\u2013"
-    if math.isnan(v):
-        return "\u2013"
-    return f"{v * 100:.2f}" if v <= 1.0 else f"{v:.2f}"
+    return f"{float(value) * 100:.2f}"
 
 
 def _measured_detail(runs: Sequence[RunData]) -> str | None:
@@ -235,11 +232,15 @@ def _measured_detail(runs: Sequence[RunData]) -> str | None:
 # --------------------------------------------------------------------------------------------- datasets
 
 
-def _settings_text(settings: Any) -> str:
+def _settings_text(settings: Any, depth: int = 0) -> str:
+    """A card's free-form value as text (``sigma=[0.3, 0.5]``); nesting beyond a few levels is elided, so a
+    deeply nested value in someone else's dataset.json is text, not a recursion error."""
+    if isinstance(settings, dict | list | tuple) and depth >= 6:
+        return "\u2026"
     if isinstance(settings, dict):
-        return ", ".join(f"{k}={_settings_text(v)}" for k, v in settings.items())
+        return ", ".join(f"{k}={_settings_text(v, depth + 1)}" for k, v in settings.items())
     if isinstance(settings, list | tuple):
-        return "[" + ", ".join(_settings_text(v) for v in settings) + "]"
+        return "[" + ", ".join(_settings_text(v, depth + 1) for v in settings) + "]"
     return str(settings)
 
 
@@ -251,6 +252,10 @@ def scores_eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
     scores = np.concatenate([genuine, impostor])
     same = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(impostor), bool)])
     return eer(roc_curve(scores, same))[0]
+
+
+#: Largest sample image (``samples.png`` ...) embedded.
+SAMPLE_LIMIT = 16 << 20
 
 
 def dataset_grid(path: Path, identities: int = 6, per_identity: int = 6, cell: int = 56) -> bytes | None:
@@ -283,6 +288,42 @@ def _dataset_path(run: RunData) -> Path | None:
             if p.exists():
                 return p
     return run.path
+
+
+def _read_sample(path: Path) -> bytes | None:
+    """A run's ``samples.png``: its bytes when it is a PNG or JPEG image of sane size, else None."""
+    from facebench.data.images import image_size
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(SAMPLE_LIMIT + 1)
+        if len(data) > SAMPLE_LIMIT:
+            return None
+        image_size(data, path=path)
+    except (FacebenchError, OSError):
+        return None
+    return data
+
+
+def _card_grid(label: str, group: Sequence[RunData]) -> tuple[bytes | None, Path | None]:
+    """The sample grid of a dataset card, and the sample file when a run's own (``samples.png``) was
+    chosen: a run's sample image, else a contact sheet of the dataset, from the first source inside the
+    folders given (:meth:`RunData.may_embed`). When there is no grid and a source was passed over for lying
+    outside them, a warning names it."""
+    candidates = [(r, r.sample_image, f"{r.sample_image.name} of dataset '{label}'") for r in group if r.sample_image]
+    candidates += [(r, p, f"sample images of dataset '{label}'") for r in group if (p := _dataset_path(r)) is not None]
+    outside = []
+    for run, path, what in candidates:
+        if not run.may_embed(path, what, warn=False):
+            outside.append((run, path, what))
+        elif path == run.sample_image:
+            return _read_sample(path), path
+        elif (grid := dataset_grid(path)) is not None:
+            return grid, None
+    if outside:
+        run, path, what = outside[0]
+        run.may_embed(path, what)
+    return None, None
 
 
 def by_dataset(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
@@ -331,16 +372,16 @@ def datasets_section(runs: Sequence[RunData]) -> list[str]:
         if models:
             items.append(("FR models trained on it", "; ".join(models)))
         body = f"<h3>{esc(label)}</h3>" + definition_list(items)
-        sample = next((r.sample_image for r in group if r.sample_image), None)
-        grid = sample.read_bytes() if sample else None
-        if grid is None:
-            path = next((p for r in group if (p := _dataset_path(r)) is not None), None)
-            grid = dataset_grid(path) if path is not None else None
+        grid, sample = _card_grid(label, group)
         if grid is not None:
             try:
                 body += image(grid, f"sample images of {label}", "one row per identity")
             except ValueError:
-                body += f'<p class="muted">{esc(sample)}: not a PNG or JPEG image</p>'
+                grid = None
+        if grid is None and sample is not None:
+            why = f"{sample.name} not embedded: not a PNG or JPEG image within {SAMPLE_LIMIT >> 20} MB and the pixel limit"
+            body += f'<p class="muted">{esc(why)}</p>'
+            next(r for r in group if r.sample_image == sample).skip_image(why)
         cards.append(f'<div class="card">{body}</div>')
     return [f'<div class="cards">{"".join(cards)}</div>'] if cards else []
 
@@ -402,10 +443,8 @@ def analysis_section(runs: Sequence[RunData]) -> list[str]:
         gen, imp = run.array("genuine"), run.array("impostor")
         if gen is None or imp is None or not len(gen) or not len(imp):
             continue
-        given = stated(run.summary, "pair-distributions", "eer")
+        given = stated(run.summary, "pair-distributions", "eer")  # a fraction (checked when loaded)
         eer = float(given) if given is not None else scores_eer(gen, imp)
-        if eer > 1.0:  # stated in percent
-            eer /= 100.0
         estimator = stated(run.summary, "pair-distributions", "eer_estimator")
         source = (f"as stated in analysis/summary.json{', ' + str(estimator) if estimator else ''}"
                   if given is not None else "computed from the arrays as analyze computes it")
@@ -443,8 +482,8 @@ def analysis_section(runs: Sequence[RunData]) -> list[str]:
             row = [run.label]
             for analysis, key, _, percent in columns:
                 value = stated(sm, analysis, key)
-                if isinstance(value, int | float) and percent:
-                    row.append(f"{value * 100:.2f}" if value <= 1 else f"{value:.2f}")
+                if isinstance(value, int | float) and percent:  # fractions, checked when loaded
+                    row.append(f"{value * 100:.2f}")
                 elif isinstance(value, float):
                     row.append(f"{value:.3f}")
                 else:
