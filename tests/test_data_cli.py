@@ -146,7 +146,7 @@ def test_corrupted_rec_magic(tmp_path, folder):
     raw[0:4] = b"\0\0\0\0"
     (rec / "train.rec").write_bytes(bytes(raw))
     result = run("data", "check", rec)
-    assert "train.rec: wrong magic 0x00000000" in result.output and "at offset 0" in result.output
+    assert "train.rec: wrong magic 0x00000000" in result.output and "at key 1 (offset 0)" in result.output
     _exits_with_one_line_error(result, "1 problem(s) found")
 
 

@@ -208,7 +208,7 @@ def test_rec_errors_name_file_and_offset(tmp_path, samples):
     raw[second : second + 4] = b"JUNK"
     (tmp_path / "train.rec").write_bytes(bytes(raw))
     reader = open_dataset(tmp_path)
-    with pytest.raises(DataError, match=rf"train.rec: wrong magic 0x4b4e554a \(expected 0xced7230a.*\) at offset {second}$"):
+    with pytest.raises(DataError, match=rf"train.rec: wrong magic 0x4b4e554a \(expected 0xced7230a.*\) at key 2 \(offset {second}\)$"):
         reader.image_bytes(1)
     (tmp_path / "train.rec").write_bytes(bytes(raw[: second + 20]))
     with pytest.raises(DataError, match=r"train.idx: offset \d+ lies outside train.rec"):
@@ -308,10 +308,14 @@ def test_unreadable_npy_files_are_one_line_errors(tmp_path, samples):
     ref_write_lmdb(tmp_path / "hs300.lmdb", list(samples), 4)
     good = io.BytesIO()
     np.save(good, np.arange(4))
+    objects = io.BytesIO()
+    np.save(objects, np.array([0, 1], dtype=object), allow_pickle=True)
+    objects_npy = objects.getvalue()
     cases = {
-        "empty.npy": (b"", r"empty.npy: cannot read index mask: No data left in file"),
+        "empty.npy": (b"", r"empty.npy: cannot read index mask: the file is empty"),
         "cut.npy": (good.getvalue()[:12], r"cut.npy: cannot read index mask: .*"),
-        "pickled.npy": (pickle.dumps([0, 1]), r"pickled.npy: cannot read index mask: .*pickled"),
+        "pickled.npy": (pickle.dumps([0, 1]), r"pickled.npy: cannot read index mask: not a .npy file"),
+        "objects.npy": (objects_npy, r"objects.npy: cannot read index mask: it holds Python objects \(pickled\)"),
     }
     for name, (data, message) in cases.items():
         (tmp_path / name).write_bytes(data)

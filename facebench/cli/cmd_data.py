@@ -74,10 +74,11 @@ def convert(src: str, dst: str, to_format: str, fmt: str | None, mask: str | Non
 def check(path: str, fmt: str | None, mask: str | None, max_problems: int) -> None:
     """Decode every record (and stored feature) and list the problems; exits with code 2 if there is any."""
     from ..data.inspect import check_dataset, is_pairs
+    from ..safe_load import shown_name
 
     problems, reader = check_dataset(path, fmt=fmt, mask=mask, max_problems=max_problems)
     for line in problems:
-        click.echo(line)
+        click.echo(shown_name(line))  # a name from the file (newline, escape codes) cannot forge a line
     if problems:
         more = "at least " if len(problems) >= max_problems else ""
         raise FacebenchError(f"{path}: {more}{len(problems)} problem(s) found")

@@ -23,7 +23,6 @@ from .images import decode_image
 TRAIN = "train"
 PAIRS = "pairs"
 
-
 class _ProcessFiles:
     """File handles opened lazily per process: a reader pickled into a DataLoader worker reopens them
     there instead of sharing one file position between processes."""
@@ -62,6 +61,8 @@ class TrainReader(_ProcessFiles, abc.ABC):
     format_name = ""
     path: str
     num_classes: int
+    #: The file an image's error names (``path`` unless the images live in one file inside it: RecordIO).
+    image_file: str | None = None
 
     @property
     @abc.abstractmethod
@@ -83,7 +84,7 @@ class TrainReader(_ProcessFiles, abc.ABC):
         return f"image {i}"
 
     def image(self, i: int) -> np.ndarray:
-        return decode_image(self.image_bytes(i), path=self.path, where=self.where(i))
+        return decode_image(self.image_bytes(i), path=self.image_file or self.path, where=self.where(i))
 
     def __enter__(self):
         return self

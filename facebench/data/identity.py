@@ -8,13 +8,14 @@ that takes a training set accepts either folder for the set inside, and every pl
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError
 from ..runs import DATASET_CARD
+from ..safe_load import expect, inside, read_json, resolves_inside, shown_name
 
 #: Keys of ``dataset.json`` that name the training set inside its folder (generate, toyfaces build).
 INNER_KEYS = ("dataset", "train")
@@ -22,20 +23,30 @@ INNER_KEYS = ("dataset", "train")
 GENERIC_NAMES = {"train", "images", "data", "dataset", "imgs"}
 
 
+#: A dataset card is a few kilobytes; a larger file is not one.
+CARD_LIMIT = 16 << 20
+
+
 def read_card(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """``folder/dataset.json`` as a dict, or None when there is none (or it is not a JSON object)."""
+    """``folder/dataset.json`` as a dict, or None when there is none. A card that is there but unreadable
+    (not UTF-8, not JSON, not an object), whose ``name``/``dataset``/``train`` is not a string, or that names
+    a set outside its folder (absolute, ``..``) is one error naming it: a folder someone handed over must
+    not silently stand for some other dataset, nor for a set elsewhere on the machine."""
     path = Path(folder) / DATASET_CARD
     if not path.is_file():
         return None
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError):
-        return None
-    return card if isinstance(card, dict) else None
+    card = read_json(path, what="dataset card", limit=CARD_LIMIT)
+    for key in ("name", *INNER_KEYS):
+        if key in card and card[key] is not None:
+            expect(path, card[key], str, key)
+    for key in INNER_KEYS:
+        if isinstance(card.get(key), str) and card[key]:
+            inside(folder, card[key], file=path, where=f"key {key}", what="dataset")
+    return card
 
 
 def inner_name(card: dict[str, Any]) -> str | None:
-    """The relative name of the training set a ``dataset.json`` describes."""
+    """The relative name of the training set a ``dataset.json`` describes (never one leaving its folder)."""
     for key in INNER_KEYS:
         value = card.get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute() and ".." not in Path(value).parts:
@@ -45,12 +56,22 @@ def inner_name(card: dict[str, Any]) -> str | None:
 
 def resolve_dataset_path(path: str | os.PathLike) -> Path:
     """A folder whose ``dataset.json`` names a set inside it stands for that set (a ``generate`` run
-    folder, a ``toyfaces build`` world); any other path is returned unchanged."""
+    folder, a ``toyfaces build`` world); any other path is returned unchanged. A card naming a set that is
+    missing, or a link that leads out of the folder, is refused naming the card."""
     path = Path(path)
     if path.is_dir():
         card = read_card(path)
         name = inner_name(card) if card else None
-        if name and (path / name).exists():
+        if name:
+
+            card_path = path / DATASET_CARD
+            key = next(k for k in INNER_KEYS if card.get(k) == name)  # type: ignore[union-attr]
+            if not os.path.lexists(path / name):
+                raise DataError(card_path, f"names the dataset '{shown_name(name)}', which is not in {path}",
+                                f"key {key}")
+            if not resolves_inside(path / name, path):
+                raise DataError(card_path, f"dataset '{shown_name(name)}' is a link leading outside {path}; "
+                                           "refused", f"key {key}")
             return path / name
     return path
 
@@ -62,7 +83,10 @@ def card_for(path: str | os.PathLike) -> tuple[dict[str, Any], Path] | None:
     inner = resolve_dataset_path(path)
     if inner != path:
         return read_card(path), path  # type: ignore[return-value]
-    card = read_card(path.parent)
+    try:
+        card = read_card(path.parent)
+    except DataError:  # the card beside the set the user named; it only adds a name, the set stands alone
+        card = None
     if card is not None and inner_name(card) is not None and (path.parent / inner_name(card)).resolve() == path.resolve():
         return card, path.parent
     return None

@@ -7,6 +7,7 @@ registered format through the reader API.
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def _sizes(reader: Any, pairs: bool) -> list[dict[str, int]]:
             where = reader.where(int(j) // 2, int(j) % 2)
         else:
             data, where = reader.image_bytes(int(j)), reader.where(int(j))
-        size = image_size(data, path=reader.path, where=where)
+        size = image_size(data, path=getattr(reader, "image_file", None) or reader.path, where=where)
         counts[size] = counts.get(size, 0) + 1
     return [{"width": w, "height": h, "count": c} for (w, h), c in sorted(counts.items())]
 
@@ -81,13 +82,31 @@ def dataset_summary(reader: Any) -> dict[str, Any]:
     return info
 
 
+def _refuse_overlap(dst: str, reader: Any, src: str, mask: str | None) -> None:
+    """Refuse a ``dst`` that is one of the files being read (the source as given or as its ``dataset.json``
+    resolves it, a RecordIO ``.rec``/``.idx``, the mask), lies inside the source, or holds it: writing there
+    would replace or grow the dataset while it is read, or ``--overwrite`` would delete it."""
+    target = os.path.realpath(dst)
+    sources = [src, reader.path, getattr(reader, "rec", None), getattr(reader, "idx", None), mask]
+    sources = [os.path.realpath(s) for s in sources if s is not None]
+    if target in sources:
+        raise FacebenchError(f"{dst}: is the dataset being converted ({src}); choose another output")
+    for source in sources:
+        for inner, outer, how in ((target, source, "lies inside"), (source, target, "holds")):
+            if inner.startswith(outer.rstrip(os.sep) + os.sep):
+                raise FacebenchError(f"{dst}: {how} the dataset being converted ({src}); choose an output "
+                                     "outside it")
+
+
 def convert_dataset(src: str, dst: str, to_format: str, *, fmt: str | None = None, mask: str | None = None,
                     overwrite: bool = False) -> tuple[int, bool]:
-    """Stream ``src`` into ``dst`` in ``to_format`` (features kept for LMDB); returns (records, is pairs)."""
+    """Stream ``src`` into ``dst`` in ``to_format`` (features kept for LMDB); returns (records, is pairs).
+    ``dst`` appears only when complete; a failure leaves neither it nor a temporary."""
     from .formats import get_format, open_writer
 
     out_fmt = get_format(to_format)
     with open_for_inspection(src, fmt, mask) as reader:
+        _refuse_overlap(dst, reader, src, mask)
         pairs = is_pairs(reader)
         if (out_fmt.role == "pairs") != pairs:
             kind = "verification pairs" if pairs else "a training set"

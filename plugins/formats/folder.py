@@ -2,6 +2,11 @@
 
 Labels are the positions of the identity folders in sorted order, as ``ImageFolder`` assigns them, so a
 folder written here trains identically with facebench and with arcface_torch's fallback loader.
+
+A dataset's images are the files inside its folder: a symbolic link (identity folder or image) that
+resolves inside the folder is read, one that leads outside it or nowhere is refused when the set is
+opened, naming the link. Skipping it instead would silently change the counts; following it would let a
+folder handed over by someone else pull images from elsewhere on the machine into contact sheets and reports.
 """
 
 from __future__ import annotations
@@ -16,14 +21,52 @@ from facebench import atomic
 from facebench.data.formats import TRAIN, DatasetWriter, TrainReader
 from facebench.data.images import IMAGE_EXTENSIONS, image_kind
 from facebench.errors import DataError
+from facebench.safe_load import resolves_inside, shown_name
 
 
 def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
+def _scan(path: str, root: Path, where: str | None = None) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as entries:
+            return list(entries)
+    except OSError as exc:
+        raise DataError(root, f"cannot list folder ({exc.strerror or exc})", where) from None
+
+
+def _refuse_escape(entry: os.DirEntry, root: Path, rel: str) -> None:
+    """Refuse a symbolic link that leads out of the dataset folder (or nowhere); plain entries and links
+    inside pass. A dataset's images are the files inside its folder, so a folder handed over by someone
+    else cannot make facebench read, train on or show (contact sheets, reports) images from elsewhere."""
+    if not entry.is_symlink():
+        return
+    if not os.path.exists(entry.path):
+        raise DataError(root, "broken symbolic link", shown_name(rel))
+    if not resolves_inside(entry.path, root):
+        raise DataError(root, f"symbolic link leads outside the dataset folder (to "
+                              f"{shown_name(os.path.realpath(entry.path))}); a folder dataset's images must lie "
+                              "inside it: copy them in", shown_name(rel))
+
+
 def _identity_dirs(root: Path) -> list[os.DirEntry]:
-    return sorted((e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)
+    dirs = sorted((e for e in _scan(os.fspath(root), root) if not e.name.startswith(".") and e.is_dir()),
+                  key=lambda e: e.name)
+    for entry in dirs:
+        _refuse_escape(entry, root, entry.name)
+    return dirs
+
+
+def _image_names(entry: os.DirEntry, root: Path) -> list[str]:
+    """The image files of one identity folder, sorted (links that stay inside the dataset folder count)."""
+    names = []
+    for e in _scan(entry.path, root, f"folder {shown_name(entry.name)}"):
+        if _is_image(e.name):
+            _refuse_escape(e, root, f"{entry.name}/{e.name}")
+            if e.is_file():
+                names.append(e.name)
+    return sorted(names)
 
 
 class ImageFolderReader(TrainReader):
@@ -31,7 +74,9 @@ class ImageFolderReader(TrainReader):
 
     File names are held in one byte buffer with an offset per image (numpy arrays, not a Python string
     per image): 15M images cost about 15 bytes each, and DataLoader workers forked from the reader share
-    those pages instead of copying them as reference counts are touched."""
+    those pages instead of copying them as reference counts are touched. Names that are not UTF-8 are
+    kept as the file system gives them (torchvision's ``ImageFolder`` sorts them the same way) and shown
+    escaped in messages."""
 
     format_name = "folder"
 
@@ -46,9 +91,9 @@ class ImageFolderReader(TrainReader):
         counts: list[int] = []
         self.identities: list[str] = []
         for entry in dirs:
-            names = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and _is_image(e.name))
+            names = _image_names(entry, root)
             if not names:
-                raise DataError(root, "empty identity (no .jpg/.jpeg/.png images)", f"folder {entry.name}")
+                raise DataError(root, "empty identity (no .jpg/.jpeg/.png images)", f"folder {shown_name(entry.name)}")
             self.identities.append(entry.name)
             encoded = [os.fsencode(n) for n in names]
             chunks.append(b"".join(encoded))
@@ -64,7 +109,7 @@ class ImageFolderReader(TrainReader):
         return self._labels
 
     def file(self, i: int) -> str:
-        """``identity/name`` of image ``i``, relative to the root."""
+        """``identity/name`` of image ``i``, relative to the root (as the file system spells it)."""
         name = os.fsdecode(self._names[self._offsets[i]:self._offsets[i + 1]].tobytes())
         return f"{self.identities[self._labels[i]]}/{name}"
 
@@ -74,7 +119,7 @@ class ImageFolderReader(TrainReader):
         return [self.file(i) for i in range(len(self))]
 
     def where(self, i: int) -> str:
-        return self.file(i)
+        return shown_name(self.file(i))
 
     def image_bytes(self, i: int) -> bytes:
         rel = self.file(i)
@@ -82,7 +127,7 @@ class ImageFolderReader(TrainReader):
             with open(os.path.join(self.path, rel), "rb") as fh:
                 return fh.read()
         except OSError as exc:
-            raise DataError(self.path, f"cannot read image ({exc.strerror})", rel) from None
+            raise DataError(self.path, f"cannot read image ({exc.strerror})", shown_name(rel)) from None
 
 
 class ImageFolderWriter(DatasetWriter):
@@ -128,10 +173,12 @@ class ImageFolderFormat:
         root = Path(path)
         if not root.is_dir() or any((root / n).exists() for n in ("train.rec", "data.mdb", "pairs.txt", "pairs.csv")):
             return False
-        for entry in _identity_dirs(root)[:3]:
-            if any(_is_image(e.name) for e in os.scandir(entry.path) if e.is_file()):
-                return True
-        return False
+        try:
+            firsts = sorted((e for e in os.scandir(root) if not e.name.startswith(".") and e.is_dir()),
+                            key=lambda e: e.name)[:3]
+            return any(_is_image(e.name) and e.is_file() for entry in firsts for e in os.scandir(entry.path))
+        except OSError:
+            return False
 
     def open(self, path: str | os.PathLike) -> ImageFolderReader:
         return ImageFolderReader(path)

@@ -21,8 +21,8 @@ import numpy as np
 
 from facebench import atomic
 from facebench.data.formats import TRAIN, DatasetWriter, TrainReader
-from facebench.errors import DataError
-from facebench.safe_load import load_array
+from facebench.errors import DataError, first_line
+from facebench.safe_load import load_array, shown_name, type_word
 
 META_KEYS = (b"__keys__", b"__len__", b"__classnum__")
 
@@ -38,9 +38,57 @@ def _unpack(value: Any, path: str, where: str) -> Any:
 
     try:
         return msgpack.unpackb(value, raw=True, strict_map_key=False)
-    except (ValueError, msgpack.exceptions.ExtraData, msgpack.exceptions.FormatError,
-            msgpack.exceptions.StackError) as exc:
+    except (ValueError, TypeError, msgpack.exceptions.UnpackException) as exc:  # TypeError: a list as map key
         raise DataError(path, f"undecodable msgpack record ({type(exc).__name__})", where) from None
+
+
+#: The longest key LMDB stores (its default ``maxkeysize``); a longer or empty one cannot be looked up.
+MAX_KEY = 511
+_INT64 = np.iinfo(np.int64)
+
+
+def _is_int(value: Any) -> bool:
+    """An msgpack integer that fits int64 (``true``/``false`` unpack as bool, which is no label)."""
+    return isinstance(value, int) and not isinstance(value, bool) and _INT64.min <= value <= _INT64.max
+
+
+def _label(value: Any, path: str, where: str) -> int:
+    """A record's label: an msgpack integer within int64 (a float, bool or null is no label)."""
+    if not _is_int(value):
+        problem = (f"label {value} lies beyond the 64-bit integer range" if isinstance(value, int)
+                   and not isinstance(value, bool) else f"label is {type_word(value)}, not an integer")
+        raise DataError(path, problem, where)
+    return value
+
+
+def _count(value: Any, path: str, key: str) -> int:
+    """``__len__``/``__classnum__``: a non-negative integer."""
+    if not _is_int(value) or value < 0:
+        found = str(value) if isinstance(value, int) and not isinstance(value, bool) else type_word(value)
+        raise DataError(path, f"{key} must be a non-negative integer, found {found}", f"key {key}")
+    return value
+
+
+def _record_keys(keys: Any, length: int, path: str) -> tuple[list[bytes], bool]:
+    """``__keys__``: ``length`` distinct byte strings LMDB can look up; and whether they are the official
+    converters' ``b"0".."N-1"`` (then distinct by construction, and computed instead of stored)."""
+    if not isinstance(keys, list):
+        raise DataError(path, f"__keys__ must be a list, found {type_word(keys)}", "key __keys__")
+    if len(keys) != length:
+        raise DataError(path, f"__keys__ lists {len(keys)} keys but __len__ is {length}", "key __keys__")
+    numbered = True
+    for n, key in enumerate(keys):
+        if not isinstance(key, bytes) or not 0 < len(key) <= MAX_KEY:
+            found = f"{len(key)} bytes long" if isinstance(key, bytes) else type_word(key)
+            raise DataError(path, f"__keys__ entry {n} must be a key of 1 to {MAX_KEY} bytes, found {found}",
+                            "key __keys__")
+        numbered = numbered and key == str(n).encode()
+    if not numbered and len(set(keys)) != len(keys):
+        seen: set[bytes] = set()
+        twice = next(k for k in keys if k in seen or seen.add(k))
+        raise DataError(path, f"__keys__ lists key {shown_name(twice)} twice (one record counted as two "
+                              "images)", "key __keys__")
+    return keys, numbered
 
 
 def load_mask(path: str | os.PathLike, size: int) -> np.ndarray:
@@ -55,11 +103,20 @@ def load_mask(path: str | os.PathLike, size: int) -> np.ndarray:
     if mask.size and (mask.min() < 0 or mask.max() >= size):
         raise DataError(path, f"index {int(mask.max() if mask.max() >= size else mask.min())} outside the "
                               f"{size} records")
-    return mask.astype(np.int64)
+    mask = mask.astype(np.int64)
+    ordered = np.sort(mask)
+    twice = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if len(twice):
+        raise DataError(path, f"index {int(ordered[twice[0]])} selected twice (one record counted as two images)")
+    return mask
 
 
 def parse_feature(data: bytes, path: str, where: str) -> np.ndarray:
     """A feature stored as ``.npy`` bytes, loaded without pickle."""
+    if not isinstance(data, bytes):
+        raise DataError(path, f"feature must be .npy bytes, found {type_word(data)}", where)
+    if not data.startswith(b"\x93NUMPY"):
+        raise DataError(path, "undecodable .npy feature (no .npy header)", where)
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as exc:
@@ -150,18 +207,15 @@ class LMDBReader(TrainReader):
         if raw_keys is None or raw_len is None:
             missing = "__keys__" if raw_keys is None else "__len__"
             raise DataError(self.path, f"not a Vec2Face/HSFace LMDB dataset (key {missing} missing)")
-        keys = _unpack(raw_keys, self.path, "key __keys__")
-        length = _unpack(raw_len, self.path, "key __len__")
-        if not isinstance(keys, list) or not isinstance(length, int) or len(keys) != length:
-            raise DataError(self.path, f"__keys__ lists {len(keys) if isinstance(keys, list) else '?'} keys "
-                                       f"but __len__ is {length!r}")
-        keys = [k if isinstance(k, bytes) else str(k).encode() for k in keys]
+        length = _count(_unpack(raw_len, self.path, "key __len__"), self.path, "__len__")
+        keys, numbered = _record_keys(_unpack(raw_keys, self.path, "key __keys__"), length, self.path)
         # The official converters number records b"0".."N-1": then keys are computed, not stored
         # (a list of 15M bytes objects would cost about a gigabyte in every DataLoader worker).
-        self._stored_keys = None if all(k == str(i).encode() for i, k in enumerate(keys)) else keys
+        self._stored_keys = None if numbered else keys
         del keys
         classnum = txn.get(b"__classnum__")
-        self._classnum = _unpack(classnum, self.path, "key __classnum__") if classnum is not None else None
+        self._classnum = (_count(_unpack(classnum, self.path, "key __classnum__"), self.path, "__classnum__")
+                          if classnum is not None else None)
         self.index = (load_mask(self.mask_path, length) if self.mask_path
                       else np.arange(length, dtype=np.int64))
         self._labels: np.ndarray | None = None
@@ -193,17 +247,17 @@ class LMDBReader(TrainReader):
 
     def _record(self, i: int) -> tuple[list, str]:
         key = self.key(int(self.index[i]))
-        where = f"key {key.decode(errors='replace')}"
+        where = f"key {shown_name(key)}"
         try:
             value = self._txn().get(key)
         except _lmdb().Error as exc:
-            raise DataError(self.path, f"corrupt LMDB page ({exc})", where) from None
+            raise DataError(self.path, f"corrupt LMDB page ({first_line(exc)})", where) from None
         if value is None:
             raise DataError(self.path, "record listed in __keys__ is missing", where)
         rec = _unpack(value, self.path, where)
-        if not isinstance(rec, (list, tuple)) or len(rec) not in (2, 3) or not isinstance(rec[0], bytes) \
-                or not isinstance(rec[-1], int):
+        if not isinstance(rec, (list, tuple)) or len(rec) not in (2, 3) or not isinstance(rec[0], bytes):
             raise DataError(self.path, "record is neither (image, label) nor [image, feature, label]", where)
+        _label(rec[-1], self.path, where)
         return list(rec), where
 
     @property
@@ -216,21 +270,26 @@ class LMDBReader(TrainReader):
             txn = self._txn()
             for n, j in enumerate(self.index):
                 key = self.key(int(j))
-                value = txn.get(key)
+                where = f"key {shown_name(key)}"
+                try:
+                    value = txn.get(key)
+                except _lmdb().Error as exc:
+                    raise DataError(self.path, f"corrupt LMDB page ({first_line(exc)})", where) from None
                 if value is None:
-                    raise DataError(self.path, "record listed in __keys__ is missing", f"key {key.decode()}")
+                    raise DataError(self.path, "record listed in __keys__ is missing", where)
                 unpacker = msgpack.Unpacker(raw=True)
                 unpacker.feed(value)
                 try:
                     count = unpacker.read_array_header()
+                    if count not in (2, 3):
+                        raise ValueError(count)
                     for _ in range(count - 1):
                         unpacker.skip()
                     label = unpacker.unpack()
-                except (ValueError, msgpack.exceptions.OutOfData, msgpack.exceptions.StackError):
-                    raise DataError(self.path, "undecodable msgpack record", f"key {key.decode()}") from None
-                if not isinstance(label, int):
-                    raise DataError(self.path, f"label is {type(label).__name__}, not an integer", f"key {key.decode()}")
-                raw[n] = label
+                except (ValueError, TypeError, msgpack.exceptions.UnpackException):
+                    raise DataError(self.path, "record is neither (image, label) nor [image, feature, label]",
+                                    where) from None
+                raw[n] = _label(label, self.path, where)
             if self.mask_path is not None and len(raw):
                 # A mask may select identities that are not 0..K-1: renumber them densely in label order.
                 uniq = np.unique(raw)
@@ -240,7 +299,7 @@ class LMDBReader(TrainReader):
             limit = self._classnum if whole else np.iinfo(np.int64).max
             bad = np.flatnonzero((raw < 0) | (raw >= limit))
             if len(bad):
-                key = self.key(int(self.index[bad[0]])).decode()
+                key = shown_name(self.key(int(self.index[bad[0]])))
                 raise DataError(self.path, f"label {raw[bad[0]]} out of range [0, {limit})", f"key {key}")
             self._labels = raw
         return self._labels
@@ -257,7 +316,7 @@ class LMDBReader(TrainReader):
         return len(self.index)
 
     def where(self, i: int) -> str:
-        return f"key {self.key(int(self.index[i])).decode(errors='replace')}"
+        return f"key {shown_name(self.key(int(self.index[i])))}"
 
     def image_bytes(self, i: int) -> bytes:
         return self._record(i)[0][0]

@@ -23,6 +23,7 @@ from facebench import atomic
 from facebench.data.formats import TRAIN, DatasetWriter, TrainReader
 from facebench.data.images import image_size
 from facebench.errors import DataError, MissingFileError
+from facebench.safe_load import read_text, shown_name
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -38,28 +39,31 @@ def rec_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
     return rec, rec.with_suffix(".idx"), rec.parent / "property"
 
 
-def read_record(fh, offset: int, path: str | os.PathLike) -> bytes:
-    """The payload of the record at ``offset``, joining continuation parts."""
+def read_record(fh, offset: int, path: str | os.PathLike, key: int | None = None) -> bytes:
+    """The payload of the record at ``offset`` (of ``key``, which errors name), joining continuation parts."""
     parts: list[bytes] = []
     pos = offset
+
+    def where() -> str:
+        return f"offset {pos}" if key is None else f"key {key} (offset {pos})"
+
     while True:
         fh.seek(pos)
         frame = fh.read(8)
         if len(frame) < 8:
-            raise DataError(path, "truncated record (file ends inside the record frame)", f"offset {pos}")
+            raise DataError(path, "truncated record (file ends inside the record frame)", where())
         magic, lrec = _FRAME.unpack(frame)
         if magic != MAGIC:
-            raise DataError(path, f"wrong magic 0x{magic:08x} (expected 0xced7230a: not a RecordIO record)",
-                            f"offset {pos}")
+            raise DataError(path, f"wrong magic 0x{magic:08x} (expected 0xced7230a: not a RecordIO record)", where())
         cflag, length = lrec >> 29, lrec & _LENGTH_MASK
         data = fh.read(length)
         if len(data) < length:
-            raise DataError(path, f"truncated record ({length} bytes declared, {len(data)} present)", f"offset {pos}")
+            raise DataError(path, f"truncated record ({length} bytes declared, {len(data)} present)", where())
         parts.append(data)
         if cflag == 0 and len(parts) == 1:
             return data
         if cflag not in (0, 1, 2, 3) or (len(parts) == 1 and cflag != 1) or (len(parts) > 1 and cflag == 1):
-            raise DataError(path, f"broken record continuation (flag {cflag})", f"offset {pos}")
+            raise DataError(path, f"broken record continuation (flag {cflag})", where())
         if cflag == 3:
             return _MAGIC_BYTES.join(parts)
         pos += 8 + length + (-length % 4)
@@ -77,6 +81,20 @@ def unpack_payload(payload: bytes, path, where: str) -> tuple[int, np.ndarray | 
         labels = np.frombuffer(body[: 4 * flag], dtype="<f4")
         return flag, labels, rid, body[4 * flag :]
     return flag, label, rid, body
+
+
+#: Labels and image keys are stored as float32 in the record header; whole numbers in ``[0, 2**31)`` only.
+_LIMIT = 1 << 31
+
+
+def whole(value: float, path: str | os.PathLike, where: str, what: str = "label") -> int:
+    """A label or key read from a float header field, refused unless finite, whole and in ``[0, 2**31)``:
+    ``int()`` would turn 1.5 into 1 silently and NaN or 1e30 into a traceback."""
+    value = float(value)
+    if not np.isfinite(value) or value != int(value) or not 0 <= value < _LIMIT:
+        shown = f"{value:g}" if np.isfinite(value) else str(value)
+        raise DataError(path, f"{what} {shown} is not a whole number in [0, {_LIMIT})", where)
+    return int(value)
 
 
 def _aligned_magic(payload: bytes) -> list[int]:
@@ -107,30 +125,53 @@ def _frames(payload: bytes) -> list[bytes]:
     return out
 
 
+_INT64 = np.iinfo(np.int64)
+
+
 def _parse_idx(idx: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``key<TAB>offset`` lines as two int64 arrays (pandas' C parser: 15M lines in seconds, not GBs)."""
+    """``key<TAB>offset`` lines as two int64 arrays (pandas' C parser: 15M lines in seconds, not GBs); a
+    malformed line, a value beyond int64, or a key or offset listed twice is refused naming the line."""
     import pandas as pd
 
     try:
         table = pd.read_csv(idx, sep="\t", header=None, names=["key", "offset"], dtype=np.int64,
                             engine="c", skip_blank_lines=True)
-        return table["key"].to_numpy(), table["offset"].to_numpy()
-    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        pass  # find the offending line for the message
+        keys, offsets = table["key"].to_numpy(), table["offset"].to_numpy()
+    except (ValueError, OverflowError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        keys, offsets = _parse_idx_lines(idx)  # finds the offending line for the message
+    for values, what in ((keys, "key"), (offsets, "offset")):
+        _refuse_repeats(idx, values, what)
+    return keys, offsets
+
+
+def _parse_idx_lines(idx: Path) -> tuple[np.ndarray, np.ndarray]:
     keys, offsets = [], []
-    with open(idx, encoding="ascii", errors="replace") as fh:
+    with open(idx, "rb") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            fields = line.split()
             try:
-                keys.append(int(fields[0]))
-                offsets.append(int(fields[1]))
-            except (ValueError, IndexError):
-                raise DataError(idx, f"malformed index line {line.strip()[:40]!r}", f"line {n}") from None
-            if len(fields) != 2:
-                raise DataError(idx, f"malformed index line {line.strip()[:40]!r}", f"line {n}")
+                key, offset = (int(f) for f in line.split())
+            except ValueError:
+                raise DataError(idx, f"malformed index line '{shown_name(line.strip()[:40])}' (expected "
+                                     "key<TAB>offset, two integers)", f"line {n}") from None
+            if not (_INT64.min <= key <= _INT64.max and _INT64.min <= offset <= _INT64.max):
+                raise DataError(idx, "index value beyond the 64-bit integer range", f"line {n}")
+            keys.append(key)
+            offsets.append(offset)
     return np.asarray(keys, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+
+
+def _refuse_repeats(idx: Path, values: np.ndarray, what: str) -> None:
+    """Two lines with the same key (which record is it?) or the same offset (one record read twice)."""
+    if len(values) < 2 or (values[1:] > values[:-1]).all():  # written in order: the common case, O(n)
+        return
+    order = np.argsort(values, kind="stable")
+    repeated = np.flatnonzero(values[order][1:] == values[order][:-1])
+    if len(repeated):
+        first, second = sorted((int(order[repeated[0]]), int(order[repeated[0] + 1])))
+        raise DataError(idx, f"{what} {values[first]} listed twice (lines {first + 1} and {second + 1})",
+                        f"line {second + 1}")
 
 
 class KeyIndex:
@@ -186,6 +227,7 @@ class RecordIOReader(TrainReader):
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         self.rec, self.idx, prop = rec_paths(path)
+        self.image_file = os.fspath(self.rec)
         for needed in (self.rec, self.idx):
             if not needed.is_file():
                 raise MissingFileError(needed, "RecordIO file", "a .rec needs its .idx beside it")
@@ -214,9 +256,14 @@ class RecordIOReader(TrainReader):
 
     def _image_keys(self, fh) -> tuple[np.ndarray, list[tuple[int, int]] | None]:
         if 0 in self.offsets:
-            flag, label, _, _ = unpack_payload(read_record(fh, self.offsets[0], self.rec), self.rec, "key 0")
-            if flag > 0:
-                id_start, id_end = int(label[0]), int(label[1])
+            flag, label, _, _ = unpack_payload(read_record(fh, self.offsets[0], self.rec, 0), self.rec, "key 0")
+            if flag >= 2:  # insightface's header: the image-key range (else key 0 is an image, as im2rec writes)
+                id_start, id_end = (whole(v, self.rec, "key 0", "header image key") for v in label[:2])
+                count = len(self.offsets)
+                if not 1 <= id_start <= id_end or id_start - 1 > count or id_end - id_start > count:
+                    raise DataError(self.rec, f"header record declares images 1..{id_start - 1} and identity "
+                                              f"records {id_start}..{id_end - 1}, but the index lists {count} "
+                                              "keys", "key 0")
                 keys = np.arange(1, id_start, dtype=np.int64)
                 absent = self.offsets.first_missing(keys)
                 if absent is not None:
@@ -225,10 +272,11 @@ class RecordIOReader(TrainReader):
                 for key in range(id_start, id_end):
                     if key not in self.offsets:
                         raise DataError(self.idx, f"identity record key {key} missing from the index")
-                    f2, lab, _, _ = unpack_payload(read_record(fh, self.offsets[key], self.rec), self.rec, f"key {key}")
+                    where = f"key {key}"
+                    f2, lab, _, _ = unpack_payload(read_record(fh, self.offsets[key], self.rec, key), self.rec, where)
                     if f2 < 2:
-                        raise DataError(self.rec, "identity record without an image-key range", f"key {key}")
-                    ranges.append((int(lab[0]), int(lab[1])))
+                        raise DataError(self.rec, "identity record without an image-key range", where)
+                    ranges.append(tuple(whole(v, self.rec, where, "identity image key") for v in lab[:2]))
                 return keys, ranges or None
         return self.offsets.sorted_keys(), None
 
@@ -242,6 +290,11 @@ class RecordIOReader(TrainReader):
                 if lo < first or hi - first > len(labels):
                     raise DataError(self.rec, f"identity image range {lo}..{hi} outside the images",
                                     f"identity {label}")
+                taken = np.flatnonzero(labels[lo - first : hi - first] >= 0)
+                if len(taken):
+                    key = lo + int(taken[0])
+                    raise DataError(self.rec, f"identity image range {lo}..{hi} overlaps identity "
+                                              f"{labels[key - first]}'s (image key {key})", f"identity {label}")
                 labels[lo - first : hi - first] = label
             if (labels < 0).any():
                 key = self.keys[int(np.flatnonzero(labels < 0)[0])]
@@ -249,28 +302,40 @@ class RecordIOReader(TrainReader):
             return labels
         labels = np.empty(len(self.keys), dtype=np.int64)
         for i, key in enumerate(self.keys.tolist()):
-            fh.seek(self.offsets[key])
+            offset = self.offsets[key]
+            where = f"key {key} (offset {offset})"
+            fh.seek(offset)
             head = fh.read(8 + HEADER.size + 4)
             if len(head) < 8 + HEADER.size:
-                raise DataError(self.rec, "truncated record", f"offset {self.offsets[key]}")
+                raise DataError(self.rec, "truncated record", where)
             magic, _ = _FRAME.unpack_from(head)
             if magic != MAGIC:
-                raise DataError(self.rec, f"wrong magic 0x{magic:08x} (expected 0xced7230a)",
-                                f"offset {self.offsets[key]}")
+                raise DataError(self.rec, f"wrong magic 0x{magic:08x} (expected 0xced7230a)", where)
             flag, label, _, _ = HEADER.unpack_from(head, 8)
-            labels[i] = int(struct.unpack_from("<f", head, 8 + HEADER.size)[0]) if flag > 0 else int(label)
+            if flag > 0:
+                if len(head) < 8 + HEADER.size + 4:
+                    raise DataError(self.rec, f"truncated record (declares {flag} float labels)", where)
+                label = struct.unpack_from("<f", head, 8 + HEADER.size)[0]
+            labels[i] = whole(label, self.rec, where)
         return labels
 
     def _read_property(self, prop: Path, ranges) -> int:
-        if prop.is_file():
-            text = prop.read_text(errors="replace").strip()
-            try:
-                return int(text.split(",")[0])
-            except ValueError:
-                raise DataError(prop, f"expected '<num_classes>,<height>,<width>', found {text[:40]!r}") from None
-        if ranges is not None:
-            return len(ranges)
-        return int(self._labels.max()) + 1 if len(self._labels) else 0
+        """``num_classes`` from ``property`` (``<num_classes>,<height>,<width>``), else from the identity
+        records or the labels. Every identity holds an image, so more identities than images is refused."""
+        if not prop.is_file():
+            if ranges is not None:
+                return len(ranges)
+            return int(self._labels.max()) + 1 if len(self._labels) else 0
+        text = read_text(prop, what="RecordIO property file", limit=4096).strip()
+        try:
+            num_classes = int(text.split(",")[0])
+        except ValueError:
+            raise DataError(prop, f"expected '<num_classes>,<height>,<width>', found '{shown_name(text[:40])}'",
+                            "line 1") from None
+        if not 0 <= num_classes <= len(self.keys):
+            raise DataError(prop, f"declares {num_classes} identities for {len(self.keys)} images (each identity "
+                                  "needs at least one)", "line 1")
+        return num_classes
 
     @property
     def labels(self) -> np.ndarray:
@@ -281,9 +346,9 @@ class RecordIOReader(TrainReader):
 
     def image_bytes(self, i: int) -> bytes:
         key = int(self.keys[i])
-        payload = read_record(self._file(self.rec), self.offsets[key], self.rec)
+        payload = read_record(self._file(self.rec), self.offsets[key], self.rec, key)
         flag, label, _, data = unpack_payload(payload, self.rec, self.where(i))
-        stored = int(label[0]) if flag > 0 else int(label)
+        stored = whole(label[0] if flag > 0 else label, self.rec, self.where(i))
         if stored != self._labels[i]:
             raise DataError(self.rec, f"record label {stored} disagrees with its identity record "
                                       f"({self._labels[i]})", self.where(i))
