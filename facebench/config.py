@@ -27,15 +27,44 @@ T = TypeVar("T")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; a syntax error becomes a one-line ConfigError naming the file."""
-    path = Path(path)
+    """Parse a TOML config file; a missing or unreadable file, bytes that are not UTF-8 or a syntax error
+    is a one-line error naming the file."""
+    from .errors import FacebenchError
+    from .safe_load import read_text
+
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        text = read_text(path, what="config file")
+    except FacebenchError as exc:  # missing, a folder, not UTF-8: a config error like the others
+        raise ConfigError(str(exc)) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+#: What a name a user chooses for a file or folder (a dataset inside a run folder, a run folder under
+#: ``runs/``) may not hold: it must stay one plain entry of the folder it is meant for.
+_NOT_IN_NAMES = ("/", "\\", "\x00")
+
+
+def plain_name(value: str, key: str, *, reserved: Iterable[str] = ()) -> str:
+    """``value``, a name from a config key or option that becomes a file or folder name, when it is one
+    plain entry: not empty, no path separator, NUL, ``..`` or leading ``.`` (hidden, and facebench's own
+    temporary names ``.NAME.tmp-*`` / ``.OUT.partial`` start so), and none of ``reserved`` (the files
+    of the run folder itself; ``fnmatch`` patterns, compared ignoring case as macOS and Windows do).
+    Anything else is a :class:`ConfigError` naming the key, raised before anything is written."""
+    import fnmatch
+
+    text, reserved = str(value), tuple(reserved)
+    if not text or text.startswith(".") or any(c in text for c in _NOT_IN_NAMES):
+        shown = text.replace("\x00", "\\0")
+        raise ConfigError(f"{key}: '{shown}' must be a plain file name (not empty; no '/', '\\', NUL, "
+                          "'..' or leading '.')")
+    clash = [pattern for pattern in reserved if fnmatch.fnmatch(text.casefold(), pattern.casefold())]
+    if clash:
+        raise ConfigError(f"{key}: '{text}' would collide with the run folder's own {clash[0]}; choose "
+                          f"another name (reserved: {', '.join(reserved)})")
+    return text
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -209,6 +238,15 @@ def _deepcopy(data: Any) -> Any:
     if isinstance(data, list):
         return [_deepcopy(v) for v in data]
     return data
+
+
+def table(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """``data[key]`` (made an empty table when absent) when it is a table, so that values can be merged into
+    it; a config file whose ``key`` is a number or a string is a :class:`ConfigError` naming the key."""
+    value = data.setdefault(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{key}' expects a table, got {type(value).__name__} {value!r}")
+    return value
 
 
 def with_defaults(defaults: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:

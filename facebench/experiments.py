@@ -22,9 +22,10 @@ from typing import Any
 
 import click
 
-from .config import load_config
+from .config import load_config, plain_name
 from .console import console
 from .errors import ConfigError, DataError, FacebenchError
+from .safe_load import expect
 from .shards import ShardManifest
 
 STEPS_MANIFEST = "steps.json"
@@ -87,6 +88,8 @@ def _check_vars(path: str | os.PathLike, overrides: Sequence[str]) -> None:
     from .config import parse_override, read_toml
 
     declared = read_toml(path).get("vars") or {}
+    if not isinstance(declared, dict):
+        return  # load_config names the key ('vars' expects a table)
     for text in overrides:
         keys, _ = parse_override(text)
         if keys[0] != "vars" or len(keys) != 2 or keys[1] in declared:
@@ -115,7 +118,10 @@ def load_experiment(path: str | os.PathLike, overrides: Sequence[str] = ()) -> E
 
 
 def default_out(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.experiment.out) if cfg.experiment.out else Path("runs") / cfg.experiment.name
+    """``experiment.out``, else ``runs/<experiment.name>`` (a plain name: it must stay under ``runs/``)."""
+    if cfg.experiment.out:
+        return Path(cfg.experiment.out)
+    return Path("runs") / plain_name(cfg.experiment.name, "experiment.name")
 
 
 def _substitute(text: str, values: dict[str, str], where: str) -> str:
@@ -170,6 +176,19 @@ def invoke(cli: click.Group, argv: Sequence[str]) -> None:
         raise FacebenchError(f"'facebench {' '.join(argv[:2])} ...': {exc.format_message()}") from None
 
 
+def _recorded(manifest: ShardManifest, name: str) -> Any:
+    """What ``steps.json`` records of a finished step: an object whose ``argv`` (the command line it ran
+    with) is a list of strings; anything else is one error naming the file."""
+    recorded = manifest.done.get(name)
+    if isinstance(recorded, dict) and recorded.get("argv") is not None:
+        argv = expect(manifest.path, recorded["argv"], list, f"done.{name}.argv")
+        if not all(isinstance(a, str) for a in argv):
+            raise DataError(manifest.path, f"done.{name}.argv must be a list of strings")
+    elif recorded is not None and not isinstance(recorded, dict | bool):
+        expect(manifest.path, recorded, dict, f"done.{name}")
+    return recorded
+
+
 def _outputs_present(step: ResolvedStep) -> bool:
     return all(p.exists() for p in step.outputs)
 
@@ -199,15 +218,19 @@ def run_experiment(
         raise ConfigError(f"unknown step(s) {', '.join(unknown_only)}; steps: {', '.join(s.name for s in steps)}")
     from .runs import Run
 
-    # only now that every step resolved: a config error leaves no half-made run folder
-    Run.start(out, config=cfg, extra={"experiment": cfg.experiment.name})
+    # only now that every step resolved: a config error leaves no half-made run folder; and the record of
+    # an earlier run is read (and checked) before anything of this one is written
+    out.mkdir(parents=True, exist_ok=True)
     manifest = ShardManifest(out / STEPS_MANIFEST, {"experiment": cfg.experiment.name})
+    for step in steps:
+        _recorded(manifest, step.name)
+    Run.start(out, config=cfg, extra={"experiment": cfg.experiment.name})
     outcomes: list[StepOutcome] = []
     done: set[str] = set()
     missing_names = {s.name for s in missing}
     for i, step in enumerate(steps, 1):
         head = f"[{i}/{len(steps)}] {step.name}"
-        recorded = manifest.done.get(step.name)
+        recorded = _recorded(manifest, step.name)
         if isinstance(recorded, dict) and recorded.get("argv") not in (None, step.argv):
             raise DataError(out / STEPS_MANIFEST, f"cannot resume: step '{step.name}' ran with another command line "
                             f"({' '.join(recorded['argv'])}); delete its outputs and this entry, or use another --out")

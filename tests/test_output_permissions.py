@@ -80,3 +80,37 @@ def test_every_output_is_group_and_world_readable_under_umask_022(tmp_path, umas
          runs / "analysis", "--only", "pair-distributions")
     _run("report", runs / "real", runs / "gen-folder", "--out", tmp_path / "reports" / "r.html")
     assert _unreadable(tmp_path) == []
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=["umask-022", "umask-077"])
+def umask(request):
+    before = os.umask(request.param)
+    yield request.param
+    os.umask(before)
+
+
+def test_generate_sample_ids_convert_and_toyfaces_follow_the_umask(tmp_path, umask):
+    """Every file and folder these commands write has exactly the permissions the umask leaves (a private
+    umask 077 keeps everything private: nothing is widened by an explicit mode), and under 022 is readable."""
+    toy = tmp_path / "toy"
+    _run("toyfaces", "build", toy, "--identities", "4", "--images-per-identity", "2", "--size", "24",
+         "--pairs", "40", "--packs", "toy_lfw", "--workers", "1")
+    for fmt, dst in (("rec", "conv-rec"), ("rec", "conv.rec"), ("lmdb", "conv.lmdb"), ("folder", "conv-folder")):
+        _run("data", "convert", toy / "train", tmp_path / "converted" / dst, "--to", fmt)
+    feats = tmp_path / "feats.npy"
+    np.save(feats, np.random.default_rng(0).standard_normal((40, 512)).astype(np.float32) * 20)
+    _run("sample-ids", "--features", feats, "--n", "4", "--tau", "0.9", "--out", tmp_path / "sampled" / "ids.npy",
+         "--save-stats", tmp_path / "sampled" / "pca.npz", "--device", "cpu")
+    for fmt in ("folder", "lmdb"):
+        _run("generate", "--generator", "noise_projection", "--ids", tmp_path / "sampled" / "ids.npy",
+             "--images-per-id", "2", "--format", fmt, "--out", tmp_path / "runs" / f"gen-{fmt}", "--device", "cpu",
+             "--set", "generation.keep_shards=true")
+    written = [p for p in tmp_path.rglob("*") if not p.is_symlink()]
+    assert any(p.name.endswith(".msgpack") for p in written) and any(p.suffix == ".idx" for p in written)
+    widened = [f"{p.relative_to(tmp_path)} {stat.filemode(p.stat().st_mode)}" for p in written
+               if stat.S_IMODE(p.stat().st_mode) & umask]
+    assert widened == []
+    private = [p for p in written if stat.S_IMODE(p.stat().st_mode) & 0o600 != 0o600]
+    assert private == []
+    if umask == 0o022:
+        assert _unreadable(tmp_path) == []

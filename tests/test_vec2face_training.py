@@ -192,7 +192,7 @@ def test_user_errors_are_one_line(toy, tmp_path):
     empty = tmp_path / "empty.npy"
     empty.write_bytes(b"")
     res = run(["train-generator", *data, "--features", str(empty), "--out", str(tmp_path / "e"), *BASE])
-    assert res.exit_code == 2 and f"{empty}: cannot read features: No data left in file" in res.output
+    assert res.exit_code == 2 and f"{empty}: cannot read features: the file is empty" in res.output
     res = run(["train-generator", *data, "--features", str(toy / "feats.npy"), "--out", str(tmp_path / "c"),
                "--config", "tiny"])
     assert res.exit_code == 2 and "identity loss needs a frozen FR extractor" in res.output

@@ -98,7 +98,7 @@ def generate(generator_name, weights, generator_options, untrained, ids_path, n_
              attrop_identity, attrop_identity_weights, attrop_pose, attrop_pose_weights, attrop_quality,
              attrop_quality_weights):
     """Generate a labelled dataset: perturb identity vectors, optionally AttrOP, write shards, assemble."""
-    from ..config import read_toml
+    from ..config import read_toml, table
     from ..generation.job import GenerateRequest, generate_config, run_generate
 
     data = read_toml(config_path) if config_path else {}
@@ -111,7 +111,7 @@ def generate(generator_name, weights, generator_options, untrained, ids_path, n_
                    "quality_weights": attrop_quality_weights, "identity_prepass": True if identity_prepass else None},
     }
     for section, values in cli_values.items():
-        data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+        table(data, section).update({k: v for k, v in values.items() if v is not None})
     config = generate_config(generator_name, data, overrides)
     request = GenerateRequest(out=Path(out), generator=generator_name, weights=weights, untrained=untrained,
                               generator_options=generator_options, ids=ids_path, n_ids=n_ids, stats=stats,

@@ -13,13 +13,12 @@ from .options import examples
 
 def _plan_table(cfg, steps, out: Path) -> Table:
     from ..experiments import STEPS_MANIFEST
+    from ..shards import read_manifest
 
     done = set()
     manifest = out / STEPS_MANIFEST
     if manifest.is_file():
-        import json
-
-        done = set(json.loads(manifest.read_text()).get("done", {}))
+        done = set(read_manifest(manifest)["done"])
     table = Table(title=f"{cfg.experiment.name}: {cfg.experiment.title}".rstrip(": "))
     for col in ("step", "command", "GPU h", "state"):
         table.add_column(col, overflow="fold")

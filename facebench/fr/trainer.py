@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from .. import atomic
-from ..config import config_to_dict
-from ..console import console, log_line, make_progress
+from ..config import config_to_dict, plain_name
+from ..console import console, log_line, make_progress, warn
 from ..errors import ConfigError, DataError, FacebenchError
 from ..pluginmanager import registry
 from ..runtime import (
@@ -40,6 +40,7 @@ from ..runtime import (
     use_channels_last,
     wait_for_all,
 )
+from ..safe_load import expect
 from ..training import (
     GlobalBatchSampler,
     LRSchedule,
@@ -48,9 +49,11 @@ from ..training import (
     RunningMeans,
     build_scheduler,
     capture_rng_state,
+    check_position,
     check_resume,
     load_training_checkpoint,
     restore_checkpoint,
+    restoring,
     save_checkpoint,
 )
 from .augment import AugmentedFaces
@@ -262,6 +265,23 @@ def batch_warnings(recipe: FRRecipe, world_size: int) -> list[str]:
             f"{'es' if world_size != 1 else ''})"]
 
 
+def _without_param_state(state: Any, optimizer: Any, param: Any) -> Any:
+    """A saved optimizer state without the buffers of ``param`` (found by its place in this run's groups),
+    which are restored from elsewhere; a state of another structure is returned as it is, for
+    :func:`load_optimizer_state` to name what is wrong with it."""
+    for g, group in enumerate(optimizer.param_groups):
+        for j, live in enumerate(group["params"]):
+            if live is not param:
+                continue
+            try:
+                saved_id = state["param_groups"][g]["params"][j]
+                buffers = {k: v for k, v in state["state"].items() if k != saved_id}
+            except (KeyError, IndexError, TypeError, AttributeError):
+                return state
+            return {**state, "state": buffers}
+    return state
+
+
 def train_fr(
     recipe: FRRecipe,
     reader: Any,
@@ -302,7 +322,7 @@ def train_fr(
         raise ConfigError(f"optim.micro_batch {o.micro_batch} must divide the per-GPU batch {sampler.local_batch}")
     if ctx.is_main:
         for warning in batch_warnings(recipe, ctx.world_size):
-            console.print(f"[yellow]warning:[/] {warning}")
+            warn(warning)
 
     _seed_everything(recipe.train.seed)
     backbone = build_backbone(recipe)
@@ -333,29 +353,40 @@ def train_fr(
     recipe_dict = config_to_dict(recipe)
     if resume and ckpt_path.exists():
         data = load_training_checkpoint(ckpt_path)
-        saved = data["extra"].get("recipe")
-        if saved is not None and json.dumps(saved, sort_keys=True) != json.dumps(recipe_dict, sort_keys=True):
+        extra = data["extra"]
+        saved = extra.get("recipe")
+        if saved is not None and json.dumps(saved, sort_keys=True, default=str) != json.dumps(recipe_dict,
+                                                                                              sort_keys=True):
             raise ConfigError(f"{ckpt_path}: cannot resume: the recipe differs from the interrupted run's")
-        if data["extra"].get("num_images") not in (None, len(reader)):
+        if extra.get("num_images") not in (None, len(reader)):
             raise ConfigError(f"{ckpt_path}: cannot resume: the dataset has {len(reader)} images, the "
-                              f"interrupted run had {data['extra']['num_images']}")
-        saved_world = data["extra"].get("world_size", ctx.world_size)
+                              f"interrupted run had {extra['num_images']}")
+        saved_world = expect(ckpt_path, extra.get("world_size", ctx.world_size), int, "extra.world_size")
         if saved_world != ctx.world_size:
             raise ConfigError(f"{ckpt_path}: cannot resume on {ctx.world_size} process"
                               f"{'es' if ctx.world_size != 1 else ''}: the run was started on {saved_world} and "
                               f"its global batch is optim.batch_per_gpu x processes; resume with "
                               f"torchrun --nproc_per_node {saved_world}")
+        check_position(data["position"], sampler.steps_per_epoch, o.epochs, ckpt_path)
+        if sharded:  # the saved optimizer holds rank 0's head shard: each rank's comes from extra.per_rank
+            data["optimizer"] = _without_param_state(data.get("optimizer"), optimizer, head.weight)
         position = restore_checkpoint(data, model=state_module, optimizer=optimizer, scheduler=scheduler,
-                                      scaler=scaler, rank=ctx.rank)
-        per_rank = data["extra"].get("per_rank") or []
+                                      scaler=scaler, rank=ctx.rank, path=ckpt_path)
+        per_rank = expect(ckpt_path, extra.get("per_rank") or [], list, "extra.per_rank")
         if ctx.rank < len(per_rank):
-            window.load_state_dict(per_rank[ctx.rank]["window"], dev)
-            epoch_means.load_state_dict(per_rank[ctx.rank]["epoch"], dev)
-            if sharded:
-                shard = per_rank[ctx.rank]["head"]
-                with torch.no_grad():
-                    head.weight.copy_(shard["weight"].to(dev))
-                optimizer.state[head.weight] = {k: v.to(dev) for k, v in shard["optim"].items()}
+            with restoring(ckpt_path, "extra.per_rank"):
+                window.load_state_dict(per_rank[ctx.rank]["window"], dev)
+                epoch_means.load_state_dict(per_rank[ctx.rank]["epoch"], dev)
+                if sharded:
+                    shard = per_rank[ctx.rank]["head"]
+                    if shard["weight"].shape != head.weight.shape:
+                        raise ValueError(f"head shard of shape {tuple(shard['weight'].shape)}, this run's "
+                                         f"{tuple(head.weight.shape)}")
+                    if any(v.dim() and v.shape != head.weight.shape for v in shard["optim"].values()):
+                        raise ValueError("a head shard's optimizer state has another shape than the shard")
+                    with torch.no_grad():
+                        head.weight.copy_(shard["weight"].to(dev))
+                    optimizer.state[head.weight] = {k: v.to(dev) for k, v in shard["optim"].items()}
         log.truncate_after(position.global_step)
         if ctx.is_main:
             console.print(f"resuming {out_dir} at epoch {position.epoch + 1}, step {position.global_step}")
@@ -455,7 +486,11 @@ def train_fr(
     if ctx.is_main:
         if not accuracies:  # resumed after the last epoch: take the last validation from the log
             epochs = [r for r in log.read() if r.get("event") == "epoch"]
-            result.accuracies = dict(epochs[-1].get("val") or {}) if epochs else {}
+            val = epochs[-1].get("val") or {} if epochs else {}
+            if not isinstance(val, dict) or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                    for v in val.values()):
+                raise DataError(log.path, "the last epoch's val must be an object of accuracies")
+            result.accuracies = dict(val)
         with atomic.atomic_path(out_dir / BACKBONE, "backbone weights") as tmp:
             torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, tmp)
         info = dict(dataset_info or {})
@@ -525,7 +560,9 @@ def train_from_paths(recipe_name: str, data: str, *, data_format: str | None = N
     for path in pack_paths.values():
         open_pairs(path).close()
     check_batch(len(reader), recipe, env_context().world_size, reader.path)
-    out_dir = run_path(out, f"fr-{recipe.name}-{identity.name.replace('/', '-')}")
+    # without --out the recipe's name becomes a folder under runs/: a plain name, or it could leave runs/
+    out_dir = run_path(out, f"fr-{recipe.name if out else plain_name(recipe.name, 'recipe name')}-"
+                            f"{identity.name.replace('/', '-')}")
     dataset_info = {"name": identity.name, "path": str(identity.path.resolve()),
                     "format": getattr(reader, "format_name", "") or data_format,
                     "images": len(reader), "identities": int(reader.num_classes)}

@@ -7,7 +7,20 @@ The steps, each a check that fails before anything is written or a stage that re
    refused unless the request says ``untrained``) and the format writer;
 3. load or sample the identity vectors and check their scale against the generator's (:func:`identity_scale`);
 4. build AttrOP and the identity pre-pass with their models;
-5. refuse a finished run with other parameters, or else generate the missing shards and assemble.
+5. refuse a finished run with other parameters, confirm a finished run whose ``dataset.json`` checks out,
+   or else generate the missing shards and assemble.
+
+A run is finished when it holds ``dataset.json`` (written last). A rerun reports it "already complete"
+only when that card is readable and describes the dataset on disk (see
+:meth:`~facebench.generation.sharded.GenerationJob.card_problem`). When it does not (a card that is not
+UTF-8 JSON or has fields of the wrong type, names a missing set, or whose counts or sha256 differ from the
+set on disk; manifests that do not record every shard), the rerun says what is wrong in one line and
+
+* re-assembles the dataset from the staged shards when every one is still there (``keep_shards``, or a
+  run killed before removing them): assembly is deterministic, so this gives the bytes the run made; or
+* refuses, naming the file, when the shards are gone: regenerating them could take hours of accelerator
+  time and replaces the set on disk, so that is the user's decision (delete the card and the set and
+  rerun, or choose another ``--out``).
 """
 
 from __future__ import annotations
@@ -19,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from ..config import config_to_dict
-from ..console import console
-from ..errors import FacebenchError
+from ..console import console, warn
+from ..errors import DataError, FacebenchError
 from .attrop import AttrOPConfig, build_attrop
 from .sharded import (
     IDS_FILE,
@@ -63,12 +76,12 @@ class GenerateRequest:
 def generate_config(generator: str, data: dict[str, Any], overrides: Any = ()) -> GenerateConfig:
     """The config of one run: the generator's own ``generation_defaults`` (a spec extra; arc2face: no
     vector noise), under the config file's tables, under ``--set`` overrides."""
-    from ..config import build_config, with_defaults
+    from ..config import build_config, table, with_defaults
     from ..pluginmanager import registry
 
     defaults = registry("generator").get(generator).extras.get("generation_defaults", {})
     data = dict(data)
-    data["generation"] = with_defaults(defaults, data.get("generation", {}))
+    data["generation"] = with_defaults(defaults, table(data, "generation"))
     return build_config(GenerateConfig, data, overrides)
 
 
@@ -139,6 +152,25 @@ def _attrop_record(config: AttrOPConfig, untrained: bool) -> dict[str, Any] | No
     return record
 
 
+def _reassemble_or_refuse(job: GenerationJob, problem: DataError, *, main: bool) -> None:
+    """A finished-looking run whose card does not check out: re-assembled from its staged shards when
+    they are all there (the card is removed first, so an interrupted re-assembly is never taken for a
+    finished one), else refused naming the file (see the module docstring)."""
+    card = job.card_path
+    if card.is_dir() and not card.is_symlink():
+        raise DataError(problem.path, f"{problem.problem}; remove the folder {card} (the run writes its dataset "
+                                      "card there)", problem.where)
+    staged = len(job.finished_shards() & set(range(job.num_shards)))
+    if staged < job.num_shards:
+        left = f"only {staged} of {job.num_shards} staged shards are left" if staged else "the staged shards are gone"
+        raise DataError(problem.path, f"{problem.problem}; {left}, so the dataset cannot be re-assembled: delete "
+                                      f"{card.name} and {job.dataset_path.name} to generate it again, or choose "
+                                      "another --out", problem.where)
+    if main:
+        warn(f"{problem}; re-assembling the dataset from the staged shards")
+        card.unlink(missing_ok=True)
+
+
 def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: Any = None) -> GenerateOutcome:
     """Generate (or resume, or confirm) the dataset the request and config describe."""
     from ..config import parse_override
@@ -185,9 +217,13 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
                         generator_info=generator_info, identities=identities, ids_source=ids_source,
                         attrop_info=attrop_info, input_scale=factor, scale_info=scale_info)
     median = float(np.median(np.linalg.norm(identities, axis=1))) * factor
-    if job.is_complete():
+    job.refuse_links()
+    if job.is_finished():
         job.check_same_as_finished()
-        return GenerateOutcome(job, None, [], already_complete=True, median_norm=median)
+        problem = job.card_problem(format_obj)
+        if problem is None:
+            return GenerateOutcome(job, None, [], already_complete=True, median_norm=median)
+        _reassemble_or_refuse(job, problem, main=ctx.is_main)
     with discard_on_failure(request.out):  # failing before its first shard, it leaves no run folder
         if ctx.is_main:
             request.out.mkdir(parents=True, exist_ok=True)  # only now: every check above has passed

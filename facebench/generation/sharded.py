@@ -25,17 +25,22 @@ from typing import Any
 import numpy as np
 
 from .. import atomic
+from ..config import plain_name
 from ..data.images import encode_image
 from ..data.tensors import to_uint8
-from ..errors import ConfigError, DataError, FacebenchError
+from ..errors import ConfigError, DataError, FacebenchError, first_line
 from ..provenance import sha256_path
-from ..runs import DATASET_CARD
+from ..runs import CONFIG, DATASET_CARD, PROVENANCE
+from ..safe_load import expect, read_json
 from ..shards import ShardManifest, changed_keys, read_manifest
 from .perturbation import PerturbConfig, perturb, sigma_plan
 
 SHARD_DIR = "shards"
 IDS_FILE = "ids.npy"
 MANIFEST = "manifest.json"
+#: The run folder's own files (``manifest*``: every rank's manifest and its journal): a dataset may not
+#: take one of these names.
+RUN_FILES = (CONFIG, PROVENANCE, DATASET_CARD, IDS_FILE, SHARD_DIR, "manifest*")
 
 
 @dataclass
@@ -62,8 +67,10 @@ class GenerationConfig:
             raise ConfigError(f"generation: image_encoding must be 'jpg' or 'png', got '{self.image_encoding}'")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"generation: jpeg_quality must be in 1..100, got {self.jpeg_quality}")
-        if "/" in self.dataset_name or self.dataset_name.startswith("."):
-            raise ConfigError(f"generation: dataset_name must be a plain file name, got '{self.dataset_name}'")
+        # the dataset's name inside the run folder (given, or derived from the format): checked before
+        # anything is written, so it can neither leave the folder nor replace one of the run's own files
+        key = "generation.dataset_name" if self.dataset_name else "generation.format"
+        plain_name(self.dataset_name or f"dataset.{self.format}", key, reserved=RUN_FILES)
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -223,37 +230,70 @@ def write_shard(path: Path, result: ShardResult) -> None:
     atomic.write_bytes(path, payload, "generated shard")
 
 
-def read_shard(path: Path) -> ShardResult:
+_REDO = "delete it and rerun the same command to regenerate it"
+
+
+def read_shard(path: Path, labels: list[int] | None = None) -> ShardResult:
+    """A staged shard, checked: msgpack holds data only, but a truncated file or one of another shape
+    (wrong types, another count) is one error naming it. ``labels``: what the shard must hold."""
     import msgpack
 
     try:
         data = msgpack.unpackb(path.read_bytes(), raw=False)
-        labels, images, stats = data["labels"], data["images"], data["stats"]
     except FileNotFoundError:
         raise DataError(path, "staged shard is missing; rerun the same command to regenerate it") from None
-    except (ValueError, KeyError, TypeError, msgpack.ExtraData) as exc:
-        raise DataError(path, f"staged shard is unreadable ({exc}); delete it and rerun") from None
-    if len(labels) != len(images):
-        raise DataError(path, f"staged shard has {len(labels)} labels for {len(images)} images")
-    return ShardResult(labels=list(labels), images=list(images), stats=dict(stats))
+    except (ValueError, TypeError) as exc:  # msgpack's errors (truncated, extra data, bad format) are ValueErrors
+        raise DataError(path, f"staged shard is unreadable ({first_line(exc)}); {_REDO}") from None
+    expect(path, data, dict, "staged shard")
+    missing = [k for k in ("labels", "images", "stats") if k not in data]
+    if missing:
+        raise DataError(path, f"staged shard has no {', '.join(missing)}; {_REDO}")
+    found, images, stats = (expect(path, data[k], t, k) for k, t in (("labels", list), ("images", list),
+                                                                    ("stats", dict)))
+    if not all(type(x) is int for x in found) or not all(isinstance(x, bytes) for x in images):
+        raise DataError(path, f"staged shard must hold integer labels and encoded images (bytes); {_REDO}")
+    if not all(isinstance(v, dict) and all(isinstance(x, int | float) and not isinstance(x, bool)
+                                           for x in v.values()) for v in stats.values()):
+        raise DataError(path, f"staged shard's stats must be tables of numbers; {_REDO}")
+    if len(found) != len(images):
+        raise DataError(path, f"staged shard has {len(found)} labels for {len(images)} images; {_REDO}")
+    if labels is not None and found != labels:
+        raise DataError(path, f"staged shard holds {len(found)} images of other labels than its "
+                              f"{len(labels)} (identities {labels[0]}..{labels[-1]}); {_REDO}")
+    return ShardResult(labels=found, images=images, stats=stats)
 
 
 def _manifest_name(rank: int, world: int) -> str:
     return MANIFEST if world == 1 else f"manifest-rank{rank}.json"
 
 
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """A shard manifest of the run (``params`` and ``done`` by shard number), read strictly: besides what
+    :func:`~facebench.shards.read_manifest` refuses (not UTF-8 JSON, ``params`` or ``done`` not objects),
+    a manifest without ``params`` or whose ``done`` names something other than a shard number is one error
+    naming it (never skipped: the run's state is in it)."""
+    saved = read_manifest(path)
+    expect(path, saved.get("params"), dict, "params")
+    done = expect(path, saved.get("done"), dict, "done")
+    bad = [k for k in done if not (isinstance(k, str) and k.isascii() and k.isdigit())]
+    if bad:
+        raise DataError(path, f"done must list shard numbers, found '{bad[0]}'")
+    return {"params": saved["params"], "done": {int(k): v for k, v in done.items()}}
+
+
+def _manifests(out: Path) -> list[Path]:
+    return sorted(out.glob("manifest*.json"))
+
+
 def _done_shards(out: Path, params: dict[str, Any]) -> set[int]:
     """Shards recorded as done by any manifest in ``out`` (any earlier world size) whose file exists."""
     normalised = json.loads(json.dumps(params, default=str))
     done: set[int] = set()
-    for path in sorted(out.glob("manifest*.json")):
-        try:
-            saved = read_manifest(path)
-        except (OSError, json.JSONDecodeError):
-            continue  # the owning rank's ShardManifest reports it
-        if saved.get("params") != normalised:
+    for path in _manifests(out):
+        saved = _read_manifest(path)
+        if saved["params"] != normalised:
             continue  # the owning rank's ShardManifest names the differing keys
-        done |= {int(k) for k in saved.get("done", {}) if _shard_path(out, int(k)).is_file()}
+        done |= {k for k in saved["done"] if _shard_path(out, k).is_file()}
     return done
 
 
@@ -313,26 +353,84 @@ class GenerationJob:
         m = self.config.images_per_id
         return self._sigma_plan[first * m:(first + len(ids)) * m]
 
-    def is_complete(self) -> bool:
-        return (self.out / DATASET_CARD).is_file() and self.dataset_path.exists()
+    @property
+    def card_path(self) -> Path:
+        return self.out / DATASET_CARD
+
+    def is_finished(self) -> bool:
+        """Whether the run says it is finished: ``dataset.json`` is written last, so its presence (any
+        file, a link or a folder too) claims a complete dataset; :meth:`card_problem` checks the claim."""
+        return os.path.lexists(self.card_path)
 
     def finished_shards(self) -> set[int]:
         """Shards a manifest in the run directory records as done with these parameters."""
         return _done_shards(self.out, self.params())
 
+    def refuse_links(self) -> None:
+        """The fixed names this run reopens or replaces (the staged shards' folder, the dataset) must be
+        its own, never symbolic links planted to send its writes elsewhere (the manifests' journals are
+        refused by :class:`~facebench.shards.ShardManifest` itself)."""
+        atomic.refuse_link(self.out / SHARD_DIR, "generated shards")
+        atomic.refuse_link(self.dataset_path, "dataset")
+
     def check_same_as_finished(self) -> None:
         """A finished run rerun with other parameters is refused, naming what changed, instead of being
         reported as complete (its dataset was made with the old ones)."""
         params = json.loads(json.dumps(self.params(), default=str))
-        for path in sorted(self.out.glob("manifest*.json")):
-            try:
-                saved = json.loads(path.read_text()).get("params", {})
-            except (OSError, json.JSONDecodeError):
-                continue
+        for path in _manifests(self.out):
+            saved = _read_manifest(path)["params"]
             if saved != params:
                 raise FacebenchError(
                     f"{self.out}: holds a finished dataset made with other parameters "
                     f"({', '.join(changed_keys(saved, params))}); choose another --out or delete it")
+
+    def card_problem(self, format_obj: Any) -> DataError | None:
+        """Why the finished-looking run is not complete, as an error naming the file at fault, or None.
+
+        ``dataset.json`` must be readable (UTF-8 JSON, fields of the right types) and describe this run's
+        dataset: the set it names exists, and that set on disk, opened with the format, has the card's
+        image and identity counts and sha256; the manifests record every shard as done."""
+        card_path = self.card_path
+        try:
+            card = read_json(card_path, what="dataset card")
+            name = expect(card_path, card.get("dataset"), str, "dataset")
+            if name != self.dataset_path.name:
+                return DataError(card_path, f"names the set '{name}', this run's is '{self.dataset_path.name}'")
+            if not self.dataset_path.exists():
+                return DataError(card_path, f"the set it names, {name}, is missing")
+            wanted = {"format": self.config.format, "identities": self.num_ids,
+                      "images": self.num_ids * self.config.images_per_id, "ids_sha256": array_sha256(self.identities)}
+            for key, value in wanted.items():
+                if expect(card_path, card.get(key), type(value), key) != value:
+                    return DataError(card_path, f"{key} is {card[key]}, this run's is {value}")
+            recorded = expect(card_path, card.get("sha256"), str, "sha256")
+            reader = format_obj.open(self.dataset_path)
+            try:
+                on_disk = (len(reader), int(reader.num_classes))
+            finally:
+                getattr(reader, "close", lambda: None)()
+            if on_disk != (wanted["images"], wanted["identities"]):
+                return DataError(card_path, f"{name} holds {on_disk[0]} images of {on_disk[1]} identities on "
+                                            f"disk, the card says {wanted['images']} of {wanted['identities']}")
+            if sha256_path(self.dataset_path) != recorded:
+                return DataError(card_path, f"{name} on disk no longer has the sha256 the card records (it "
+                                            "changed after it was written)")
+            manifests = _manifests(self.out)
+            if not manifests:
+                return DataError(self.out / MANIFEST, f"is missing, though {DATASET_CARD} says the dataset is "
+                                                      "complete")
+            params = json.loads(json.dumps(self.params(), default=str))
+            # the staged files may be gone (removed once the dataset is assembled): the record is what counts
+            recorded = {k for path in manifests for saved in [_read_manifest(path)]
+                        if saved["params"] == params for k in saved["done"]}
+        except DataError as exc:
+            return exc
+        missing = sorted(set(range(self.num_shards)) - recorded)
+        if missing:
+            return DataError(manifests[0], f"does not record shard {missing[0]} as done, though {DATASET_CARD} "
+                                           "says the dataset is complete")
+        return None
+
 
 
 def save_ids(out: Path, identities: np.ndarray) -> Path:
@@ -347,8 +445,8 @@ def run_shards(job: GenerationJob, generator: Any, *, attrop: Any = None, prepas
                device: str = "cpu", rank: int = 0, world: int = 1, progress: Any = None) -> list[int]:
     """Generate this rank's unfinished shards; returns the shards it generated."""
     params = job.params()
+    done = _done_shards(job.out, params)  # first: every manifest is read strictly (one line if tampered)
     manifest = ShardManifest(job.out / _manifest_name(rank, world), params)
-    done = _done_shards(job.out, params)
     mine = [s for s in range(job.num_shards) if s % world == rank]
     todo = [s for s in mine if s not in done]
     per_shard = job.config.images_per_id
@@ -357,6 +455,8 @@ def run_shards(job: GenerationJob, generator: Any, *, attrop: Any = None, prepas
         total = sum(len(job.shard_ids(s)[0]) for s in mine) * per_shard
         task = progress.add_task(f"generating (rank {rank})" if world > 1 else "generating", total=total)
         progress.advance(task, total - sum(len(job.shard_ids(s)[0]) for s in todo) * per_shard)
+    if todo:
+        atomic.refuse_link(job.out / SHARD_DIR, "generated shards")
     for shard in todo:
         ids, first = job.shard_ids(shard)
         result = generate_shard(
@@ -403,6 +503,7 @@ def assemble(job: GenerationJob, format_obj: Any, *, writer_options: dict[str, A
     missing = [s for s in range(job.num_shards) if not _shard_path(job.out, s).is_file()]
     if missing:
         raise FacebenchError(f"{job.out}: shards {missing[:5]} are not generated yet; rerun to finish them")
+    atomic.refuse_link(job.dataset_path, "dataset")
     if job.dataset_path.exists():
         # Left by a run killed after writing the dataset but before dataset.json: rebuild it.
         if job.dataset_path.is_dir():
@@ -415,13 +516,18 @@ def assemble(job: GenerationJob, format_obj: Any, *, writer_options: dict[str, A
     task = progress.add_task("writing dataset", total=job.num_ids * job.config.images_per_id) if progress else None
     shard_stats = []
     count = 0
+    def staged(shard: int) -> ShardResult:
+        ids, first = job.shard_ids(shard)
+        labels = np.repeat(np.arange(first, first + len(ids)), job.config.images_per_id).tolist()
+        return read_shard(_shard_path(job.out, shard), labels)
+
     with format_obj.writer(job.dataset_path, **options) as writer, ThreadPoolExecutor(max_workers=1) as reader:
         # The next shard is read while this one is written (both are file I/O that release the GIL).
-        ahead = reader.submit(read_shard, _shard_path(job.out, 0)) if job.num_shards else None
+        ahead = reader.submit(staged, 0) if job.num_shards else None
         for shard in range(job.num_shards):
             result = ahead.result()
             if shard + 1 < job.num_shards:
-                ahead = reader.submit(read_shard, _shard_path(job.out, shard + 1))
+                ahead = reader.submit(staged, shard + 1)
             for data, label in zip(result.images, result.labels):
                 writer.add(data, label)
             count += len(result.images)

@@ -3,19 +3,26 @@
 Everything is stored as tensors and plain Python values so the file loads with ``weights_only=True``
 (through :mod:`facebench.safe_load`); the numpy RNG key becomes a tensor for that reason. A checkpoint
 is written under a temporary name and renamed, so a kill while saving leaves the previous one intact.
+
+A checkpoint given to ``--resume`` / ``--init`` may come from anywhere: what it holds is checked against
+the objects it is loaded into (a position of non-negative integers, state dicts with this model's keys and
+shapes, optimizer and scheduler states shaped like this run's), and anything that does not fit is one
+error naming the file and the part, never a traceback from inside torch later in training.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from .. import atomic
-from ..errors import ConfigError, DataError
-from ..safe_load import load_checkpoint
+from ..errors import ConfigError, DataError, first_line
+from ..safe_load import expect, load_checkpoint, state_dict_mismatch, type_word
 
 CHECKPOINT_FORMAT = 1
 #: The file name of the latest checkpoint in a training run directory (FR and Vec2Face trainers).
@@ -25,7 +32,7 @@ CHECKPOINT = "checkpoint.pt"
 def check_resume(run_dir: str | os.PathLike, resume: bool) -> Path:
     """The checkpoint path of ``run_dir``. A fresh run refuses a directory that already holds one (both
     trainers ask here); ``resume`` without a checkpoint yet (killed before the first one) starts over."""
-    path = Path(run_dir) / CHECKPOINT
+    path = atomic.refuse_link(Path(run_dir) / CHECKPOINT, "training checkpoint")
     if path.exists() and not resume:
         raise ConfigError(f"{run_dir}: holds a checkpoint of an earlier run; pass --resume to continue it "
                           "or choose another --out")
@@ -122,13 +129,152 @@ def save_checkpoint(
     return path
 
 
+def position_from(value: Any, path: str | os.PathLike, key: str = "position") -> Position:
+    """A checkpoint's saved :class:`Position`: an object of exactly its fields, each a non-negative integer."""
+    names = [f.name for f in fields(Position)]
+    if not isinstance(value, dict) or sorted(map(str, value)) != sorted(names):
+        found = ", ".join(sorted(map(str, value))) if isinstance(value, dict) else type_word(value)
+        raise DataError(path, f"{key} must be an object with {', '.join(names)}, found {found or 'nothing'}")
+    for name in names:
+        if expect(path, value[name], int, f"{key}.{name}") < 0:
+            raise DataError(path, f"{key}.{name} is negative ({value[name]})")
+    if value["step_in_epoch"] > value["global_step"]:
+        raise DataError(path, f"{key}: step_in_epoch {value['step_in_epoch']} is past global_step "
+                              f"{value['global_step']}")
+    return Position(**{name: value[name] for name in names})
+
+
+def check_position(position: Position, steps_per_epoch: int, epochs: int, path: str | os.PathLike) -> Position:
+    """``position`` when this run can continue from it: inside (or at the end of) an epoch of this run's
+    length, at most at the end of its last epoch."""
+    if position.step_in_epoch > steps_per_epoch or position.epoch > epochs:
+        raise DataError(path, f"position (epoch {position.epoch}, step {position.step_in_epoch} of it) does not "
+                              f"fit this run's {epochs} epochs of {steps_per_epoch} steps")
+    return position
+
+
 def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (safely), checking its structure."""
+    """Read a checkpoint written by :func:`save_checkpoint` (safely), checking its structure: the states
+    themselves are checked as :func:`restore_checkpoint` loads them."""
     data = load_checkpoint(path, what="training checkpoint")
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or "position" not in data:
         raise DataError(path, "not a facebench training checkpoint (missing 'format'/'position')")
-    data["position"] = Position(**data["position"])
+    data["position"] = position_from(data["position"], path)
+    expect(path, data.get("extra"), dict, "extra")
+    for key in ("model", "head", "optimizer", "scheduler", "scaler"):
+        expect(path, data.get(key), (dict, type(None)), key)
+    expect(path, data.get("rng"), (dict, list, type(None)), "rng")
     return data
+
+
+@contextlib.contextmanager
+def restoring(path: str | os.PathLike, key: str) -> Iterator[None]:
+    """Loading a checkpoint's ``key`` into live objects: whatever torch, numpy or ``random`` refuse on the
+    way is one error naming the file and the part."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise DataError(path, f"'{key}' does not fit this run ({first_line(exc)})") from None
+
+
+def _unlike(saved: Any, ref: Any, where: str) -> str | None:
+    """Where ``saved`` is not shaped like ``ref`` (a freshly built object's state): types (numbers alike),
+    mapping keys, list lengths, tensor shapes and dtypes; None where it is. ``None`` in ``ref`` admits
+    anything (an optional value)."""
+    import torch
+
+    if ref is None:
+        return None
+    if isinstance(ref, torch.Tensor):
+        if not isinstance(saved, torch.Tensor):
+            return f"{where} must be a tensor, found {type_word(saved)}"
+        if saved.shape != ref.shape or saved.dtype != ref.dtype:
+            return f"{where} is {saved.dtype} {tuple(saved.shape)}, expected {ref.dtype} {tuple(ref.shape)}"
+        return None
+    if isinstance(ref, bool) or isinstance(ref, str):
+        ok = isinstance(saved, type(ref))
+    elif isinstance(ref, int | float):
+        ok = isinstance(saved, int | float) and not isinstance(saved, bool)
+    elif isinstance(ref, dict):
+        if not isinstance(saved, dict):
+            return f"{where} must be an object, found {type_word(saved)}"
+        missing = [str(k) for k in ref if k not in saved]
+        if missing:
+            return f"{where} has no {', '.join(missing[:3])}"
+        return next((p for k in ref if (p := _unlike(saved[k], ref[k], f"{where}.{k}"))), None)
+    elif isinstance(ref, list | tuple):
+        if not isinstance(saved, list | tuple) or len(saved) != len(ref):
+            return f"{where} must be a list of {len(ref)}, found {type_word(saved)}"
+        return next((p for i, (a, b) in enumerate(zip(saved, ref)) if (p := _unlike(a, b, f"{where}[{i}]"))), None)
+    else:
+        ok = isinstance(saved, type(ref))
+    return None if ok else f"{where} must be {type_word(ref)}, found {type_word(saved)}"
+
+
+def load_like(obj: Any, state: Any, path: str | os.PathLike, key: str) -> None:
+    """``obj.load_state_dict(state)`` once ``state`` is shaped like ``obj``'s own (an LR scheduler or a
+    GradScaler accepts anything and fails steps later)."""
+    problem = _unlike(state, obj.state_dict(), key)
+    if problem:
+        raise DataError(path, problem)
+    with restoring(path, key):
+        obj.load_state_dict(state)
+
+
+def load_module_state(module: Any, state: Any, path: str | os.PathLike, key: str, what: str = "model") -> None:
+    """A module's weights, strictly: a state dict of tensors with exactly its keys and shapes."""
+    import torch
+
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(path, f"'{key}' is not a state dict of tensors")
+    problem = state_dict_mismatch(module.state_dict(), state)
+    if problem:
+        raise DataError(path, f"'{key}' does not match the {what} layout: {problem}")
+    with restoring(path, key):
+        module.load_state_dict(state, strict=True)
+
+
+def load_optimizer_state(optimizer: Any, state: Any, path: str | os.PathLike, key: str = "optimizer") -> None:
+    """An optimizer's state, checked against its parameters: the same groups and sizes, hyper-parameters of
+    the same types, and per-parameter buffers of the parameters' shapes (torch accepts a wrong shape and
+    fails at the next step)."""
+    import torch
+
+    if not isinstance(state, dict) or not isinstance(state.get("state"), dict) \
+            or not isinstance(state.get("param_groups"), list):
+        raise DataError(path, f"'{key}' is not an optimizer state (state and param_groups)")
+    current = optimizer.state_dict()["param_groups"]
+    groups = state["param_groups"]
+    if len(groups) != len(current) or not all(isinstance(g, dict) for g in groups):
+        raise DataError(path, f"'{key}' has {len(groups)} parameter groups, this run's optimizer {len(current)}")
+    params: dict[Any, Any] = {}
+    for i, (saved, mine, live) in enumerate(zip(groups, current, optimizer.param_groups)):
+        ids = saved.get("params")
+        if not isinstance(ids, list) or len(ids) != len(mine["params"]) or not all(type(x) is int for x in ids):
+            raise DataError(path, f"'{key}' group {i} does not list this run's {len(mine['params'])} parameters")
+        # hyper-parameters both name (a release checkpoint from another torch may lack newer ones; torch
+        # fills those in) must be of this optimizer's types
+        problem = _unlike({k: v for k, v in saved.items() if k != "params"},
+                          {k: v for k, v in mine.items() if k != "params" and k in saved}, f"{key}.param_groups[{i}]")
+        if problem:
+            raise DataError(path, problem)
+        params.update(zip(ids, live["params"]))
+    for pid, buffers in state["state"].items():
+        if pid not in params or not isinstance(buffers, dict):
+            raise DataError(path, f"'{key}' holds state for parameter {pid}, which this run's optimizer lacks")
+        for name, value in buffers.items():
+            if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise DataError(path, f"'{key}' state {name} of parameter {pid} must be a tensor or a number, "
+                                      f"found {type_word(value)}")
+            if value.dim() > 0 and value.shape != params[pid].shape:
+                raise DataError(path, f"'{key}' state {name} of parameter {pid} has shape {tuple(value.shape)}, "
+                                      f"the parameter {tuple(params[pid].shape)}")
+    with restoring(path, key):
+        optimizer.load_state_dict(state)
 
 
 def restore_checkpoint(
@@ -141,19 +287,28 @@ def restore_checkpoint(
     scaler: Any = None,
     rank: int = 0,
     restore_rng: bool = True,
+    path: str | os.PathLike = "checkpoint",
 ) -> Position:
-    """Load the states in ``data`` into the given objects and return the position to continue from."""
-    for name, obj in (("model", model), ("head", head), ("optimizer", optimizer),
-                      ("scheduler", scheduler), ("scaler", scaler)):
-        if obj is not None and data.get(name) is not None:
-            if name == "scaler" and not data[name]:
-                continue  # saved by a disabled GradScaler (CPU, or AMP off): an enabled one starts fresh
-            obj.load_state_dict(data[name])
+    """Load the states in ``data`` (read by :func:`load_training_checkpoint` from ``path``) into the given
+    objects, each checked first, and return the position to continue from."""
+    for name, module in (("model", model), ("head", head)):
+        if module is not None and data.get(name) is not None:
+            load_module_state(module, data[name], path, name)
+    if optimizer is not None and data.get("optimizer") is not None:
+        load_optimizer_state(optimizer, data["optimizer"], path)
+    if scheduler is not None and data.get("scheduler") is not None:
+        # the schedule follows from the recipe and the dataset (both checked): a saved one must be the same
+        if data["scheduler"].get("lr_lambdas") != scheduler.state_dict().get("lr_lambdas"):
+            raise DataError(path, "'scheduler' holds another learning-rate schedule than this run's recipe")
+        load_like(scheduler, data["scheduler"], path, "scheduler")
+    if scaler is not None and data.get("scaler"):  # {}: saved by a disabled GradScaler; an enabled one starts fresh
+        load_like(scaler, data["scaler"], path, "scaler")
     rng = data.get("rng")
     if restore_rng and rng is not None:
-        if isinstance(rng, list):
-            if rank < len(rng):
-                restore_rng_state(rng[rank])
-        else:
-            restore_rng_state(rng)
+        with restoring(path, "rng"):
+            if isinstance(rng, list):
+                if rank < len(rng):
+                    restore_rng_state(rng[rank])
+            else:
+                restore_rng_state(rng)
     return data["position"]

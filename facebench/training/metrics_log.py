@@ -1,7 +1,10 @@
 """``metrics.jsonl``: one JSON object per logged event, appended as training goes.
 
 On resume the lines written after the checkpoint being resumed are dropped (rewritten atomically),
-so a killed-and-resumed run ends with the same log as an uninterrupted one. :class:`RunningMeans` keeps
+so a killed-and-resumed run ends with the same log as an uninterrupted one. A resumed run folder may have
+been handled by others: the log is appended to only as the run's own file (never through a symbolic
+link), and a line that is not a JSON object with an integer ``step`` is one error naming the file and
+line (only the last line may be cut short, by a kill; it is dropped). :class:`RunningMeans` keeps
 the per-step values to log as sums on the training device, so a step never waits for a host copy.
 """
 
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
+from ..errors import DataError, OutputError
+from ..safe_load import read_text, type_word
 
 
 def _clean(value: Any) -> Any:
@@ -25,6 +30,10 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
+
+
+#: ``open`` flags of an append to the log: never through a symbolic link at its name.
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class MetricsLog:
@@ -38,28 +47,43 @@ class MetricsLog:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(_clean(record), sort_keys=False) + "\n")
+        line = (json.dumps(_clean(record), sort_keys=False) + "\n").encode("utf-8")
+        try:  # O_NOFOLLOW: a link planted at this fixed name must not redirect the appends
+            fd = os.open(self.path, _APPEND, 0o666)
+        except OSError as exc:
+            raise OutputError(self.path, "metrics log", exc) from exc
+        with os.fdopen(fd, "ab") as fh:
+            fh.write(line)
             fh.flush()
 
     def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
+        if not os.path.lexists(self.path):
             return []
+        lines = read_text(self.path, what="metrics log").splitlines()
         rows = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a kill
-                break
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                if number == len(lines):
+                    break  # a line cut short by a kill
+                raise DataError(self.path, "not a JSON line", f"line {number}") from None
+            if not isinstance(row, dict):
+                raise DataError(self.path, f"a record must be an object, found {type_word(row)}", f"line {number}")
+            step = row.get("step", 0)
+            if type(step) is not int:
+                raise DataError(self.path, f"step must be an integer, found {type_word(step)}", f"line {number}")
+            rows.append(row)
         return rows
 
     def truncate_after(self, global_step: int) -> None:
         """Keep only records with ``step <= global_step`` (records without a step are kept)."""
-        if not self.enabled or not self.path.exists():
+        if not self.enabled or not os.path.lexists(self.path):
             return
-        kept = [r for r in self.read() if int(r.get("step", 0)) <= global_step]
+        atomic.refuse_link(self.path, "metrics log")
+        kept = [r for r in self.read() if r.get("step", 0) <= global_step]
         atomic.write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept), "metrics log")
 
 
@@ -99,7 +123,14 @@ class RunningMeans:
         return {"sums": {k: float(v) for k, v in self.sums.items()}, "count": self.count}
 
     def load_state_dict(self, state: Mapping[str, Any], device: Any = None) -> None:
+        """The sums and count :meth:`state_dict` saved; anything else (a checkpoint handed over by someone
+        else) is a ValueError, which the checkpoint loader reports naming the file."""
         import torch
 
-        self.sums = {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in state["sums"].items()}
-        self.count = int(state["count"])
+        sums, count = state["sums"], state["count"]
+        numbers = isinstance(sums, Mapping) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in sums.values())
+        if not numbers or type(count) is not int or count < 0:
+            raise ValueError("running means must be numbers and a non-negative count")
+        self.sums = {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in sums.items()}
+        self.count = count

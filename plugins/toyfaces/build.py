@@ -21,7 +21,7 @@ import numpy as np
 from facebench import atomic
 from facebench.console import console, make_progress
 from facebench.data import encode_image, get_format, open_writer
-from facebench.errors import ConfigError
+from facebench.errors import ConfigError, DataError, MissingFileError, first_line
 from facebench.provenance import sha256_path
 from facebench.runs import DATASET_CARD, Run, discard_on_failure
 
@@ -159,10 +159,23 @@ def _render_shard(job: tuple) -> bytes:
     return msgpack.packb(rows, use_bin_type=True)
 
 
-def _read_shard(path: Path) -> list:
+def _read_shard(path: Path, kinds: tuple[type, ...]) -> list:
+    """A rendered shard's rows, each of ``kinds`` (``(bytes, int)`` training, ``(bytes, bytes, bool)``
+    pack); a truncated or reshaped file (a resumed build's folder may have been handled by others) is one
+    error naming it."""
     import msgpack
 
-    return msgpack.unpackb(path.read_bytes(), raw=False)
+    try:
+        rows = msgpack.unpackb(path.read_bytes(), raw=False)
+    except FileNotFoundError:
+        raise MissingFileError(path, "rendered shard", "rerun the same command to render it again") from None
+    except (ValueError, TypeError) as exc:  # msgpack's errors (truncated, extra data) are ValueErrors
+        raise DataError(path, f"rendered shard is unreadable ({first_line(exc)}); delete it and rerun") from None
+    if not isinstance(rows, list) or not all(
+            isinstance(row, list) and len(row) == len(kinds) and all(type(v) is k for v, k in zip(row, kinds))
+            for row in rows):
+        raise DataError(path, "rendered shard holds other rows than the build writes; delete it and rerun")
+    return rows
 
 
 def _jobs(cfg: ToyConfig) -> list[tuple[str, tuple, int]]:
@@ -195,7 +208,8 @@ def build_world(
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: already exists (pass --overwrite to replace it)")
-    partial = out.parent / f".{out.name}.partial"
+    # a fixed name the build reopens to resume: it must be the build's own folder, never a planted link
+    partial = atomic.refuse_link(out.parent / f".{out.name}.partial", "toy world shards")
     with discard_on_failure(partial):  # failing before its first shard, it leaves no partial folder
         partial.mkdir(parents=True, exist_ok=True)
         manifest = ShardManifest(partial / "manifest.json", {"toyfaces": asdict(cfg)})
@@ -231,14 +245,14 @@ def _assemble(out: Path, cfg: ToyConfig, partial: Path, names: list[str], overwr
         with open_writer(train_path(tmp, cfg.format), cfg.format) as writer:
             for name in names:
                 if name.startswith(f"{TRAIN_STREAM}-"):
-                    for data, label in _read_shard(partial / f"{name}.msgpack"):
+                    for data, label in _read_shard(partial / f"{name}.msgpack", (bytes, int)):
                         writer.add(data, label)
         packs = {}
         for pack in cfg.packs:
             with open_writer(tmp / f"{pack}.bin", "bin") as writer:
                 for name in names:
                     if name.startswith(f"{pack}-"):
-                        for a, b, same in _read_shard(partial / f"{name}.msgpack"):
+                        for a, b, same in _read_shard(partial / f"{name}.msgpack", (bytes, bytes, bool)):
                             writer.add(a, b, same)
             spec = PACKS[pack]
             packs[pack] = {"file": f"{pack}.bin", "pairs": cfg.pairs, "folds": 10, "mirrors": spec.mirrors,

@@ -16,7 +16,8 @@ from typing import Any
 from torch import nn
 
 from facebench.errors import DataError
-from facebench.safe_load import load_checkpoint
+from facebench.safe_load import expect, load_checkpoint
+from facebench.training import load_like
 
 from .generator import STATE_KEY
 
@@ -63,11 +64,15 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         found = ", ".join(sorted(map(str, data))[:8])
         raise DataError(path, f"not a Vec2Face training checkpoint: no {', '.join(missing)} (found {found})")
+    # the last finished epoch, as the release counts: -1 when saved inside the first epoch
+    if expect(path, data["epoch"], int, "epoch") < -1:
+        raise DataError(path, f"epoch must be at least -1 (the last finished epoch), found {data['epoch']}")
     return data
 
 
-def load_scaler_state(scaler: Any, state: dict[str, Any] | None) -> None:
+def load_scaler_state(scaler: Any, state: dict[str, Any] | None, path: str | os.PathLike = "checkpoint") -> None:
     """A GradScaler state from either side: a disabled scaler saves ``{}`` and ignores what it is given,
-    so an empty state leaves an enabled scaler at its initial scale instead of failing."""
+    so an empty state leaves an enabled scaler at its initial scale instead of failing. A state of another
+    shape than the scaler's own is an error naming ``path``."""
     if state:
-        scaler.load_state_dict(state)
+        load_like(scaler, state, path, "scaler")

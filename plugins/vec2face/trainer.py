@@ -36,7 +36,7 @@ from facebench.runtime import (
     init_distributed,
     shutdown,
 )
-from facebench.safe_load import state_dict_mismatch
+from facebench.safe_load import expect
 from facebench.training import (
     CHECKPOINT,
     GlobalBatchSampler,
@@ -44,7 +44,12 @@ from facebench.training import (
     Position,
     RunningMeans,
     capture_rng_state,
+    check_position,
+    load_module_state,
+    load_optimizer_state,
+    position_from,
     restore_rng_state,
+    restoring,
 )
 
 from .checkpoint import (
@@ -213,21 +218,14 @@ class GeneratorTrainer:
             torch.save(payload, tmp)
 
     def load_states(self, data: dict[str, Any], path: str | os.PathLike) -> None:
-        """Weights, optimizer and scaler states of a checkpoint in the release's layout, strictly."""
+        """Weights, optimizer and scaler states of a checkpoint in the release's layout, strictly (each
+        checked against this run's objects first: one error naming the file and the part)."""
         for key, module, what in ((STATE_KEY, self.model, self.cfg.model),
                                   (DISC_KEY, self.disc, f"discriminator with widths {self.cfg.disc_dims}")):
-            state = data[key]
-            problem = (state_dict_mismatch(module.state_dict(), state) if isinstance(state, dict)
-                       else f"'{key}' is not a state dict")
-            if problem:
-                raise DataError(path, f"'{key}' does not match the {what} layout: {problem}")
-            module.load_state_dict(state, strict=True)
+            load_module_state(module, data[key], path, key, what)
         for key, opt in ((OPTIMIZER_KEY, self.opt), (DISC_OPTIMIZER_KEY, self.disc_opt)):
-            try:
-                opt.load_state_dict(data[key])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DataError(path, f"'{key}' does not fit the optimizer: {str(exc).splitlines()[0]}") from None
-        load_scaler_state(self.scaler, data.get("scaler"))
+            load_optimizer_state(opt, data[key], path, key)
+        load_scaler_state(self.scaler, data.get("scaler"), path)
 
     def resume(self, path: str | os.PathLike | None = None) -> None:
         """Continue a checkpoint: a facebench one exactly (position, RNG states, metrics log), a release
@@ -240,16 +238,21 @@ class GeneratorTrainer:
             raise ConfigError(f"{path}: was trained with a different model configuration than '{self.cfg.model}'")
         self.load_states(data, path)
         if exact and mine:
-            rng, running = data["rng"], data.get("running", [])
-            if self.dist.rank < len(rng):
-                restore_rng_state(rng[self.dist.rank])
-            if self.dist.rank < len(running):
-                self.window.load_state_dict(running[self.dist.rank]["window"], self.device)
-                self.epoch_means.load_state_dict(running[self.dist.rank]["epoch"], self.device)
-            self.position = Position(**data["position"])
+            position = check_position(position_from(data.get("position"), path), self.sampler.steps_per_epoch,
+                                      self.cfg.epochs, path)
+            rng = expect(path, data.get("rng"), list, "rng")
+            running = expect(path, data.get("running", []), list, "running")
+            with restoring(path, "rng"):
+                if self.dist.rank < len(rng):
+                    restore_rng_state(rng[self.dist.rank])
+            with restoring(path, "running"):
+                if self.dist.rank < len(running):
+                    self.window.load_state_dict(running[self.dist.rank]["window"], self.device)
+                    self.epoch_means.load_state_dict(running[self.dist.rank]["epoch"], self.device)
+            self.position = position
             self.log.truncate_after(self.position.global_step)
             return
-        epoch = int(data["epoch"]) + 1
+        epoch = data["epoch"] + 1  # an integer of at least -1 (read_training_checkpoint checks it)
         self.position = Position(epoch, 0, epoch * self.sampler.steps_per_epoch)
         self.log.truncate_after(self.position.global_step)
         if self.dist.is_main:
