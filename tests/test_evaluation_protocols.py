@@ -213,14 +213,13 @@ def test_readers_refuse_malformed_meta_files_with_one_line(tmp_path, cli, weight
 
 
 def test_alignment_puts_the_landmarks_on_the_template():
-    from facebench_plugins.arc2face.alignment import ARCFACE_TEMPLATE
-    from facebench_plugins.evaluators.alignment import align_face, similarity
+    from facebench.data.alignment import ARCFACE_TEMPLATE, AlignmentError, align_face, similarity_matrix
 
     angle = np.radians(20)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     landmarks = (ARCFACE_TEMPLATE - 56) @ rot.T * 1.7 + [120, 90]
-    tform = similarity(landmarks)
-    np.testing.assert_allclose(tform(landmarks), ARCFACE_TEMPLATE, atol=1e-9)
+    matrix = similarity_matrix(landmarks)
+    np.testing.assert_allclose(landmarks @ matrix[:, :2].T + matrix[:, 2], ARCFACE_TEMPLATE, atol=1e-5)
     # a bright dot at each landmark of a black image lands on the template's pixels
     image = np.zeros((240, 240, 3), np.uint8)
     for x, y in np.rint(landmarks).astype(int):
@@ -230,4 +229,5 @@ def test_alignment_puts_the_landmarks_on_the_template():
     for x, y in np.rint(ARCFACE_TEMPLATE).astype(int):
         assert out[y, x].mean() > 100
     assert out[5, 5].sum() == 0  # outside the source is black
-    assert align_face(image, np.zeros((5, 2))) is None
+    with pytest.raises(AlignmentError, match="lie on one point"):
+        align_face(image, np.zeros((5, 2)))

@@ -27,11 +27,7 @@ from typing import Any
 
 import numpy as np
 
-#: insightface's ArcFace template: left eye, right eye, nose tip, left and right mouth corners, at pixel
-#: centres of a 112 x 112 crop.
-ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                             [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
-ARCFACE_SIZE = 112
+from facebench.data.alignment import ARCFACE_SIZE, ARCFACE_TEMPLATE, fit_similarity  # noqa: F401 (re-exported)
 
 
 def template(size: int = ARCFACE_SIZE) -> np.ndarray:
@@ -78,19 +74,6 @@ def ffhq_to_arcface(native: int, out: int = ARCFACE_SIZE) -> np.ndarray:
 def canonical_ffhq_points(native: int) -> np.ndarray:
     """Where the template's five points lie in an FFHQ-aligned ``native`` px image (continuous)."""
     return apply(ffhq_crop(template(ARCFACE_SIZE), native), template(ARCFACE_SIZE))
-
-
-def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The least-squares similarity (rotation, uniform scale, translation) taking ``src`` to ``dst``, in
-    closed form (Umeyama 1991: SVD of the cross-covariance, reflection excluded)."""
-    src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
-    e = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
-    rot = u @ e @ vt
-    scale = float(np.trace(np.diag(sig) @ e) / ((s**2).sum() / len(src)))
-    return np.concatenate([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]], axis=1)
 
 
 def landmark_error(landmarks: np.ndarray, native: int) -> np.ndarray:

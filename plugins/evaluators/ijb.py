@@ -1,6 +1,7 @@
 """IJB-B / IJB-C template verification (1:1) and IJB-C identification (1:N), as evaluation protocols.
 
-Images: each loose crop is aligned to the ArcFace crop from its five landmarks; the image and its mirror
+Images: each loose crop is aligned to the ArcFace crop from its five landmarks (``facebench.align``,
+insightface's ``norm_crop``); the image and its mirror
 are embedded separately (raw features, cached in the run directory). Scoring follows insightface's
 ``eval_ijbc.py``: flip fusion, optional norm removal and detector-score weighting (recorded with every
 result, with insightface's names: F2 = add, F1 = concatenate; N1 = keep the norm, N0 = drop it; D1 = weight
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 from facebench_plugins.formats.ijb import GALLERIES, IjbMeta, detect_target, meta_file, read_ijb, target_of
 
+from facebench.data.alignment import AlignmentError, align_face
 from facebench.data.images import decode_image
 from facebench.errors import DataError, MissingFileError
 from facebench.evaluation.protocols import ProtocolContext, benchmark_files
@@ -39,7 +41,6 @@ from facebench.metrics import (
 from facebench.metrics.roc import EER_ESTIMATOR, NEAREST_ESTIMATOR
 from facebench.metrics.templates import FLIP_FUSIONS, template_rows
 
-from .alignment import align_face
 from .feature_cache import FileImages, cached_features, with_mirror
 from .options import IjbConfig
 
@@ -108,14 +109,14 @@ def image_features(ctx: ProtocolContext, meta: IjbMeta) -> np.ndarray:
     def aligned(i: int, data: bytes) -> np.ndarray:
         where = f"line {i + 1} of {meta.files['landmarks'].name}"
         image = decode_image(data, path=meta.image_path(i), where=where)
-        out = align_face(image, meta.landmarks[i])
-        if out is None:
-            raise DataError(meta.files["landmarks"], "the five landmarks do not determine an alignment",
-                            f"line {i + 1}")
-        return out
+        try:  # float32 landmarks, as insightface's eval_ijbc.py reads them
+            return align_face(image, np.asarray(meta.landmarks[i], dtype=np.float32))
+        except AlignmentError as exc:
+            raise DataError(meta.files["landmarks"], f"the five landmarks do not determine an alignment ({exc})",
+                            f"line {i + 1}") from None
 
     reader = FileImages(meta.images, [meta.image_path(i) for i in range(meta.names.size)], aligned)
-    params = {"protocol": "ijb", "root": str(meta.root.resolve()), "alignment": "arcface-112 similarity",
+    params = {"protocol": "ijb", "root": str(meta.root.resolve()), "alignment": "arcface-112 norm_crop",
               "meta_sha256": {k: _sha(v) for k, v in meta.files.items() if k in ("media", "landmarks")}}
     return cached_features(ctx, reader, f"ijb-{meta.target}", meta.root, params, model=with_mirror(ctx.model))
 

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from facebench_plugins.arc2face.alignment import ARCFACE_SIZE, ARCFACE_TEMPLATE
 from PIL import Image
 
 from facebench import atomic
 from facebench.console import console
 from facebench.data import encode_image, open_writer
+from facebench.data.alignment import ARCFACE_SIZE, ARCFACE_TEMPLATE
 from facebench.errors import ConfigError
 
 from .packs import PACKS, check_pair_count, pack_identity_count, plan_pairs
