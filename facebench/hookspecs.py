@@ -31,6 +31,7 @@ KIND_HOOKS: dict[str, str] = {
     "evaluator": "register_evaluators",
     "format": "register_formats",
     "feature_extractor": "register_feature_extractors",
+    "detector": "register_detectors",
     "report_section": "register_report_sections",
 }
 
@@ -68,6 +69,12 @@ def register_formats(register):
 @hookspec
 def register_feature_extractors(register):
     """Register feature extractors: ``factory(weights=..., **kw)`` returns a model with its preprocessing."""
+
+
+@hookspec
+def register_detectors(register):
+    """Register face detectors: ``factory(weights=None, device="cpu", **kw)`` returns an object whose
+    ``detect(image)`` gives boxes, scores and five landmarks per face (:mod:`facebench.data.detection`)."""
 
 
 @hookspec
