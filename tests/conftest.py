@@ -551,6 +551,32 @@ def metrics_rows(run_dir: Path, event: str = "train") -> list[dict]:
     return [r for r in rows if r.get("event") == event]
 
 
+def kill_after_shards(cmd: list[str], manifest: Path, *, shards: int = 3, env: dict | None = None,
+                      timeout: float = 120) -> int:
+    """Start ``cmd``, SIGKILL it once ``manifest`` records ``shards`` finished shards (a kill -9 in the middle
+    of a sharded job), and return how many were recorded; fails if the command ended by itself first."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done, deadline = 0, time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                done = len(json.loads(manifest.read_text())["done"])
+            except (OSError, json.JSONDecodeError, KeyError, TypeError):
+                done = 0
+            if done >= shards:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    return done
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now (for a rendezvous of test ranks)."""
     with socket.socket() as s:
@@ -571,6 +597,19 @@ def torchrun(*target: str, ranks: int = 2) -> list[str]:
 # and the examples test runs the documented commands against the folders it leaves.
 
 WORKFLOW_SIZE = {"identities": 16, "images": 8, "size": 32, "pairs": 100}
+
+
+def invoke(cli, args, cwd: Path | None = None):
+    """``facebench ARGS`` through ``cli`` in this process (in ``cwd`` when given), as a user types it."""
+    from click.testing import CliRunner
+
+    before = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, [str(a) for a in args])
+    finally:
+        os.chdir(before)
 
 
 def cli_in(folder: Path, *args: str):

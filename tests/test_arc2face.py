@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 import torch  # noqa: E402
-from conftest import torchrun  # noqa: E402
+from conftest import kill_after_shards, torchrun  # noqa: E402
 from facebench_plugins.arc2face import alignment, configs  # noqa: E402
 from facebench_plugins.arc2face.generator import Arc2FaceGenerator, Arc2FaceOptions, arc2face_tiny  # noqa: E402
 from facebench_plugins.arc2face.layout import read_weights  # noqa: E402
@@ -361,23 +359,9 @@ def test_generate_kill_9_and_resume_is_byte_identical(tiny, tmp_path):
 
     out = tmp_path / "killed"
     env = {**os.environ, "FACEBENCH_QUIET": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "facebench", *_gen_args(tiny, ids, out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    done, deadline = 0, time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                done = len(json.loads((out / "manifest.json").read_text())["done"])
-            except (OSError, json.JSONDecodeError, KeyError):
-                done = 0
-            if done >= 3:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL and 3 <= done < 14
+    done = kill_after_shards([sys.executable, "-m", "facebench", *_gen_args(tiny, ids, out)], out / "manifest.json",
+                             env=env, timeout=300)
+    assert 3 <= done < 14
     assert not (out / "dataset.json").exists()
     left = 14 - len(json.loads((out / "manifest.json").read_text())["done"])
     res = CliRunner().invoke(create_cli(), _gen_args(tiny, ids, out))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import conftest as fx
@@ -99,25 +97,7 @@ def test_kill_9_during_generation_then_resume_equals_uninterrupted_run(tmp_path,
     out = tmp_path / "killed"
     env = {**os.environ, "TINYGEN_DELAY": "0.25", "FACEBENCH_QUIET": "1", "PYTHONPATH": str(HERE)}
     cmd = [sys.executable, str(HERE / "conftest.py"), *_args(ids, out)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    done = 0
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            manifest = out / "manifest.json"
-            if manifest.is_file():
-                try:
-                    done = len(json.loads(manifest.read_text())["done"])
-                except (json.JSONDecodeError, KeyError):
-                    done = 0
-                if done >= 3:
-                    break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    done = fx.kill_after_shards(cmd, out / "manifest.json", env=env)
     assert 3 <= done < 10
     assert not (out / "dataset.json").exists() and not (out / "dataset.testfolder").exists()
 
@@ -214,7 +194,7 @@ def test_seed_changes_images_and_n_ids_samples_from_stats(tmp_path, monkeypatch)
     ("extra", "message"),
     [
         (["--format", "nosuchformat"], "unknown format 'nosuchformat'"),
-        (["--n-ids", "3"], "give exactly one of --ids FILE or --n-ids N"),
+        (["--n-ids", "3"], "give exactly one of --ids FILE, --n-ids N or --ref-images DIR"),
         (["--weights", "missing_generator.pth"], "missing_generator.pth: weights file not found"),
         (["--set", "generation.images_per_id=0"], "images_per_id must be >= 1"),
         (["--set", "generation.perturb.min_cos=2.0"], "min_cos must be in [-1, 1)"),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from ..errors import FacebenchError
-from .options import examples
+from .options import device_option, examples
 
 _stdout = Console(highlight=False)
 
@@ -106,6 +107,151 @@ def grid(path: str, out: str, identities: int, per_identity: int, size: int, fmt
     with atomic.atomic_path(out, "contact sheet") as tmp:
         sheet.save(tmp, format="PNG")
     click.echo(f"wrote {out} ({sheet.width}x{sheet.height})")
+
+
+# ------------------------------------------------------------------------------ data align (raw photos in)
+
+_ALIGN_EPILOG = examples(
+    "facebench data align toy/train --detector retinaface_tiny --detector-option score_threshold=0 \\",
+    "    --out runs/toy-aligned",
+    "facebench data align lfw --detector retinaface_r50 --weights Resnet50_Final.pth --out runs/lfw-aligned \\",
+    "    --format rec --device cuda",
+    "facebench data align my_photos --flat --detector retinaface_mnet --weights mobilenet0.25_Final.pth \\",
+    "    --out runs/my-aligned --encoding png",
+)
+
+
+@data.command("align", epilog=_ALIGN_EPILOG)
+@click.argument("src", type=click.Path())
+@click.option("--detector", required=True, help="Registered face detector (see: facebench plugins --kind detector).")
+@click.option("--weights", type=click.Path(),
+              help="Detector weights file (MTCNN: the folder of pnet.pt, rnet.pt, onet.pt) [default: its released "
+                   "file in the weights directory].")
+@click.option("--detector-option", "detector_options", multiple=True, metavar="KEY=VALUE",
+              help="Keyword option of the detector, e.g. --detector-option score_threshold=0.8 (recorded).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run folder: manifest, staged shards, the dataset, outcomes.csv and dataset.json.")
+@click.option("--format", "fmt", default="folder", show_default=True,
+              help="Registered training-set format to write (folder, rec, lmdb, ...).")
+@click.option("--size", type=click.IntRange(16, 1024), default=112, show_default=True,
+              help="Side of the aligned crop in pixels (the ArcFace template, scaled).")
+@click.option("--flat", is_flag=True, help="SRC holds photos, not identity folders: each photo is its own identity.")
+@click.option("--encoding", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
+              help="How crops are stored: JPEG quality 95 (insightface's packs) or lossless PNG.")
+@click.option("--photos-per-shard", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Photos per resumable shard.")
+@click.option("--skip-unreadable", is_flag=True,
+              help="Record a photo that cannot be decoded as 'unreadable' and go on, instead of stopping.")
+@click.option("--keep-shards", is_flag=True, help="Keep the staged shards after the dataset is written.")
+@device_option(help="Device the detector runs on: auto, cpu, cuda, cuda:N.")
+def align(src, detector, weights, detector_options, out, fmt, size, flat, encoding, photos_per_shard,
+          skip_unreadable, keep_shards, device) -> None:
+    """Detect and align the faces of a folder of raw photos (SRC/<identity>/<photo>, or --flat) into an
+    aligned dataset; every photo's outcome goes to outcomes.csv. Resumable: rerun the same command."""
+    from pathlib import Path
+
+    from ..console import make_progress
+    from ..data.align_job import AlignConfig, AlignRequest, run_align, summary_line
+
+    config = AlignConfig(size=size, format=fmt, flat=flat, photos_per_shard=photos_per_shard, image_encoding=encoding,
+                         keep_shards=keep_shards, skip_unreadable=skip_unreadable)
+    request = AlignRequest(src=Path(src), out=Path(out), detector=detector, weights=weights,
+                           detector_options=tuple(detector_options), device=device)
+    with make_progress() as progress:
+        outcome = run_align(request, config, progress=progress)
+    job, summary = outcome.job, outcome.summary
+    if outcome.already_complete:
+        click.echo(f"{job.out}: already complete ({job.num_photos} photos); nothing to do")
+    else:
+        click.echo(f"aligned {len(outcome.aligned)} of {job.num_shards} shards in this run; wrote {summary['images']} "
+                   f"crops of {summary['identities']} identities to {job.dataset_path} ({fmt}); every photo's "
+                   f"outcome in {job.out / 'outcomes.csv'}")
+    click.echo(summary_line(summary["outcomes"]))
+
+
+# ------------------------------------------------------------------- data pack (benchmark packs from photos)
+
+
+@data.group("pack", epilog=examples("facebench data pack lfw lfw pairs.txt --landmarks lfw_landmarks.txt --out lfw.bin"))
+def pack() -> None:
+    """Build a standard verification pack (insightface's .bin layout and pair order) from the original photos
+    and their protocol files: every photo detected (or given its landmarks) and aligned to the ArcFace crop."""
+
+
+def _pack_options(command: Any) -> Any:
+    options = [
+        click.option("--detector", default=None,
+                     help="Registered face detector (see: facebench plugins --kind detector)."),
+        click.option("--weights", type=click.Path(), default=None,
+                     help="Detector weights [default: its released file in the weights directory]."),
+        click.option("--detector-option", "detector_options", multiple=True, metavar="KEY=VALUE",
+                     help="Keyword option of the detector, e.g. --detector-option score_threshold=0.8."),
+        click.option("--landmarks", type=click.Path(), default=None,
+                     help="Five points per photo instead of a detector: lines 'relative/path x1 y1 ... x5 y5' "
+                          "(eyes, nose, mouth corners; the path relative to the dataset folder)."),
+        click.option("--out", required=True, type=click.Path(), help="The pack to write (.bin)."),
+        click.option("--size", type=click.IntRange(16, 1024), default=112, show_default=True,
+                     help="Side of the aligned crop in pixels (the ArcFace template, scaled)."),
+        click.option("--encoding", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
+                     help="How crops are stored: JPEG quality 95 (insightface's packs) or lossless PNG."),
+        click.option("--overwrite", is_flag=True, help="Replace --out if it exists."),
+        device_option(help="Device the detector runs on: auto, cpu, cuda, cuda:N."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _build_pack(protocol: Any, options: dict[str, Any]) -> None:
+    from pathlib import Path
+
+    from ..data.packing import PackRequest, build_pack, summary_line
+
+    detector, landmarks = options["detector"], options["landmarks"]
+    if (detector is None) == (landmarks is None):
+        raise FacebenchError("give --detector NAME (with --weights FILE) or --landmarks FILE: the faces come from "
+                             "one of them")
+    if landmarks is not None and (options["weights"] or options["detector_options"]):
+        raise FacebenchError("--weights and --detector-option go with --detector, not with --landmarks")
+    request = PackRequest(protocol=protocol, out=Path(options["out"]), detector=detector, weights=options["weights"],
+                          detector_options=tuple(options["detector_options"]),
+                          landmarks=Path(landmarks) if landmarks else None, size=options["size"],
+                          encoding=options["encoding"], overwrite=options["overwrite"], device=options["device"])
+    click.echo(summary_line(build_pack(request)))
+
+
+@pack.command("lfw", epilog=examples(
+    "facebench data pack lfw lfw pairs.txt --landmarks lfw_landmarks.txt --out lfw.bin",
+    "facebench data pack lfw lfw pairs.txt --detector retinaface_r50 --weights Resnet50_Final.pth \\",
+    "    --out lfw.bin --device cuda",
+))
+@click.argument("lfw_dir", type=click.Path())
+@click.argument("pairs_file", type=click.Path())
+@_pack_options
+def pack_lfw(lfw_dir: str, pairs_file: str, **options: Any) -> None:
+    """LFW from LFW_DIR/<name>/<name>_<nnnn>.jpg and its PAIRS_FILE (pairs.txt): 6000 pairs in 10 folds,
+    each 300 same pairs then 300 different ones, as lfw.bin holds them."""
+    from ..data.packing import lfw_protocol
+
+    _build_pack(lfw_protocol(lfw_dir, pairs_file), options)
+
+
+@pack.command("cfp", epilog=examples(
+    "facebench data pack cfp cfp-dataset --protocol FP --landmarks cfp_landmarks.txt --out cfp_fp.bin",
+    "facebench data pack cfp cfp-dataset --protocol FF --detector retinaface_mnet \\",
+    "    --weights mobilenet0.25_Final.pth --out cfp_ff.bin",
+))
+@click.argument("cfp_dir", type=click.Path())
+@click.option("--protocol", type=click.Choice(["FP", "FF"], case_sensitive=False), default="FP", show_default=True,
+              help="Frontal-profile (cfp_fp.bin) or frontal-frontal (cfp_ff.bin) pairs.")
+@_pack_options
+def pack_cfp(cfp_dir: str, protocol: str, **options: Any) -> None:
+    """CFP from the cfp-dataset folder as distributed (Protocol/Pair_list_F.txt, Pair_list_P.txt,
+    Split/FP|FF/01..10/same.txt and diff.txt; Data/Images/...): 7000 pairs in 10 folds, each its same
+    pairs then its different ones, as cfp_fp.bin holds them."""
+    from ..data.packing import cfp_protocol
+
+    _build_pack(cfp_protocol(cfp_dir, protocol), options)
 
 
 __all__ = ["data"]

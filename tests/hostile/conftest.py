@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import invoke  # noqa: F401 - the hostile cases import it from here
 
 #: Environment switches facebench must set itself before a library could reach the network; the suite
 #: removes them so a case shows that facebench sets them, not the test.
@@ -46,17 +47,6 @@ def no_network(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     yield attempts
     assert not attempts, f"network attempts: {attempts}"
-
-
-def invoke(cli, args, cwd: Path | None = None):
-    """``facebench ARGS`` in this process (in ``cwd`` when given), as a user types it."""
-    before = Path.cwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        return CliRunner().invoke(cli, [str(a) for a in args])
-    finally:
-        os.chdir(before)
 
 
 #: What a user must never see in an error line: a Python or numpy repr of a value.
