@@ -55,6 +55,10 @@ _GENERATE_EPILOG = examples(
     "    --attrop-pose-weights 6DRepNet_300W_LP_AFLW2000.pth",
     "facebench generate --generator noise_projection --ids ids.npy --images-per-id 8 --out runs/noise-set \\",
     "    --set generation.perturb.min_cos=0.6",
+    "facebench generate --generator vec2face --ref-images photos/ --detector retinaface_r50 \\",
+    "    --detector-weights Resnet50_Final.pth --images-per-id 20 --out runs/my-people",
+    "facebench generate --generator arc2face --weights arc2face-model --ref-images photos/ \\",
+    "    --detector retinaface_r50 --generator-option reference_weights=arcface-r100.pth --out runs/my-people-a2f",
 )
 
 
@@ -72,6 +76,12 @@ _GENERATE_EPILOG = examples(
 @click.option("--stats", type=click.Path(dir_okay=False), help="PCA statistics for --n-ids.")
 @click.option("--features", type=click.Path(dir_okay=False), help="Real identity features for --n-ids.")
 @click.option("--tau", type=float, default=0.3, show_default=True, help="Identity separation for --n-ids.")
+@click.option("--ref-images", type=click.Path(),
+              help="Folder of photos of the identities to generate (a sub-folder per identity, or one photo per "
+                   "identity): detected, aligned and embedded with the generator's own feature extractor.")
+@click.option("--detector", "detector_name", help="Face detector for --ref-images (facebench plugins --kind detector).")
+@click.option("--detector-weights", type=click.Path(),
+              help="Weights file of the detector [default: its released file in the weights directory].")
 @click.option("--rescale-ids", is_flag=True,
               help="Scale identity vectors whose norm does not match the generator's to its norm (recorded).")
 @click.option("--images-per-id", type=click.IntRange(min=1), help="Images per identity [default 50].")
@@ -93,11 +103,18 @@ _GENERATE_EPILOG = examples(
 @click.option("--attrop-pose-weights", type=click.Path(), help="Weights file of the pose extractor.")
 @click.option("--attrop-quality", help="Quality extractor; quality = norm of its feature [default magface-r100].")
 @click.option("--attrop-quality-weights", type=click.Path(), help="Weights file (or FR run directory for fr-run).")
-def generate(generator_name, weights, generator_options, untrained, ids_path, n_ids, stats, features, tau, rescale_ids, images_per_id,
-             out, fmt, ids_per_shard, batch_size, seed, device, config_path, overrides, attrop_spec, identity_prepass,
+def generate(generator_name, weights, generator_options, untrained, ids_path, n_ids, stats, features, tau, ref_images,
+             detector_name, detector_weights, rescale_ids, images_per_id, out, fmt, ids_per_shard, batch_size, seed, device, config_path, overrides, attrop_spec, identity_prepass,
              attrop_identity, attrop_identity_weights, attrop_pose, attrop_pose_weights, attrop_quality,
              attrop_quality_weights):
-    """Generate a labelled dataset: perturb identity vectors, optionally AttrOP, write shards, assemble."""
+    """Generate a labelled dataset: perturb identity vectors, optionally AttrOP, write shards, assemble.
+
+    Identity vectors come from --ids, from --n-ids sampled ones, or from --ref-images: photos of real
+    people, each face found by --detector, aligned to the ArcFace crop and embedded with the feature
+    extractor the generator declares (Vec2Face: raw features of the model its weights were trained on;
+    Arc2Face: its ArcFace R100, --generator-option reference_weights=FILE), one vector per identity
+    (the mean over its photos). dataset.json records each identity's name and its photos' sha256.
+    """
     from ..config import read_toml, table
     from ..generation.job import GenerateRequest, generate_config, run_generate
 
@@ -115,7 +132,8 @@ def generate(generator_name, weights, generator_options, untrained, ids_path, n_
     config = generate_config(generator_name, data, overrides)
     request = GenerateRequest(out=Path(out), generator=generator_name, weights=weights, untrained=untrained,
                               generator_options=generator_options, ids=ids_path, n_ids=n_ids, stats=stats,
-                              features=features, tau=tau, device=device)
+                              features=features, ref_images=ref_images, detector=detector_name,
+                              detector_weights=detector_weights, tau=tau, device=device)
     with make_progress() as progress:
         outcome = run_generate(request, config, progress=progress)
     _print_outcome(outcome, config)

@@ -268,17 +268,101 @@ def write_features(extractor_name: str, weights: str | None, data: str | os.Path
             "out": out}
     if not ctx.is_main:
         return info
-    means, classes = centers_of(feats, labels)
-    centers = np.zeros((int(reader.num_classes), feats.shape[1]))
-    centers[classes] = means  # row i = identity i; an identity without images keeps a zero row
+    return {**info, "median_norm": _write_centres(out, feats, labels, int(reader.num_classes), raw=raw)}
+
+
+def identity_centres(features: np.ndarray, labels: np.ndarray, num_classes: int, *, raw: bool) -> np.ndarray:
+    """(num_classes, D) float32 centres as ``embed`` writes them: the plain mean of each identity's raw
+    features (the release's center_features), or with ``raw`` False the mean renormalised to unit length.
+    Row i is identity i; an identity without images keeps a zero row."""
+    means, classes = centers_of(features, labels)
+    centers = np.zeros((num_classes, features.shape[1]))
+    centers[classes] = means
     if not raw:
         norms = np.linalg.norm(centers, axis=1, keepdims=True)
         centers = np.divide(centers, norms, out=np.zeros_like(centers), where=norms > 0)
-    for suffix, array in ((".centers.npy", centers.astype(np.float32)), (".labels.npy", labels)):
+    return centers.astype(np.float32)
+
+
+def _write_centres(out: Path, feats: np.ndarray, labels: np.ndarray, num_classes: int, *, raw: bool) -> float:
+    """Write ``out`` stem + ``.centers.npy`` and ``.labels.npy``; the features' median norm."""
+    centers = identity_centres(feats, labels, num_classes, raw=raw)
+    for suffix, array in ((".centers.npy", centers), (".labels.npy", labels)):
         with atomic.atomic_path(out.with_name(out.stem + suffix), "features") as tmp, open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
     sample = np.asarray(feats[: min(len(labels), 65536)])
-    return {**info, "median_norm": float(np.median(np.linalg.norm(sample, axis=1)))}
+    return float(np.median(np.linalg.norm(sample, axis=1)))
+
+
+# ------------------------------------------------------------------------ raw photos: detected and aligned
+
+
+def crop_size(extractor: Any) -> int:
+    """The side of the aligned crop an extractor is given: its own input size (112 for ArcFace models), so
+    the crop is never resampled a second time."""
+    size = getattr(extractor, "input_size", 112)
+    return int(size[-1] if isinstance(size, tuple | list) else size)
+
+
+def write_photo_features(extractor_name: str, weights: str | None, photos: str | os.PathLike,
+                         out: str | os.PathLike, *, detector: str, detector_weights: str | None = None,
+                         raw: bool = False, flip: bool = True, batch_size: int = 64,
+                         device: str = "cpu") -> dict[str, Any]:
+    """``facebench embed --align``: the photos of a folder (:class:`facebench.data.photos.PhotoFolder`)
+    detected, aligned to the ArcFace crop at the extractor's input size, and embedded as
+    :func:`write_features` embeds a dataset (same outputs, same resume), plus ``out`` stem +
+    ``.photos.json``: the folder's layout, the identities' names (row i of the centres is identity i) and
+    per photo its file, identity, sha256 and the face used."""
+    from ..data.photos import AlignedPhotos, PhotoFolder, align_folder, build_detector
+    from ..pluginmanager import registry
+    from ..runtime import process_group
+
+    out = Path(out)
+    folder = PhotoFolder.scan(photos)  # a folder that cannot be read fails before any model is loaded
+    extractor = registry("feature_extractor").create(extractor_name, weights=weights, device=device)
+    found, detector_record = build_detector(detector, detector_weights, device)
+    size = crop_size(extractor)
+    with process_group(device) as ctx:  # every rank aligns the photos; the embedding is shared as usual
+        crops, faces = align_folder(folder, found, size, detector_name=detector)
+        del found
+        hashes = folder.hashes()
+        record = folder.record(hashes)
+        params = {"data": str(folder.root.resolve()), "photos_sha256": record["sha256"],
+                  "detector": detector_record, "align_size": size}
+        reader = AlignedPhotos(folder, crops)
+        feats = extractor_features(extractor, extractor_name, reader, out, raw=raw, flip=flip,
+                                   batch_size=batch_size, device=device, ctx=ctx, params=params)
+    labels = folder.labels
+    info = {"images": len(labels), "dim": int(feats.shape[1]), "identities": len(folder.identities), "raw": raw,
+            "out": out, "layout": folder.layout, "several_faces": sum(f.faces > 1 for f in faces)}
+    if not ctx.is_main:
+        return info
+    median = _write_centres(out, feats, labels, len(folder.identities), raw=raw)
+    card = {"photos": str(photos), "layout": folder.layout, "detector": detector_record, "align_size": size,
+            "extractor": extractor_name, "raw": raw, "identities": list(folder.identities),
+            "images": [{"file": p.name, "identity": p.label, "sha256": sha, **face.record()}
+                       for p, sha, face in zip(folder.photos, hashes, faces)]}
+    atomic.write_json(out.with_name(out.stem + ".photos.json"), card, "photo record")
+    return {**info, "median_norm": median}
+
+
+def reference_vectors(folder: Any, *, extractor: Any, extractor_name: str, detector: Any, detector_name: str,
+                      raw: bool, batch_size: int = 64, device: Any = "cpu") -> tuple[np.ndarray, list[Any]]:
+    """One identity vector per identity of a photo folder, as a generator takes them (``generate
+    --ref-images``): the photos detected and aligned, embedded by the same path as ``embed --align`` (the
+    image alone, as both generators' releases embed a reference), then raw features and plain-mean centres
+    (``raw``: the scale Vec2Face is trained on) or unit features and renormalised centres. Equal to the
+    centres ``embed --align --raw`` (``--no-flip`` for unit ones) writes. Returns (centres, faces)."""
+    from ..data.photos import AlignedPhotos, align_folder
+    from .embed import TrainImages, as_tensor_model
+
+    crops, faces = align_folder(folder, detector, crop_size(extractor), detector_name=detector_name)
+    model = as_tensor_model(extractor, str(device), extractor_name)
+    feats = embed_images(model, TrainImages(AlignedPhotos(folder, crops)), np.arange(len(folder)),
+                         batch_size=batch_size, flip_test=False, workers=0, description="embedding photos")
+    if not raw:
+        feats /= np.linalg.norm(feats, axis=1, keepdims=True).clip(1e-12)
+    return identity_centres(feats, folder.labels, len(folder.identities), raw=raw), faces
 
 
 def centers_of(features: np.ndarray, labels: np.ndarray, *, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:

@@ -68,7 +68,10 @@ class GenerateRequest:
     ids: str | None = None  # an identity-vector file, or
     n_ids: int | None = None  # this many sampled from
     stats: str | None = None  # PCA statistics or
-    features: str | None = None  # real identity features
+    features: str | None = None  # real identity features, or
+    ref_images: str | None = None  # a folder of photos of the identities, found by
+    detector: str | None = None  # this face detector
+    detector_weights: str | None = None
     tau: float = 0.3
     device: str = "auto"
 
@@ -96,12 +99,29 @@ class GenerateOutcome:
     median_norm: float = float("nan")  # of the identity vectors as generated (after any rescaling)
 
 
+#: ``--generator-option`` keys that choose the feature extractor of ``--ref-images`` (taken out of the
+#: options before the generator is built, recorded in ``ids_source``).
+REFERENCE_OPTIONS = ("reference_extractor", "reference_weights")
+
+
+def _check_sources(request: GenerateRequest, reference_options: dict[str, Any]) -> None:
+    """Exactly one source of identity vectors, and the options of the one chosen only."""
+    if sum(x is not None for x in (request.ids, request.n_ids, request.ref_images)) != 1:
+        raise FacebenchError("give exactly one of --ids FILE, --n-ids N or --ref-images DIR")
+    if request.ref_images is None:
+        given = [o for o, v in (("--detector", request.detector), ("--detector-weights", request.detector_weights))
+                 if v] + [f"--generator-option {k}" for k in reference_options]
+        if given:
+            raise FacebenchError(f"{', '.join(given)} apply to --ref-images (identity vectors from photos)")
+    elif not request.detector:
+        raise FacebenchError("--ref-images needs --detector NAME to find the faces (facebench plugins --kind "
+                             "detector lists them)")
+
+
 def _identities(request: GenerateRequest, seed: int, feature_dim: int, device: str) -> tuple[np.ndarray, dict, str]:
     """(vectors, ids_source record, source path) from ``--ids`` or sampled from statistics or features."""
     from ..provenance import sha256_file
 
-    if (request.ids is None) == (request.n_ids is None):
-        raise FacebenchError("give exactly one of --ids FILE or --n-ids N")
     if request.ids is not None:
         ids = load_identity_vectors(request.ids, feature_dim)
         return ids, {"file": Path(request.ids).name, "sha256": sha256_file(request.ids)}, request.ids
@@ -123,6 +143,100 @@ def _identities(request: GenerateRequest, seed: int, feature_dim: int, device: s
         raise FacebenchError(f"{source}: statistics have {result.vectors.shape[1]} dimensions, "
                              f"the generator expects {feature_dim}")
     return result.vectors, record, source
+
+
+def _reference_space(spec: Any, generator: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Which feature extractor (and weights) embeds ``--ref-images`` photos for this generator, and whether
+    it takes raw features or unit ones: what the generator declares (spec extra ``reference_extractor``,
+    refined by the generator object's own ``reference_extractor``, e.g. the extractor a Vec2Face file
+    records), the extractor overridden by ``--generator-option reference_extractor=NAME``; the weights
+    from ``reference_weights=FILE``, else the extractor's declared file in the weights directory."""
+    from ..pluginmanager import registry
+    from ..provenance import sha256_path
+    from ..weights import resolve_weights, weights_dir
+
+    declared = spec.extras.get("reference_extractor")
+    if not isinstance(declared, dict):
+        raise FacebenchError(f"generator '{spec.name}' declares no reference extractor (the feature space of its "
+                             "identity vectors: spec extra reference_extractor), so --ref-images cannot embed "
+                             "photos for it; embed them yourself (facebench embed --align) and pass the centres "
+                             "with --ids")
+    space = {**declared, **(getattr(generator, "reference_extractor", None) or {})}
+    name = options.get("reference_extractor") or space.get("extractor")
+    if not name:
+        raise FacebenchError(f"generator '{spec.name}' does not say which feature extractor made its identity "
+                             f"vectors ({space.get('source', 'nothing recorded')}): pass --generator-option "
+                             "reference_extractor=NAME (and reference_weights=FILE)")
+    extractor_spec = registry("feature_extractor").get(str(name))
+    given = options.get("reference_weights")
+    default = extractor_spec.extras.get("weights")
+    if given:
+        weights = resolve_weights(str(given), allow_dir=True)  # an FR run directory for fr-run
+    elif default and (weights_dir() / default).is_file():
+        weights = weights_dir() / default
+    else:
+        where = (f"its file {default} is not in the weights directory {weights_dir()}" if default
+                 else "it has no default file")
+        raise FacebenchError(f"generator '{spec.name}' embeds reference photos with feature extractor '{name}', "
+                             f"which needs weights ({where}): pass --generator-option reference_weights=FILE")
+    features = space.get("features", "raw")
+    if features not in ("raw", "unit"):
+        raise FacebenchError(f"generator '{spec.name}': reference_extractor features must be 'raw' or 'unit', "
+                             f"got {features!r}")
+    return {"name": str(name), "weights": weights, "features": features,
+            "record": {"name": str(name), "weights": weights.name, "sha256": sha256_path(weights),
+                       "features": features}}
+
+
+def _reference_identities(request: GenerateRequest, folder: Any, space: dict[str, Any], feature_dim: int,
+                          device: str, ctx: Any) -> tuple[np.ndarray, dict, str]:
+    """(vectors, ids_source record, source) for ``--ref-images``: one vector per identity of the folder.
+
+    The record holds only what went in (the photos' hashes per identity, the detector and extractor with
+    their weights' sha256), so a resumed run (whose vectors are read back from ``ids.npy``, not computed
+    again) is checked against the same record. The vectors are computed on the main rank and sent to the
+    others: every rank generates from the same bytes."""
+    from ..data.photos import build_detector, resolve_detector
+    from ..evaluation.features import reference_vectors
+    from ..pluginmanager import registry
+    from ..runtime import broadcast_object
+    from .sharded import _manifests
+
+    detector_record = resolve_detector(request.detector, request.detector_weights)[1]
+    record = {"ref_images": {**folder.record(), "detector": detector_record, "extractor": space["record"]}}
+    source = request.ref_images
+    saved = request.out / IDS_FILE
+    if saved.is_file() and _manifests(request.out):
+        return load_identity_vectors(saved, feature_dim), record, source  # resume: the manifest checks them
+    result: Any = None
+    if ctx.is_main:
+        try:
+            extractor = registry("feature_extractor").create(space["name"], weights=str(space["weights"]),
+                                                             device=device)
+            detector, _ = build_detector(request.detector, request.detector_weights, device)
+            vectors, faces = reference_vectors(folder, extractor=extractor, extractor_name=space["name"],
+                                               detector=detector, detector_name=request.detector,
+                                               raw=space["features"] == "raw", device=device)
+            del extractor, detector
+            result = (vectors, sum(f.faces > 1 for f in faces), None)
+        except FacebenchError as exc:
+            result = (None, 0, str(exc))
+            if not ctx.distributed:
+                raise
+    vectors, several, problem = broadcast_object(ctx, result)
+    if problem is not None:
+        raise FacebenchError(problem)
+    if vectors.shape[1] != feature_dim:
+        raise FacebenchError(f"{source}: feature extractor '{space['name']}' gives {vectors.shape[1]}-d features, "
+                             f"the generator expects {feature_dim}")
+    if not np.isfinite(vectors).all() or (np.linalg.norm(vectors, axis=1) == 0).any():
+        raise FacebenchError(f"{source}: feature extractor '{space['name']}' gave an identity vector that is zero "
+                             "or not finite")
+    kind = "raw" if space["features"] == "raw" else "unit"
+    note = f"; {several} photos showed several faces (the largest near the centre was used)" if several else ""
+    console.print(f"{len(vectors)} identities from {len(folder)} photos ({folder.layout}): {kind} features of "
+                  f"{space['name']}{note}")
+    return vectors.astype(np.float32), record, source
 
 
 def _attrop_record(config: AttrOPConfig, untrained: bool) -> dict[str, Any] | None:
@@ -192,10 +306,24 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
     weights = component_weights(spec, request.weights, untrained=request.untrained,
                                 allow_dir=bool(spec.extras.get("weights_dir")))
     options = {".".join(keys): value for keys, value in map(parse_override, request.generator_options)}
+    reference_options = {k: options.pop(k) for k in REFERENCE_OPTIONS if k in options}
+    _check_sources(request, reference_options)
+    folder = None
+    if request.ref_images is not None:  # the folder and the detector are checked before the generator loads
+        from ..data.photos import PhotoFolder, resolve_detector
+
+        if not isinstance(spec.extras.get("reference_extractor"), dict):
+            _reference_space(spec, None, reference_options)  # refuses, naming the missing declaration
+        folder = PhotoFolder.scan(request.ref_images)
+        resolve_detector(request.detector, request.detector_weights)
     generator = spec.create(weights=weights, device=device, **options)
     feature_dim = int(getattr(generator, "feature_dim", 512))
 
-    identities, ids_source, source = _identities(request, gcfg.seed, feature_dim, device)
+    if folder is not None:
+        space = _reference_space(spec, generator, reference_options)
+        identities, ids_source, source = _reference_identities(request, folder, space, feature_dim, device, ctx)
+    else:
+        identities, ids_source, source = _identities(request, gcfg.seed, feature_dim, device)
     # Before any shard: identity vectors at the scale the generator was trained on, or a clear refusal.
     factor, scale_info = identity_scale(identities, getattr(generator, "input_scale", None),
                                         rescale=gcfg.rescale_ids, source=source)
@@ -229,7 +357,11 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
             request.out.mkdir(parents=True, exist_ok=True)  # only now: every check above has passed
             save_ids(request.out, identities)
             inputs = {"weights": weights} if weights else {}
-            inputs.update({"ids": request.ids} if request.ids else {"sampling_source": source})
+            if request.ref_images is not None:
+                inputs["ref_images"] = request.ref_images
+                inputs["reference_weights"] = space["weights"]
+            else:
+                inputs.update({"ids": request.ids} if request.ids else {"sampling_source": source})
             Run.start(request.out, config=config, seed=gcfg.seed, device=device, inputs=inputs)
         if spec.extras.get("deterministic") is False and job.finished_shards():
             console.print(f"[yellow]note:[/] generator '{request.generator}' is marked non-deterministic by its "

@@ -11,6 +11,11 @@ shard, reseeded by ``facebench generate``, repeats its images byte for byte.
 
 Identity vectors live in Arc2Face's FR space (an ArcFace R100 trained on WebFace42M) and are
 L2-normalised here, whatever their scale; Vec2Face, in contrast, takes raw features of its own model.
+Photos of real people reach that space by the release's own route (its README: insightface's detector,
+``norm_crop`` to 112 px, ``arcface.onnx``, the embedding normalised): ``generate --ref-images`` detects,
+aligns with :func:`facebench.align` and embeds with the extractor the plugin declares (``iresnet100`` with
+``arcface.onnx`` imported by ``facebench weights import``; the face alone, unit length), see
+docs/arc2face.md.
 """
 
 from __future__ import annotations

@@ -18,16 +18,25 @@ INSTALL_HINT = 'pip install -e ".[arc2face]"'
 GENERATION_DEFAULTS = {"perturb": {"sigmas": [0.0], "shares": [1.0]}}
 
 
+#: The feature space of the identity vectors (``generate --ref-images`` embeds photos in it): the release's
+#: ``arcface.onnx`` (insightface antelopev2's ArcFace R100), imported with ``facebench weights import
+#: arcface.onnx --arch iresnet100``; the face alone, unit length (docs/arc2face.md). The tiny model's is
+#: the tiny IResNet at its 56 px, a pipeline check like the rest of it.
+REFERENCE = {"extractor": "iresnet100", "features": "unit",
+             "source": "Arc2Face is conditioned on its ArcFace R100 (arcface.onnx, imported to iresnet100)"}
+TINY_REFERENCE = {"extractor": "iresnet_tiny", "features": "unit", "source": "a tiny pipeline check"}
+
+
 @hookimpl
 def register_generators(register):
     common = {"requires": REQUIRES, "install_hint": INSTALL_HINT, "feature_dim": 512,
               "generation_defaults": GENERATION_DEFAULTS, "weights_dir": True}
     register("arc2face", "facebench_plugins.arc2face.generator:arc2face",
              "Arc2Face (SD 1.5 UNet + CLIP encoder on L2-normalised ArcFace vectors), release layout, "
-             "512 px aligned to 112 px", image_size=112, **common)
+             "512 px aligned to 112 px", image_size=112, reference_extractor=REFERENCE, **common)
     register("arc2face_tiny", "facebench_plugins.arc2face.generator:arc2face_tiny",
              "Tiny random-weight Arc2Face (make-tiny layout), 56 px: a pipeline check on CPU, not a face model",
-             image_size=56, **common)
+             image_size=56, reference_extractor=TINY_REFERENCE, **common)
 
 
 @hookimpl

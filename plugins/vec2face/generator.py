@@ -60,6 +60,21 @@ class GeneratorFile:
                     "source": f"recorded in {os.path.basename(self.path)}: trained on features of {by}"}
         return None if self.config is not None else dict(RELEASE_SCALE)
 
+    def reference_extractor(self) -> dict[str, Any] | None:
+        """Which extractor's features the file was trained on, for ``generate --ref-images``: the one its
+        recorded feature scale names (raw or unit as recorded); for a facebench file that records none
+        (features given as an array) the extractor is unknown; None for the official file (the plugin
+        declares the release's ArcFace-R100)."""
+        if self.feature_scale:
+            name = self.feature_scale.get("extractor")
+            raw = self.feature_scale.get("raw", True)
+            return {"extractor": name if isinstance(name, str) and name else None,
+                    "features": "unit" if raw is False else "raw",
+                    "source": f"recorded in {os.path.basename(self.path)}"}
+        if self.config is not None:
+            return {"extractor": None, "source": f"{os.path.basename(self.path)} records no feature scale"}
+        return None
+
     def load_into(self, model: Vec2Face) -> None:
         """``strict=True``; a layout mismatch is one line naming the file."""
         problem = state_dict_mismatch(model.state_dict(), self.state)
@@ -82,7 +97,7 @@ class Vec2FaceGenerator:
     def __init__(self, model: Vec2Face, *, device: Any = "cpu", seed: int = 0, fast: bool = True,
                  amp: bool | None = None, amp_dtype: str = "float16", channels_last: bool | None = None,
                  compile: bool = False, masking: MaskingConfig | None = None,
-                 input_scale: dict[str, Any] | None = None):
+                 input_scale: dict[str, Any] | None = None, reference_extractor: dict[str, Any] | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = model.config
@@ -92,6 +107,9 @@ class Vec2FaceGenerator:
         self.fast = fast
         #: the identity-vector scale this generator was trained on (see facebench.generation.identity_scale)
         self.input_scale = input_scale
+        #: the feature extractor its identity vectors come from, when its weights file says (generate
+        #: --ref-images; the plugin's spec extra ``reference_extractor`` declares the default)
+        self.reference_extractor = reference_extractor
         on_cuda = self.device.type == "cuda"
         # Reduced precision by default on CUDA (fp16); asked for explicitly it runs anywhere, e.g. bf16 on CPU.
         self.amp = on_cuda if amp is None else bool(amp)
@@ -169,11 +187,12 @@ def build_generator(name: str, weights: str | os.PathLike | None = None, device:
                     **options: Any) -> Vec2FaceGenerator:
     """A generator of model ``name``; a facebench checkpoint's own stored configuration wins over the name."""
     config = model_config(name)
-    scale = None
+    scale = reference = None
     if weights is not None:
         file = GeneratorFile(resolve_weights(weights))
         config = file.config or config
         scale = file.input_scale()
+        reference = file.reference_extractor()
         with torch.device("meta"):  # no point initialising 174M parameters that the file overwrites
             model = Vec2Face(config)
         file.load_into(model)
@@ -185,7 +204,8 @@ def build_generator(name: str, weights: str | os.PathLike | None = None, device:
     masking = options.pop("masking", None)
     if isinstance(masking, dict):
         masking = MaskingConfig(**masking)
-    return Vec2FaceGenerator(model, device=device, masking=masking, input_scale=scale, **options)
+    return Vec2FaceGenerator(model, device=device, masking=masking, input_scale=scale, reference_extractor=reference,
+                             **options)
 
 
 def vec2face(weights: str | os.PathLike | None = None, device: Any = "cpu", **options: Any) -> Vec2FaceGenerator:

@@ -15,17 +15,25 @@ WEIGHT_FILES = (
 )
 
 
+#: The feature space of the identity vectors (``generate --ref-images`` embeds photos in it): the release
+#: was trained on raw ArcFace-R100 features; a facebench-trained file records its own extractor.
+RELEASE_REFERENCE = {"extractor": "arcface-r100", "features": "raw",
+                     "source": "the release's identity vectors are raw ArcFace-R100 features"}
+TINY_REFERENCE = {"features": "raw", "source": "an untrained vec2face_tiny knows no extractor"}
+
+
 @hookimpl
 def register_generators(register):
     register("vec2face", "facebench_plugins.vec2face.generator:vec2face",
              "Vec2Face ViT-Base, official layout (vec2face_generator.pth in the weights directory), 112 px",
-             feature_dim=512, image_size=112, weights="vec2face_generator.pth", weight_files=WEIGHT_FILES)
+             feature_dim=512, image_size=112, weights="vec2face_generator.pth", weight_files=WEIGHT_FILES,
+             reference_extractor=RELEASE_REFERENCE)
     register("vec2face_vit_base_patch16", "facebench_plugins.vec2face.generator:vec2face",
              "Vec2Face ViT-Base under its official model name (same as 'vec2face')",
-             feature_dim=512, image_size=112, weights="vec2face_generator.pth")
+             feature_dim=512, image_size=112, weights="vec2face_generator.pth", reference_extractor=RELEASE_REFERENCE)
     register("vec2face_tiny", "facebench_plugins.vec2face.generator:vec2face_tiny",
              "Tiny Vec2Face (same module names), 56 px, trains on CPU in minutes (weights: train-generator)",
-             feature_dim=512, image_size=56, weights_required=True)
+             feature_dim=512, image_size=56, weights_required=True, reference_extractor=TINY_REFERENCE)
 
 
 @hookimpl
