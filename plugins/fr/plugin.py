@@ -27,7 +27,17 @@ BACKBONES: dict[str, tuple[str, str]] = {
     "vit_s": (f"{_BB}.vit:vit_s", "ViT-S for 112x112 faces (timm)"),
     "vit_b": (f"{_BB}.vit:vit_b", "ViT-B for 112x112 faces (timm)"),
     "vit_tiny": (f"{_BB}.vit:vit_tiny", "tiny ViT for CPU tests (56 px, timm)"),
+    "mbf": (f"{_BB}.mobilefacenet:mbf", "MobileFaceNet (arcface_torch get_mbf layout)"),
+    "mbf_large": (f"{_BB}.mobilefacenet:mbf_large", "MobileFaceNet-large (arcface_torch get_mbf_large layout)"),
+    "mbf_y1": (f"{_BB}.mobilefacenet:mbf_y1", "MobileFaceNet of insightface's MXNet zoo (model-y1-test2, 128-d)"),
+    "mbf_tiny": (f"{_BB}.mobilefacenet:mbf_tiny", "tiny MobileFaceNet for CPU tests (56 px)"),
 }
+
+#: backbones ``facebench weights import`` converts insightface's ONNX and MXNet files into (spec extra
+#: ``importer``: the function that does it, found through the registry by the core command)
+IMPORTABLE = ("iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200", "iresnet_tiny",
+              "mbf", "mbf_large", "mbf_y1", "mbf_tiny")
+_IMPORTER = "facebench_plugins.fr.importers:import_weights"
 
 HEADS: dict[str, tuple[str, str]] = {
     "arcface": (f"{_HEADS}:arcface", "ArcFace s=64 m=0.5, straight-through gradient (arcface_torch)"),
@@ -53,7 +63,7 @@ RELEASED_EXTRACTORS: dict[str, tuple[str, str, str]] = {
 @hookimpl
 def register_backbones(register):
     for name, (factory, description) in BACKBONES.items():
-        register(name, factory, description)
+        register(name, factory, description, **({"importer": _IMPORTER} if name in IMPORTABLE else {}))
 
 
 @hookimpl
