@@ -13,9 +13,11 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .. import (
+    __version__,
+    pluginmanager,  # looked up when called: a test may swap the plugin set
+)
 from ..errors import FacebenchError
-from ..pluginmanager import get_plugin_set
 from .options import examples
 
 
@@ -92,7 +94,7 @@ def create_cli(plugin_set: Any = None) -> click.Group:
 
     for command in core_commands():
         cli.add_command(command)
-    (plugin_set or get_plugin_set()).add_commands(cli)
+    (plugin_set or pluginmanager.get_plugin_set()).add_commands(cli)
     return cli
 
 

@@ -10,8 +10,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from .. import pluginmanager  # looked up when called: a test may swap the plugin set
 from ..hookspecs import KIND_HOOKS
-from ..pluginmanager import get_plugin_set
 from ..weights import present
 from .options import examples
 
@@ -25,7 +25,7 @@ _stdout = Console(highlight=False)
                    "adds available=false, missing and install).")
 def plugins(kind: str | None, as_json: bool) -> None:
     """List every registered component and the plugin that provides it."""
-    regs = get_plugin_set().registries()
+    regs = pluginmanager.get_plugin_set().registries()
     rows = [spec.as_row() for k, reg in regs.items() if kind in (None, k) for spec in reg]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -88,7 +88,7 @@ def doctor(weights_dir: str | None, as_json: bool) -> None:
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }
-    regs = get_plugin_set().registries()
+    regs = pluginmanager.get_plugin_set().registries()
     counts = {k: len(r) for k, r in regs.items()}
     unavailable = _unavailable(regs)
     files = [
