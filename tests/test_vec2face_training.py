@@ -200,7 +200,8 @@ def test_user_errors_are_one_line(toy, tmp_path):
                "--set", "losses.idnetity=0"])
     assert res.exit_code == 2 and "unknown config key 'losses.idnetity'" in res.output
     res = run(["train-generator", *data, "--config", "huge"])
-    assert res.exit_code == 2 and "no shipped vec2face config 'huge' (shipped: base, tiny)" in res.output
+    assert res.exit_code == 2 and ("no shipped vec2face config 'huge' (shipped: base, tiny, vec2face_plus_pose, "
+                                   "vec2face_plus_pose_tiny)") in res.output
     res = run(["train-generator", *data, "--features", str(toy / "feats.npy"), "--config", "tiny",
                "--set", "amp_dtype=\"fp8\""])
     assert res.exit_code == 2 and "config key 'amp_dtype' must be one of fp16, bf16, got 'fp8'" in res.output

@@ -59,6 +59,10 @@ _GENERATE_EPILOG = examples(
     "    --detector-weights Resnet50_Final.pth --images-per-id 20 --out runs/my-people",
     "facebench generate --generator arc2face --weights arc2face-model --ref-images photos/ \\",
     "    --detector retinaface_r50 --generator-option reference_weights=arcface-r100.pth --out runs/my-people-a2f",
+    "facebench generate --generator vec2face_plus --weights pose_model.pth --ids ids.npy \\",
+    "    --pose-landmarks frontal,yaw-30,yaw+30,yaw-60,yaw+60 --images-per-id 50 --out runs/vface-poses",
+    "facebench generate --generator vec2face_plus --weights pose_model.pth --ids ids.npy \\",
+    "    --pose-landmarks landmarks/landmark_examples.txt --out runs/vface-examples",
 )
 
 
@@ -94,6 +98,11 @@ _GENERATE_EPILOG = examples(
 @device_option(help="auto, cpu, cuda, cuda:N; under torchrun each rank uses its own GPU.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML generation config.")
 @click.option("--set", "overrides", multiple=True, help="Override a config key, e.g. --set generation.perturb.min_cos=0.6.")
+@click.option("--pose-landmarks", "pose_landmarks",
+              help="Landmark images for a pose-conditioned generator (vec2face_plus with pose_model.pth): named "
+                   "poses (frontal,yaw-30,yaw+30; yaw-90..yaw+90 in steps of 15; release-examples), a list of "
+                   "landmark images (the release's landmark_examples.txt), or 5-point coordinates (.txt lines of "
+                   "x y for eyes, nose, mouth corners; .npy (P, 5, 2)). Image i gets pose i mod P.")
 @click.option("--attrop", "attrop_spec", help="AttrOP targets, e.g. pose=60:0.4,pose=85:0.2,quality=27 (see docs).")
 @click.option("--identity-prepass", is_flag=True,
               help="Run the release's AttrOP pre-pass on the identity vectors (quality 27 + identity) before perturbing.")
@@ -104,7 +113,7 @@ _GENERATE_EPILOG = examples(
 @click.option("--attrop-quality", help="Quality extractor; quality = norm of its feature [default magface-r100].")
 @click.option("--attrop-quality-weights", type=click.Path(), help="Weights file (or FR run directory for fr-run).")
 def generate(generator_name, weights, generator_options, untrained, ids_path, n_ids, stats, features, tau, ref_images,
-             detector_name, detector_weights, rescale_ids, images_per_id, out, fmt, ids_per_shard, batch_size, seed, device, config_path, overrides, attrop_spec, identity_prepass,
+             detector_name, detector_weights, rescale_ids, images_per_id, out, fmt, ids_per_shard, batch_size, seed, device, config_path, overrides, pose_landmarks, attrop_spec, identity_prepass,
              attrop_identity, attrop_identity_weights, attrop_pose, attrop_pose_weights, attrop_quality,
              attrop_quality_weights):
     """Generate a labelled dataset: perturb identity vectors, optionally AttrOP, write shards, assemble.
@@ -114,6 +123,10 @@ def generate(generator_name, weights, generator_options, untrained, ids_path, n_
     extractor the generator declares (Vec2Face: raw features of the model its weights were trained on;
     Arc2Face: its ArcFace R100, --generator-option reference_weights=FILE), one vector per identity
     (the mean over its photos). dataset.json records each identity's name and its photos' sha256.
+
+    A pose-conditioned generator (vec2face_plus with its pose_model.pth) conditions every image on a
+    landmark image from --pose-landmarks; dataset.json records each landmark image and the rule that
+    assigns them (image i gets pose i mod P, as the release cycles them).
     """
     from ..config import read_toml, table
     from ..generation.job import GenerateRequest, generate_config, run_generate
@@ -133,7 +146,8 @@ def generate(generator_name, weights, generator_options, untrained, ids_path, n_
     request = GenerateRequest(out=Path(out), generator=generator_name, weights=weights, untrained=untrained,
                               generator_options=generator_options, ids=ids_path, n_ids=n_ids, stats=stats,
                               features=features, ref_images=ref_images, detector=detector_name,
-                              detector_weights=detector_weights, tau=tau, device=device)
+                              detector_weights=detector_weights, tau=tau, device=device,
+                              pose_landmarks=pose_landmarks)
     with make_progress() as progress:
         outcome = run_generate(request, config, progress=progress)
     _print_outcome(outcome, config)
@@ -164,6 +178,12 @@ def _print_outcome(outcome, config) -> None:
             f"{dim} dimensions; the paper's sigmas assume raw ArcFace-scale vectors of norm about 22. Use raw "
             f"features (facebench embed --raw), or keep the paper's cosines at this norm with --set "
             f"'generation.perturb.sigmas=[{fit}]'")
+    poses = summary.get("pose_landmarks")
+    if poses:
+        names = [p.get("name", "?") for p in poses.get("poses", [])]
+        shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+        click.echo(f"pose control: {poses.get('count', len(names))} landmark images ({shown}); image i of the set "
+                   "is conditioned on pose i mod P (recorded in dataset.json)")
     for name, label, unit in (("prepass", "identity pre-pass", "identity vectors"), ("attrop", "AttrOP", "images")):
         if name in stats:
             a = stats[name]

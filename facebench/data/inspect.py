@@ -77,6 +77,8 @@ def dataset_summary(reader: Any) -> dict[str, Any]:
             },
             "empty_identities": int(np.count_nonzero(counts == 0)),
         })
+        if getattr(reader, "layout", None):  # formats with several record layouts (LMDB) say which
+            info["layout"] = reader.layout
     info["image_sizes"] = _sizes(reader, pairs)
     info["image_sizes_sampled"] = sum(s["count"] for s in info["image_sizes"])
     return info
@@ -100,8 +102,8 @@ def _refuse_overlap(dst: str, reader: Any, src: str, mask: str | None) -> None:
 
 def convert_dataset(src: str, dst: str, to_format: str, *, fmt: str | None = None, mask: str | None = None,
                     overwrite: bool = False) -> tuple[int, bool]:
-    """Stream ``src`` into ``dst`` in ``to_format`` (features kept for LMDB); returns (records, is pairs).
-    ``dst`` appears only when complete; a failure leaves neither it nor a temporary."""
+    """Stream ``src`` into ``dst`` in ``to_format`` (features and landmark images kept for LMDB); returns
+    (records, is pairs). ``dst`` appears only when complete; a failure leaves neither it nor a temporary."""
     from .formats import get_format, open_writer
 
     out_fmt = get_format(to_format)
@@ -114,8 +116,11 @@ def convert_dataset(src: str, dst: str, to_format: str, *, fmt: str | None = Non
                                  f"{out_fmt.role} data")
         options: dict[str, Any] = {"overwrite": overwrite}
         features = to_format == "lmdb" and getattr(reader, "has_features", lambda: False)()
+        landmarks = features and getattr(reader, "has_landmarks", lambda: False)()
         if features:
             options["features"] = True
+        if landmarks:
+            options["landmarks"] = True
         with open_writer(dst, to_format, **options) as writer:
             if pairs:
                 for k in track(range(len(reader)), f"convert {Path(src).name}"):
@@ -123,7 +128,10 @@ def convert_dataset(src: str, dst: str, to_format: str, *, fmt: str | None = Non
                     writer.add(a, b, bool(reader.issame[k]))
             else:
                 for i in track(range(len(reader)), f"convert {Path(src).name}"):
-                    if features:
+                    if landmarks:
+                        writer.add(reader.image_bytes(i), reader.label(i), feature=reader.feature(i),
+                                   landmark=reader.landmark_bytes(i))
+                    elif features:
                         writer.add(reader.image_bytes(i), reader.label(i), feature=reader.feature(i))
                     else:
                         writer.add(reader.image_bytes(i), reader.label(i))
@@ -145,8 +153,9 @@ def check_dataset(path: str, *, fmt: str | None = None, mask: str | None = None,
                 problems.append(str(exc))
         try:
             features = not pairs and getattr(reader, "has_features", lambda: False)()
+            landmarks = features and getattr(reader, "has_landmarks", lambda: False)()
         except DataError:
-            features = False  # record 0 itself is broken; the loop below reports it
+            features = landmarks = False  # record 0 itself is broken; the loop below reports it
         for i in track(range(len(reader)), f"check {Path(path).name}"):
             if len(problems) >= max_problems:
                 break
@@ -157,6 +166,8 @@ def check_dataset(path: str, *, fmt: str | None = None, mask: str | None = None,
                     reader.image(i)
                     if features:
                         reader.feature(i)
+                    if landmarks:
+                        reader.landmark_image(i)
             except DataError as exc:
                 problems.append(str(exc))
     return problems[:max_problems], reader

@@ -4,7 +4,8 @@ The steps, each a check that fails before anything is written or a stage that re
 
 1. resolve the device and join the ``torchrun`` group (:mod:`facebench.runtime`);
 2. build the generator from the registry with its weights (a trained generator without weights is
-   refused unless the request says ``untrained``) and the format writer;
+   refused unless the request says ``untrained``) and the format writer; read or draw the landmark images
+   of a pose-conditioned generator (``--pose-landmarks``, :mod:`facebench.generation.pose`);
 3. load or sample the identity vectors and check their scale against the generator's (:func:`identity_scale`);
 4. build AttrOP and the identity pre-pass with their models;
 5. refuse a finished run with other parameters, confirm a finished run whose ``dataset.json`` checks out,
@@ -35,6 +36,7 @@ from ..config import config_to_dict
 from ..console import console, warn
 from ..errors import DataError, FacebenchError
 from .attrop import AttrOPConfig, build_attrop
+from .pose import pose_landmarks
 from .sharded import (
     IDS_FILE,
     MANIFEST,
@@ -74,6 +76,7 @@ class GenerateRequest:
     detector_weights: str | None = None
     tau: float = 0.3
     device: str = "auto"
+    pose_landmarks: str | None = None  # landmark images for a pose-conditioned generator (Vec2Face+)
 
 
 def generate_config(generator: str, data: dict[str, Any], overrides: Any = ()) -> GenerateConfig:
@@ -312,14 +315,18 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
     if request.ref_images is not None:  # the folder and the detector are checked before the generator loads
         from ..data.photos import PhotoFolder, resolve_detector
 
-        if not isinstance(spec.extras.get("reference_extractor"), dict):
+        if not isinstance(spec.extras.get("reference_extractor"), dict) and not spec.extras.get("identity_images"):
             _reference_space(spec, None, reference_options)  # refuses, naming the missing declaration
         folder = PhotoFolder.scan(request.ref_images)
         resolve_detector(request.detector, request.detector_weights)
     generator = spec.create(weights=weights, device=device, **options)
     feature_dim = int(getattr(generator, "feature_dim", 512))
+    pose = pose_landmarks(generator, request.generator, request.pose_landmarks, attrop=config.attrop)
 
-    if folder is not None:
+    space = None
+    if callable(getattr(generator, "identity_codes", None)):  # image-conditioned (DCFace): identities of its own
+        identities, ids_source, source = generator.identity_codes(request, folder, seed=gcfg.seed, device=device)
+    elif folder is not None:
         space = _reference_space(spec, generator, reference_options)
         identities, ids_source, source = _reference_identities(request, folder, space, feature_dim, device, ctx)
     else:
@@ -343,7 +350,7 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
         generator_info["untrained"] = True
     job = GenerationJob(out=request.out, config=gcfg, generator_name=request.generator,
                         generator_info=generator_info, identities=identities, ids_source=ids_source,
-                        attrop_info=attrop_info, input_scale=factor, scale_info=scale_info)
+                        attrop_info=attrop_info, input_scale=factor, scale_info=scale_info, pose=pose)
     median = float(np.median(np.linalg.norm(identities, axis=1))) * factor
     job.refuse_links()
     if job.is_finished():
@@ -359,9 +366,12 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
             inputs = {"weights": weights} if weights else {}
             if request.ref_images is not None:
                 inputs["ref_images"] = request.ref_images
-                inputs["reference_weights"] = space["weights"]
-            else:
+                if space is not None:
+                    inputs["reference_weights"] = space["weights"]
+            elif request.ids or source:
                 inputs.update({"ids": request.ids} if request.ids else {"sampling_source": source})
+            if pose is not None and pose.source.get("file"):
+                inputs["pose_landmarks"] = request.pose_landmarks
             Run.start(request.out, config=config, seed=gcfg.seed, device=device, inputs=inputs)
         if spec.extras.get("deterministic") is False and job.finished_shards():
             console.print(f"[yellow]note:[/] generator '{request.generator}' is marked non-deterministic by its "

@@ -34,6 +34,7 @@ from ..runs import CONFIG, DATASET_CARD, PROVENANCE
 from ..safe_load import expect, read_json
 from ..shards import ShardManifest, changed_keys, read_manifest
 from .perturbation import PerturbConfig, perturb, sigma_plan
+from .pose import ASSIGNMENT, pose_indices
 
 SHARD_DIR = "shards"
 IDS_FILE = "ids.npy"
@@ -174,10 +175,12 @@ def generate_shard(
     device: str = "cpu",
     sigmas: np.ndarray | None = None,
     on_images: Callable[[int], None] | None = None,
+    landmarks: Any = None,
 ) -> ShardResult:
     """Images of one shard: the identity pre-pass (optional, as the release runs it: AttrOP on the identity
     vectors themselves), perturb (``sigmas``: this shard's slice of the whole set's sigma plan), optionally
-    AttrOP, generate in batches, encode."""
+    AttrOP, generate in batches, encode. ``landmarks``: the run's P landmark images as the generator takes
+    them; each image gets the one :func:`~facebench.generation.pose.pose_indices` assigns to its index."""
     import torch
 
     s_seed = shard_seed(config.seed, shard)
@@ -202,6 +205,9 @@ def generate_shard(
     with ThreadPoolExecutor(max_workers=encode_workers()) as pool:
         for start in range(0, len(vectors), config.batch_size):
             batch = torch.from_numpy(vectors[start:start + config.batch_size]).to(device)
+            if landmarks is not None:
+                index = pose_indices(first_label * m + start, len(batch), len(landmarks))
+                options["landmarks"] = landmarks[torch.from_numpy(index)].to(device)
             with torch.no_grad():
                 images = generator.generate(batch, **options)
             pixels = to_uint8(images)
@@ -310,7 +316,10 @@ class GenerationJob:
     attrop_info: dict[str, Any] | None = None
     input_scale: float = 1.0  # factor applied to every identity vector (see identity_scale)
     scale_info: dict[str, Any] | None = None
+    #: the landmark images of a pose-conditioned run (``--pose-landmarks``; see facebench.generation.pose)
+    pose: Any = field(default=None, repr=False, compare=False)
     _sigma_plan: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _pose_record: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_ids(self) -> int:
@@ -324,10 +333,19 @@ class GenerationJob:
     def dataset_path(self) -> Path:
         return self.out / (self.config.dataset_name or f"dataset.{self.config.format}")
 
+    def pose_record(self) -> dict[str, Any] | None:
+        """What ``dataset.json`` records of the landmark images: where they came from, each pose (its
+        sha256, its points when drawn) and the rule that assigns them (None without ``--pose-landmarks``)."""
+        if self.pose is None:
+            return None
+        if self._pose_record is None:
+            self._pose_record = {**self.pose.record(), "count": len(self.pose), "assignment": ASSIGNMENT}
+        return self._pose_record
+
     def params(self) -> dict[str, Any]:
         cfg = asdict(self.config)
         cfg.pop("keep_shards")
-        return {
+        params = {
             "generator": self.generator_name,
             "generator_info": self.generator_info,
             "ids_sha256": array_sha256(self.identities),
@@ -336,6 +354,9 @@ class GenerationJob:
             "config": cfg,
             "attrop": self.attrop_info,
         }
+        if self.pose is not None:  # only then: runs without poses keep the parameters they always had
+            params["pose_landmarks"] = self.pose_record()
+        return params
 
     def shard_ids(self, shard: int) -> tuple[np.ndarray, int]:
         """The identity vectors of one shard (times ``input_scale``) and the label of the first."""
@@ -457,11 +478,14 @@ def run_shards(job: GenerationJob, generator: Any, *, attrop: Any = None, prepas
         progress.advance(task, total - sum(len(job.shard_ids(s)[0]) for s in todo) * per_shard)
     if todo:
         atomic.refuse_link(job.out / SHARD_DIR, "generated shards")
+    landmarks = job.pose.model_input() if (job.pose is not None and todo) else None
     for shard in todo:
         ids, first = job.shard_ids(shard)
+        extra = {"landmarks": landmarks} if landmarks is not None else {}
         result = generate_shard(
             generator, ids, first, shard, job.config, attrop=attrop, prepass=prepass, device=device,
             sigmas=job.shard_sigmas(shard), on_images=(lambda k: progress.advance(task, k)) if task is not None else None,
+            **extra,
         )
         write_shard(_shard_path(job.out, shard), result)
         manifest.mark_done(shard, {"images": len(result.images), **_flat_stats(result.stats)})
@@ -555,6 +579,7 @@ def assemble(job: GenerationJob, format_obj: Any, *, writer_options: dict[str, A
         "ids_scale": job.scale_info,
         "settings": {k: v for k, v in asdict(job.config).items() if k != "keep_shards"},
         "attrop": job.attrop_info,
+        **({"pose_landmarks": job.pose_record()} if job.pose is not None else {}),
         "stats": _combine_stats(shard_stats),
     }
     atomic.write_json(job.out / DATASET_CARD, summary, "dataset card")

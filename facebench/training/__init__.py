@@ -1,7 +1,7 @@
 """The training-loop kit both trainers (FR models, Vec2Face) share.
 
 * :mod:`.checkpoint`: exact-resume checkpoints (model, optimizer, scheduler, scaler, RNGs, position, extras).
-* :mod:`.schedule`: per-step LR schedules (step, cosine, poly, warm-up) stated in epochs.
+* :mod:`.schedule`: per-step LR schedules (step, cosine, poly, warm-up, torch's LinearLR warm-up) stated in epochs.
 * :mod:`.sampling`: deterministic global batches split over ranks, resumable mid-epoch.
 * :mod:`.metrics_log`: ``metrics.jsonl`` and the device-side running means logged into it.
 
@@ -29,12 +29,13 @@ from .checkpoint import (
 )
 from .metrics_log import MetricsLog, RunningMeans
 from .sampling import GlobalBatchSampler
-from .schedule import LRSchedule, build_scheduler
+from .schedule import LinearWarmup, LRSchedule, build_scheduler
 
 __all__ = [
     "CHECKPOINT",
     "GlobalBatchSampler",
     "LRSchedule",
+    "LinearWarmup",
     "MetricsLog",
     "Position",
     "RunningMeans",

@@ -67,8 +67,10 @@ class LRSchedule:
         gamma: float = 0.1,
         min_factor: float = 0.0,
         power: float = 1.0,
+        **extra: Any,
     ) -> LRSchedule:
-        """A schedule stated in epochs (warm-up may be fractional), converted to optimizer steps."""
+        """A schedule stated in epochs (warm-up may be fractional), converted to optimizer steps;
+        ``extra`` are a subclass's own fields."""
         for m in milestones:
             if m < 1:
                 raise ConfigError(f"lr milestones are 1-based epoch numbers, got {m}")
@@ -80,7 +82,27 @@ class LRSchedule:
             gamma=gamma,
             min_factor=min_factor,
             power=power,
+            **extra,
         )
+
+
+@dataclass
+class LinearWarmup(LRSchedule):
+    """The schedule after a warm-up that ramps linearly from ``start_factor`` at step 0 towards 1 at
+    ``warmup_steps`` (torch's ``LinearLR`` followed by the schedule through ``SequentialLR``, stepped per
+    iteration), where :class:`LRSchedule`'s own warm-up starts at ``1/warmup_steps``."""
+
+    start_factor: float = 1e-3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.start_factor <= 1:
+            raise ConfigError(f"warm-up start factor must lie in (0, 1], got {self.start_factor}")
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            return self.start_factor + (1 - self.start_factor) * step / self.warmup_steps
+        return super().__call__(step)
 
 
 def build_scheduler(optimizer: Any, schedule: LRSchedule) -> Any:

@@ -1,10 +1,22 @@
-"""The LMDB datasets of the official Vec2Face/HSFace releases, read and written with ``lmdb`` + ``msgpack``.
+"""The LMDB datasets of the Vec2Face and Vec2Face+ releases, read and written with ``lmdb`` + ``msgpack``.
 
 Keys are ASCII decimals ``b"0"..b"N-1"`` plus ``__keys__`` (msgpack list of the keys), ``__len__`` and
-``__classnum__``. Two record layouts exist: the HSFace FR training sets store ``(image bytes, label)``;
-the generator-training set (``WebFace4M.lmdb``) stores ``[image bytes, feature as .npy bytes, label]``.
-The official loader reads that feature with ``allow_pickle=True``; facebench never unpickles it (an
-object array is refused). HSFace100k/200k are ``.npy`` index masks over HSFace300k: ``open(mask=...)``.
+``__classnum__`` (the converters store ``max(label) + 1``). Values are msgpack arrays; bytes may be msgpack
+``bin`` (msgpack >= 1.0, which the releases pin) or the legacy ``raw``/str type (older msgpack): both read
+as bytes. Three record layouts exist, told apart by the number of fields of a record:
+
+- 2 ``(image, label)``: the FR training sets, HSFace (Vec2Face) and VFace10K/20K/100K (Vec2Face+, written
+  by SOTA-Face-Recognition-Train-and-Test's ``imagelist2lmdb``: labels numbered by identity folder);
+- 3 ``[image, feature .npy bytes, label]``: the generator-training set ``WebFace4M.lmdb``;
+- 4 ``[image, feature .npy bytes, label, landmark image]``: the Vec2Face+ pose-model set
+  ``WebFace4M_with_landmarks.lmdb`` (``scripts/prepare_training_set.py``): the landmark image is an
+  encoded image of the face's 5-point landmarks drawn at the face image's size.
+
+The layout of a file is that of its first record (key ``__keys__[0]``); every record must have it (the
+converters write one layout per file), so a record of another length is refused naming both keys. The
+label is field 1 of a 2-field record and field 2 otherwise. The official loaders read the feature with
+``allow_pickle=True``; facebench never unpickles it (an object array is refused). HSFace100k/200k are
+``.npy`` index masks over HSFace300k: ``open(mask=...)``.
 """
 
 from __future__ import annotations
@@ -21,10 +33,17 @@ import numpy as np
 
 from facebench import atomic
 from facebench.data.formats import TRAIN, DatasetWriter, TrainReader
+from facebench.data.images import decode_image, image_size
 from facebench.errors import DataError, first_line
 from facebench.safe_load import load_array, shown_name, type_word
 
 META_KEYS = (b"__keys__", b"__len__", b"__classnum__")
+
+#: Record layouts by their number of fields: (the fields, in words; the position of the label).
+LAYOUTS = {2: ("image, label", 1), 3: ("image, feature, label", 2),
+           4: ("image, feature, label, landmark image", 2)}
+NO_LAYOUT = ("record is neither (image, label), [image, feature, label] nor [image, feature, label, landmark "
+             "image]")
 
 
 def _lmdb():
@@ -213,6 +232,7 @@ class LMDBReader(TrainReader):
         # (a list of 15M bytes objects would cost about a gigabyte in every DataLoader worker).
         self._stored_keys = None if numbered else keys
         del keys
+        self._length = length
         classnum = txn.get(b"__classnum__")
         self._classnum = (_count(_unpack(classnum, self.path, "key __classnum__"), self.path, "__classnum__")
                           if classnum is not None else None)
@@ -220,6 +240,7 @@ class LMDBReader(TrainReader):
                       else np.arange(length, dtype=np.int64))
         self._labels: np.ndarray | None = None
         self._remap: np.ndarray | None = None
+        self._fields: int | None = None
 
     def _env(self):
         if getattr(self, "_env_pid", None) != os.getpid():
@@ -245,20 +266,61 @@ class LMDBReader(TrainReader):
         """The LMDB key of record ``j`` (before any mask)."""
         return self._stored_keys[j] if self._stored_keys is not None else str(j).encode()
 
-    def _record(self, i: int) -> tuple[list, str]:
-        key = self.key(int(self.index[i]))
-        where = f"key {shown_name(key)}"
+    def _value(self, key: bytes, where: str, txn: Any = None) -> bytes:
         try:
-            value = self._txn().get(key)
+            value = (txn or self._txn()).get(key)
         except _lmdb().Error as exc:
             raise DataError(self.path, f"corrupt LMDB page ({first_line(exc)})", where) from None
         if value is None:
             raise DataError(self.path, "record listed in __keys__ is missing", where)
-        rec = _unpack(value, self.path, where)
-        if not isinstance(rec, (list, tuple)) or len(rec) not in (2, 3) or not isinstance(rec[0], bytes):
-            raise DataError(self.path, "record is neither (image, label) nor [image, feature, label]", where)
-        _label(rec[-1], self.path, where)
+        return value
+
+    def _stored_record(self, j: int) -> tuple[list, str]:
+        """Record ``j`` of the file (before any mask), its fields checked against the layouts."""
+        key = self.key(j)
+        where = f"key {shown_name(key)}"
+        rec = _unpack(self._value(key, where), self.path, where)
+        if not isinstance(rec, (list, tuple)) or len(rec) not in LAYOUTS or not isinstance(rec[0], bytes):
+            raise DataError(self.path, NO_LAYOUT, where)
+        if len(rec) == 4 and not isinstance(rec[3], bytes):
+            found = type_word(rec[3])
+            raise DataError(self.path, f"landmark image must be encoded image bytes, found {found}", where)
+        _label(rec[LAYOUTS[len(rec)][1]], self.path, where)
         return list(rec), where
+
+    def fields(self) -> int | None:
+        """How many fields each record has: those of the file's first record (None for an empty file, or
+        once the first record was found unreadable: its own error stands for it)."""
+        if self._fields is None and self._length:
+            try:
+                self._fields = len(self._stored_record(0)[0])
+            except DataError:
+                self._fields = 0
+                raise
+        return self._fields or None
+
+    def _same_layout(self, count: int, where: str) -> None:
+        """Refuse a record whose length differs from the first record's."""
+        try:
+            expected = self.fields()
+        except DataError:  # the first record is unreadable: reported where that record is read
+            return
+        if expected is not None and count != expected:
+            first = shown_name(self.key(0))
+            raise DataError(self.path, f"record has {count} fields ({LAYOUTS[count][0]}) but the first "
+                                       f"record, key {first}, has {expected} ({LAYOUTS[expected][0]}): one "
+                                       "file holds one layout", where)
+
+    def _record(self, i: int) -> tuple[list, str]:
+        rec, where = self._stored_record(int(self.index[i]))
+        self._same_layout(len(rec), where)
+        return rec, where
+
+    @property
+    def layout(self) -> str | None:
+        """The record layout in words (``"image, feature, label, landmark image"``); None if empty."""
+        fields = self.fields()
+        return LAYOUTS[fields][0] if fields else None
 
     @property
     def labels(self) -> np.ndarray:
@@ -267,28 +329,27 @@ class LMDBReader(TrainReader):
             import msgpack
 
             raw = np.empty(len(self.index), dtype=np.int64)
+            try:
+                expected = self.fields()
+            except DataError:  # the first record is unreadable: reported when the loop reaches it
+                expected = None
             txn = self._txn()
             for n, j in enumerate(self.index):
                 key = self.key(int(j))
                 where = f"key {shown_name(key)}"
-                try:
-                    value = txn.get(key)
-                except _lmdb().Error as exc:
-                    raise DataError(self.path, f"corrupt LMDB page ({first_line(exc)})", where) from None
-                if value is None:
-                    raise DataError(self.path, "record listed in __keys__ is missing", where)
                 unpacker = msgpack.Unpacker(raw=True)
-                unpacker.feed(value)
+                unpacker.feed(self._value(key, where, txn))
                 try:
                     count = unpacker.read_array_header()
-                    if count not in (2, 3):
+                    if count not in LAYOUTS:
                         raise ValueError(count)
-                    for _ in range(count - 1):
+                    for _ in range(LAYOUTS[count][1]):
                         unpacker.skip()
                     label = unpacker.unpack()
                 except (ValueError, TypeError, msgpack.exceptions.UnpackException):
-                    raise DataError(self.path, "record is neither (image, label) nor [image, feature, label]",
-                                    where) from None
+                    raise DataError(self.path, NO_LAYOUT, where) from None
+                if count != expected and expected is not None:
+                    self._same_layout(count, where)
                 raw[n] = _label(label, self.path, where)
             if self.mask_path is not None and len(raw):
                 # A mask may select identities that are not 0..K-1: renumber them densely in label order.
@@ -322,25 +383,60 @@ class LMDBReader(TrainReader):
         return self._record(i)[0][0]
 
     def has_features(self) -> bool:
-        return len(self) > 0 and len(self._record(0)[0]) == 3
+        """Whether records carry an identity feature (the generator- and pose-model-training layouts)."""
+        return len(self) > 0 and self.fields() in (3, 4)
+
+    def has_landmarks(self) -> bool:
+        """Whether records carry a landmark image (the Vec2Face+ pose-model layout)."""
+        return len(self) > 0 and self.fields() == 4
 
     def feature(self, i: int) -> np.ndarray:
-        """The stored identity feature of record ``i`` (generator-training layout only)."""
+        """The stored identity feature of record ``i`` (generator- and pose-model-training layouts)."""
         rec, where = self._record(i)
-        if len(rec) != 3:
-            raise DataError(self.path, "record has no feature (HSFace layout: image and label only)", where)
+        if len(rec) < 3:
+            raise DataError(self.path, "record has no feature (layout image, label: an FR training set)",
+                            where)
         return parse_feature(rec[1], self.path, where)
+
+    def _landmark(self, rec: list, where: str) -> bytes:
+        if len(rec) != 4:
+            raise DataError(self.path, f"record has no landmark image (layout {LAYOUTS[len(rec)][0]}; the "
+                                       "pose-model layout is image, feature, label, landmark image)", where)
+        return rec[3]
+
+    def landmark_bytes(self, i: int) -> bytes:
+        """The encoded landmark image of record ``i`` (pose-model layout only)."""
+        return self._landmark(*self._record(i))
+
+    def landmark_image(self, i: int) -> np.ndarray:
+        """The landmark image of record ``i`` as RGB ``uint8`` HxWx3, the size of its face image (the pose
+        model reads both at one size)."""
+        rec, where = self._record(i)
+        landmark = decode_image(self._landmark(rec, where), path=self.path, where=f"{where} (landmark image)")
+        width, height = image_size(rec[0], path=self.path, where=where)
+        if landmark.shape[:2] != (height, width):
+            found = f"{landmark.shape[1]}x{landmark.shape[0]}"
+            raise DataError(self.path, f"landmark image is {found} pixels but its face image is {width}x{height}",
+                            where)
+        return landmark
 
 
 class LMDBWriter(DatasetWriter):
     """Writes a single-file LMDB (``subdir=False``, as the official converter does), growing the map as needed.
 
     ``features=True`` writes the generator-training layout; then ``add`` needs ``feature=`` (an array).
+    ``landmarks=True`` (with ``features``) writes the Vec2Face+ pose-model layout; then ``add`` also needs
+    ``landmark=`` (the encoded landmark image).
     """
 
-    def __init__(self, path, *, overwrite: bool = False, features: bool = False, commit_every: int = 1000):
+    def __init__(self, path, *, overwrite: bool = False, features: bool = False, landmarks: bool = False,
+                 commit_every: int = 1000):
+        if landmarks and not features:
+            raise ValueError("the landmark layout is [image, feature, label, landmark image]: pass "
+                             "features=True")
         super().__init__(path, overwrite=overwrite)
         self.features = features
+        self.landmarks = landmarks
         self.commit_every = commit_every
 
     def _start(self) -> None:
@@ -371,7 +467,8 @@ class LMDBWriter(DatasetWriter):
         for key, value in self._pending:
             self._txn.put(key, value)
 
-    def add(self, image_bytes: bytes, label: int, feature: np.ndarray | None = None) -> None:
+    def add(self, image_bytes: bytes, label: int, feature: np.ndarray | None = None,
+            landmark: bytes | None = None) -> None:
         import msgpack
 
         label = int(label)
@@ -383,6 +480,10 @@ class LMDBWriter(DatasetWriter):
             buf = io.BytesIO()
             np.save(buf, np.asarray(feature), allow_pickle=False)
             record = [bytes(image_bytes), buf.getvalue(), label]
+            if self.landmarks:
+                if landmark is None:
+                    raise ValueError("this LMDB writer stores landmark images: pass landmark=<image bytes>")
+                record.append(bytes(landmark))
         else:
             record = (bytes(image_bytes), label)
         key = str(self.count).encode()
@@ -436,5 +537,6 @@ class LMDBFormat:
     def open(self, path: str | os.PathLike, mask: str | os.PathLike | None = None) -> LMDBReader:
         return LMDBReader(path, mask=mask)
 
-    def writer(self, path: str | os.PathLike, *, overwrite: bool = False, features: bool = False) -> LMDBWriter:
-        return LMDBWriter(path, overwrite=overwrite, features=features)
+    def writer(self, path: str | os.PathLike, *, overwrite: bool = False, features: bool = False,
+               landmarks: bool = False) -> LMDBWriter:
+        return LMDBWriter(path, overwrite=overwrite, features=features, landmarks=landmarks)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -99,29 +100,57 @@ def noise_plot(intra: np.ndarray | None, inter: np.ndarray | None, title: str, *
 
 
 def scaling_plot(
-    published: Sequence[tuple[str, float, float]], measured: Sequence[tuple[str, float, float]]
+    published: Sequence[tuple[Any, ...]], measured: Sequence[tuple[str, float, float]]
 ) -> bytes:
     """Average accuracy against training-set size: published points beside measured ones.
 
-    Each point is (label, images, accuracy %). The two groups live on separate panels because toy runs
-    and paper-scale runs differ by five orders of magnitude in size and are not comparable in accuracy.
+    Each point is (label, images, accuracy %); a published point may name its series as a fourth item
+    (HSFace and VFace are two scaling series: one line each). The two groups live on separate panels
+    because toy runs and paper-scale runs differ by five orders of magnitude in size and are not
+    comparable in accuracy.
     """
     plt = _pyplot()
     groups = [(g, t) for g, t in ((published, "published"), (measured, "measured here")) if g]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.4 * len(groups), 3.6), squeeze=False)
+    colours = ("#8a6d1d", "#2e7d32", "#6a1b9a", "#b3261e")
     for ax, (points, kind) in zip(axes[0], groups):
-        points = sorted(points, key=lambda p: p[1])
-        xs = [p[1] for p in points]
-        ys = [p[2] for p in points]
-        # the published points are one scaling series; measured points are separate datasets: no line
-        ax.plot(xs, ys, marker="o", linewidth=1.5 if kind == "published" else 0,
-                color="#8a6d1d" if kind == "published" else "#1f5fbf")
-        for label, x, y in points:
+        if kind == "published":
+            # each published series is one line; measured points are separate datasets: no line
+            names = list(dict.fromkeys(p[3] if len(p) > 3 else "" for p in points))
+            for n, name in enumerate(names):
+                series = sorted((p for p in points if (p[3] if len(p) > 3 else "") == name),
+                                key=lambda p: p[1])
+                ax.plot([p[1] for p in series], [p[2] for p in series], marker="o", linewidth=1.5,
+                        color=colours[n % len(colours)], label=plain(name) if name else None)
+            if any(names):
+                ax.legend(fontsize=8)
+        else:
+            points = sorted(points, key=lambda p: p[1])
+            ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", linewidth=0, color="#1f5fbf")
+        for point in points:
+            label, x, y = point[:3]
             ax.annotate(plain(label), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("training images")
         ax.set_ylabel("average accuracy (%)")
         ax.set_title(kind, fontsize=11)
+    return to_png(fig)
+
+
+def pose_panels_plot(panels: Sequence[tuple[str, Sequence[tuple[str, np.ndarray]]]], xlabel: str) -> bytes:
+    """Side-by-side panels of angle histograms (one panel per way of steering pose), on shared axes and
+    the same 5-degree bins over [-90, 90], so the panels compare at a glance."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharex=True,
+                             sharey=True)
+    bins = np.linspace(-90.0, 90.0, 37)
+    for ax, (title, series) in zip(axes[0], panels):
+        for label, values in series:
+            ax.hist(np.clip(values, -90.0, 90.0), bins=bins, density=True, alpha=0.5, label=plain(label))
+        ax.set_title(plain(title), fontsize=11)
+        ax.set_xlabel(xlabel)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("density")
     return to_png(fig)
 
 

@@ -22,6 +22,9 @@ def register_report_sections(register):
     register("analysis", f"{_SECTIONS}:analysis_section",
              "separability, genuine/impostor with EER, intra/inter noise, pose/quality histograms",
              title="Dataset analyses", order=30)
+    register("pose-steering", "facebench_plugins.reports.pose_steering:pose_steering_section",
+             "yaw histograms of AttrOP-steered and landmark-pose-controlled (Vec2Face+) datasets side by side",
+             title="Pose steering: AttrOP and landmark pose control", order=32)
     register("scaling", f"{_SECTIONS}:scaling_section", "average accuracy against dataset size",
              title="Accuracy against dataset size", order=40)
     register("benchmarks", "facebench_plugins.reports.benchmarks:benchmarks_section",

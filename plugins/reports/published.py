@@ -38,10 +38,20 @@ def is_toy_benchmark(name: str) -> bool:
 
 @dataclass(frozen=True)
 class PublishedTable:
+    """One source's rows; ``backbone`` and ``loss`` (empty where the rows' recipes differ) say which groups
+    were trained alike, so a reader can tell like-for-like rows from the rest."""
+
     id: str
     source: str
     recipe: str
     rows: tuple[dict[str, Any], ...]
+    backbone: str = ""
+    loss: str = ""
+
+    @property
+    def fr_recipe(self) -> str:
+        """``"SE-IResNet50 + ArcFace"``, or empty when the table's rows were trained differently."""
+        return f"{self.backbone} + {self.loss}" if self.backbone and self.loss else ""
 
 
 @lru_cache(maxsize=1)
@@ -57,6 +67,7 @@ def benchmark_titles() -> dict[str, str]:
 
 def published_tables() -> list[PublishedTable]:
     return [
-        PublishedTable(t["id"], t["source"], t.get("recipe", ""), tuple(dict(r) for r in t["rows"]))
+        PublishedTable(t["id"], t["source"], t.get("recipe", ""), tuple(dict(r) for r in t["rows"]),
+                       t.get("backbone", ""), t.get("loss", ""))
         for t in _data()["tables"]
     ]

@@ -172,6 +172,19 @@ def _comparison_table(runs: Sequence[RunData], columns: Sequence[str], tables: S
     return f"<table>{head}<tbody>{''.join(body)}</tbody></table>"
 
 
+def _recipe_note(ids: Sequence[str]) -> str:
+    """Which published groups share an FR recipe (backbone and loss), so are like-for-like with each other,
+    and which were each trained their own way."""
+    shared: dict[str, list[str]] = {}
+    own: list[str] = []
+    for ptable in published_tables():
+        if ptable.id in ids:
+            (shared.setdefault(ptable.fr_recipe, []) if ptable.fr_recipe else own).append(ptable.source)
+    parts = [f"trained alike with {recipe}: {'; '.join(sources)}" for recipe, sources in shared.items()]
+    parts += [f"each row with its own method's recipe: {source}" for source in own]
+    return f'<p class="muted">Published groups {esc(". ".join(parts))}.</p>' if parts else ""
+
+
 def _images_text(n: Any) -> str:
     if n is None:
         return ""
@@ -189,9 +202,11 @@ def summary_section(runs: Sequence[RunData]) -> list[str]:
         "toyfaces packs sit under the column of the real benchmark each pack mirrors (toy_lfw under LFW); their "
         "absolute values are not comparable with the published ones. Avg. is the mean of the five columns.</p>"
     ]
-    five = _comparison_table(runs, FIVE, ("vec2face-table1", "vec2face-table2", "newer-methods"), True)
+    five_tables = ("vec2face-table1", "vec2face-table2", "vec2face-plus", "newer-methods")
+    five = _comparison_table(runs, FIVE, five_tables, True)
     if five:
-        out.append("<h3>Five standard benchmarks (paper Tables 1 and 2, newer methods)</h3>" + five)
+        out.append("<h3>Five standard benchmarks (paper Tables 1 and 2, Vec2Face+, newer methods)</h3>" + five
+                   + _recipe_note(five_tables))
     other = _comparison_table(runs, OTHER_TASKS, ("vec2face-table6",), False)
     if other:
         out.append("<h3>Other tasks: facial hair, exposure, similar-looking, doppelgangers (paper Table 6)</h3>"
@@ -493,11 +508,18 @@ def analysis_section(runs: Sequence[RunData]) -> list[str]:
     return out
 
 
+#: The published scaling series of the size plot: (table, row kind, series name).
+SCALING_SERIES = (("vec2face-table2", "Vec2Face", "HSFace (Vec2Face)"),
+                  ("vec2face-plus", "Vec2Face+", "VFace (Vec2Face+)"))
+
+
 def scaling_section(runs: Sequence[RunData]) -> list[str]:
-    """Average accuracy against dataset size: HSFace scaling (paper Table 2) and one point per measured
-    row (a dataset, or a dataset and model), its size read from any run about that dataset."""
-    published = [(r["dataset"], float(r["images"]), float(r["avg"])) for t in published_tables()
-                 if t.id == "vec2face-table2" for r in t.rows if r["kind"] == "Vec2Face"]
+    """Average accuracy against dataset size: HSFace (paper Table 2) and VFace (Vec2Face+) scaling, and one
+    point per measured row (a dataset, or a dataset and model), its size read from any run about that
+    dataset."""
+    published = [(r["dataset"], float(r["images"]), float(r["avg"]), series)
+                 for table, kind, series in SCALING_SERIES for t in published_tables() if t.id == table
+                 for r in t.rows if r["kind"] == kind]
     groups = by_dataset(runs)
     measured = []
     for row in measured_rows(runs):
@@ -507,7 +529,8 @@ def scaling_section(runs: Sequence[RunData]) -> list[str]:
             measured.append((row["dataset"], float(size), avg))
     if not measured and not published:
         return []
-    caption = "published: HSFace10K to 300K (paper Table 2)"
+    caption = ("published: HSFace10K to 300K (Vec2Face paper Table 2) and VFace10K to 300K (Vec2Face+ "
+               "README), both SE-IResNet50 + ArcFace")
     if measured:
         caption += "; measured: one point per training set of this report with a known size (not a series)"
     return [image(figures.scaling_plot(published, measured), "accuracy against dataset size", caption)]

@@ -19,7 +19,7 @@ from facebench.errors import DataError
 from facebench.safe_load import expect, load_checkpoint
 from facebench.training import load_like
 
-from .generator import STATE_KEY
+from .generator import POSE_KEY, STATE_KEY
 
 DISC_KEY = "model_disc"
 OPTIMIZER_KEY = "optimizer_vec2face"
@@ -28,6 +28,11 @@ DISC_OPTIMIZER_KEY = "optimizer_disc"
 TRAINING_FORMAT = 2
 #: The keys every release training checkpoint has (``model_ema`` and ``args`` are not needed to continue).
 RELEASE_KEYS = (STATE_KEY, DISC_KEY, OPTIMIZER_KEY, DISC_OPTIMIZER_KEY, "epoch")
+#: Vec2Face+'s pose training (``pose_training.py``) saves ``{epoch, model_vec2face, pose_model, optimizer,
+#: args}``: the whole generator with its adapters, the pose model, one AdamW over the pose model's and the
+#: adapters' parameters (in that order), no scaler and no scheduler state.
+POSE_OPTIMIZER_KEY = "optimizer"
+POSE_RELEASE_KEYS = (STATE_KEY, POSE_KEY, POSE_OPTIMIZER_KEY, "epoch")
 
 #: The release's ``MaskedGenerativeEncoderViT`` creates its submodules in this order; its one direct
 #: parameter, ``decoder_pos_embed_learned``, comes first in ``named_parameters()`` (a module's own
@@ -48,22 +53,36 @@ def release_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return sorted(named, key=lambda item: rank[item[0].split(".")[0]])  # stable: keeps the inner order
 
 
-def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A training checkpoint of facebench or of the release, loaded with ``weights_only=True``; the only
-    class allowed beyond tensors and plain values is ``argparse.Namespace`` (the release's ``args``)."""
+def read_training_checkpoint(path: str | os.PathLike, keys: tuple[str, ...] = RELEASE_KEYS,
+                             what: str = "Vec2Face training checkpoint") -> dict[str, Any]:
+    """A training checkpoint of facebench or of the release (with ``keys``: :data:`RELEASE_KEYS`, or
+    :data:`POSE_RELEASE_KEYS` for the pose model's), loaded with ``weights_only=True``; the only class
+    allowed beyond tensors and plain values is ``argparse.Namespace`` (the release's ``args``)."""
+    data = read_checkpoint_dict(path, what)
+    return check_training_checkpoint(data, path, keys, what)
+
+
+def read_checkpoint_dict(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """A checkpoint file that must hold a dict, read safely (``argparse.Namespace`` allowed)."""
     import torch
 
     with torch.serialization.safe_globals([argparse.Namespace]):
-        data = load_checkpoint(path, what="Vec2Face training checkpoint")
+        data = load_checkpoint(path, what=what)
     if not isinstance(data, dict):
-        raise DataError(path, f"not a Vec2Face training checkpoint (a {type(data).__name__}, not a dict)")
+        raise DataError(path, f"not a {what} (a {type(data).__name__}, not a dict)")
+    return data
+
+
+def check_training_checkpoint(data: dict[str, Any], path: str | os.PathLike, keys: tuple[str, ...] = RELEASE_KEYS,
+                              what: str = "Vec2Face training checkpoint") -> dict[str, Any]:
+    """``data`` when it has the training ``keys``, a facebench format this version reads and a valid epoch."""
     if data.get("training_format", TRAINING_FORMAT) != TRAINING_FORMAT:
         raise DataError(path, f"written by an older facebench (training format {data['training_format']}, "
                               f"now {TRAINING_FORMAT}); start a new run")
-    missing = [k for k in RELEASE_KEYS if k not in data]
+    missing = [k for k in keys if k not in data]
     if missing:
         found = ", ".join(sorted(map(str, data))[:8])
-        raise DataError(path, f"not a Vec2Face training checkpoint: no {', '.join(missing)} (found {found})")
+        raise DataError(path, f"not a {what}: no {', '.join(missing)} (found {found})")
     # the last finished epoch, as the release counts: -1 when saved inside the first epoch
     if expect(path, data["epoch"], int, "epoch") < -1:
         raise DataError(path, f"epoch must be at least -1 (the last finished epoch), found {data['epoch']}")

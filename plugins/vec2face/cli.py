@@ -1,4 +1,5 @@
-"""``facebench train-generator``: train Vec2Face on (image, identity feature) pairs."""
+"""``facebench train-generator``: train Vec2Face on (image, identity feature) pairs, or Vec2Face+'s pose
+model on (image, identity feature, landmark image) records."""
 
 from __future__ import annotations
 
@@ -13,14 +14,18 @@ EXAMPLE = examples(
     "    --out runs/v2f-tiny --set epochs=1",
     "facebench train-generator --config base --data WebFace4M.lmdb \\",
     "    --extractor arcface-r100 --weights arcface-r100-glint360k.pth --out runs/v2f",
+    "facebench train-generator --config vec2face_plus_pose --data WebFace4M_with_landmarks.lmdb \\",
+    "    --extractor arcface-r100 --weights arcface-r100-glint360k.pth --init main_model.pth --out runs/v2fp-pose",
 )
 
 
 @click.command("train-generator", epilog=EXAMPLE)
 @click.option("--config", "config_path", required=True,
-              help="TOML config file, or a shipped one: 'base' (as released) or 'tiny' (CPU).")
+              help="TOML config file, or a shipped one: 'base' (as released) or 'tiny' (CPU); Vec2Face+'s pose "
+                   "model: 'vec2face_plus_pose' (as released) or 'vec2face_plus_pose_tiny' (CPU).")
 @click.option("--data", required=True, type=click.Path(exists=True),
-              help="Training set (any registered train format; the official LMDB carries features).")
+              help="Training set (any registered train format; the official LMDB carries features; the pose "
+                   "model needs landmark images: the layout of WebFace4M_with_landmarks.lmdb).")
 @click.option("--format", "data_format", default=None, help="Dataset format name (detected when omitted).")
 @click.option("--features", type=click.Path(exists=True, dir_okay=False), default=None,
               help="(N, 512) .npy of identity features, one row per image in dataset order, used as given "
@@ -34,30 +39,35 @@ EXAMPLE = examples(
                    "continues at its next epoch).")
 @click.option("--init", "init", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start this new run from a training checkpoint: the release's checkpoint-*.pth (model_vec2face, "
-                   "model_disc, optimizers, epoch, scaler) or a facebench checkpoint.pt; it continues at the next epoch.")
+                   "model_disc, optimizers, epoch, scaler) or a facebench checkpoint.pt; it continues at the next epoch. "
+                   "Vec2Face+'s pose model instead starts from the weights of such a file or of released ones (main_model.pth, "
+                   "pose_model.pth) at epoch 0, as the release's --model_weights does.")
 @device_option(default=None, help="auto, cpu, cuda, cuda:N (overrides the config).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set epochs=2 --set losses.gan=0.")
 def train_generator(config_path, data, data_format, features, extractor, weights, out, resume, init, device,
                     overrides):
     """Train a Vec2Face generator (feature masked autoencoder) with the release's objective, on raw identity
-    features, and save it in the official layout."""
-    from facebench.config import load_config
+    features, and save it in the official layout; or train Vec2Face+'s pose model (LoRA adapters on the
+    frozen generator and the landmark-image encoder) as its release does."""
+    from facebench.config import build_config
     from facebench.console import console
     from facebench.data import resolve_dataset_path
     from facebench.errors import ConfigError
     from facebench.runs import Run, discard_on_failure, run_path
     from facebench.runtime import env_context
+    from facebench.safe_load import read_toml
     from facebench.training import check_resume
 
-    from .train_config import TrainGeneratorConfig, shipped_config
+    from .train_config import PoseTrainConfig, config_class, shipped_config
     from .trainer import train_from_paths
 
     path = Path(config_path)
     if not path.is_file() and not path.suffix:
         path = shipped_config(config_path)
     overrides = list(overrides) + ([f'device="{device}"'] if device else [])
-    cfg = load_config(TrainGeneratorConfig, path, overrides)
+    table = read_toml(path)
+    cfg = build_config(config_class(table, overrides), table, overrides)
     run_dir = run_path(out, "train-generator")
     check_resume(run_dir, resume)
     if resume and init:
@@ -78,7 +88,8 @@ def train_generator(config_path, data, data_format, features, extractor, weights
                                   extractor_name=extractor, extractor_weights=weights, resume=resume, init=init)
     if env_context().is_main:
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
-        click.echo(f"trained {cfg.model}: {result.steps} steps, {result.epochs_done} epochs; last losses: {losses}")
+        what = f"{cfg.model} pose model" if isinstance(cfg, PoseTrainConfig) else cfg.model
+        click.echo(f"trained {what}: {result.steps} steps, {result.epochs_done} epochs; last losses: {losses}")
         click.echo(f"generator weights: {run_dir / 'generator.pth'}")
         rec = result.reconstruction
         if rec:

@@ -63,6 +63,13 @@ def _unit_channels(t: torch.Tensor) -> torch.Tensor:
     return t / t.pow(2).sum(dim=1, keepdim=True).sqrt().clamp(min=1e-4)
 
 
+def _drop(t: torch.Tensor, p: float) -> torch.Tensor:
+    """LPIPS's optional dropout in front of each linear layer (``lin*.model.0``), applied when ``p > 0``:
+    the release's pose training leaves its LPIPS in training mode, so it draws a mask (p 0.5) per depth,
+    from the global RNG, in depth order, after both feature passes."""
+    return F.dropout(t, p, training=True) if p > 0 else t
+
+
 #: VGG16 convolution widths with "M" for max-pooling, as torchvision numbers its ``features`` layers.
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 
@@ -89,8 +96,9 @@ class LPIPSVGG16(nn.Module):
     CUTS = (4, 9, 16, 23, 30)
     CHANNELS = (64, 128, 256, 512, 512)
 
-    def __init__(self, vgg_weights: str | os.PathLike, lpips_weights: str | os.PathLike):
+    def __init__(self, vgg_weights: str | os.PathLike, lpips_weights: str | os.PathLike, dropout: float = 0.0):
         super().__init__()
+        self.dropout = float(dropout)
         vgg_path = resolve_weights(vgg_weights)
         lin_path = resolve_weights(lpips_weights)
         features = vgg16_features()
@@ -126,7 +134,7 @@ class LPIPSVGG16(nn.Module):
         """Per-sample distance (N,) between images in [-1, 1]."""
         total = 0.0
         for i, (a, b) in enumerate(zip(self._taps(x.float()), self._taps(y.float()))):
-            d = (_unit_channels(a) - _unit_channels(b)).pow(2)
+            d = _drop((_unit_channels(a) - _unit_channels(b)).pow(2), self.dropout)
             total = total + F.conv2d(d, getattr(self, f"lin{i}")).mean(dim=(1, 2, 3))
         return total
 
@@ -137,8 +145,9 @@ class ToyPerceptual(nn.Module):
     Random conv features are a usable perceptual distance for toy images and need no weights file.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), seed: int = 1234):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), seed: int = 1234, dropout: float = 0.0):
         super().__init__()
+        self.dropout = float(dropout)
         g = torch.Generator().manual_seed(seed)
         layers, ch = [], 3
         for w in widths:
@@ -155,15 +164,16 @@ class ToyPerceptual(nn.Module):
         total, a, b = 0.0, x.float(), y.float()
         for stage in self.stages:
             a, b = stage(a), stage(b)
-            total = total + (_unit_channels(a) - _unit_channels(b)).pow(2).sum(dim=1).mean(dim=(1, 2))
+            d = _drop((_unit_channels(a) - _unit_channels(b)).pow(2), self.dropout)
+            total = total + d.sum(dim=1).mean(dim=(1, 2))
         return total
 
 
-def build_perceptual(kind: str, vgg_weights: str, lpips_weights: str) -> nn.Module:
+def build_perceptual(kind: str, vgg_weights: str, lpips_weights: str, dropout: float = 0.0) -> nn.Module:
     if kind == "lpips-vgg16":
-        return LPIPSVGG16(vgg_weights, lpips_weights)
+        return LPIPSVGG16(vgg_weights, lpips_weights, dropout)
     if kind == "toy":
-        return ToyPerceptual()
+        return ToyPerceptual(dropout=dropout)
     from facebench.errors import ConfigError
 
     raise ConfigError(f"unknown perceptual loss '{kind}' (expected 'lpips-vgg16' or 'toy')")
@@ -214,8 +224,10 @@ class Vec2FaceLoss(nn.Module):
     computes ``g`` with the discriminator frozen (the textbook update: D sees only ``d``).
 
     ``perceptual`` maps two image batches in [-1, 1] to per-sample distances; ``identity`` maps images to
-    identity features. A term whose weight is 0 is not computed (its model may then be None), and
-    ``gan_weight = 0`` switches both GAN terms off.
+    identity features. A term whose weight is 0 is not computed (its model may then be None; with
+    ``token_weight = 0`` the rows may be None), and ``gan_weight = 0`` switches both GAN terms off (the
+    discriminator may then be None). Vec2Face+'s pose training is this objective with token and GAN terms
+    off and its own weights (``rec + 0.2 x p + ssim + feature``, p = 2 x LPIPS).
     """
 
     def __init__(self, perceptual: nn.Module | None, identity: nn.Module | None, disc_start: int, *,
@@ -246,8 +258,8 @@ class Vec2FaceLoss(nn.Module):
         """Whether ``epoch`` has the GAN terms (the release's ``disc_factor`` is 0 before ``disc_start``)."""
         return bool(self.gan_weight) and bool(self.disc_factor) and epoch >= self.disc_start
 
-    def forward(self, im_features: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor,
-                gt_img: torch.Tensor, image: torch.Tensor, discriminator: nn.Module, epoch: int,
+    def forward(self, im_features: torch.Tensor, targets: torch.Tensor | None, logits: torch.Tensor | None,
+                gt_img: torch.Tensor, image: torch.Tensor, discriminator: nn.Module | None, epoch: int,
                 last_layer: torch.Tensor | None = None) -> LossTerms:
         zero = image.new_zeros((), dtype=torch.float32)
         rec_loss = (image - gt_img) ** 2
@@ -260,7 +272,7 @@ class Vec2FaceLoss(nn.Module):
         else:
             p_loss = image.new_zeros(image.shape[0], dtype=torch.float32)
         ssim_loss = 1 - ssim(image, gt_img) if self.ssim_weight else zero
-        token_loss = (logits[:, 1:] - targets[:, 1:].detach()).pow(2).mean()
+        token_loss = (logits[:, 1:] - targets[:, 1:].detach()).pow(2).mean() if self.token_weight else zero
         nll = (self.rec_weight * rec_loss.mean() + self.perceptual_weight * p_loss.mean()
                + self.ssim_weight * ssim_loss + self.token_weight * token_loss + self.identity_weight * feature_loss)
         if not self.gan_active(epoch):

@@ -6,6 +6,11 @@ the encoder), encoded, decoded back to 49 rows and turned into an image by a con
 Each step is a method of its own (MAE style) so it can be tested alone. Module names and parameter
 shapes follow ``vec2face_vit_base_patch16`` (see ``docs/vec2face.md``); ``center_token`` and
 ``patch_embed`` are unused in the forward pass but kept so the official state dict loads strictly.
+
+Vec2Face+ is the same class with two options, as its release writes them: ``lora_rank`` wraps the
+attention ``qkv`` and ``proj`` of every encoder and decoder block in a :class:`~.lora.LoRALinear`, and
+``forward(..., cond=...)`` takes the pose model's row (:mod:`.pose_condition`) into the decoder (see
+:meth:`Vec2Face.forward_decoder`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from facebench.errors import ConfigError
+
+from .lora import LoRALinear
 
 
 @dataclass
@@ -49,6 +56,11 @@ class MaskingConfig:
         """The settings of the official inference scripts."""
         return cls(0.1, 1.0, 0.15, 0.25)
 
+    @classmethod
+    def pose_control(cls) -> MaskingConfig:
+        """Vec2Face+'s ``pose_control.py``: most rows masked, so the pose row fills them."""
+        return cls(0.8, 0.9, 0.85, 0.05)
+
     def draw_ratio(self, generator: torch.Generator | None = None) -> float:
         """One draw from the truncated normal, by inverting the normal CDF on the allowed interval."""
         lo = torch.special.ndtr(torch.tensor((self.ratio_min - self.mean) / self.std, dtype=torch.float64))
@@ -76,6 +88,11 @@ class Vec2FaceConfig:
     num_res_blocks: int = 2
     dropout: float = 0.1
     attn_dropout: float = 0.1
+    #: Vec2Face+ adapters on every block's attention ``qkv`` and ``proj`` (0: none, plain Vec2Face); the
+    #: release's ``--lora_r`` (8 for its pose model), ``--lora_alpha`` (32) and ``--lora_dropout`` (0).
+    lora_rank: int = 0
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "depth", "num_heads", "decoder_depth", "decoder_num_heads", "grid",
@@ -87,6 +104,9 @@ class Vec2FaceConfig:
                               f"{self.num_heads} and {self.decoder_num_heads}")
         if not self.channel_mult:
             raise ConfigError("vec2face model 'channel_mult' must not be empty")
+        if self.lora_rank < 0 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"vec2face lora_rank must be >= 0 and lora_dropout in [0, 1), got {self.lora_rank}, "
+                              f"{self.lora_dropout}")
         for mult in self.channel_mult:
             if (self.decoder_channels * mult) % 32:
                 raise ConfigError(f"vec2face decoder widths must divide by 32 (GroupNorm groups); "
@@ -121,6 +141,7 @@ class Vec2FaceConfig:
 
 
 #: Named configurations: the official base model and a tiny one that trains on CPU in minutes (56 px).
+#: Vec2Face+ uses the same two with ``lora_rank`` set for its pose model (see ``generator.py``).
 CONFIGS: dict[str, Vec2FaceConfig] = {
     "vec2face_vit_base_patch16": Vec2FaceConfig(),
     "vec2face_tiny": Vec2FaceConfig(
@@ -128,6 +149,9 @@ CONFIGS: dict[str, Vec2FaceConfig] = {
         decoder_channels=32, channel_mult=[1, 1, 1, 1], num_res_blocks=1,
     ),
 }
+#: Vec2Face+'s pose model: the release's ``pose_control.py --use_lora --lora_r 8`` (alpha 32, no dropout).
+CONFIGS["vec2face_plus_pose"] = Vec2FaceConfig(**{**CONFIGS["vec2face_vit_base_patch16"].to_dict(), "lora_rank": 8})
+CONFIGS["vec2face_plus_tiny_pose"] = Vec2FaceConfig(**{**CONFIGS["vec2face_tiny"].to_dict(), "lora_rank": 8})
 
 
 def model_config(name: str) -> Vec2FaceConfig:
@@ -149,16 +173,22 @@ class Attention(nn.Module):
 
     ``fused=False`` computes softmax attention explicitly in fp32 with the row maximum subtracted (as the
     release does); ``fused=True`` calls ``scaled_dot_product_attention``, which is the same function.
+    ``lora``: (rank, alpha, dropout) wraps ``qkv`` and ``proj`` in adapters (Vec2Face+).
     """
 
-    def __init__(self, dim: int, num_heads: int, attn_dropout: float = 0.0, proj_dropout: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, attn_dropout: float = 0.0, proj_dropout: float = 0.0,
+                 lora: tuple[int, float, float] | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.qkv: nn.Module = nn.Linear(dim, dim * 3, bias=True)
+        if lora:
+            self.qkv = LoRALinear(self.qkv, *lora)
         self.attn_drop = nn.Dropout(attn_dropout)
-        self.proj = nn.Linear(dim, dim)
+        self.proj: nn.Module = nn.Linear(dim, dim)
+        if lora:
+            self.proj = LoRALinear(self.proj, *lora)
         self.proj_drop = nn.Dropout(proj_dropout)
         self.fused = False
 
@@ -197,10 +227,11 @@ class Block(nn.Module):
     precision.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float, attn_dropout: float):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float, attn_dropout: float,
+                 lora: tuple[int, float, float] | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, attn_dropout, dropout)
+        self.attn = Attention(dim, num_heads, attn_dropout, dropout, lora)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
 
@@ -343,14 +374,15 @@ class Vec2Face(nn.Module):
         self.center_token = nn.Linear(d, rows)
         self.patch_embed = PatchEmbed(cfg.patch_size, d)
         self.token_emb = RowEmbedding(rows + 1, d, cfg.dropout)
+        lora = (cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout) if cfg.lora_rank else None
         self.blocks = nn.ModuleList(
-            Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, cfg.attn_dropout) for _ in range(cfg.depth)
+            Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, cfg.attn_dropout, lora) for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(d, eps=1e-6)
         self.decoder_embed = nn.Linear(d, d)
         self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, rows + 1, d))
         self.decoder_blocks = nn.ModuleList(
-            Block(d, cfg.decoder_num_heads, cfg.mlp_ratio, cfg.dropout, cfg.attn_dropout)
+            Block(d, cfg.decoder_num_heads, cfg.mlp_ratio, cfg.dropout, cfg.attn_dropout, lora)
             for _ in range(cfg.decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(d, eps=1e-6)
@@ -436,16 +468,29 @@ class Vec2Face(nn.Module):
             x = block(x)
         return self.norm(x)
 
-    def forward_decoder(self, encoded: torch.Tensor, dropped: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    def forward_decoder(self, encoded: torch.Tensor, dropped: torch.Tensor, masked: torch.Tensor,
+                        cond: torch.Tensor | None = None) -> torch.Tensor:
         """Scatter the encoded rows back; dropped and masked positions take the encoded row 0; (N, 1+rows, D).
 
         Position j of the full sequence reads encoded row ``(number of kept positions up to j) - 1`` (a
         gather of fixed shape, which ``torch.compile`` traces without a break); dropped positions read a
         neighbour's row there, but every dropped row is masked and so replaced by row 0 right after.
+
+        ``cond`` (N, 1, D), Vec2Face+'s pose row: as in the release, the masked and dropped positions take
+        ``cond`` instead of row 0, and the encoded rows enter the decoder without ``decoder_embed`` (the
+        release applies it only when no condition is given). Row 0 is never masked, so it stays the
+        encoded vector row. A zero ``cond`` therefore does not reproduce plain Vec2Face: masked rows are
+        zero, and ``decoder_embed`` is skipped.
         """
-        x = self.decoder_embed(encoded)
-        n, _, d = x.shape
-        first = x[:, :1].expand(n, self.config.num_rows + 1, d)
+        n, _, d = encoded.shape
+        if cond is None:
+            x = self.decoder_embed(encoded)
+            first = x[:, :1].expand(n, self.config.num_rows + 1, d)
+        else:
+            if tuple(cond.shape) != (n, 1, d):
+                raise ConfigError(f"cond must have shape ({n}, 1, {d}), got {tuple(cond.shape)}")
+            x = encoded
+            first = cond.to(x.dtype).expand(n, self.config.num_rows + 1, d)
         pad = torch.zeros(n, 1, dtype=torch.bool, device=x.device)
         keep = torch.cat([~pad, ~dropped], dim=1)
         source = keep.long().cumsum(dim=1) - 1
@@ -464,13 +509,14 @@ class Vec2Face(nn.Module):
         return self.im_decoder(z)
 
     def forward(self, vectors: torch.Tensor, dropped: torch.Tensor, masked: torch.Tensor,
-                num_dropped: int | None = None) -> Vec2FaceOutput:
+                num_dropped: int | None = None, cond: torch.Tensor | None = None) -> Vec2FaceOutput:
         """``num_dropped`` (rows dropped per sample, e.g. :func:`dropped_count` of masks still on the CPU)
-        spares reading it back from the device, and a graph break under ``torch.compile``."""
+        spares reading it back from the device, and a graph break under ``torch.compile``. ``cond``: the
+        pose row of Vec2Face+ (:meth:`forward_decoder`)."""
         self.check_masks(dropped, masked, vectors.shape[0], num_dropped)
         dropped, masked = dropped.to(vectors.device), masked.to(vectors.device)
         f, rows = self.embed_vector(vectors)
         targets = torch.cat([f.unsqueeze(1), rows], dim=1)
         encoded = self.forward_encoder(f, rows, dropped, masked, num_dropped)
-        decoded = self.forward_decoder(encoded, dropped, masked)
+        decoded = self.forward_decoder(encoded, dropped, masked, cond)
         return Vec2FaceOutput(targets, decoded, self.decode_image(decoded), dropped, masked)

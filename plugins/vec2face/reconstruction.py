@@ -25,8 +25,16 @@ def reconstruction_similarity(generator: Any, extractor: Any, features: np.ndarr
         images = generator.generate(torch.from_numpy(feats[start:stop]),
                                     masks=(dropped[start:stop], masked[start:stop]))
         embs.append(np.asarray(extractor.embed(to_uint8(images)), dtype=np.float64))
-    emb = np.concatenate(embs)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12
+    return identity_stats(feats, np.concatenate(embs), labels)
+
+
+def identity_stats(features: np.ndarray, embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The figures of :func:`reconstruction_similarity` from the input features and the FR embeddings of
+    the images generated from them (row for row)."""
+    feats = np.asarray(features, dtype=np.float32)
+    labels = np.asarray(labels)
+    emb = np.asarray(embeddings, dtype=np.float64)
+    emb = emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
     unit = feats.astype(np.float64) / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-12)
     sims = unit @ emb.T
     genuine = np.diag(sims)

@@ -7,6 +7,9 @@ gradients clipped to ``grad_clip`` each; the generator's learning rate follows t
 warm-up + half-cosine, the discriminator's stays at the base rate. ``checkpoint.pt`` is the release's
 training layout (``model_vec2face``, ``model_disc``, ``optimizer_*``, ``epoch``, ``scaler``) plus what an
 exact ``--resume`` needs; a release training checkpoint continues with ``--init`` (or ``--resume``).
+
+Vec2Face+'s pose model trains on the same loop: :class:`.pose_training.PoseTrainer` overrides the parts
+(modules, what trains, optimizer, schedule, step, checkpoint keys) where its release differs.
 """
 
 from __future__ import annotations
@@ -66,7 +69,16 @@ from .generator import CONFIG_KEY, FEATURE_SCALE_KEY, STATE_KEY
 from .losses import Vec2FaceLoss, build_perceptual
 from .model import MaskingConfig, Vec2Face, dropped_count, model_config
 from .train_config import TrainGeneratorConfig
-from .training_data import FeaturePairs, extract_features, feature_scale, load_features, reader_has_features
+from .training_data import (
+    CarriedError,
+    FeaturePairs,
+    collate_records,
+    extract_features,
+    feature_scale,
+    load_features,
+    reader_has_features,
+    require_landmarks,
+)
 
 FINAL_NAME = "generator.pth"
 #: The release's GradScaler (``NativeScalerWithGradNormCount``) doubles its scale after 2000 clean steps.
@@ -126,10 +138,10 @@ class GeneratorTrainer:
         self.amp = config.amp and self.device.type == "cuda"
         self.amp_dtype = amp_dtype(config.amp_dtype)
         configure_backends(self.device)  # fixed 112 px batches: cuDNN autotuning pays; TF32 matmuls
-        self.model_cfg = model_config(config.model)
+        self.model_cfg = self.build_model_config()
         if config.feature_dim:  # a teacher of another width (the toy demo's); recorded in generator.pth's config
             self.model_cfg = replace(self.model_cfg, feature_dim=config.feature_dim)
-        self.data = FeaturePairs(reader, features, self.model_cfg.image_size)
+        self.data = self.training_data(reader, features)
         self.scale = scale
         if self.data.feature_dim != self.model_cfg.feature_dim:
             raise DataError(getattr(reader, "path", "features"),
@@ -145,42 +157,16 @@ class GeneratorTrainer:
             for p in extractor.model.parameters():
                 p.requires_grad_(False)
         torch.manual_seed(config.seed)
-        model = Vec2Face(self.model_cfg)
-        # center_token and patch_embed exist only for the official layout; unused, as in the release.
-        model.center_token.requires_grad_(False)
-        model.patch_embed.requires_grad_(False)
-        model.set_fused_attention(True)
-        self.model = model.to(self.device)
-        self.disc = Discriminator(config.disc_dims).to(self.device)
-        perceptual = (build_perceptual(config.perceptual, config.vgg_weights, config.lpips_weights).to(self.device)
-                      if weights.perceptual > 0 else None)
-        identity = ExtractorIdentity(extractor) if weights.identity > 0 else None
-        self.loss = Vec2FaceLoss(
-            perceptual, identity, config.disc_start, rec_weight=weights.pixel, perceptual_weight=weights.perceptual,
-            ssim_weight=weights.ssim, token_weight=weights.feature_map, identity_weight=weights.identity,
-            gan_weight=weights.gan, adaptive_weight=weights.adaptive_gan, disc_weight=weights.disc_weight,
-            isolate_discriminator=config.isolate_discriminator)
+        self.build_modules()
         # every rank built the same modules from the seed; from here on each draws its own dropout masks
         torch.manual_seed(config.seed * 7919 + self.dist.rank)
-        self.train_model, self.train_disc = self.model, self.disc
-        if self.dist.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DDP(self.model, device_ids=ids)
-            self.train_disc = DDP(self.disc, device_ids=ids)
+        self.wrap_modules()
         global_batch = config.batch_size * self.dist.world_size
         self.sampler = GlobalBatchSampler(len(self.data), global_batch, rank=self.dist.rank,
                                           world_size=self.dist.world_size, seed=config.seed)
         self.lr = config.learning_rate(global_batch)
-        self.lr_at = ReleaseLR(self.lr, config.min_lr, config.warmup_epochs, config.epochs,
-                               self.sampler.steps_per_epoch)
-        # every parameter in the release's order (its optimizer state dicts then load here and vice versa)
-        params = [p for _, p in release_parameters(self.model)]
-        self.opt = torch.optim.AdamW(params, lr=self.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
-        # the release never schedules the discriminator: it stays at the base rate
-        self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=self.lr, betas=(0.9, 0.99),
-                                          weight_decay=config.weight_decay)
+        self.lr_at = self.lr_schedule()
+        self.build_optimizers()
         self.scaler = grad_scaler(self.device, self.amp, growth_interval=SCALER_GROWTH_INTERVAL,
                                   dtype=self.amp_dtype)
         self.position = Position()
@@ -189,10 +175,67 @@ class GeneratorTrainer:
         self.window, self.epoch_means = RunningMeans(), RunningMeans()
         self.grid_indices = list(range(min(config.grid_samples, len(self.data))))
 
+    # ------------------------------------------------------------------------ what the release trains
+    # (the pose trainer, :mod:`.pose_training`, overrides these where Vec2Face+'s pose training differs)
+    def build_model_config(self) -> Any:
+        return model_config(self.cfg.model)
+
+    def training_data(self, reader: Any, features: np.ndarray | None) -> Any:
+        """The dataset the loader draws from: (image, feature) pairs."""
+        return FeaturePairs(reader, features, self.model_cfg.image_size)
+
+    def build_modules(self) -> None:
+        """The generator, the discriminator and the objective, built from the seed (the same on every rank)."""
+        cfg, weights = self.cfg, self.cfg.losses
+        model = Vec2Face(self.model_cfg)
+        # center_token and patch_embed exist only for the official layout; unused, as in the release.
+        model.center_token.requires_grad_(False)
+        model.patch_embed.requires_grad_(False)
+        model.set_fused_attention(True)
+        self.model = model.to(self.device)
+        self.disc = Discriminator(cfg.disc_dims).to(self.device)
+        self.loss = Vec2FaceLoss(
+            self.perceptual_model(), self.identity_model(), cfg.disc_start, rec_weight=weights.pixel,
+            perceptual_weight=weights.perceptual, ssim_weight=weights.ssim, token_weight=weights.feature_map,
+            identity_weight=weights.identity, gan_weight=weights.gan, adaptive_weight=weights.adaptive_gan,
+            disc_weight=weights.disc_weight, isolate_discriminator=cfg.isolate_discriminator)
+
+    def perceptual_model(self, dropout: float = 0.0) -> nn.Module | None:
+        cfg = self.cfg
+        if cfg.losses.perceptual <= 0:
+            return None
+        return build_perceptual(cfg.perceptual, cfg.vgg_weights, cfg.lpips_weights, dropout).to(self.device)
+
+    def identity_model(self) -> nn.Module | None:
+        return ExtractorIdentity(self.extractor) if self.cfg.losses.identity > 0 else None
+
+    def ddp(self, module: nn.Module) -> nn.Module:
+        """``module`` wrapped for gradient averaging over the ranks (itself in a single process)."""
+        if not self.dist.distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def wrap_modules(self) -> None:
+        self.train_model, self.train_disc = self.ddp(self.model), self.ddp(self.disc)
+
+    def lr_schedule(self) -> Any:
+        """The generator's learning rate at a global step."""
+        cfg = self.cfg
+        return ReleaseLR(self.lr, cfg.min_lr, cfg.warmup_epochs, cfg.epochs, self.sampler.steps_per_epoch)
+
+    def build_optimizers(self) -> None:
+        wd = self.cfg.weight_decay
+        # every parameter in the release's order (its optimizer state dicts then load here and vice versa)
+        params = [p for _, p in release_parameters(self.model)]
+        self.opt = torch.optim.AdamW(params, lr=self.lr, betas=(0.9, 0.99), weight_decay=wd)
+        # the release never schedules the discriminator: it stays at the base rate
+        self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=self.lr, betas=(0.9, 0.99), weight_decay=wd)
+
     # ------------------------------------------------------------------------------------- checkpoints
-    def checkpoint_payload(self) -> dict[str, Any]:
-        """The release's keys (its ``save_model`` minus ``args``, which is its argparse namespace) and
-        facebench's own: the model configuration, the exact position, every rank's RNG states, the config."""
+    def release_state(self) -> dict[str, Any]:
+        """The release's keys: its ``save_model`` minus ``args`` (its argparse namespace)."""
         return {
             STATE_KEY: self.model.state_dict(),
             DISC_KEY: self.disc.state_dict(),
@@ -200,6 +243,13 @@ class GeneratorTrainer:
             OPTIMIZER_KEY: self.opt.state_dict(),
             DISC_OPTIMIZER_KEY: self.disc_opt.state_dict(),
             "epoch": self.position.epoch - 1,  # the last finished epoch, as the release counts
+        }
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        """The release's keys and facebench's own: the scaler, the model configuration, the exact position,
+        every rank's RNG states, the config."""
+        return {
+            **self.release_state(),
             "scaler": self.scaler.state_dict(),
             CONFIG_KEY: self.model_cfg.to_dict(),
             "training_format": TRAINING_FORMAT,
@@ -232,9 +282,9 @@ class GeneratorTrainer:
         one (or any file given as ``path``, i.e. ``--init``) at the start of the epoch after its ``epoch``."""
         exact = path is None
         path = Path(path) if path is not None else self.run_dir / CHECKPOINT
-        data = read_training_checkpoint(path)
+        data = self.read_checkpoint(path)
         mine = "training_format" in data
-        if mine and data.get(CONFIG_KEY) != self.model_cfg.to_dict():
+        if mine and not self.same_model(data):
             raise ConfigError(f"{path}: was trained with a different model configuration than '{self.cfg.model}'")
         self.load_states(data, path)
         if exact and mine:
@@ -259,16 +309,30 @@ class GeneratorTrainer:
             console.print(f"continuing {path} (epoch {epoch - 1} finished) at epoch {epoch}, "
                           f"step {self.position.global_step}")
 
+    def read_checkpoint(self, path: Path) -> dict[str, Any]:
+        return read_training_checkpoint(path)
+
+    def same_model(self, data: dict[str, Any]) -> bool:
+        """Whether a facebench checkpoint was written for this run's model configuration."""
+        return data.get(CONFIG_KEY) == self.model_cfg.to_dict()
+
+    def init_from(self, path: str | os.PathLike) -> None:
+        """``--init``: continue another run's training checkpoint at its next epoch."""
+        self.resume(path)
+
     def save_final(self) -> Path:
         """``generator.pth``: the official-layout weights, the model configuration and the feature scale."""
         path = self.run_dir / FINAL_NAME
         if self.dist.is_main:
-            payload = {STATE_KEY: self.model.state_dict(), CONFIG_KEY: self.model_cfg.to_dict()}
-            if self.scale is not None:
-                payload[FEATURE_SCALE_KEY] = dict(self.scale)
             with atomic.atomic_path(path, "generator weights") as tmp:
-                torch.save(payload, tmp)
+                torch.save(self.final_payload(), tmp)
         return path
+
+    def final_payload(self) -> dict[str, Any]:
+        payload = {STATE_KEY: self.model.state_dict(), CONFIG_KEY: self.model_cfg.to_dict()}
+        if self.scale is not None:
+            payload[FEATURE_SCALE_KEY] = dict(self.scale)
+        return payload
 
     # ------------------------------------------------------------------------------------------ steps
     def step_masks(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -343,8 +407,9 @@ class GeneratorTrainer:
             return None
         from PIL import Image
 
-        real = torch.stack([self.data[i][0] for i in self.grid_indices]).to(self.device)
-        vec = torch.stack([self.data[i][1] for i in self.grid_indices]).to(self.device)
+        records = [self.data.record(i) for i in self.grid_indices]
+        real = torch.stack([r[0] for r in records]).to(self.device)
+        vec = torch.stack([r[1] for r in records]).to(self.device)
         g = torch.Generator().manual_seed(self.cfg.seed)
         dropped, masked = self.model.random_masking(len(self.grid_indices), MaskingConfig.inference(), g)
         self.model.eval()
@@ -386,22 +451,25 @@ class GeneratorTrainer:
         if not self.dist.is_main:
             progress.disable = True
         with progress:
-            task = progress.add_task("training vec2face", total=total_steps, completed=self.position.global_step)
+            task = progress.add_task(f"training {self.cfg.model}", total=total_steps,
+                                     completed=self.position.global_step)
             while self.position.epoch < cfg.epochs and self.position.global_step < total_steps:
                 epoch = self.position.epoch
                 self.sampler.set_epoch(epoch, self.position.step_in_epoch)
                 # a private generator: creating the iterator must not draw from the global RNG (dropout's),
                 # or a resumed run would be one draw off the uninterrupted one
                 loader = DataLoader(self.data, batch_sampler=self.sampler, num_workers=cfg.num_workers,
-                                    generator=torch.Generator().manual_seed(cfg.seed + epoch))
+                                    collate_fn=collate_records, generator=torch.Generator().manual_seed(cfg.seed + epoch))
                 tick, seen = time.perf_counter(), 0
-                for images, vectors in loader:
-                    record = self.train_step(images, vectors)
+                for batch in loader:  # (images, vectors[, landmark images])
+                    if isinstance(batch, CarriedError):
+                        raise batch.error()
+                    record = self.train_step(*batch)
                     self.window.add(record)
                     self.epoch_means.add(record)
                     self.position.step_in_epoch += 1
                     self.position.global_step += 1
-                    seen += images.shape[0] * self.dist.world_size
+                    seen += batch[0].shape[0] * self.dist.world_size
                     progress.advance(task)
                     step = self.position.global_step
                     if step % max(1, cfg.log_every) == 0 or step == total_steps:
@@ -428,19 +496,26 @@ def _terms(values: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in values.items())
 
 
-def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_dir: str | os.PathLike, *,
+def train_from_paths(config: TrainGeneratorConfig | Any, data: str | os.PathLike, run_dir: str | os.PathLike, *,
                      data_format: str | None = None, features: str | os.PathLike | None = None,
                      extractor_name: str | None = None, extractor_weights: str | None = None,
                      resume: bool = False, init: str | os.PathLike | None = None) -> GeneratorTrainResult:
-    """What ``facebench train-generator`` does: open the data, find the raw features, train, save.
+    """What ``facebench train-generator`` does: open the data, find the raw features, train, save. A
+    :class:`.train_config.PoseTrainConfig` trains Vec2Face+'s pose model (:mod:`.pose_training`).
 
     ``resume`` continues the run directory's checkpoint; ``init`` starts this run from another training
-    checkpoint (the release's ``checkpoint-*.pth`` or a facebench ``checkpoint.pt``) at its next epoch.
+    checkpoint (the release's ``checkpoint-*.pth`` or a facebench ``checkpoint.pt``) at its next epoch, or
+    for the pose model also from released weights (``main_model.pth``, ``pose_model.pth``) at epoch 0.
     """
     from facebench import registry
     from facebench.data import open_dataset
 
+    from .train_config import PoseTrainConfig
+
+    pose = isinstance(config, PoseTrainConfig)
     reader = open_dataset(data, format=data_format)
+    if pose:  # before any feature extraction
+        require_landmarks(reader)
     extractor = None
     if extractor_name:
         device = choose_device(config.device, env_context().local_rank)
@@ -456,7 +531,12 @@ def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_
         source = "extractor"
         feats = extract_features(reader, extractor, Path(run_dir) / "features.npy", name=extractor_name,
                                  weights=extractor_weights, device=device)
-    trainer = GeneratorTrainer(config, reader, feats, run_dir, extractor=extractor)
+    trainer_class = GeneratorTrainer
+    if pose:
+        from .pose_training import PoseTrainer
+
+        trainer_class = PoseTrainer
+    trainer = trainer_class(config, reader, feats, run_dir, extractor=extractor)
     try:
         trainer.scale = scale = feature_scale(trainer.data, source, extractor_name)
         if not scale["raw"] and trainer.dist.is_main:
@@ -466,7 +546,7 @@ def train_from_paths(config: TrainGeneratorConfig, data: str | os.PathLike, run_
         if resume and (Path(run_dir) / CHECKPOINT).is_file():  # killed before its first checkpoint: start over
             trainer.resume()
         elif init is not None:
-            trainer.resume(init)
+            trainer.init_from(init)
         result = trainer.fit()
         if extractor is not None and config.eval_samples > 0 and trainer.dist.is_main:
             result.reconstruction = trainer.check_identities(config.eval_samples)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from facebench.data.tensors import to_model_input
-from facebench.errors import DataError
+from facebench.errors import DataError, FacebenchError
 from facebench.safe_load import load_array
 
 #: Rows whose norms give the recorded median when features are read record by record from a dataset.
@@ -50,10 +50,41 @@ class FeaturePairs:
     def __len__(self) -> int:
         return len(self.reader)
 
-    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = key[1] if isinstance(key, tuple) else key
+    def record(self, index: int) -> tuple[torch.Tensor, ...]:
+        """(image, feature) of record ``index``; a broken record raises its one-line error."""
         image = to_model_input(np.array(self.reader.image(index)), self.image_size)[0]
         return image, torch.from_numpy(np.array(self.feature(index)))
+
+    def __getitem__(self, key: tuple[int, int] | int) -> Any:
+        """What the loader draws: :meth:`record`, or a broken record's error as a :class:`CarriedError`."""
+        index = key[1] if isinstance(key, tuple) else key
+        try:
+            return self.record(index)
+        except FacebenchError as exc:
+            return CarriedError(exc)
+
+
+class CarriedError:
+    """A user's error met while loading a record (maybe in a DataLoader worker), carried to the main process
+    as a value: torch re-raises a worker's exception as ``type(exc)(message)`` with its traceback in the
+    message, which a :class:`DataError` cannot even be built from, so the one-line error naming the file and
+    the record would become a traceback."""
+
+    def __init__(self, exc: FacebenchError):
+        self.fields = (exc.path, exc.problem, exc.where) if isinstance(exc, DataError) else None
+        self.text = str(exc)
+
+    def error(self) -> FacebenchError:
+        return DataError(*self.fields) if self.fields else FacebenchError(self.text)
+
+
+def collate_records(items: list[Any]) -> Any:
+    """``default_collate`` of a batch's records, or the first :class:`CarriedError` among them (the trainer
+    raises it)."""
+    from torch.utils.data import default_collate
+
+    failed = next((x for x in items if isinstance(x, CarriedError)), None)
+    return failed if failed is not None else default_collate(items)
 
 
 def reader_has_features(reader: Any) -> bool:
@@ -62,6 +93,16 @@ def reader_has_features(reader: Any) -> bool:
         return False
     has = getattr(reader, "has_features", None)
     return bool(has()) if callable(has) else True
+
+
+def require_landmarks(reader: Any) -> None:
+    """Vec2Face+'s pose model trains on records with a landmark image ([image, feature, label, landmark
+    image], ``WebFace4M_with_landmarks.lmdb``): any other dataset is one error naming it."""
+    has = getattr(reader, "has_landmarks", None)
+    if not (callable(has) and has()) or not callable(getattr(reader, "landmark_image", None)):
+        raise DataError(getattr(reader, "path", "dataset"),
+                        "holds no landmark images: the Vec2Face+ pose model trains on records of image, feature, "
+                        "label and landmark image (an LMDB in the layout of WebFace4M_with_landmarks.lmdb)")
 
 
 def load_features(path: str | os.PathLike, expected_rows: int) -> np.ndarray:

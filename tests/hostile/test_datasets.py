@@ -409,7 +409,7 @@ LMDB = [
     pytest.param({b"__classnum__": 2}, ("label 2 out of range [0, 2)", "key 4"), id="classnum-too-small"),
     pytest.param({b"3": {b"image": b"x", b"label": 1}}, ("record is neither", "key 3"), id="record-a-map"),
     pytest.param({b"3": 5}, ("record is neither", "key 3"), id="record-an-integer"),
-    pytest.param({b"3": [png(1), b"", 1, 1]}, ("record is neither", "key 3"), id="record-four-fields"),
+    pytest.param({b"3": [png(1), b"", 1, png(2), 1]}, ("record is neither", "key 3"), id="record-five-fields"),
     pytest.param({b"0": [7, 0]}, ("record is neither", "key 0"), id="image-an-integer"),
     pytest.param({b"0": record(0, bomb_png())}, ("decompression bomb", "key 0"), id="image-decompression-bomb"),
 ]
