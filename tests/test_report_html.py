@@ -106,7 +106,8 @@ def test_summary_table_has_measured_rows_beside_published(report_runs, tmp_path)
     doc = parse(out.read_text())
     five = doc.tables[0]
     header = [c for c, _ in five[0][1]]
-    assert header == ["training set", "test data / images", "LFW", "CFP-FP", "CPLFW", "AgeDB", "CALFW", "Avg."]
+    assert header == ["training set", "test data / images", "LFW", "CFP-FP", "CPLFW", "AgeDB", "CALFW", "Avg.",
+                      "FR recipe"]
     real = _row(five, "toyfaces-real")
     assert "measured here" in real[0][0] and real[1][0] == "toyfaces packs"
     # values are the fractions of results.json as percent, the average an independent mean

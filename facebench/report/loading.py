@@ -151,6 +151,7 @@ class RunData:
     dataset_label: str | None = None  # that dataset's one name in the report (set by load_runs)
     model_dir: Path | None = None  # the FR run folder this run's model is (FR run) or evaluated (evaluation)
     real: bool = False  # named with ``report --real``: the real-data baseline GAP figures compare with
+    fr_model: dict[str, Any] | None = None  # the model card of the FR model this run is or evaluated
     #: the folders whose images the report may embed (the run folders given): see :meth:`may_embed`
     confinement: Confinement | None = field(default=None, repr=False)
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -293,12 +294,14 @@ def _find_dataset(run: RunData) -> None:
         return
     if run.model is not None:
         run.model_dir = run.path.absolute()
+        run.fr_model = run.model
         run.dataset_ref = ref_of_model(run.model, run.provenance)
         return
     if run.results is not None:
         run.model_dir = evaluated_model(run.path, run.config)
         if run.model_dir is not None:
             model, prov = read_model(run.model_dir)
+            run.fr_model = model
             run.dataset_ref = ref_of_model(model or {}, prov)
         if run.dataset_ref is None and "dataset" in run.results.columns:
             names = [str(n) for n in run.results["dataset"].dropna().unique() if str(n).strip()]

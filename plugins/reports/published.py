@@ -8,6 +8,7 @@ measurement.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -36,6 +37,46 @@ def is_toy_benchmark(name: str) -> bool:
     return str(name).strip().lower().startswith("toy")
 
 
+#: Spellings of one architecture or loss that sources use; anything else is compared as written (IR-SE50,
+#: the AdaFace / face.evoLVe network, is kept apart from SE-IResNet50: the blocks differ).
+_RECIPE_ALIASES = {"ir50": "iresnet50", "ir": "iresnet", "r50": "resnet50"}
+
+
+def recipe_key(backbone: Any, loss: Any) -> str:
+    """``("SE-IResNet50", "ArcFace")`` and ``("se_iresnet50", "arcface")`` -> the same key; empty when either
+    part is unknown, so an unknown recipe is never like-for-like with anything."""
+    parts = []
+    for value in (backbone, loss):
+        word = re.sub(r"[^a-z0-9]", "", value.lower()) if isinstance(value, str) else ""
+        if not word:
+            return ""
+        parts.append(_RECIPE_ALIASES.get(word, word))
+    return "+".join(parts)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The FR model a published number was measured with: backbone and loss as its source states them
+    (empty where no source read states them), the tag of that statement and where it was read."""
+
+    backbone: str = ""
+    loss: str = ""
+    tag: str = "V"
+    reference: str = ""
+
+    @property
+    def key(self) -> str:
+        return recipe_key(self.backbone, self.loss)
+
+    @property
+    def text(self) -> str:
+        """``"ResNet-50 + CosFace"``, ``"? + AdaFace"`` where the backbone is not stated, ``"not stated"``."""
+        if not self.backbone and not self.loss:
+            return "not stated"
+        text = f"{self.backbone or '?'} + {self.loss or '?'}"
+        return text + (f" [{self.tag}]" if self.tag != "V" else "")
+
+
 @dataclass(frozen=True)
 class PublishedTable:
     """One source's rows; ``backbone`` and ``loss`` (empty where the rows' recipes differ) say which groups
@@ -52,6 +93,14 @@ class PublishedTable:
     def fr_recipe(self) -> str:
         """``"SE-IResNet50 + ArcFace"``, or empty when the table's rows were trained differently."""
         return f"{self.backbone} + {self.loss}" if self.backbone and self.loss else ""
+
+    def row_recipe(self, row: dict[str, Any]) -> Recipe:
+        """The row's own ``recipe`` where its source gives one, else the table's."""
+        own = row.get("recipe")
+        if isinstance(own, dict):
+            return Recipe(str(own.get("backbone", "")), str(own.get("loss", "")), str(own.get("tag", "V")),
+                          str(own.get("reference", "")))
+        return Recipe(self.backbone, self.loss, "V", self.source)
 
 
 @lru_cache(maxsize=1)
