@@ -1,4 +1,4 @@
-"""Generator speed: images/s of Vec2Face and Arc2Face at the same batch, side by side, in this process.
+"""Generator speed: images/s of Vec2Face, Arc2Face, DCFace and IDiff-Face/UIFace at the same batch, side by side.
 
     python benchmarks/generators.py                          # tiny models on CPU, batch 8
     python benchmarks/generators.py --device cuda --batch 8  # also the base models (random weights)
@@ -9,9 +9,12 @@ second) after a warm-up, producing the aligned
 FR-ready images of the generator contract (Arc2Face: diffusion, VAE decode and the FFHQ -> ArcFace warp).
 Arc2Face runs with the release's sampler (DPM-Solver++, 25 steps, guidance 3) and with the 4-step LCM
 sampler the Vec2Face paper timed it with. Random weights are used: speed does not depend on the values.
-Beside the measured rows: the paper's Table 3 as published (Titan Xp, batch 8), and the FLOPs of one image
-of each base model, counted with ``torch.utils.flop_counter`` (Arc2Face's on the meta device, without
-computing anything), from which the paper configs' GPU-hour estimate for a 10k x 50 Arc2Face set follows
+DCFace runs at the release's settings (dual-condition DDIM, 50 steps, eta 1; its first stage, 100 respaced
+DDPM steps, once per identity: its cost is spread over ``--images-per-id`` images); IDiff-Face with its
+release's 1000-step DDPM, NegFaceDiff's (two denoiser passes a step) and UIFace's two-stage DDIM (50 of 1000
+steps, two passes a step), each on the tiny model. Beside the measured rows: the paper's Table 3 as published (Titan Xp, batch 8),
+and the FLOPs of one image of each base model, counted with ``torch.utils.flop_counter`` on the meta device
+(nothing is computed; Vec2Face's while it runs), from which a GPU-hour estimate for a 10k x 50 set follows
 at an assumed sustained throughput (``--assume-tflops``; not a measurement).
 """
 
@@ -22,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import facebench
@@ -90,6 +94,111 @@ def vec2face_flops_per_image(device: torch.device) -> float:
     return fc.get_total_flops() / 2
 
 
+def dcface_flops_per_image(images_per_id: int) -> dict[str, float]:
+    """FLOPs of one image of the released DCFace (dcface_3x3's sizes), on the meta device: the condition
+    (identity and style encoders) once, the UNet at each of the 50 DDIM steps, and the first stage's 100
+    steps at 256 px shared by an identity's ``images_per_id`` images."""
+    from facebench_plugins.dcface.generator import RELEASE_STAGE1_STEPS, RELEASE_STEPS
+    from facebench_plugins.dcface.layout import STAGE1_CONFIG, STAGE1_SIZE
+    from facebench_plugins.dcface.networks import DCFace, DCFaceConfig, UNet
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = DCFaceConfig()
+    with torch.device("meta"):
+        model, stage1 = DCFace(cfg).eval(), UNet(STAGE1_CONFIG).eval()
+        image = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
+        t = torch.tensor([500])
+        counts = {}
+        with FlopCounterMode(display=False) as fc:
+            cond, stylemod = model.condition(image, image)
+        counts["condition"] = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            model.eps(image, t, cond, stylemod)
+        counts["unet"] = fc.get_total_flops() * RELEASE_STEPS
+        with FlopCounterMode(display=False) as fc:
+            stage1(torch.zeros(1, 3, STAGE1_SIZE, STAGE1_SIZE), t)
+        counts["first stage"] = fc.get_total_flops() * RELEASE_STAGE1_STEPS / images_per_id
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+#: IDiff-Face family presets: (label, UNet evaluations per image at full size).
+IDIFF_PRESETS = (("idiff-face", "DDPM 1000 steps", 1000), ("uiface", "two-stage DDIM 50 steps, 2 passes", 100),
+                 ("negfacediff", "DDPM 1000 steps, negative pass", 2000))
+
+
+def idiff_face_flops_per_image(evaluations: int) -> dict[str, float]:
+    """FLOPs of one image of the released IDiff-Face/UIFace (the release's UNet on the 32 x 32 VQ latent,
+    ``evaluations`` passes, and one VQ decode to 128 px), on the meta device."""
+    from facebench_plugins.idiff_face.unet import RELEASE as UNET
+    from facebench_plugins.idiff_face.unet import IdentityUNet
+    from facebench_plugins.idiff_face.vq import RELEASE as DECODER
+    from facebench_plugins.idiff_face.vq import LatentDecoder
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        unet, decoder = IdentityUNet(UNET).eval(), LatentDecoder(DECODER).eval()
+        latent = torch.zeros(1, UNET.input_channels, 32, 32)
+        counts = {}
+        with FlopCounterMode(display=False) as fc:
+            unet(latent, torch.tensor([500]), torch.zeros(1, 512))
+        counts["unet"] = fc.get_total_flops() * evaluations
+        with FlopCounterMode(display=False) as fc:
+            decoder(latent)
+        counts["decoder"] = fc.get_total_flops()
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def style_bank(tmp: Path, size: int) -> Path:
+    """A small toyfaces training folder: DCFace's style images (their content does not change the speed)."""
+    from click.testing import CliRunner
+
+    from facebench.cli import create_cli
+
+    out = tmp / "bank"
+    res = CliRunner().invoke(create_cli(), ["toyfaces", "build", str(out), "--identities", "4",
+                                            "--images-per-identity", "2", "--size", str(size), "--pairs", "20",
+                                            "--packs", "toy_lfw"])
+    if res.exit_code != 0:
+        raise SystemExit(f"cannot build the style bank: {res.output.strip()}")
+    return out / "train"
+
+
+def measure_dcface(args, device: torch.device, tmp: Path) -> list[tuple[str, str, float]]:
+    """dcface_tiny at the release's settings: the main sampler's img/s, and with the first stage's share."""
+    from facebench_plugins.dcface.generator import RELEASE_STAGE1_STEPS, RELEASE_STEPS, STAGE1, make_code
+
+    gen = facebench.load_generator("dcface_tiny", device=device, style_bank=str(style_bank(tmp, 56)),
+                                   steps=RELEASE_STEPS, stage1_steps=RELEASE_STAGE1_STEPS, batch_size=args.batch)
+    codes = torch.from_numpy(np.stack([make_code(STAGE1, 0, 7)] * args.batch))
+    main = best_time(lambda: gen.generate(codes), args.repeats, device)  # the identity image is made once
+    stage1 = best_time(lambda: gen.stage1_images([7]), 1, device, min_seconds=0.0)
+    per_image = main / args.batch + stage1 / args.images_per_id
+    return [("dcface_tiny", f"DDIM {RELEASE_STEPS} steps, eta 1 (no first stage)", args.batch / main),
+            ("dcface_tiny", f"+ first stage {RELEASE_STAGE1_STEPS} steps / {args.images_per_id} img", 1 / per_image)]
+
+
+def measure_idiff_face(args, device: torch.device, tmp: Path) -> list[tuple[str, str, float]]:
+    """idiff_face_tiny with each preset at its release's settings: 1000-step DDPM (a fresh linear schedule of
+    T = 1000 over the tiny checkpoint's 50-step tables), UIFace's 50 DDIM steps of 1000."""
+    from facebench_plugins.idiff_face.tiny import make_tiny
+
+    weights = make_tiny(tmp / "idiff_face_tiny")
+    negatives = tmp / "negatives.npy"
+    np.save(negatives, np.random.default_rng(0).standard_normal((16, 512)).astype(np.float32))
+    vectors = torch.randn(args.batch, 512)
+    settings = {"idiff-face": {"timesteps": 1000}, "uiface": {"steps": 50, "timesteps": 1000},
+                "negfacediff": {"timesteps": 1000, "negatives": str(negatives)}}
+    rows = []
+    for preset, label, _ in IDIFF_PRESETS:
+        gen = facebench.load_generator("idiff_face_tiny", weights=weights, device=device, batch_size=args.batch,
+                                       sampler=preset, **settings[preset])
+        took = best_time(lambda g=gen: g.generate(vectors), 1, device, min_seconds=0.0)
+        rows.append(("idiff_face_tiny", f"{preset}: {label}", args.batch / took))
+    return rows
+
+
 def measure(args, device: torch.device, tmp: Path) -> list[tuple[str, str, float]]:
     """(model, settings, images/s) for each generator this machine runs."""
     rows = []
@@ -100,6 +209,7 @@ def measure(args, device: torch.device, tmp: Path) -> list[tuple[str, str, float
         vectors = torch.randn(args.batch, gen.feature_dim, device=device)
         rows.append((name, f"{gen.image_size} px", args.batch / best_time(lambda g=gen, v=vectors: g.generate(v),
                                                                             args.repeats, device)))
+    rows += measure_dcface(args, device, tmp) + measure_idiff_face(args, device, tmp)
     if not arc2face_available():
         print(f"arc2face: not measured ({facebench.registry('generator').get('arc2face').missing()} missing; "
               'pip install -e ".[arc2face]")')
@@ -148,6 +258,8 @@ def main() -> None:
                         help="Sustained fp16 TFLOP/s assumed for the GPU estimate (default 60: about 20%% of "
                              "an A100's 312 dense peak, typical of SD 1.5 inference).")
     parser.add_argument("--images", type=int, default=500_000, help="Images of the estimated set (10k x 50).")
+    parser.add_argument("--images-per-id", type=int, default=50,
+                        help="Images per identity: DCFace's first stage runs once per identity.")
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 is steadier on a shared machine).")
     parser.add_argument("--paths", action="store_true", help="Also Vec2Face's plain against fast path.")
     parser.add_argument("--compile", action="store_true", help="torch.compile Vec2Face's fast path (--paths).")
@@ -159,9 +271,9 @@ def main() -> None:
           f"best of {args.repeats}; random weights")
     with tempfile.TemporaryDirectory() as tmp:
         rows = measure(args, device, Path(tmp))
-    print(f"\n{'model':<16}{'settings':<44}{'img/s':>10}")
+    print(f"\n{'model':<16}{'settings':<52}{'img/s':>10}")
     for name, settings, rate in rows:
-        print(f"{name:<16}{settings:<44}{rate:>10.2f}")
+        print(f"{name:<16}{settings:<52}{rate:>10.3f}")
     rates = {name: r for name, s, r in rows if "lcm" not in s}
     for small, big in (("vec2face_tiny", "arc2face_tiny"), ("vec2face", "arc2face")):
         if small in rates and big in rates:
@@ -170,10 +282,18 @@ def main() -> None:
     for name, rate in PUBLISHED:
         print(f"{name:<42}{rate:>10.1f} img/s")
     print(f"{'Vec2Face / Arc2Face':<42}{PUBLISHED[0][1] / PUBLISHED[1][1]:>10.0f}x")
+    print("\nFLOPs per image of the base models (counted, not timed)")
+    v2f = vec2face_flops_per_image(torch.device("cpu"))
+    print(f"{'vec2face (112 px)':<42}{v2f / 1e9:>10.1f} GFLOP")
+    families = [(f"dcface ({args.images_per_id} img/id)", dcface_flops_per_image(args.images_per_id))]
+    families += [(f"idiff_face ({preset})", idiff_face_flops_per_image(n)) for preset, _, n in IDIFF_PRESETS]
+    for label, c in families:
+        parts = ", ".join(f"{k} {v / 1e9:.1f}" for k, v in c.items() if k != "total")
+        print(f"{label:<42}{c['total'] / 1e9:>10.1f} GFLOP  ({parts}); {c['total'] / v2f:.0f}x Vec2Face")
+        rate = args.assume_tflops * 1e12 / c["total"]
+        print(f"{'':<42}at {args.assume_tflops:g} TFLOP/s sustained: {rate:.2f} img/s, "
+              f"{args.images / rate / 3600:.1f} GPU-hours for {args.images} images (estimate)")
     if arc2face_available():
-        print("\nFLOPs per image of the base models (counted, not timed)")
-        v2f = vec2face_flops_per_image(torch.device("cpu"))
-        print(f"{'vec2face (112 px)':<42}{v2f / 1e9:>10.1f} GFLOP")
         for scheduler, steps, guidance in ARC2FACE_SETTINGS:
             c = arc2face_flops_per_image(steps, guidance)
             label = f"arc2face ({scheduler}, {steps} steps, cfg {guidance:g})"

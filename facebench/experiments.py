@@ -5,9 +5,15 @@ lines a user would type, so every step runs through the same registered commands
 by hand. ``${name}`` in a step is replaced by a ``[vars]`` value (``--set vars.name=...``) or by
 ``${out}``, the experiment's run directory. A step is done when it finished in an earlier run (recorded
 in ``steps.json``, a :class:`~facebench.shards.ShardManifest`, with its command line) and its declared
-outputs exist; done steps are skipped, so a rerun after a kill continues where it stopped. A step whose
-command line changed since it ran is refused rather than silently reused; changing a later step's
-settings does not invalidate the earlier ones.
+outputs exist; done steps are skipped, so a rerun after a kill continues where it stopped (a step whose
+outputs exist but which is not recorded runs: its own contract keeps what it finished).
+
+The rerun contract (:mod:`facebench.rerun`) applies step by step, since an experiment's output is its
+steps' outputs: every step done with the same command line is a no-op (the whole experiment done: nothing
+is written at all); a step whose command line changed since it ran is refused, naming it
+(``steps.NAME.command``), and a step not run yet may change freely. With ``overwrite`` the first changed
+step and every step after it run again with ``--overwrite``, so each replaces its output only where its
+own parameters (or inputs) changed.
 """
 
 from __future__ import annotations
@@ -176,21 +182,45 @@ def invoke(cli: click.Group, argv: Sequence[str]) -> None:
         raise FacebenchError(f"'facebench {' '.join(argv[:2])} ...': {exc.format_message()}") from None
 
 
-def _recorded(manifest: ShardManifest, name: str) -> Any:
+def _outputs_present(step: ResolvedStep) -> bool:
+    return all(p.exists() for p in step.outputs)
+
+
+def _read_steps(out: Path, params: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """What ``steps.json`` records as done (read strictly, nothing written): ``{}`` when there is none, or
+    when it is another experiment's and ``overwrite`` (else that is refused)."""
+    from .rerun import refusal
+    from .shards import changed_keys, read_manifest
+
+    path = out / STEPS_MANIFEST
+    if not path.is_file():
+        return {}
+    saved = read_manifest(path)
+    if saved.get("params") != params:
+        if overwrite:
+            return {}
+        raise refusal(path, changed_keys(saved.get("params") or {}, params), finished=False)
+    return saved["done"]
+
+
+def _recorded_argv(path: Path, done: dict[str, Any], name: str) -> Any:
     """What ``steps.json`` records of a finished step: an object whose ``argv`` (the command line it ran
     with) is a list of strings; anything else is one error naming the file."""
-    recorded = manifest.done.get(name)
+    recorded = done.get(name)
     if isinstance(recorded, dict) and recorded.get("argv") is not None:
-        argv = expect(manifest.path, recorded["argv"], list, f"done.{name}.argv")
+        argv = expect(path, recorded["argv"], list, f"done.{name}.argv")
         if not all(isinstance(a, str) for a in argv):
-            raise DataError(manifest.path, f"done.{name}.argv must be a list of strings")
+            raise DataError(path, f"done.{name}.argv must be a list of strings")
     elif recorded is not None and not isinstance(recorded, dict | bool):
-        expect(manifest.path, recorded, dict, f"done.{name}")
+        expect(path, recorded, dict, f"done.{name}")
     return recorded
 
 
-def _outputs_present(step: ResolvedStep) -> bool:
-    return all(p.exists() for p in step.outputs)
+def _with_overwrite(cli: click.Group, argv: list[str]) -> list[str]:
+    """``argv`` with ``--overwrite`` added when its command takes it (every command that writes does)."""
+    command = find_command(cli, argv)
+    takes = command is not None and any("--overwrite" in getattr(p, "opts", ()) for p in command.params)
+    return [*argv, "--overwrite"] if takes and "--overwrite" not in argv else list(argv)
 
 
 def run_experiment(
@@ -200,14 +230,18 @@ def run_experiment(
     *,
     skip_unavailable: bool = False,
     only: Sequence[str] = (),
+    overwrite: bool = False,
     runner: Callable[[click.Group, Sequence[str]], None] = invoke,
 ) -> list[StepOutcome]:
-    """Execute the steps not done yet, in order.
+    """Execute the steps not done yet, in order (see the module docstring for reruns and ``overwrite``).
 
     With ``skip_unavailable`` a step whose command no installed plugin provides is reported and skipped
     (and so is every step that needs it) instead of stopping the run before it starts; the demo uses
-    this to do everything the installed components allow.
+    this to do everything the installed components allow. When every step (of ``only``, if given) is
+    done with its command line, nothing is run or written: every outcome is "skipped".
     """
+    from .rerun import refusal
+
     steps = resolve_steps(cfg, out)
     missing = [s for s in steps if find_command(cli, s.argv) is None]
     if missing and not skip_unavailable:
@@ -218,24 +252,37 @@ def run_experiment(
         raise ConfigError(f"unknown step(s) {', '.join(unknown_only)}; steps: {', '.join(s.name for s in steps)}")
     from .runs import Run
 
-    # only now that every step resolved: a config error leaves no half-made run folder; and the record of
-    # an earlier run is read (and checked) before anything of this one is written
+    # the record of an earlier run is read (and checked) before anything of this one is written
+    params = {"experiment": cfg.experiment.name}
+    done_before = _read_steps(out, params, overwrite)
+    recorded = {s.name: _recorded_argv(out / STEPS_MANIFEST, done_before, s.name) for s in steps}
+    changed = [s for s in steps if isinstance(recorded[s.name], dict)
+               and recorded[s.name].get("argv") not in (None, s.argv)]
+    wanted = [s for s in steps if not only or s.name in only]
+    finished = all(recorded[s.name] is not None and _outputs_present(s) and s not in changed for s in wanted)
+    if changed and not overwrite:
+        raise refusal(out, [f"steps.{s.name}.command" for s in changed], what="experiment", finished=finished)
+    if finished and wanted:
+        for i, step in enumerate(steps, 1):
+            if step in wanted:
+                console.print(f"[{i}/{len(steps)}] {step.name}: [green]done before[/], reusing "
+                              f"{', '.join(map(str, step.outputs)) or 'it'}")
+        return [StepOutcome(s.name, "skipped", detail="outputs already complete") for s in wanted]
+    # only now that every step resolved: a config error leaves no half-made run folder
     out.mkdir(parents=True, exist_ok=True)
-    manifest = ShardManifest(out / STEPS_MANIFEST, {"experiment": cfg.experiment.name})
-    for step in steps:
-        _recorded(manifest, step.name)
+    manifest = ShardManifest(out / STEPS_MANIFEST, params, overwrite=overwrite)
     Run.start(out, config=cfg, extra={"experiment": cfg.experiment.name})
     outcomes: list[StepOutcome] = []
     done: set[str] = set()
     missing_names = {s.name for s in missing}
+    # --overwrite: from the first step whose command line changed, every step runs (with --overwrite)
+    again_from = min((steps.index(s) for s in changed), default=len(steps)) if overwrite else len(steps)
     for i, step in enumerate(steps, 1):
         head = f"[{i}/{len(steps)}] {step.name}"
-        recorded = _recorded(manifest, step.name)
-        if isinstance(recorded, dict) and recorded.get("argv") not in (None, step.argv):
-            raise DataError(out / STEPS_MANIFEST, f"cannot resume: step '{step.name}' ran with another command line "
-                            f"({' '.join(recorded['argv'])}); delete its outputs and this entry, or use another --out")
+        record = recorded[step.name] if step.name in manifest.done else None
+        again = i - 1 >= again_from
         if only and step.name not in only:
-            if recorded is not None and _outputs_present(step):
+            if record is not None and _outputs_present(step) and step not in changed:
                 done.add(step.name)
             continue
         if step.name in missing_names:
@@ -247,16 +294,18 @@ def run_experiment(
             outcomes.append(StepOutcome(step.name, "blocked", detail=f"needs {', '.join(blocked)}"))
             console.print(f"{head}: [yellow]skipped[/], needs {', '.join(blocked)}")
             continue
-        if (step.outputs or recorded is not None) and _outputs_present(step):
-            if recorded is None:
-                manifest.mark_done(step.name, {"argv": step.argv, "seconds": 0.0, "reused": True})
+        # a step is done when steps.json records it and its outputs are there; outputs without a record (a
+        # kill before it was recorded, or made by hand) are handed to the step itself, whose rerun contract
+        # keeps a finished output and finishes an unfinished one
+        if not again and record is not None and _outputs_present(step):
             outcomes.append(StepOutcome(step.name, "skipped", detail="outputs already complete"))
             console.print(f"{head}: [green]done before[/], reusing {', '.join(map(str, step.outputs)) or 'it'}")
             done.add(step.name)
             continue
-        console.rule(f"{head}: facebench {' '.join(step.argv)}")
+        argv = _with_overwrite(cli, step.argv) if again else step.argv
+        console.rule(f"{head}: facebench {' '.join(argv)}")
         start = time.perf_counter()
-        runner(cli, step.argv)
+        runner(cli, argv)
         seconds = time.perf_counter() - start
         absent = [str(p) for p in step.outputs if not p.exists()]
         if absent:

@@ -1,7 +1,8 @@
 """Run directories: every command that produces results writes one.
 
 A run directory holds ``config.toml`` (the resolved config), ``provenance.json`` (versions, device,
-seed, command line, sha256 of every input) and the command's outputs, each written atomically.
+seed, command line, sha256 of every input, and the record of the rerun contract, :mod:`facebench.rerun`)
+and the command's outputs, each written atomically.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Run:
         command: list[str] | None = None,
         inputs: dict[str, str | os.PathLike] | None = None,
         extra: dict[str, Any] | None = None,
+        rerun: Any = None,
     ):
         self.path = Path(path)
         self.config = config
@@ -54,16 +56,18 @@ class Run:
         self.command = list(command) if command is not None else ["facebench", *sys.argv[1:]]
         self.inputs: dict[str, str | os.PathLike] = dict(inputs or {})
         self.extra: dict[str, Any] = dict(extra or {})
+        self.rerun = rerun  # a facebench.rerun.Rerun: its record goes into provenance.json
         self._hashes: dict[str, str] = {}  # each input is hashed once per run, however often it is rewritten
 
     @classmethod
     def start(cls, path: str | os.PathLike, **fields: Any) -> Run:
-        """Create the run directory and write its ``config.toml`` (when there is a config) and provenance."""
+        """Create the run directory and write its provenance (first: with a ``rerun`` record, it is what
+        makes the folder this run's) and its ``config.toml`` (when there is a config)."""
         run = cls(path, **fields)
         run.path.mkdir(parents=True, exist_ok=True)
+        run.write_provenance()
         if run.config is not None:
             atomic.write_text(run.path / CONFIG, dump_toml(run.config), "run config")
-        run.write_provenance()
         return run
 
     def add_input(self, label: str, path: str | os.PathLike, *, sha256: str | None = None) -> None:
@@ -86,6 +90,10 @@ class Run:
         hashes = {label: self.input_hash(label) for label in self.inputs}
         record = provenance(command=self.command, seed=self.seed, device=self.device, inputs=self.inputs,
                             extra=self.extra, hashes=hashes)
+        if self.rerun is not None:
+            from .rerun import KEY
+
+            record[KEY] = self.rerun.entry()
         return atomic.write_json(self.path / PROVENANCE, record, "provenance")
 
     def provenance(self) -> dict[str, Any]:
@@ -131,14 +139,22 @@ def _nothing_done(manifest: Path) -> bool:
         return False
 
 
+def _temporary(name: str) -> bool:
+    """``.NAME.tmp-<random>[.old]``: an atomic write's temporary (left only by a kill -9)."""
+    return name.startswith(".") and ".tmp-" in name
+
+
 def holds_work(path: str | os.PathLike) -> bool:
     """Whether a run directory holds anything a rerun could resume from. Not work: the start files
-    (:data:`STARTED_ONLY`), empty folders, shard manifests anywhere in the tree that record no finished
-    shard, and, when no manifest records one, the ``*.partial.npy`` arrays those shards would fill."""
+    (:data:`STARTED_ONLY`), empty folders, the temporaries of atomic writes cut short by a kill, shard
+    manifests anywhere in the tree that record no finished shard, and, when no manifest records one, the
+    ``*.partial.npy`` arrays those shards would fill."""
     path = Path(path)
     for file in path.rglob("*"):
         if file.is_dir() and not file.is_symlink():
             continue  # a folder is judged by what it holds
+        if _temporary(file.name) or any(_temporary(p.name) for p in file.relative_to(path).parents):
+            continue
         rel = file.relative_to(path).as_posix()
         if rel in STARTED_ONLY:
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import tokenize
 import warnings
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -35,8 +36,8 @@ def load_array(path: str | os.PathLike, *, what: str = "array") -> Any:
         raise DataError(path, f"cannot read {what}: " + ("the file is empty" if not magic else "not a .npy file"))
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        reason = first_line(exc)
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:  # a garbled header
+        reason = first_line(exc) if not isinstance(exc, (SyntaxError, tokenize.TokenError)) else "garbled header"
         if "allow_pickle" in reason:
             reason = "it holds Python objects (pickled), which facebench never loads"
         raise DataError(path, f"cannot read {what}: {reason}") from None

@@ -62,6 +62,9 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
 class ShardManifest:
     """``manifest.json``: the job's parameters (which must not change on resume) and finished shards.
 
+    A manifest of other parameters is refused as the rerun contract refuses them (:mod:`facebench.rerun`),
+    or, with ``overwrite``, started again empty.
+
     Rewriting the whole file after every shard costs O(shards^2) bytes and fsyncs (3,000 shards of a
     15M-image generation). So the file is rewritten for the first :attr:`REWRITE_UP_TO` shards (small
     jobs keep one plain JSON file); after that each finished shard is one fsync-ed line appended to
@@ -71,20 +74,21 @@ class ShardManifest:
 
     REWRITE_UP_TO = 64
 
-    def __init__(self, path: str | os.PathLike, params: dict[str, Any]):
+    def __init__(self, path: str | os.PathLike, params: dict[str, Any], *, overwrite: bool = False):
         self.path = Path(path)
         self.params = json.loads(json.dumps(params, default=str))
         self.done: dict[str, Any] = {}
         self._journaled = 0
         if self.path.exists():
             saved = read_manifest(self.path)
-            if saved.get("params") != self.params:
-                changed = changed_keys(saved.get("params", {}), self.params)
-                raise DataError(
-                    self.path,
-                    f"cannot resume: parameters differ from the interrupted run ({', '.join(changed)}); "
-                    "use another output or delete it",
-                )
+            if saved.get("params") != self.params and not overwrite:
+                # the rerun contract's wording: the keys, --overwrite, another --out
+                from .rerun import refusal
+
+                raise refusal(self.path, changed_keys(saved.get("params", {}), self.params), finished=False)
+            if saved.get("params") != self.params:  # overwrite: the other run's shards are done again
+                self._save()
+                return
             self.done = dict(saved.get("done", {}))
             if journal_path(self.path).exists():
                 self._save()  # fold the journal of the interrupted run into the file

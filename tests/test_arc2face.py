@@ -389,7 +389,7 @@ def test_changed_sampler_settings_refuse_to_resume(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(generation, "generate_shard", real)
     res = CliRunner().invoke(create_cli(), _gen_args(tiny, ids, out, "--generator-option", "guidance=2.0"))
     assert res.exit_code == 2
-    assert "manifest.json: cannot resume: parameters differ from the interrupted run (generator_info" in res.output
+    assert f"{out}: cannot resume: parameters differ from the interrupted run (generator_info" in res.output
 
 
 def test_torchrun_two_ranks_write_the_same_dataset_as_one_process(tiny, tmp_path):

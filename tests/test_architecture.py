@@ -22,7 +22,7 @@ LAYERS: list[list[set[str]]] = [
     [{"evaluation"}],
     [{"training"}],
     [{"data"}],
-    [{"runs", "shards", "experiments"}],
+    [{"runs", "shards", "experiments", "rerun"}],
     [{"runtime"}, {"metrics"}],
     [{"errors", "config", "registry", "pluginmanager", "hookspecs", "console", "atomic", "safe_load", "weights",
       "provenance", "__init__"}],

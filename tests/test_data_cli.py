@@ -72,8 +72,11 @@ def test_convert_between_training_formats(folder, tmp_path, fmt, name):
     assert result.exit_code == 0, result.output
     assert f"wrote {tmp_path / name} ({fmt}): 10 images" in result.output
     assert list(open_dataset(tmp_path / name)) == list(open_dataset(folder))
-    again = run("data", "convert", folder, tmp_path / name, "--to", fmt)
-    _exits_with_one_line_error(again, "already exists")
+    again = run("data", "convert", folder, tmp_path / name, "--to", fmt)  # the same conversion: nothing to do
+    assert again.exit_code == 0 and f"{tmp_path / name}: already complete ({fmt}, 10 images)" in again.output
+    other = "lmdb" if fmt != "lmdb" else "folder"
+    _exits_with_one_line_error(run("data", "convert", folder, tmp_path / name, "--to", other),
+                               "made with other parameters (config.to)")
 
 
 def test_convert_refuses_mixing_roles(folder, tmp_path):

@@ -311,7 +311,10 @@ def test_unreadable_npy_files_are_one_line_errors(tmp_path, samples):
     objects = io.BytesIO()
     np.save(objects, np.array([0, 1], dtype=object), allow_pickle=True)
     objects_npy = objects.getvalue()
+    size = int.from_bytes(good.getvalue()[8:10], "little")  # a header numpy's tokenizer cannot finish
+    garbled = good.getvalue()[:10] + b"{'descr': '<i8', 'shape': (4,".ljust(size - 1) + b"\n" + good.getvalue()[10 + size:]
     cases = {
+        "garbled.npy": (garbled, r"garbled.npy: cannot read index mask: garbled header"),
         "empty.npy": (b"", r"empty.npy: cannot read index mask: the file is empty"),
         "cut.npy": (good.getvalue()[:12], r"cut.npy: cannot read index mask: .*"),
         "pickled.npy": (pickle.dumps([0, 1]), r"pickled.npy: cannot read index mask: not a .npy file"),

@@ -450,7 +450,9 @@ def test_options_and_outputs_refused(cli, tmp_path, monkeypatch):
     done = tmp_path / "done.bin"
     ok(run(cli, *args, "--landmarks", marks, "--out", done))
     before = done.read_bytes()
-    one_error(run(cli, *args, "--landmarks", marks, "--out", done), f"error: {done}: already exists", "--overwrite")
+    assert "already complete" in ok(run(cli, *args, "--landmarks", marks, "--out", done))  # the same pack
+    one_error(run(cli, *args, "--landmarks", marks, "--out", done, "--encoding", "png"),
+              f"error: {done}: holds a finished pack made with other parameters (config.encoding)", "--overwrite")
     assert done.read_bytes() == before
     ok(run(cli, *args, "--landmarks", marks, "--out", done, "--overwrite", "--encoding", "png"))
     assert done.read_bytes() != before

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 SMALL = ["--size", "32", "--set", "ijb_identities=6", "--set", "templates_per_identity=3", "--set", "rfw_pairs=40",
-         "--set", "tinyface_identities=5", "--set", "tinyface_distractors=8", "--set", "tinyface_side=12"]
+         "--set", "tinyface_identities=5", "--set", "tinyface_distractors=8", "--set", "tinyface_side=12",
+         "--set", "twins_pairs=40"]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_evaluate_toy_protocols_against_plain_computations(tmp_path, cli, weight
     assert "other protocols" in result.output and "TAR@FAR=1e-4" in result.output
     rows = {r["benchmark"]: r for r in json.loads((out / "results.json").read_text())}
     assert set(rows) == {"toy_ijb", "toy_ijb_1n", "toy_tinyface", "toy_rfw_tone1", "toy_rfw_tone2", "toy_rfw_tone3",
-                         "toy_rfw_tone4"}
+                         "toy_rfw_tone4", "toy_twins"}
 
     # IJB 1:1: the cached image features (image, then mirror) pooled and scored by a loop, TAR picked on
     # sklearn's ROC as insightface picks it.
@@ -154,8 +155,10 @@ def test_other_ijb_options_only_rescore_from_cached_features(tmp_path, cli, weig
     assert sum(calls) >= 2 * images  # every aligned image and its mirror went through the model
     before = {r["benchmark"]: r for r in json.loads((out / "results.json").read_text())}
     calls.clear()
-    second = _evaluate(cli, weights, protocols_root, out, "--set", "ijb.flip_fusion=concat", "--set",
-                       "ijb.detector_score=false", "--set", "ijb.keep_norm=false")
+    changed = ["--set", "ijb.flip_fusion=concat", "--set", "ijb.detector_score=false", "--set", "ijb.keep_norm=false"]
+    refused = _evaluate(cli, weights, protocols_root, out, *changed)  # the rerun contract: other options
+    assert refused.exit_code == 2 and "(config.options.ijb.detector_score" in refused.output and calls == []
+    second = _evaluate(cli, weights, protocols_root, out, *changed, "--overwrite")
     assert second.exit_code == 0, second.output
     assert calls == []  # no forward pass: the IJB features came from the cache, the other benchmarks resumed
     after = {r["benchmark"]: r for r in json.loads((out / "results.json").read_text())}

@@ -155,6 +155,9 @@ def test_the_folder_reader_keeps_no_string_per_image(tmp_path):
         (root / f"id{identity:03d}").mkdir(parents=True)
         for k in range(400):
             (root / f"id{identity:03d}" / f"{k:08d}.jpg").touch()
+    (tmp_path / "warm" / "a").mkdir(parents=True)
+    (tmp_path / "warm" / "a" / "0.jpg").touch()
+    open_dataset(tmp_path / "warm", "folder")  # plugins load once per process: not the reader's per-image cost
     tracemalloc.start()
     reader = open_dataset(root, "folder")
     held, _ = tracemalloc.get_traced_memory()

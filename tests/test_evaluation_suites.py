@@ -30,7 +30,8 @@ def test_builtin_suites_and_usual_file_names(tmp_path):
     (tmp_path / "hadrian_even.xz").write_bytes(b"")
     found, missing = get_suite("all").locate(tmp_path)
     assert found == {"lfw": tmp_path / "lfw.bin", "hadrian": tmp_path / "hadrian_even.xz"}
-    assert [b.name for b in missing] == ["cfp_fp", "cplfw", "agedb_30", "calfw", "eclipse", "sllfw", "doppelver"]
+    assert [b.name for b in missing] == ["cfp_fp", "cplfw", "agedb_30", "calfw", "eclipse", "sllfw", "doppelver",
+                                         "twins"]
 
 
 def test_suites_are_listed_as_evaluators():

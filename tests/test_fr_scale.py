@@ -181,6 +181,7 @@ def test_resuming_on_another_number_of_processes_is_refused(tmp_path):
     data_ = _load(ckpt)
     data_["extra"]["world_size"] = 2
     torch.save(data_, ckpt)
+    (tmp_path / "run" / "backbone.pt").unlink()  # unfinished (a finished run is not resumed: nothing to do)
     res = CliRunner().invoke(create_cli(), [*args, "--resume"])
     assert res.exit_code == 2
     assert "cannot resume on 1 process: the run was started on 2" in res.output

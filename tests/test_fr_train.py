@@ -72,10 +72,13 @@ def test_train_fr_cli_reaches_high_accuracy_on_unseen_identities(tmp_path):
     # the run directory can be used as a feature extractor at once
     ext = facebench.registry("feature_extractor").create("fr-run", weights=str(out))
     assert ext.input_size == 56 and ext.flip_test
-    # a second run into the same directory must be explicit
+    # the same command again finds the model there and touches nothing; another recipe value is refused
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     again = CliRunner().invoke(create_cli(), args)
-    assert again.exit_code == 2
-    assert "holds a checkpoint of an earlier run; pass --resume" in again.output
+    assert again.exit_code == 0 and f"{out}: already complete (tiny-arcface, " in again.output, again.output
+    other = CliRunner().invoke(create_cli(), [*args, "--set", "optim.lr=0.05"])
+    assert other.exit_code == 2 and "(config.optim.lr); pass --overwrite" in " ".join(other.output.split())
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
 def test_train_fr_user_errors_are_one_line(tmp_path):

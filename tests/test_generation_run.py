@@ -162,7 +162,13 @@ def test_changed_parameters_refuse_to_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(generation, "generate_shard", real)
     res = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, out, "--seed", "7"))
     assert res.exit_code == 2
-    assert "manifest.json: cannot resume: parameters differ from the interrupted run (config.seed)" in res.output
+    assert (f"error: {out}: cannot resume: parameters differ from the interrupted run (config.seed); pass "
+            "--overwrite to start again, or choose another --out") in " ".join(res.output.split())
+    # --overwrite starts the run again with the new seed: the set is that of a fresh run with seed 7
+    res = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, out, "--seed", "7", "--overwrite"))
+    assert res.exit_code == 0 and "generated 6 of 6 shards in this run" in res.output, res.output
+    fresh = CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, tmp_path / "fresh", "--seed", "7"))
+    assert fresh.exit_code == 0 and _dataset_bytes(out) == _dataset_bytes(tmp_path / "fresh")
     # interrupted before its first shard, a run leaves nothing to resume: no folder, and another seed is fine
     monkeypatch.setattr(generation, "generate_shard", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     CliRunner().invoke(fx.gen_cli(monkeypatch), _args(ids, tmp_path / "early"))

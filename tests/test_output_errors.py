@@ -125,7 +125,8 @@ def test_permission_denied_on_the_output_folder_is_one_line(tmp_path, monkeypatc
 
     monkeypatch.setattr(atomic.Path, "mkdir", refuse)
     res = CliRunner().invoke(create_cli(), ["data", "convert", str(src), str(locked / "out.lmdb"), "--to", "lmdb"])
-    _one_error_line(res, f"{locked / 'out.lmdb'}: cannot write dataset: Permission denied")
+    # the first thing written there is the conversion's record (the rerun contract), beside the dataset
+    _one_error_line(res, f"{locked / 'out.lmdb.json'}: cannot write run record: Permission denied")
 
 
 def test_a_full_disk_while_embedding_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch):

@@ -509,7 +509,7 @@ def test_a_changed_photo_refuses_to_resume_a_finished_run(cli, extractor_weights
     save_photo(tree["zoe"][0][0], image, points)
     res = run(cli, *args)
     assert res.exit_code == 2
-    assert "holds a finished dataset made with other parameters (ids_source.ref_images.identities, " \
+    assert "holds a finished dataset made with other parameters (ids_sha256, ids_source.ref_images.identities, " \
            "ids_source.ref_images.sha256)" in res.output
 
 

@@ -117,3 +117,11 @@ def test_real_must_name_a_reported_run(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == (f"error: {(tmp_path / 'elsewhere').resolve()}: --real names a run directory "
                                      "that is not among the reported runs")
+
+
+def test_fairness_states_the_ddof_and_ranks_by_trade_off(report):
+    section = _section(report, "fairness")
+    assert "STD (ddof=1)" in section and "rank by TO" in section
+    assert "TO = mean - SD of the per-group accuracies over the 4 groups" in section
+    # TO: real 95.25 - sample STD of (95, 93, 97, 96) = 93.54 beats synthetic 93 - 2.58 = 90.42
+    assert _cells(section, "real data")[10] == "1" and _cells(section, "synthetic")[10] == "2"

@@ -46,8 +46,10 @@ def test_pose_model_learns_yaw_and_its_file_loads_as_sixdrepnet_tiny(tmp_path):
     assert constant > 35 and yaw_mae < 0.7 * constant
     assert f"yaw {record['validation']['yaw_mae']:.1f}" in result.output
 
-    again = CliRunner().invoke(create_cli(), args)
-    assert again.exit_code == 2 and "already holds a trained pose model" in again.output
+    again = CliRunner().invoke(create_cli(), args)  # the rerun contract: the same model is not trained again
+    assert again.exit_code == 0 and f"{out}: already complete (pose.pth, validation MAE yaw " in again.output
+    other = CliRunner().invoke(create_cli(), [*args, "--seed", "1"])
+    assert other.exit_code == 2 and "(config.seed); pass --overwrite" in " ".join(other.output.split())
 
 
 def test_pose_model_settings_are_checked():

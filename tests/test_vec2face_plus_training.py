@@ -418,8 +418,13 @@ def test_user_errors_are_one_line(toy, whole, tmp_path):
     assert res.exit_code == 2 and "unknown config key 'losses.feature_map'" in res.output
     out = tmp_path / "twice"
     shutil.copytree(whole[0], out)
-    res = run(["train-generator", "--data", toy / "pose.lmdb", "--out", out, *BASE])
-    assert res.exit_code == 2 and "holds a checkpoint of an earlier run; pass --resume" in res.output
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    same = ["train-generator", "--data", toy / "pose.lmdb", "--init", toy / "main_model.pth", "--out", out, *BASE]
+    res = run(same)  # the rerun contract: the same command on a finished run does nothing
+    assert res.exit_code == 0 and "already complete" in res.output and "nothing to do" in res.output, res.output
+    res = run(["train-generator", "--data", toy / "pose.lmdb", "--out", out, *BASE])  # without --init
+    assert res.exit_code == 2 and "(inputs.init); pass --overwrite" in " ".join(res.output.split())
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
 def test_a_broken_landmark_image_met_in_a_dataloader_worker_is_one_line(toy, tmp_path):

@@ -119,8 +119,8 @@ def test_resume_continues_exactly(toy, whole, tmp_path):
     whole, parts = whole[0], tmp_path / "parts"
     first = run(["train-generator", "--out", str(parts), *common, "--set", "max_steps=3"])
     assert first.exit_code == 0 and "3 steps" in first.output
-    again = run(["train-generator", "--out", str(parts), *common])
-    assert again.exit_code == 2 and "holds a checkpoint of an earlier run; pass --resume" in again.output
+    again = run(["train-generator", "--out", str(parts), *common])  # without its cap: other parameters
+    assert again.exit_code == 2 and "(config.max_steps); pass --overwrite" in " ".join(again.output.split())
     resumed = run(["train-generator", "--out", str(parts), *common, "--resume"])
     assert resumed.exit_code == 0, resumed.output
     a = torch.load(whole / "generator.pth", weights_only=True)["model_vec2face"]

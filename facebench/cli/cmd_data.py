@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import FacebenchError
-from .options import device_option, examples
+from .options import device_option, examples, overwrite_option, rerun_help
 
 _stdout = Console(highlight=False)
 
@@ -57,13 +57,17 @@ def info(path: str, fmt: str | None, mask: str | None, as_json: bool) -> None:
 @click.option("--to", "to_format", required=True, help="Output format (see: facebench plugins --kind format).")
 @_format_option
 @_mask_option
-@click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+@overwrite_option("DST")
+@rerun_help("DST", note="The parameters are --to, --format and the sha256 of SRC and --mask, recorded in DST.json "
+                        "beside DST; an interrupted conversion is made again.")
 def convert(src: str, dst: str, to_format: str, fmt: str | None, mask: str | None, overwrite: bool) -> None:
     """Convert SRC to DST in another format, streaming one record at a time; DST appears only when complete."""
     from ..data.inspect import convert_dataset
+    from ..rerun import already_complete
 
-    n, pairs = convert_dataset(src, dst, to_format, fmt=fmt, mask=mask, overwrite=overwrite)
-    click.echo(f"wrote {dst} ({to_format}): {n} {'pairs' if pairs else 'images'}")
+    n, pairs, done = convert_dataset(src, dst, to_format, fmt=fmt, mask=mask, overwrite=overwrite)
+    what = f"{n} {'pairs' if pairs else 'images'}"
+    click.echo(already_complete(dst, f"{to_format}, {what}") if done else f"wrote {dst} ({to_format}): {what}")
 
 
 @data.command(epilog=examples("facebench data check toy/train"))
@@ -144,10 +148,14 @@ _ALIGN_EPILOG = examples(
               help="Record a photo that cannot be decoded as 'unreadable' and go on, instead of stopping.")
 @click.option("--keep-shards", is_flag=True, help="Keep the staged shards after the dataset is written.")
 @device_option(help="Device the detector runs on: auto, cpu, cuda, cuda:N.")
+@overwrite_option("--out")
+@rerun_help("--out", note="The parameters are the photos' listing (names and sizes), the detector with its weights and "
+                          "options, --size, --format, --flat, --encoding and --photos-per-shard; --device, "
+                          "--keep-shards and --skip-unreadable are not.")
 def align(src, detector, weights, detector_options, out, fmt, size, flat, encoding, photos_per_shard,
-          skip_unreadable, keep_shards, device) -> None:
+          skip_unreadable, keep_shards, device, overwrite) -> None:
     """Detect and align the faces of a folder of raw photos (SRC/<identity>/<photo>, or --flat) into an
-    aligned dataset; every photo's outcome goes to outcomes.csv. Resumable: rerun the same command."""
+    aligned dataset; every photo's outcome goes to outcomes.csv."""
     from pathlib import Path
 
     from ..console import make_progress
@@ -156,12 +164,14 @@ def align(src, detector, weights, detector_options, out, fmt, size, flat, encodi
     config = AlignConfig(size=size, format=fmt, flat=flat, photos_per_shard=photos_per_shard, image_encoding=encoding,
                          keep_shards=keep_shards, skip_unreadable=skip_unreadable)
     request = AlignRequest(src=Path(src), out=Path(out), detector=detector, weights=weights,
-                           detector_options=tuple(detector_options), device=device)
+                           detector_options=tuple(detector_options), device=device, overwrite=overwrite)
     with make_progress() as progress:
         outcome = run_align(request, config, progress=progress)
     job, summary = outcome.job, outcome.summary
     if outcome.already_complete:
-        click.echo(f"{job.out}: already complete ({job.num_photos} photos); nothing to do")
+        from ..rerun import already_complete
+
+        click.echo(already_complete(job.out, f"{job.num_photos} photos"))
     else:
         click.echo(f"aligned {len(outcome.aligned)} of {job.num_shards} shards in this run; wrote {summary['images']} "
                    f"crops of {summary['identities']} identities to {job.dataset_path} ({fmt}); every photo's "
@@ -194,8 +204,11 @@ def _pack_options(command: Any) -> Any:
                      help="Side of the aligned crop in pixels (the ArcFace template, scaled)."),
         click.option("--encoding", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
                      help="How crops are stored: JPEG quality 95 (insightface's packs) or lossless PNG."),
-        click.option("--overwrite", is_flag=True, help="Replace --out if it exists."),
+        overwrite_option("--out"),
         device_option(help="Device the detector runs on: auto, cpu, cuda, cuda:N."),
+        rerun_help("--out", note="The parameters are the protocol file's and every photo's sha256, the detector "
+                                 "with its weights' sha256 and options (or the landmarks file's sha256), --size and "
+                                 "--encoding, recorded in OUT.json beside the pack; --device is not one."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import device_option, examples
+from .options import device_option, examples, overwrite_option, rerun_help
 
 
 @click.command(
@@ -37,9 +37,13 @@ from .options import device_option, examples
               help="Face detector for --align (facebench plugins --kind detector), e.g. retinaface_r50.")
 @click.option("--detector-weights", type=click.Path(), default=None,
               help="Weights file of the detector [default: its released file in the weights directory].")
+@overwrite_option("--out")
+@rerun_help("--out", note="The parameters are the extractor with its weights' sha256, DATA's sha256 (with --align "
+                          "the photos' and the detector's), --format, --raw, --no-flip and --batch-size (it can move "
+                          "the last bits of a feature), recorded in OUT.json beside OUT; --device is not one.")
 def embed_command(data: str, extractor_name: str, weights: str | None, out: str, data_format: str | None,
                   batch_size: int, device: str, no_flip: bool, raw: bool, align: bool, detector_name: str | None,
-                  detector_weights: str | None) -> None:
+                  detector_weights: str | None, overwrite: bool) -> None:
     """Write features of every image of DATA, its labels and per-identity centres.
 
     Outputs: OUT (N x D float32), OUT with .labels.npy (N int64) and .centers.npy (C x D). By default the
@@ -73,11 +77,17 @@ def embed_command(data: str, extractor_name: str, weights: str | None, out: str,
     if align:
         info = write_photo_features(extractor_name, weights, data, out, detector=detector_name,
                                     detector_weights=detector_weights, raw=raw, flip=not no_flip,
-                                    batch_size=batch_size, device=chosen)
+                                    batch_size=batch_size, device=chosen, overwrite=overwrite)
     else:
         info = write_features(extractor_name, weights, data, out, raw=raw, flip=not no_flip, batch_size=batch_size,
-                              device=chosen, data_format=data_format)
+                              device=chosen, data_format=data_format, overwrite=overwrite)
     if not ctx.is_main:
+        return
+    if info.get("already_complete"):
+        from ..rerun import already_complete
+
+        click.echo(already_complete(out, f"{info['images']} features ({info['dim']}-d) of {info['identities']} "
+                                         "identities"))
         return
     kind = f"raw features (median norm {info['median_norm']:.4g})" if raw else "unit-length features"
     click.echo(f"{info['images']} {kind} ({info['dim']}-d) of {info['identities']} identities -> {out}")

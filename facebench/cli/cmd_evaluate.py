@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .options import device_option, examples
+from .options import device_option, examples, overwrite_option, rerun_help
 
 _stdout = Console(highlight=False, width=max(120, shutil.get_terminal_size((120, 24)).columns))
 
@@ -40,9 +40,13 @@ def _device(preference: str) -> str:
                    "(an unknown option is answered with the protocol's list of options).")
 @device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the result rows as JSON instead of the table.")
+@overwrite_option("--out")
+@rerun_help("--out", note="The parameters are the suite, the model's weights' sha256, every pack's sha256, --label, "
+                          "--no-flip, --batch-size, --bootstrap and --set; --device, --json and the paths of --model "
+                          "and --data-root are not. Finished packs are kept: a killed run scores only the others.")
 def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: str | None, label: str | None,
              no_flip: bool, batch_size: int, bootstrap: int, overrides: tuple[str, ...], device: str,
-             as_json: bool) -> None:
+             as_json: bool, overwrite: bool) -> None:
     """Evaluate a face-recognition model on a suite: verification packs with the insightface protocol,
     IJB-B/C templates, 1:N identification (IJB-C, TinyFace), grouped sets (RFW).
 
@@ -51,11 +55,12 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
     """
     from ..evaluation.protocols import protocol_options
     from ..evaluation.runner import EvaluateConfig, protocol_table, run_evaluation, table_1
+    from ..evaluation.tradeoff import tradeoff_rows, tradeoff_table
 
     config = EvaluateConfig(suite=suite, model=str(model), data_root=str(data_root), backbone=backbone, label=label,
                             flip_test=not no_flip, batch_size=batch_size, device=_device(device), bootstrap=bootstrap,
                             options=protocol_options(overrides))
-    run, outcome, the_suite = run_evaluation(config, out)
+    run, outcome, the_suite = run_evaluation(config, out, overwrite=overwrite)
     if as_json:
         click.echo(json.dumps({"run": str(run.path), "missing": [b.name for b in outcome.missing],
                                "rows": outcome.rows}, indent=2))
@@ -67,9 +72,16 @@ def evaluate(suite: str, model: str, backbone: str | None, data_root: str, out: 
     header, body = protocol_table(outcome.rows)
     if body:
         _print_table(f"{the_suite.name}: other protocols", header, body)
+    header, body = tradeoff_table(tradeoff_rows(outcome.rows, the_suite))
+    if body:
+        _print_table(f"{the_suite.name}: bias trade-off across groups (%)", header, body)
     if outcome.missing:
         _stdout.print(f"missing ({len(outcome.missing)}): " + ", ".join(
             f"{b.label} [{' or '.join(b.files[:2])}]" for b in outcome.missing) + "; Avg covers the packs found")
+    if outcome.already_complete:
+        from ..rerun import already_complete
+
+        _stdout.print(already_complete(run.path, f"{len(outcome.rows)} result rows"), markup=False)
     _stdout.print(f"results: {run.path / 'results.csv'}")
 
 
@@ -107,8 +119,12 @@ def _print_table(title: str, header: list[str], body: list[list[str]]) -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
+@overwrite_option("--out")
+@rerun_help("--out", note="The parameters are the options that choose analyses, models and settings, and the "
+                          "sha256 of the dataset, the weights and every other input file; --device, --json and the "
+                          "inputs' paths are not. Cached features are kept: a killed run does not embed again.")
 def analyze(dataset: str, extractor: str, weights: str, out: str | None, only: tuple[str, ...],
-            overrides: tuple[str, ...], **options) -> None:
+            overrides: tuple[str, ...], overwrite: bool, **options) -> None:
     """Dataset-level analyses: genuine/impostor distributions, class noise, separability, leakage, FID.
 
     Identity features are extracted once (resumable, in the run directory) and shared by every analysis.
@@ -119,7 +135,7 @@ def analyze(dataset: str, extractor: str, weights: str, out: str | None, only: t
     config = AnalyzeConfig(dataset=str(dataset), extractor=extractor, weights=str(weights), only=list(only),
                            options=analysis_options(overrides), **options)
     config.device = _device(config.device)
-    summary, run_path = run_analyses(config, out)
+    summary, run_path, done = run_analyses(config, out, overwrite=overwrite)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -129,20 +145,28 @@ def analyze(dataset: str, extractor: str, weights: str, out: str | None, only: t
     for name, entry in summary["analyses"].items():
         table.add_row(name, _short(entry))
     _stdout.print(table)
+    if done:
+        from ..rerun import already_complete
+
+        _stdout.print(already_complete(run_path, f"{len(summary['analyses'])} analyses"), markup=False)
     _stdout.print(f"summary: {run_path / 'analysis' / 'summary.json'}")
 
 
 def _short(entry: dict) -> str:
     if "skipped" in entry:
         return f"skipped: {entry['skipped']}"
-    keys = ("eer", "intra_noise", "inter_noise", "separable", "separable_share", "leaked", "leaked_share",
-            "leaked_at_fmr", "leaked_at_fmr_share", "fid", "kid", "precision", "recall", "density", "coverage", "mean",
+    keys = ("eer", "fdr", "fmr100", "fmr1000", "genuine_mean", "genuine_std", "impostor_mean", "impostor_std",
+            "intra_vendi_mean", "inter_vendi", "intra_noise", "inter_noise", "separable", "separable_share", "leaked",
+            "leaked_share", "leaked_at_fmr", "leaked_at_fmr_share", "fid", "kid", "precision", "recall", "density", "coverage", "mean",
             "features")
     parts = []
     for k in keys:
         if k in entry:
             v = entry[k]
             parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+            ci = (entry.get("ci95") or {}).get(k)  # a bootstrap 95% interval, when the analysis gives one
+            if isinstance(ci, list) and len(ci) == 2 and all(isinstance(b, float) for b in ci):
+                parts[-1] += f" [{ci[0]:.4g}, {ci[1]:.4g}]"
     for space in ("fr", "inception"):  # the fidelity metrics, one set per feature space
         if isinstance(entry.get(space), dict):
             parts.append(f"{space}: {_short(entry[space])}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..console import console, make_progress
-from .options import device_option, examples
+from .options import device_option, examples, overwrite_option, rerun_help
 
 _SAMPLE_EPILOG = examples(
     "facebench sample-ids --features webface_centres.npy --n 10000 --tau 0.3 --out ids.npy --save-stats pca.npz",
@@ -29,9 +29,14 @@ _SAMPLE_EPILOG = examples(
 @click.option("--max-draw-factor", type=click.FloatRange(min=1), default=20.0, show_default=True,
               help="Give up after drawing this many candidates per requested vector.")
 @device_option(help="Device for the similarity products: auto, cpu, cuda, cuda:N.")
-def sample_ids(features, stats, n, tau, out, save_stats, seed, batch, max_draw_factor, device):
+@overwrite_option("--out")
+@rerun_help("--out", note="The parameters are --n, --tau, --seed, --batch, --max-draw-factor, --save-stats and the "
+                          "sha256 of --features or --stats, recorded in OUT.json beside OUT; --device is not one. An "
+                          "interrupted run samples again (seeded: the same vectors).")
+def sample_ids(features, stats, n, tau, out, save_stats, seed, batch, max_draw_factor, device, overwrite):
     """Sample identity vectors: PCA statistics of real features, exact rejection above tau."""
     from ..generation.sampling import sample_ids_file
+    from ..rerun import already_complete
     from ..runtime import choose_device
 
     with make_progress() as progress:
@@ -39,7 +44,10 @@ def sample_ids(features, stats, n, tau, out, save_stats, seed, batch, max_draw_f
         result, record = sample_ids_file(
             out, n, features=features, stats=stats, tau=tau, seed=seed, batch=batch,
             max_draw_factor=max_draw_factor, device=str(choose_device(device)), save_stats=save_stats,
-            progress=lambda k: progress.update(task, completed=k))
+            progress=lambda k: progress.update(task, completed=k), overwrite=overwrite)
+    if result is None:
+        click.echo(already_complete(out, f"{n} identity vectors at tau={tau}, median norm {record['median_norm']:.4g}"))
+        return
     click.echo(f"kept {n} identity vectors of {result.drawn} drawn at tau={tau}: "
                f"rejection rate {100 * result.rejection_rate:.2f}% ({result.rejected} rejected) in "
                f"{record['seconds']:.1f}s; median norm {record['median_norm']:.4g}")
@@ -76,7 +84,8 @@ _GENERATE_EPILOG = examples(
 @click.option("--untrained", is_flag=True,
               help="Allow a generator or AttrOP model without weights (random weights; recorded in dataset.json).")
 @click.option("--ids", "ids_path", type=click.Path(dir_okay=False), help="Identity vectors (N, D) .npy.")
-@click.option("--n-ids", type=click.IntRange(min=1), help="Sample this many identity vectors (needs --stats or --features).")
+@click.option("--n-ids", type=click.IntRange(min=1), help="This many identities: sampled vectors (needs --stats or --features), or "
+              "an image-conditioned generator's own identities (DCFace's first stage).")
 @click.option("--stats", type=click.Path(dir_okay=False), help="PCA statistics for --n-ids.")
 @click.option("--features", type=click.Path(dir_okay=False), help="Real identity features for --n-ids.")
 @click.option("--tau", type=float, default=0.3, show_default=True, help="Identity separation for --n-ids.")
@@ -112,10 +121,16 @@ _GENERATE_EPILOG = examples(
 @click.option("--attrop-pose-weights", type=click.Path(), help="Weights file of the pose extractor.")
 @click.option("--attrop-quality", help="Quality extractor; quality = norm of its feature [default magface-r100].")
 @click.option("--attrop-quality-weights", type=click.Path(), help="Weights file (or FR run directory for fr-run).")
+@overwrite_option("--out")
+@rerun_help("--out", note="The parameters are the generation config, the generator with its weights' sha256 and "
+                          "options, the identity vectors (their sha256 and where they came from), AttrOP's settings "
+                          "and models and the landmark images; --device is not one. Finished shards are kept: a "
+                          "killed run generates only the others. --ids-per-shard and --batch-size are parameters: "
+                          "they decide the random draws.")
 def generate(generator_name, weights, generator_options, untrained, ids_path, n_ids, stats, features, tau, ref_images,
              detector_name, detector_weights, rescale_ids, images_per_id, out, fmt, ids_per_shard, batch_size, seed, device, config_path, overrides, pose_landmarks, attrop_spec, identity_prepass,
              attrop_identity, attrop_identity_weights, attrop_pose, attrop_pose_weights, attrop_quality,
-             attrop_quality_weights):
+             attrop_quality_weights, overwrite):
     """Generate a labelled dataset: perturb identity vectors, optionally AttrOP, write shards, assemble.
 
     Identity vectors come from --ids, from --n-ids sampled ones, or from --ref-images: photos of real
@@ -147,7 +162,7 @@ def generate(generator_name, weights, generator_options, untrained, ids_path, n_
                               generator_options=generator_options, ids=ids_path, n_ids=n_ids, stats=stats,
                               features=features, ref_images=ref_images, detector=detector_name,
                               detector_weights=detector_weights, tau=tau, device=device,
-                              pose_landmarks=pose_landmarks)
+                              pose_landmarks=pose_landmarks, overwrite=overwrite)
     with make_progress() as progress:
         outcome = run_generate(request, config, progress=progress)
     _print_outcome(outcome, config)
@@ -156,7 +171,9 @@ def generate(generator_name, weights, generator_options, untrained, ids_path, n_
 def _print_outcome(outcome, config) -> None:
     job, summary = outcome.job, outcome.summary
     if outcome.already_complete:
-        click.echo(f"{job.out}: already complete ({job.num_ids} identities); nothing to do")
+        from ..rerun import already_complete
+
+        click.echo(already_complete(job.out, f"{job.num_ids} identities"))
         return
     if summary is None:  # a rank other than 0: rank 0 reports
         return

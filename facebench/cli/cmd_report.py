@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..console import console
+from .options import overwrite_option, rerun_help
 
 _EPILOG = """Examples:
 
@@ -30,8 +31,13 @@ _EPILOG = """Examples:
 @click.option("--images-from", "images_from", multiple=True, metavar="DIR", type=click.Path(file_okay=False),
               help="A folder outside RUNS whose images may be embedded (a training set's sample grid); "
                    "without it, only images inside RUNS are (repeatable).")
+@overwrite_option("--out")
+@rerun_help("--out", note="The parameters are --title, --section and the report's content as read from RUNS (its "
+                          "sha256, recorded in OUT.json beside OUT): a run that changed since is a change. The date "
+                          "printed in the report is $SOURCE_DATE_EPOCH when set, so a report can be made byte for "
+                          "byte again.")
 def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...], labels: tuple[str, ...],
-           real: tuple[str, ...], images_from: tuple[str, ...]) -> None:
+           real: tuple[str, ...], images_from: tuple[str, ...], overwrite: bool) -> None:
     """Compare run directories (evaluation, analysis, generated datasets, FR training) in one HTML file.
 
     Each RUN contributes itself and every sub-folder holding results: give a train-fr run and its
@@ -45,7 +51,7 @@ def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...
     range (an accuracy above 100, a NaN) are refused, naming the file.
     """
     from ..errors import FacebenchError
-    from ..report import build_report
+    from ..report import report_once
 
     names = {}
     for item in labels:
@@ -54,13 +60,19 @@ def report(runs: tuple[str, ...], out: str, title: str, sections: tuple[str, ...
             raise FacebenchError(f"--label expects RUN=NAME, got '{item}'")
         names[run] = name
     with console.status("rendering report"):
-        path, findings = build_report(list(runs), out, title=title, sections=list(sections) or None,
-                                      labels=names, real=list(real), images_from=list(images_from))
+        path, findings, done = report_once(list(runs), out, overwrite=overwrite, title=title,
+                                           sections=list(sections) or None, labels=names, real=list(real),
+                                           images_from=list(images_from))
     for finding in findings:
         for line in finding.lines():
             click.echo(f"found {line}")
         for warning in finding.warnings:
             click.echo(f"warning: {warning}", err=True)
+    if done:
+        from ..rerun import already_complete
+
+        click.echo(already_complete(path, f"{len(runs)} run folder(s) as they are now"))
+        return
     click.echo(str(path))
 
 

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from ..console import console
-from .options import examples
+from .options import examples, rerun_help
 
 
 def _plan_table(cfg, steps, out: Path) -> Table:
@@ -37,9 +37,15 @@ def _plan_table(cfg, steps, out: Path) -> Table:
 @click.option("--set", "overrides", multiple=True, help="Override a config key, e.g. --set vars.weights=~/w.")
 @click.option("--step", "only", multiple=True, help="Run only this step (repeatable); earlier steps must be done.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved steps and which are done; run nothing.")
+@click.option("--overwrite", is_flag=True,
+              help="Run again every step whose command line changed since it ran, and every step after it, each "
+                   "with --overwrite (a step replaces its output only where its own parameters or inputs changed).")
+@rerun_help("--out", note="Step by step: a step done with the same command line is skipped (all done: nothing is "
+                          "written); a step whose command line changed since it ran is refused, naming it; a step "
+                          "not run yet may change freely.")
 @click.pass_context
 def run(ctx: click.Context, config: str, out: str | None, overrides: tuple[str, ...], only: tuple[str, ...],
-        dry_run: bool) -> None:
+        dry_run: bool, overwrite: bool) -> None:
     """Run the steps of an experiment config in order; steps finished earlier are skipped.
 
     Each step is a facebench command line; ${var} takes values from the config's [vars] table and
@@ -55,8 +61,13 @@ def run(ctx: click.Context, config: str, out: str | None, overrides: tuple[str, 
         total = sum(s.gpu_hours for s in steps)
         click.echo(f"{len(steps)} steps, {total:g} GPU hours at full scale ({cfg.experiment.gpu or 'GPU not stated'})")
         return
-    outcomes = run_experiment(ctx.find_root().command, cfg, out_dir, only=only)
+    outcomes = run_experiment(ctx.find_root().command, cfg, out_dir, only=only, overwrite=overwrite)
     ran = sum(o.status == "ran" for o in outcomes)
+    if outcomes and all(o.status == "skipped" for o in outcomes):
+        from ..rerun import already_complete
+
+        click.echo(already_complete(out_dir, f"{len(outcomes)} step(s) done"))
+        return
     click.echo(f"{out_dir}: {ran} step(s) ran, {len(outcomes) - ran} already done")
 
 

@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-from .options import examples
+from .options import examples, overwrite_option, rerun_help
 
 
 @click.group(epilog=examples("facebench weights import buffalo_l/w600k_r50.onnx --arch iresnet50 --out w600k_r50.pth"))
@@ -36,7 +36,11 @@ def weights() -> None:
 @click.option("--bgr", is_flag=True, help="The source model takes BGR channels (insightface's take RGB).")
 @click.option("--no-check", is_flag=True,
               help="Skip running the imported backbone against the source graph on a random input.")
-def import_command(src: str, arch: str, out: str, source_input: str, bgr: bool, no_check: bool) -> None:
+@overwrite_option("--out")
+@rerun_help("--out", note="The parameters are --arch, --input, --bgr, --no-check and the source files' sha256, "
+                          "recorded in OUT.json beside OUT; an interrupted import is made again.")
+def import_command(src: str, arch: str, out: str, source_input: str, bgr: bool, no_check: bool,
+                   overwrite: bool) -> None:
     """Convert an ONNX model or an MXNet checkpoint (PREFIX-NNNN.params beside PREFIX-symbol.json) into
     a plain state dict of backbone ARCH, loadable by `--model OUT --backbone ARCH` and create_backbone.
 
@@ -58,7 +62,13 @@ def import_command(src: str, arch: str, out: str, source_input: str, bgr: bool, 
                           f"{', '.join(importable)}")
     module, _, attr = importer.partition(":")
     run_import = getattr(importlib.import_module(module), attr)
-    info = run_import(src, arch=arch, out=out, mode=source_input, bgr=bgr, check=not no_check)
+    info = run_import(src, arch=arch, out=out, mode=source_input, bgr=bgr, check=not no_check, overwrite=overwrite)
+    if info.get("already_complete"):
+        from ..rerun import already_complete
+
+        files = ", ".join(s["file"] for s in info.get("sources", []))
+        click.echo(already_complete(out, f"{arch} from {files}"))
+        return
     sources = ", ".join(f"{s['file']} (sha256 {s['sha256'][:12]})" for s in info["sources"])
     click.echo(f"{info['format']} {sources} -> {info['out']}: {arch}, {info['tensors']} tensors; {info['input']}")
     if info.get("check"):

@@ -33,6 +33,32 @@ def device_option(default: str | None = "auto", help: str = "auto, cpu, cuda, cu
     return click.option("--device", type=DEVICE, default=default, show_default=default is not None, help=help)
 
 
+def overwrite_option(what: str = "OUT") -> Any:
+    """``--overwrite`` as every command that writes an output means it (:mod:`facebench.rerun`)."""
+    return click.option("--overwrite", is_flag=True,
+                        help=f"Replace {what} when it was made with other parameters (or holds no record of them); "
+                             "with the same parameters nothing changes: finished stays, unfinished resumes.")
+
+
+def rerun_help(output: str = "OUT", note: str = "") -> Any:
+    """Append to a command's help what running it again does (the rerun contract, :mod:`facebench.rerun`);
+    ``note`` says what is not a parameter or what resumes. Put it below ``@click.command``."""
+    text = (f"Rerun: the same command again does nothing once {output} is finished (it says what is there); "
+            f"an unfinished {output} (killed, crashed) is resumed to the bytes of an uninterrupted run; other "
+            f"parameters are refused, naming them (--overwrite replaces {output}, or choose another one).")
+    if note:
+        text += f" {note}"
+
+    def add(function: Any) -> Any:
+        import inspect
+
+        doc = inspect.cleandoc(function.__doc__ or "")
+        function.__doc__ = f"{doc}\n\n{text}" if doc else text
+        return function
+
+    return add
+
+
 def examples(*lines: str) -> str:
     """A command's epilog: example command lines printed exactly as written. click rewraps epilog
     paragraphs to the terminal width, which breaks a pasted command; a ``\\b`` paragraph is kept as is.

@@ -28,14 +28,15 @@ The run folder, as ``generate`` writes one: ``config.toml`` and ``provenance.jso
 ``shards/shard-NNNNN.msgpack`` (the outcomes and encoded crops of a finished shard, written atomically),
 then, once every shard is done, ``dataset.<format>`` through the format's writer, ``outcomes.csv`` and
 ``dataset.json`` (written last: its presence claims a finished run). Detection and alignment are
-deterministic, so a run killed at any point and rerun gives the bytes of an uninterrupted run. Rerunning
-a finished run reports it complete when its card matches what is on disk (else it is re-assembled from
-kept shards, or refused naming the file), and refuses other parameters, naming them.
+deterministic, so a run killed at any point and rerun gives the bytes of an uninterrupted run. The rerun
+contract (:mod:`facebench.rerun`, its record in ``provenance.json``) makes a finished run rerun with the
+same parameters a no-op and refuses other parameters, naming them; a finished-looking run whose card
+does not match what is on disk is re-assembled from kept shards, or refused naming the file.
 
 ``generation/sharded.py`` is not reused: the data layer may not import the generation layer, its staged
 record is (labels, images, numeric stats) over identity ranges where this one is a per-photo outcome over
 photo ranges, and its assembly is bound to the generation job's card. What both share lives below them
-and is used here: :class:`~facebench.shards.ShardManifest` (journaled), ``changed_keys``,
+and is used here: :class:`~facebench.shards.ShardManifest` (journaled), :class:`~facebench.rerun.Rerun`,
 ``runs.Run``/``discard_on_failure``, :mod:`facebench.atomic` and the format writers.
 """
 
@@ -63,7 +64,7 @@ from ..errors import ConfigError, DataError, FacebenchError, first_line
 from ..provenance import sha256_file
 from ..runs import CONFIG, DATASET_CARD, PROVENANCE
 from ..safe_load import expect, read_json, resolves_inside, shown_name
-from ..shards import ShardManifest, changed_keys, read_manifest
+from ..shards import ShardManifest, read_manifest
 from .images import encode_image
 
 SHARD_DIR = "shards"
@@ -283,10 +284,11 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return {"params": saved["params"], "done": {int(k) for k in done}}
 
 
-def check_out(out: Path, src: Path, config: AlignConfig) -> None:
+def check_out(out: Path, src: Path, config: AlignConfig, *, overwrite: bool = False) -> None:
     """``--out`` must be a folder of its own: not the source, not inside it, not holding it (the listing or
-    the output would change under the other), not a file, and, when it exists, empty or a ``data align``
-    run (a folder holding anything else is refused rather than mixed into)."""
+    the output would change under the other), and, unless ``overwrite`` (which replaces it), not a file
+    and, when it exists, empty or a ``data align`` run (a folder holding anything else is refused rather
+    than mixed into)."""
     target, source = os.path.realpath(out), os.path.realpath(src)
     if target == source:
         raise FacebenchError(f"{out}: is the photo folder being aligned; choose another --out")
@@ -294,7 +296,7 @@ def check_out(out: Path, src: Path, config: AlignConfig) -> None:
         raise FacebenchError(f"{out}: lies inside the photo folder being aligned ({src}); choose an --out outside it")
     if source.startswith(target.rstrip(os.sep) + os.sep):
         raise FacebenchError(f"{out}: holds the photo folder being aligned ({src}); choose another --out")
-    if not os.path.lexists(out):
+    if not os.path.lexists(out) or overwrite:
         return
     if not out.is_dir():
         raise FacebenchError(f"{out}: exists and is not a folder; choose another --out")
@@ -612,6 +614,7 @@ class AlignRequest:
     detector_options: tuple[str, ...] = ()  # KEY=VALUE keyword options of the detector
     untrained: bool = False
     device: str = "auto"
+    overwrite: bool = False  # replace an --out made with other parameters (facebench.rerun)
 
 
 @dataclass
@@ -647,12 +650,13 @@ def run_align(request: AlignRequest, config: AlignConfig, *, progress: Any = Non
     run folder is made; a run that fails before its first shard leaves no folder behind."""
     from ..config import parse_override
     from ..pluginmanager import registry
+    from ..rerun import FINISHED, Rerun
     from ..runs import Run, discard_on_failure
     from ..runtime import choose_device
     from .photos import resolve_detector
 
     photos = list_photos(request.src, flat=config.flat)
-    check_out(request.out, request.src, config)
+    check_out(request.out, request.src, config, overwrite=request.overwrite)
     format_obj = registry("format").get(config.format).create()
     if getattr(format_obj, "role", "train") != "train":
         raise FacebenchError(f"--format {config.format}: writes {format_obj.role} sets, not labelled training sets "
@@ -670,25 +674,25 @@ def run_align(request: AlignRequest, config: AlignConfig, *, progress: Any = Non
                    detector_info=record)
     atomic.refuse_link(job.out / SHARD_DIR, "aligned shards")
     atomic.refuse_link(job.dataset_path, "dataset")
-    if job.is_finished():
-        manifest = job.out / MANIFEST
-        if manifest.is_file():
-            saved = _read_manifest(manifest)["params"]
-            if saved != job.normalised_params():
-                raise FacebenchError(f"{job.out}: holds a finished dataset made with other parameters "
-                                     f"({', '.join(changed_keys(saved, job.normalised_params()))}); choose another "
-                                     "--out or delete it")
+    rerun = Rerun(job.out, command="data align", params=job.params(), what="dataset",
+                  outputs=[DATASET_CARD, job.dataset_path.name, OUTCOMES], overwrite=request.overwrite)
+    if rerun.check() == FINISHED:
+        return AlignOutcome(job, read_json(job.card_path, what="dataset card"), [], already_complete=True)
+    inputs = {"weights": weights} if weights else {}
+    start = {"config": config, "device": device, "inputs": inputs, "rerun": rerun,
+             "extra": {"source": {"path": shown_name(os.fspath(request.src)), **job.listing}}}
+    if job.is_finished():  # a card written, its record not finished (a kill), or its files changed since
         problem = card_problem(job, format_obj)
-        if problem is None:
-            return AlignOutcome(job, read_json(job.card_path, what="dataset card"), [], already_complete=True)
+        if problem is None:  # the dataset checks out: only the record was left to write
+            rerun.finish(Run.start(request.out, **start))
+            return AlignOutcome(job, read_json(job.card_path, what="dataset card"), [])
         _refuse_or_reassemble(job, problem)
     with discard_on_failure(request.out):  # failing before its first shard, it leaves no run folder
         request.out.mkdir(parents=True, exist_ok=True)
-        inputs = {"weights": weights} if weights else {}
-        Run.start(request.out, config=config, device=device, inputs=inputs,
-                  extra={"source": {"path": shown_name(os.fspath(request.src)), **job.listing}})
+        run = Run.start(request.out, **start)
         aligned = run_shards(job, detector, progress=progress)
     summary = assemble(job, format_obj, progress=progress)
+    rerun.finish(run)
     return AlignOutcome(job, summary, aligned)
 
 

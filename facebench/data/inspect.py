@@ -101,9 +101,14 @@ def _refuse_overlap(dst: str, reader: Any, src: str, mask: str | None) -> None:
 
 
 def convert_dataset(src: str, dst: str, to_format: str, *, fmt: str | None = None, mask: str | None = None,
-                    overwrite: bool = False) -> tuple[int, bool]:
+                    overwrite: bool = False) -> tuple[int, bool, bool]:
     """Stream ``src`` into ``dst`` in ``to_format`` (features and landmark images kept for LMDB); returns
-    (records, is pairs). ``dst`` appears only when complete; a failure leaves neither it nor a temporary."""
+    (records, is pairs, already complete). ``dst`` appears only when complete; a failure leaves neither it
+    nor a temporary. ``dst``'s record (``DST.json``, :mod:`facebench.rerun`) makes the same conversion
+    again a no-op and refuses another into the same ``dst`` unless ``overwrite``."""
+    from ..provenance import provenance
+    from ..rerun import FINISHED, Rerun, parameters
+    from ..safe_load import read_json
     from .formats import get_format, open_writer
 
     out_fmt = get_format(to_format)
@@ -114,28 +119,43 @@ def convert_dataset(src: str, dst: str, to_format: str, *, fmt: str | None = Non
             kind = "verification pairs" if pairs else "a training set"
             raise FacebenchError(f"{src} holds {kind} ({reader.format_name}); format '{to_format}' holds "
                                  f"{out_fmt.role} data")
-        options: dict[str, Any] = {"overwrite": overwrite}
-        features = to_format == "lmdb" and getattr(reader, "has_features", lambda: False)()
-        landmarks = features and getattr(reader, "has_landmarks", lambda: False)()
-        if features:
-            options["features"] = True
-        if landmarks:
-            options["landmarks"] = True
-        with open_writer(dst, to_format, **options) as writer:
-            if pairs:
-                for k in track(range(len(reader)), f"convert {Path(src).name}"):
-                    a, b = reader.pair_bytes(k)
-                    writer.add(a, b, bool(reader.issame[k]))
-            else:
-                for i in track(range(len(reader)), f"convert {Path(src).name}"):
-                    if landmarks:
-                        writer.add(reader.image_bytes(i), reader.label(i), feature=reader.feature(i),
-                                   landmark=reader.landmark_bytes(i))
-                    elif features:
-                        writer.add(reader.image_bytes(i), reader.label(i), feature=reader.feature(i))
-                    else:
-                        writer.add(reader.image_bytes(i), reader.label(i))
-        return len(reader), pairs
+        target = Path(dst)
+        outputs = [target.name]
+        if to_format == "rec" and target.suffix.lower() == ".rec":  # x.rec writes x.idx beside it
+            outputs.append(target.with_suffix(".idx").name)
+        source = getattr(reader, "path", None) or src
+        rerun = Rerun(dst, command="data convert", folder=False, what="converted dataset", outputs=outputs,
+                      params=parameters({"to": to_format, "format": fmt}, inputs={"src": source, "mask": mask}),
+                      overwrite=overwrite, resumable=False)
+        if rerun.check() == FINISHED:
+            done = read_json(rerun.record_path, what="run record").get("converted") or {}
+            return int(done.get("records", len(reader))), pairs, True
+        with rerun.writing():
+            options: dict[str, Any] = {"overwrite": True}  # what is at dst may be replaced: Rerun.check said so
+            features = to_format == "lmdb" and getattr(reader, "has_features", lambda: False)()
+            landmarks = features and getattr(reader, "has_landmarks", lambda: False)()
+            if features:
+                options["features"] = True
+            if landmarks:
+                options["landmarks"] = True
+            with open_writer(dst, to_format, **options) as writer:
+                if pairs:
+                    for k in track(range(len(reader)), f"convert {Path(src).name}"):
+                        a, b = reader.pair_bytes(k)
+                        writer.add(a, b, bool(reader.issame[k]))
+                else:
+                    for i in track(range(len(reader)), f"convert {Path(src).name}"):
+                        if landmarks:
+                            writer.add(reader.image_bytes(i), reader.label(i), feature=reader.feature(i),
+                                       landmark=reader.landmark_bytes(i))
+                        elif features:
+                            writer.add(reader.image_bytes(i), reader.label(i), feature=reader.feature(i))
+                        else:
+                            writer.add(reader.image_bytes(i), reader.label(i))
+        record = provenance(inputs={"src": source, **({"mask": mask} if mask else {})},
+                            hashes=rerun.params["inputs"])
+        rerun.finish(record={**record, "converted": {"records": len(reader), "pairs": pairs, "format": to_format}})
+        return len(reader), pairs, False
 
 
 def check_dataset(path: str, *, fmt: str | None = None, mask: str | None = None,

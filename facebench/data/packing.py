@@ -275,6 +275,7 @@ class _Faces:
     def __init__(self, request: PackRequest):
         self.request = request
         self.several = 0  # photos in which the detector found more than one face
+        self.detector_record: dict[str, Any] | None = None  # name, weights file, sha256
         if request.landmarks is not None:
             self.landmarks = read_landmarks(request.landmarks, request.protocol.root)
             missing = [name for name in request.protocol.photos if name not in self.landmarks]
@@ -295,7 +296,7 @@ class _Faces:
         from .photos import resolve_detector
 
         request = self.request
-        weights, _ = resolve_detector(request.detector, request.weights, option="--weights")
+        weights, self.detector_record = resolve_detector(request.detector, request.weights, option="--weights")
         options = {".".join(keys): value for keys, value in map(parse_override, request.detector_options)}
         device = str(choose_device(request.device))
         return registry("detector").create(request.detector, weights=str(weights) if weights else None,
@@ -326,13 +327,38 @@ class _Faces:
         return crop
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path) -> None:
+    """A pack is one ``.bin`` file (what is already there is for the rerun contract to judge)."""
     if out.suffix.lower() not in PACK_SUFFIXES:
         raise FacebenchError(f"--out {out}: a pack is a .bin file (or .xz, compressed)")
-    if out.is_dir():
+    if out.is_dir() and not out.is_symlink():
         raise FacebenchError(f"--out {out}: is a folder; a pack is a .bin file")
-    if out.exists() and not overwrite:
-        raise FacebenchError(f"{out}: already exists (remove it or pass --overwrite)")
+
+
+def _photos_sha256(paths: dict[str, Path]) -> str:
+    """One digest of the photos a pack is made of: each name with its content's sha256, in pair order."""
+    import hashlib
+
+    from ..provenance import sha256_path
+
+    digest = hashlib.sha256()
+    for name, path in paths.items():
+        digest.update(os.fsencode(name) + b"\0" + sha256_path(path).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def pack_rerun(request: PackRequest, paths: dict[str, Path], faces: Any) -> Any:
+    """The rerun contract of a pack (:mod:`facebench.rerun`): the benchmark, the crop's size and encoding,
+    where the faces come from (the detector, its weights' sha256 and options, or the landmarks file's
+    sha256), the protocol file's and every photo's sha256; its record is ``OUT.json`` beside it."""
+    from ..rerun import Rerun, parameters
+
+    config = {"benchmark": request.protocol.name, "size": request.size, "encoding": request.encoding,
+              "detector": faces.detector_record, "detector_options": list(request.detector_options)}
+    params = parameters(config, inputs={"protocol": request.protocol.source, "landmarks": request.landmarks},
+                        photos_sha256=_photos_sha256(paths))
+    return Rerun(request.out, command="data pack", params=params, what="pack", folder=False,
+                 outputs=[request.out.name], overwrite=request.overwrite, resumable=False)
 
 
 def _photo_path(protocol: PackProtocol, name: str) -> Path:
@@ -357,8 +383,12 @@ def build_pack(request: PackRequest) -> dict[str, Any]:
     """Detect (or read the landmarks of) and align every photo of the protocol once, and write the pack:
     both crops of every pair, the pairs in the protocol's order. Everything that can be checked before the
     first photo is (the output, every photo's file, every photo's landmarks, the detector and its weights);
-    the pack appears under its name only when complete."""
+    the pack appears under its name only when complete. Returns the summary (with ``already_complete``
+    true when the same pack was there already: nothing is written)."""
     from ..console import track
+    from ..provenance import provenance
+    from ..rerun import FINISHED
+    from ..safe_load import read_json
     from .formats import open_writer
     from .images import encode_image
     from .photos import read_photo
@@ -366,25 +396,39 @@ def build_pack(request: PackRequest) -> dict[str, Any]:
     protocol = request.protocol
     if request.encoding not in ENCODINGS:
         raise FacebenchError(f"--encoding must be one of {', '.join(ENCODINGS)}, got {request.encoding!r}")
-    _check_out(request.out, request.overwrite)
+    _check_out(request.out)
     photos = protocol.photos
     paths = {name: _photo_path(protocol, name) for name in photos}
     faces = _Faces(request)
-    crops: dict[str, bytes] = {}
-    for name in track(photos, f"aligning {protocol.name} photos"):
-        crop = faces.crop(read_photo(paths[name]), name, paths[name])
-        crops[name] = encode_image(crop, request.encoding)
-    with open_writer(request.out, "bin", overwrite=request.overwrite) as writer:
-        for (a, b), same in zip(protocol.pairs, protocol.issame):
-            writer.add(crops[a], crops[b], bool(same))
+    rerun = pack_rerun(request, paths, faces)
+    if rerun.check() == FINISHED:
+        done = read_json(rerun.record_path, what="run record").get("pack")
+        if isinstance(done, dict):
+            return {**done, "already_complete": True}
+    with rerun.writing():
+        crops: dict[str, bytes] = {}
+        for name in track(photos, f"aligning {protocol.name} photos"):
+            crop = faces.crop(read_photo(paths[name]), name, paths[name])
+            crops[name] = encode_image(crop, request.encoding)
+        with open_writer(request.out, "bin", overwrite=True) as writer:  # Rerun.check said it may be replaced
+            for (a, b), same in zip(protocol.pairs, protocol.issame):
+                writer.add(crops[a], crops[b], bool(same))
     same = int(protocol.issame.sum())
-    return {"pack": str(request.out), "benchmark": protocol.name, "pairs": len(protocol.pairs), "same": same,
-            "different": len(protocol.pairs) - same, "folds": FOLDS, "photos": len(photos), "size": request.size,
-            "encoding": request.encoding, "faces": faces.described, "several_faces": faces.several}
+    summary = {"pack": str(request.out), "benchmark": protocol.name, "pairs": len(protocol.pairs), "same": same,
+               "different": len(protocol.pairs) - same, "folds": FOLDS, "photos": len(photos), "size": request.size,
+               "encoding": request.encoding, "faces": faces.described, "several_faces": faces.several}
+    inputs = {"protocol": protocol.source, **({"landmarks": request.landmarks} if request.landmarks else {})}
+    rerun.finish(record={**provenance(inputs=inputs, hashes=rerun.params["inputs"]), "pack": summary})
+    return summary
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    """``wrote lfw.bin: 6000 pairs (3000 same, 3000 different) in 10 folds from 7701 photos ...``."""
+    """``wrote lfw.bin: 6000 pairs (3000 same, 3000 different) in 10 folds from 7701 photos ...`` (``lfw.bin:
+    already complete (...)`` when the same pack was there)."""
+    if summary.get("already_complete"):
+        from ..rerun import already_complete
+
+        return already_complete(summary["pack"], f"{summary['pairs']} pairs from {summary['photos']} photos")
     line = (f"wrote {summary['pack']}: {summary['pairs']} pairs ({summary['same']} same, {summary['different']} "
             f"different) in {summary['folds']} folds, from {summary['photos']} photos aligned to "
             f"{summary['size']} px by the {summary['faces']}")

@@ -226,8 +226,12 @@ def _save_array(run: Run, name: str, array: np.ndarray) -> None:
             np.save(fh, array, allow_pickle=False)
 
 
-def run_analyses(config: Any, out: str | os.PathLike | None) -> tuple[dict[str, Any], Path]:
-    """Run the analyses ``config`` selects; returns the summary and the run directory."""
+def run_analyses(config: Any, out: str | os.PathLike | None, *,
+                 overwrite: bool = False) -> tuple[dict[str, Any], Path, bool]:
+    """Run the analyses ``config`` selects; returns the summary, the run directory and whether it was
+    there already. The rerun contract (:mod:`facebench.rerun`): the parameters are the config without the
+    device and the input paths, plus the sha256 of the dataset, the model's weights and every other input
+    file; the same analysis again reads its summary back and writes nothing."""
     from ..data import identify
 
     if not Path(config.dataset).exists():
@@ -240,10 +244,39 @@ def run_analyses(config: Any, out: str | os.PathLike | None) -> tuple[dict[str, 
 
     resolved = resolve_model(config.weights, config.extractor, device=config.device)
     out_dir = Path(out) if out else DEFAULT_RUNS_ROOT / f"analyze-{identity.name.replace('/', '-')}"
+    from ..rerun import FINISHED, Rerun, parameters
+    from ..safe_load import read_json
+
+    paths = ("dataset", "weights", "reference", "fid_against", "fid_weights", "pose_weights", "quality_weights")
+    inputs = {"dataset": dataset, "weights": resolved.weights,
+              **{key: found for key in paths[2:] if (found := _input_file(getattr(config, key)))}}
+    rerun = Rerun(out_dir, command="analyze", what="analysis", outputs=["analysis"], overwrite=overwrite,
+                  params=parameters(config, ignore=("device", *paths), inputs=inputs),
+                  keep=["analysis/*features.npy", "analysis/*features.partial.npy",  # --overwrite keeps the
+                        "analysis/*features.manifest*.json*"])  # features: they check themselves before reuse
+    if rerun.check() == FINISHED:
+        return read_json(out_dir / "analysis" / "summary.json", what="analysis summary"), out_dir, True
     with discard_on_failure(out_dir):
         run = Run.start(out_dir, config=config, seed=config.seed, device=config.device,
-                        inputs={"dataset": dataset, "weights": resolved.weights})
-        return _analyze_in(run, config, identity, resolved, specs)
+                        inputs={"dataset": dataset, "weights": resolved.weights}, rerun=rerun)
+        summary, path = _analyze_in(run, config, identity, resolved, specs)
+        rerun.finish(run)
+        return summary, path, False
+
+
+def _input_file(value: str | None) -> Path | None:
+    """An optional input as the rerun record hashes it: the path, or a weights file found in the weights
+    directory; None when it is not there (the analysis that reads it names it)."""
+    from ..weights import resolve_weights
+
+    if not value:
+        return None
+    if Path(value).exists():
+        return Path(value)
+    try:
+        return resolve_weights(value, allow_dir=True)
+    except FacebenchError:
+        return None
 
 
 def _analyze_in(run: Run, config: Any, identity: Any, resolved: ResolvedModel,

@@ -245,30 +245,86 @@ def extractor_features(extractor: Any, name: str, reader: Any, out: str | os.Pat
                             shard_size=shard_size or batch_size * 16, ctx=ctx)
 
 
+def _embed_rerun(out: Path, params: dict[str, Any], *, photos: bool, overwrite: bool) -> Any:
+    """The rerun contract of ``embed`` (:mod:`facebench.rerun`): the features, labels and centres (and the
+    photo record) are the outputs, their record ``OUT.json`` beside them; the partial array and the shard
+    manifests are the state an ``--overwrite`` removes with them."""
+    from ..rerun import Rerun
+
+    outputs = [out.name, out.stem + ".labels.npy", out.stem + ".centers.npy"]
+    if photos:
+        outputs.append(out.stem + ".photos.json")
+    return Rerun(out, command="embed", params=params, what="set of features", folder=False, outputs=outputs,
+                 state=[out.stem + ".partial.npy", out.stem + ".manifest*.json*"], overwrite=overwrite)
+
+
+def _settle(rerun: Any, ctx: Any) -> dict[str, Any] | None:
+    """Every rank reads the record; the main rank replaces (``--overwrite``) or starts it after a barrier.
+    Returns what a finished output records of itself (nothing is written then), else None."""
+    from ..rerun import FINISHED
+    from ..runtime import wait_for_all
+    from ..safe_load import read_json
+
+    state = rerun.check(discard=False)
+    wait_for_all(ctx)
+    if state == FINISHED:
+        return dict(read_json(rerun.record_path, what="run record").get("embedded") or {})
+    if ctx.is_main:
+        rerun.prepare()
+        rerun.begin()
+    wait_for_all(ctx)
+    return None
+
+
+def _finish(rerun: Any, info: dict[str, Any], inputs: dict[str, Any]) -> None:
+    from ..provenance import provenance
+
+    rerun.finish(record={**provenance(inputs=inputs, hashes=rerun.params["inputs"]),
+                         "embedded": {k: (str(v) if isinstance(v, Path) else v) for k, v in info.items()}})
+
+
 def write_features(extractor_name: str, weights: str | None, data: str | os.PathLike, out: str | os.PathLike, *,
                    raw: bool = False, flip: bool = True, batch_size: int = 64, device: str = "cpu",
-                   data_format: str | None = None) -> dict[str, Any]:
+                   data_format: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """What ``facebench embed`` does: features of every image of ``data`` into ``out`` (resumable), with
     ``out`` stem + ``.labels.npy`` and ``.centers.npy``. Unit-length flip-test features and renormalised
     mean centres by default (as the analyses use them); with ``raw`` the model's output for the image
-    alone and plain-mean centres (the scale the Vec2Face release trains and generates on)."""
+    alone and plain-mean centres (the scale the Vec2Face release trains and generates on). The record
+    ``out.json`` (:mod:`facebench.rerun`) makes the same command again a no-op (the returned info then has
+    ``already_complete``) and refuses other parameters unless ``overwrite``."""
     from ..data import open_dataset
     from ..pluginmanager import registry
+    from ..rerun import parameters
     from ..runtime import process_group
 
     out = Path(out)
     reader = open_dataset(data, data_format)
     extractor = registry("feature_extractor").create(extractor_name, weights=weights, device=device)
+    weights_file = getattr(extractor, "weights", None) or weights
+    inputs = {"data": reader.path, "weights": weights_file}
+    params = parameters({"extractor": extractor_name, "raw": raw, "flip": flip, "batch_size": batch_size,
+                         "format": data_format}, inputs=inputs)
+    rerun = _embed_rerun(out, params, photos=False, overwrite=overwrite)
     with process_group(device) as ctx:  # under torchrun every rank embeds its share of the shards
-        feats = extractor_features(extractor, extractor_name, reader, out, raw=raw, flip=flip,
-                                   batch_size=batch_size, device=device, ctx=ctx,
-                                   params={"data": str(Path(reader.path).resolve())})
+        done = _settle(rerun, ctx)
+        if done is not None:
+            return {**done, "out": out, "already_complete": True}
+        try:
+            feats = extractor_features(extractor, extractor_name, reader, out, raw=raw, flip=flip,
+                                       batch_size=batch_size, device=device, ctx=ctx,
+                                       params={"data": str(Path(reader.path).resolve())})
+        except BaseException:
+            if ctx.is_main:
+                rerun.abandon()  # failed before anything a rerun could continue: no record is left
+            raise
     labels = np.asarray(reader.labels, dtype=np.int64)
     info = {"images": len(labels), "dim": int(feats.shape[1]), "identities": int(reader.num_classes), "raw": raw,
             "out": out}
     if not ctx.is_main:
         return info
-    return {**info, "median_norm": _write_centres(out, feats, labels, int(reader.num_classes), raw=raw)}
+    info = {**info, "median_norm": _write_centres(out, feats, labels, int(reader.num_classes), raw=raw)}
+    _finish(rerun, info, inputs)
+    return info
 
 
 def identity_centres(features: np.ndarray, labels: np.ndarray, num_classes: int, *, raw: bool) -> np.ndarray:
@@ -307,14 +363,15 @@ def crop_size(extractor: Any) -> int:
 def write_photo_features(extractor_name: str, weights: str | None, photos: str | os.PathLike,
                          out: str | os.PathLike, *, detector: str, detector_weights: str | None = None,
                          raw: bool = False, flip: bool = True, batch_size: int = 64,
-                         device: str = "cpu") -> dict[str, Any]:
+                         device: str = "cpu", overwrite: bool = False) -> dict[str, Any]:
     """``facebench embed --align``: the photos of a folder (:class:`facebench.data.photos.PhotoFolder`)
     detected, aligned to the ArcFace crop at the extractor's input size, and embedded as
-    :func:`write_features` embeds a dataset (same outputs, same resume), plus ``out`` stem +
-    ``.photos.json``: the folder's layout, the identities' names (row i of the centres is identity i) and
-    per photo its file, identity, sha256 and the face used."""
+    :func:`write_features` embeds a dataset (same outputs, same resume, same rerun contract), plus ``out``
+    stem + ``.photos.json``: the folder's layout, the identities' names (row i of the centres is identity
+    i) and per photo its file, identity, sha256 and the face used."""
     from ..data.photos import AlignedPhotos, PhotoFolder, align_folder, build_detector
     from ..pluginmanager import registry
+    from ..rerun import parameters
     from ..runtime import process_group
 
     out = Path(out)
@@ -322,16 +379,30 @@ def write_photo_features(extractor_name: str, weights: str | None, photos: str |
     extractor = registry("feature_extractor").create(extractor_name, weights=weights, device=device)
     found, detector_record = build_detector(detector, detector_weights, device)
     size = crop_size(extractor)
+    weights_file = getattr(extractor, "weights", None) or weights
+    hashes = folder.hashes()
+    record = folder.record(hashes)
+    params = parameters({"extractor": extractor_name, "raw": raw, "flip": flip, "batch_size": batch_size,
+                         "align": True, "detector": detector_record, "align_size": size},
+                        inputs={"weights": weights_file},
+                        photos={k: record[k] for k in ("folder", "layout", "photos", "sha256")})
+    rerun = _embed_rerun(out, params, photos=True, overwrite=overwrite)
     with process_group(device) as ctx:  # every rank aligns the photos; the embedding is shared as usual
-        crops, faces = align_folder(folder, found, size, detector_name=detector)
-        del found
-        hashes = folder.hashes()
-        record = folder.record(hashes)
-        params = {"data": str(folder.root.resolve()), "photos_sha256": record["sha256"],
-                  "detector": detector_record, "align_size": size}
-        reader = AlignedPhotos(folder, crops)
-        feats = extractor_features(extractor, extractor_name, reader, out, raw=raw, flip=flip,
-                                   batch_size=batch_size, device=device, ctx=ctx, params=params)
+        done = _settle(rerun, ctx)
+        if done is not None:
+            return {**done, "out": out, "already_complete": True}
+        try:
+            crops, faces = align_folder(folder, found, size, detector_name=detector)
+            del found
+            params = {"data": str(folder.root.resolve()), "photos_sha256": record["sha256"],
+                      "detector": detector_record, "align_size": size}
+            reader = AlignedPhotos(folder, crops)
+            feats = extractor_features(extractor, extractor_name, reader, out, raw=raw, flip=flip,
+                                       batch_size=batch_size, device=device, ctx=ctx, params=params)
+        except BaseException:
+            if ctx.is_main:
+                rerun.abandon()  # failed before anything a rerun could continue: no record is left
+            raise
     labels = folder.labels
     info = {"images": len(labels), "dim": int(feats.shape[1]), "identities": len(folder.identities), "raw": raw,
             "out": out, "layout": folder.layout, "several_faces": sum(f.faces > 1 for f in faces)}
@@ -343,7 +414,9 @@ def write_photo_features(extractor_name: str, weights: str | None, photos: str |
             "images": [{"file": p.name, "identity": p.label, "sha256": sha, **face.record()}
                        for p, sha, face in zip(folder.photos, hashes, faces)]}
     atomic.write_json(out.with_name(out.stem + ".photos.json"), card, "photo record")
-    return {**info, "median_norm": median}
+    info = {**info, "median_norm": median}
+    _finish(rerun, info, {"weights": weights_file} if weights_file else {})
+    return info
 
 
 def reference_vectors(folder: Any, *, extractor: Any, extractor_name: str, detector: Any, detector_name: str,

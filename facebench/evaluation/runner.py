@@ -33,6 +33,7 @@ from ..shards import ShardManifest
 from .embed import TensorModel, embed_pairs
 from .protocols import VERIFICATION, ProtocolContext, benchmark_digest, build_protocol
 from .suites import Benchmark, Suite
+from .tradeoff import TRADEOFF_FILE, tradeoff_rows
 
 #: The columns of ``results.csv`` (ARCHITECTURE.md "Result files"), then the extra ones facebench adds.
 RESULT_COLUMNS = ["dataset", "benchmark", "accuracy", "std", "threshold", "tar_at_far_1e-3", "tar_at_far_1e-4",
@@ -102,12 +103,13 @@ class SuiteOutcome:
     rows: list[dict[str, Any]]
     missing: list[Benchmark] = field(default_factory=list)
     found: dict[str, Path] = field(default_factory=dict)
+    already_complete: bool = False  # the same evaluation was there: its rows read back, nothing written
 
 
 def evaluate_suite(model: TensorModel, suite: Suite, data_root: str | os.PathLike, *, dataset: str,
                    run: Any = None, weights_sha256: str = "", batch_size: int = 64, flip_test: bool = True,
                    folds: int = 10, bootstrap: int = 0, seed: int = 0,
-                   options: dict[str, Any] | None = None) -> SuiteOutcome:
+                   options: dict[str, Any] | None = None, overwrite: bool = False) -> SuiteOutcome:
     """Evaluate every benchmark of ``suite`` present under ``data_root``; missing ones are listed, not fatal.
 
     ``options`` holds each protocol's options (``{protocol: {key: value}}``); a finished benchmark is
@@ -124,8 +126,9 @@ def evaluate_suite(model: TensorModel, suite: Suite, data_root: str | os.PathLik
     if run is not None:
         # no data root: each finished pack is checked by its own hash, so moved packs still resume
         params = {"suite": suite.name, "model": model.name, "weights_sha256": weights_sha256,
-                  "flip_test": flip_test, "folds": folds}
-        manifest = ShardManifest(run.path / "manifest.json", params)
+                  "flip_test": flip_test, "folds": folds, "bootstrap": bootstrap, "seed": seed}
+        # with overwrite (a run replaced by one of other parameters) a manifest of other ones starts again
+        manifest = ShardManifest(run.path / "manifest.json", params, overwrite=overwrite)
     protocols: dict[str, Any] = {}
     rows = []
     for bench in suite.benchmarks:
@@ -271,11 +274,35 @@ def _default_out(model: str, suite: str) -> Path:
     return DEFAULT_RUNS_ROOT / f"eval-{safe_suite}-{path.stem}"
 
 
-def run_evaluation(config: EvaluateConfig, out: str | None = None) -> tuple[Any, SuiteOutcome, Suite]:
+def _pack_digests(suite: Suite, found: dict[str, Path], options: dict[str, Any]) -> dict[str, str]:
+    """The sha256 of every benchmark found (its pack, or the files its protocol reads), as
+    :func:`evaluate_suite` records them: what the results are of."""
+    protocols: dict[str, Any] = {}
+    digests = {}
+    for bench in suite.benchmarks:
+        if bench.name not in found:
+            continue
+        inputs: list[Any] = []
+        if bench.protocol != VERIFICATION:
+            protocol = protocols.get(bench.protocol) or protocols.setdefault(
+                bench.protocol, build_protocol(bench.protocol, options))
+            inputs = list(protocol.inputs(found[bench.name]))
+        digests[bench.name] = benchmark_digest(found[bench.name], inputs)
+    return digests
+
+
+def run_evaluation(config: EvaluateConfig, out: str | None = None, *,
+                   overwrite: bool = False) -> tuple[Any, SuiteOutcome, Suite]:
     """What ``facebench evaluate`` does: the suite's packs under the data root, the model (an FR run
     directory or a weights file with a backbone), a run directory with provenance, every pack scored
-    (resumable per pack), ``results.json``/``.csv``. Returns (run, outcome, suite)."""
+    (resumable per pack), ``results.json``/``.csv``. Returns (run, outcome, suite).
+
+    The rerun contract (:mod:`facebench.rerun`): the parameters are the config without the device and the
+    paths of the model and the data root, the sha256 of the model's weights and of every pack found; the
+    same evaluation again reads its rows back and writes nothing (``outcome.already_complete``)."""
+    from ..rerun import FINISHED, Rerun, parameters
     from ..runs import Run
+    from ..safe_load import read_json
     from .models import resolve_model
     from .suites import get_suite
 
@@ -289,13 +316,26 @@ def run_evaluation(config: EvaluateConfig, out: str | None = None) -> tuple[Any,
     config.label = config.label or resolved.dataset
     config.backbone = resolved.name
     out_dir = Path(out) if out else _default_out(config.model, config.suite)
+    params = parameters(config, ignore=("device", "model", "data_root"), inputs={"weights": resolved.weights},
+                        packs=_pack_digests(suite, found, config.options))
+    # --overwrite keeps what checks itself before reuse: the cached features (their parameters and rows'
+    # sha256) and the finished rows (reused per benchmark only with the same pack, options and hash)
+    rerun = Rerun(out_dir, command="evaluate", params=params, what="evaluation", outputs=[RESULTS, "results.csv"],
+                  overwrite=overwrite, keep=["features", "manifest.json", "manifest.json.journal"])
+    if rerun.check() == FINISHED:
+        rows = read_json(out_dir / RESULTS, what="results", expect_type=list)
+        return Run(out_dir), SuiteOutcome(rows=rows, missing=missing, found=found, already_complete=True), suite
     with discard_on_failure(out_dir):
         run = Run.start(out_dir, config=config, device=config.device, inputs={"weights": resolved.weights},
                         extra={"suite": suite.name, "missing_packs": [b.name for b in missing],
-                               "trained_on": resolved.dataset})
+                               "trained_on": resolved.dataset}, rerun=rerun)
         outcome = evaluate_suite(resolved.model, suite, config.data_root, dataset=config.label, run=run,
                                  weights_sha256=sha256_path(resolved.weights), batch_size=config.batch_size,
                                  flip_test=config.flip_test, folds=config.folds, bootstrap=config.bootstrap,
-                                 seed=config.seed, options=config.options)
+                                 seed=config.seed, options=config.options, overwrite=overwrite)
         write_results(run, outcome.rows)
+        trade = tradeoff_rows(outcome.rows, suite)  # a grouped suite (RFW): its bias trade-off per model
+        if trade:
+            run.write_json(TRADEOFF_FILE, trade)
+        rerun.finish(run, outputs=[RESULTS, "results.csv", *([TRADEOFF_FILE] if trade else [])])
     return run, outcome, suite

@@ -48,6 +48,12 @@ class Suite:
     benchmarks: tuple[Benchmark, ...]
     description: str = ""
 
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The groups the suite's benchmarks carry, in order (RFW: its four); empty for an ungrouped suite.
+        A suite with two or more groups gets a bias trade-off row (:mod:`facebench.evaluation.tradeoff`)."""
+        return tuple(dict.fromkeys(b.group for b in self.benchmarks if b.group))
+
     def locate(self, data_root: str | os.PathLike) -> tuple[dict[str, Path], list[Benchmark]]:
         """Found packs by benchmark name, and the benchmarks whose files are absent."""
         root = Path(data_root)

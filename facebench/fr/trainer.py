@@ -216,6 +216,24 @@ class FRTrainResult:
     accuracies: dict[str, float] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
     recipe: str = ""
+    already_complete: bool = False  # the same training was there: nothing was trained or written
+
+
+#: Recipe keys that do not change what is trained (how many processes decode the images).
+NOT_PARAMETERS = ("data.workers",)
+
+
+def _recipe_parameters(recipe_dict: dict[str, Any]) -> str:
+    """The recipe as a resume compares it: without :data:`NOT_PARAMETERS`."""
+    trimmed = json.loads(json.dumps(recipe_dict, default=str))
+    for key in NOT_PARAMETERS:
+        head, _, last = key.rpartition(".")
+        node = trimmed
+        for part in head.split(".") if head else []:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return json.dumps(trimmed, sort_keys=True)
 
 
 def validate(backbone: Any, packs: Mapping[str, Any], recipe: FRRecipe, device: Any,
@@ -355,8 +373,8 @@ def train_fr(
         data = load_training_checkpoint(ckpt_path)
         extra = data["extra"]
         saved = extra.get("recipe")
-        if saved is not None and json.dumps(saved, sort_keys=True, default=str) != json.dumps(recipe_dict,
-                                                                                              sort_keys=True):
+        if saved is not None and (not isinstance(saved, dict)
+                                  or _recipe_parameters(saved) != _recipe_parameters(recipe_dict)):
             raise ConfigError(f"{ckpt_path}: cannot resume: the recipe differs from the interrupted run's")
         if extra.get("num_images") not in (None, len(reader)):
             raise ConfigError(f"{ckpt_path}: cannot resume: the dataset has {len(reader)} images, the "
@@ -537,11 +555,17 @@ def _finite(value: float, step: int) -> float:
 
 def train_from_paths(recipe_name: str, data: str, *, data_format: str | None = None, val: Any = (),
                      out: str | None = None, resume: bool = False, device: str = "auto",
-                     overrides: Any = (), data_root: str | None = None) -> FRTrainResult:
+                     overrides: Any = (), data_root: str | None = None, overwrite: bool = False) -> FRTrainResult:
     """What ``facebench train-fr`` does: the recipe (registry or TOML, then ``--set``), the training set,
     its validation packs (checked now, not after the first epoch), the process group, the run directory
     with provenance, then :func:`train_fr`. A generate run or toyfaces world folder given as ``data``
     stands for the set inside (:func:`facebench.data.identify`), which names the run and the model card.
+
+    The rerun contract (:mod:`facebench.rerun`): the parameters are the recipe (without ``data.workers``)
+    and the sha256 of the validation packs and of the training set (hashed on a background thread while
+    training runs, so it is compared once a finished record holds it). The same command on a finished run
+    does nothing (``already_complete``); on an unfinished one it continues from the last checkpoint
+    (``resume`` is no longer needed); other parameters are refused unless ``overwrite``.
 
     Rank 0's one-off work (the run directory, hashing the validation packs) happens after the group is
     formed while the other ranks wait in :func:`~facebench.runtime.wait_for_all`; the training set is
@@ -549,8 +573,11 @@ def train_from_paths(recipe_name: str, data: str, *, data_format: str | None = N
     counts against the collective timeout. A failure before the first checkpoint leaves no run folder."""
     from ..data import identify, open_dataset, open_pairs
     from ..evaluation.suites import resolve_validation
-    from ..provenance import BackgroundHash
+    from ..provenance import BackgroundHash, sha256_path
+    from ..rerun import FINISHED, RESUME, Rerun, parameters
     from ..runs import Run, discard_on_failure, run_path
+    from ..safe_load import read_json
+    from ..training import CHECKPOINT
     from .recipe import resolve_recipe
 
     recipe = resolve_recipe(recipe_name, overrides)
@@ -567,20 +594,35 @@ def train_from_paths(recipe_name: str, data: str, *, data_format: str | None = N
                     "format": getattr(reader, "format_name", "") or data_format,
                     "images": len(reader), "identities": int(reader.num_classes)}
     dev = choose_device(device, local_rank=env_context().local_rank)
+    atomic.refuse_link(out_dir / CHECKPOINT, "training checkpoint")  # a name it reopens: never a planted link
     with discard_on_failure(out_dir), process_group(dev) as ctx:
+        inputs = {f"val:{k}": p for k, p in pack_paths.items()}
+        rerun = Rerun(out_dir, command="train-fr", what="model", overwrite=overwrite, resume=resume,
+                      params=parameters(config_to_dict(recipe), ignore=NOT_PARAMETERS, inputs=inputs),
+                      outputs=[BACKBONE, MODEL_CARD], deferred={"dataset": lambda: sha256_path(identity.path)})
+        state = rerun.check(discard=False)  # every rank reads the record before the main rank changes it
+        wait_for_all(ctx)
+        if state == FINISHED:
+            card = read_json(out_dir / MODEL_CARD, what="model card")
+            return FRTrainResult(out_dir=out_dir, global_step=int(card.get("steps", 0)),
+                                 accuracies=dict(card.get("accuracies") or {}), card=card, recipe=recipe.name,
+                                 already_complete=True)
         run = hasher = None
         if ctx.is_main:
-            check_resume(out_dir, resume)
-            inputs = {f"val:{k}": p for k, p in pack_paths.items()}
+            rerun.prepare()
             run = Run.start(out_dir, config=config_to_dict(recipe), seed=recipe.train.seed, device=device,
                             inputs=inputs, extra={"world_size": ctx.world_size,
-                                                  "global_batch": recipe.optim.batch_per_gpu * ctx.world_size})
+                                                  "global_batch": recipe.optim.batch_per_gpu * ctx.world_size},
+                            rerun=rerun)
             hasher = BackgroundHash(identity.path)
         wait_for_all(ctx)
+        resume = resume or (state == RESUME and (out_dir / CHECKPOINT).is_file())
         result = train_fr(recipe, reader, out_dir, val_packs=pack_paths, device=str(dev), resume=resume,
                           dataset_info=dataset_info, dataset_sha256=hasher.result if hasher else None)
         if run is not None and hasher is not None:
             run.add_input("dataset", identity.path, sha256=hasher.result())
+            rerun.add_input("dataset", hasher.result())
+            rerun.finish(run)
     result.recipe = recipe.name
     return result
 

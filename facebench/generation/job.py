@@ -6,14 +6,19 @@ The steps, each a check that fails before anything is written or a stage that re
 2. build the generator from the registry with its weights (a trained generator without weights is
    refused unless the request says ``untrained``) and the format writer; read or draw the landmark images
    of a pose-conditioned generator (``--pose-landmarks``, :mod:`facebench.generation.pose`);
-3. load or sample the identity vectors and check their scale against the generator's (:func:`identity_scale`);
+3. check the identity vectors' embedding space against the generator's (:mod:`.spaces`), load or sample
+   them and check their scale against the generator's (:func:`identity_scale`);
 4. build AttrOP and the identity pre-pass with their models;
-5. refuse a finished run with other parameters, confirm a finished run whose ``dataset.json`` checks out,
-   or else generate the missing shards and assemble.
+5. the rerun contract (:mod:`facebench.rerun`, the job's parameters recorded in ``provenance.json``):
+   refuse a run with other parameters (``--overwrite`` replaces it), confirm a finished run whose
+   dataset and card still have the sha256 the record holds, or else generate the missing shards and
+   assemble.
 
-A run is finished when it holds ``dataset.json`` (written last). A rerun reports it "already complete"
-only when that card is readable and describes the dataset on disk (see
-:meth:`~facebench.generation.sharded.GenerationJob.card_problem`). When it does not (a card that is not
+A run is finished when its record says so, with the sha256 of ``dataset.json`` (written last) and of the
+dataset. A card whose record is not finished (a kill between the two), or a finished run whose files
+changed, is judged by the card itself: when it is readable and describes the dataset on disk (see
+:meth:`~facebench.generation.sharded.GenerationJob.card_problem`) only the record is written. When it
+does not (a card that is not
 UTF-8 JSON or has fields of the wrong type, names a missing set, or whose counts or sha256 differ from the
 set on disk; manifests that do not record every shard), the rerun says what is wrong in one line and
 
@@ -48,6 +53,7 @@ from .sharded import (
     run_shards,
     save_ids,
 )
+from .spaces import SPACE_OPTIONS, check_space
 
 
 @dataclass
@@ -77,6 +83,7 @@ class GenerateRequest:
     tau: float = 0.3
     device: str = "auto"
     pose_landmarks: str | None = None  # landmark images for a pose-conditioned generator (Vec2Face+)
+    overwrite: bool = False  # replace an --out made with other parameters (facebench.rerun)
 
 
 def generate_config(generator: str, data: dict[str, Any], overrides: Any = ()) -> GenerateConfig:
@@ -136,8 +143,8 @@ def _identities(request: GenerateRequest, seed: int, feature_dim: int, device: s
     record = {"sample": {"n": request.n_ids, "tau": request.tau, "seed": seed, "from": Path(source).name,
                          "sha256": sha256_file(source)}}
     saved = request.out / IDS_FILE
-    if saved.is_file() and (request.out / MANIFEST).is_file():
-        return load_identity_vectors(saved, feature_dim), record, source  # resume: the manifest checks them
+    if _resumes_ids(request.out, record):
+        return load_identity_vectors(saved, feature_dim), record, source  # resume: the record checks them
     pca = PCAStats.load(request.stats) if request.stats else PCAStats.fit(load_feature_matrix(request.features))
     result = sample_identities(pca, request.n_ids, tau=request.tau, seed=seed, device=device)
     console.print(f"sampled {request.n_ids} identities at tau={request.tau}: rejection rate "
@@ -146,6 +153,24 @@ def _identities(request: GenerateRequest, seed: int, feature_dim: int, device: s
         raise FacebenchError(f"{source}: statistics have {result.vectors.shape[1]} dimensions, "
                              f"the generator expects {feature_dim}")
     return result.vectors, record, source
+
+
+def _resumes_ids(out: Path, ids_source: dict[str, Any]) -> bool:
+    """Whether ``out`` is an unfinished run from the same identity source whose ``ids.npy`` a resume reads
+    back instead of drawing (or embedding) the vectors again: its rerun record (:mod:`facebench.rerun`)
+    names the same ``ids_source`` and, through ``ids_sha256``, checks the vectors read."""
+    from ..rerun import KEY, normalised
+    from ..runs import PROVENANCE
+    from ..safe_load import read_json
+
+    if not (out / IDS_FILE).is_file() or not (out / PROVENANCE).is_file():
+        return False
+    try:
+        entry = read_json(out / PROVENANCE, what="run record").get(KEY)
+        return isinstance(entry, dict) and isinstance(entry.get("params"), dict) and \
+            entry["params"].get("ids_source") == normalised(ids_source)
+    except (FacebenchError, OSError):
+        return False
 
 
 def _reference_space(spec: Any, generator: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -203,14 +228,13 @@ def _reference_identities(request: GenerateRequest, folder: Any, space: dict[str
     from ..evaluation.features import reference_vectors
     from ..pluginmanager import registry
     from ..runtime import broadcast_object
-    from .sharded import _manifests
 
     detector_record = resolve_detector(request.detector, request.detector_weights)[1]
     record = {"ref_images": {**folder.record(), "detector": detector_record, "extractor": space["record"]}}
     source = request.ref_images
     saved = request.out / IDS_FILE
-    if saved.is_file() and _manifests(request.out):
-        return load_identity_vectors(saved, feature_dim), record, source  # resume: the manifest checks them
+    if _resumes_ids(request.out, record):
+        return load_identity_vectors(saved, feature_dim), record, source  # resume: the record checks them
     result: Any = None
     if ctx.is_main:
         try:
@@ -293,8 +317,10 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
     from ..config import parse_override
     from ..pluginmanager import registry
     from ..provenance import sha256_path
-    from ..runs import Run, discard_on_failure
+    from ..rerun import FINISHED, Rerun
+    from ..runs import DATASET_CARD, Run, discard_on_failure
     from ..runtime import choose_device, env_context, init_distributed, wait_for_all
+    from ..safe_load import read_json
     from ..weights import component_weights, needs_weights
 
     gcfg = config.generation
@@ -310,6 +336,7 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
                                 allow_dir=bool(spec.extras.get("weights_dir")))
     options = {".".join(keys): value for keys, value in map(parse_override, request.generator_options)}
     reference_options = {k: options.pop(k) for k in REFERENCE_OPTIONS if k in options}
+    space_options = {k: options.pop(k) for k in SPACE_OPTIONS if k in options}
     _check_sources(request, reference_options)
     folder = None
     if request.ref_images is not None:  # the folder and the detector are checked before the generator loads
@@ -319,6 +346,8 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
             _reference_space(spec, None, reference_options)  # refuses, naming the missing declaration
         folder = PhotoFolder.scan(request.ref_images)
         resolve_detector(request.detector, request.detector_weights)
+    # vectors of another embedding space than the generator's are refused before it loads (spaces.py)
+    embedding = check_space(spec, request, space_options, reference_options.get("reference_extractor"))
     generator = spec.create(weights=weights, device=device, **options)
     feature_dim = int(getattr(generator, "feature_dim", 512))
     pose = pose_landmarks(generator, request.generator, request.pose_landmarks, attrop=config.attrop)
@@ -331,6 +360,8 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
         identities, ids_source, source = _reference_identities(request, folder, space, feature_dim, device, ctx)
     else:
         identities, ids_source, source = _identities(request, gcfg.seed, feature_dim, device)
+    if embedding is not None:
+        identities = embedding.apply(identities)  # the space map asked for (--ids only), if any
     # Before any shard: identity vectors at the scale the generator was trained on, or a clear refusal.
     factor, scale_info = identity_scale(identities, getattr(generator, "input_scale", None),
                                         rescale=gcfg.rescale_ids, source=source)
@@ -345,6 +376,7 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
                       "weights_sha256": sha256_path(weights) if weights else None,  # a model directory as a whole
                       "image_size": getattr(generator, "image_size", None), "feature_dim": feature_dim,
                       **({"options": options} if options else {}),
+                      **({"embedding_space": embedding.record} if embedding is not None else {}),
                       **getattr(generator, "info", {})}  # what the generator says of itself (sampler, untrained)
     if weights is None and needs_weights(spec):
         generator_info["untrained"] = True
@@ -353,16 +385,27 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
                         attrop_info=attrop_info, input_scale=factor, scale_info=scale_info, pose=pose)
     median = float(np.median(np.linalg.norm(identities, axis=1))) * factor
     job.refuse_links()
-    if job.is_finished():
-        job.check_same_as_finished()
+    # The rerun contract (facebench.rerun): every rank reads the record; the main rank replaces the run
+    # (--overwrite) only after every rank has read it.
+    rerun = Rerun(request.out, command="generate", params=job.params(), what="dataset",
+                  outputs=[DATASET_CARD, MANIFEST, job.dataset_path.name], overwrite=request.overwrite)
+    state = rerun.check(discard=False)
+    wait_for_all(ctx)
+    if state == FINISHED:
+        return GenerateOutcome(job, None, [], already_complete=True, median_norm=median)
+    if ctx.is_main:
+        rerun.prepare()
+    wait_for_all(ctx)
+    finish_only = False
+    if job.is_finished():  # a card whose record is unfinished (a kill) or whose files changed since
         problem = job.card_problem(format_obj)
         if problem is None:
-            return GenerateOutcome(job, None, [], already_complete=True, median_norm=median)
-        _reassemble_or_refuse(job, problem, main=ctx.is_main)
+            finish_only = True  # the dataset checks out: only the record is left to write
+        else:
+            _reassemble_or_refuse(job, problem, main=ctx.is_main)
+    run = None
     with discard_on_failure(request.out):  # failing before its first shard, it leaves no run folder
         if ctx.is_main:
-            request.out.mkdir(parents=True, exist_ok=True)  # only now: every check above has passed
-            save_ids(request.out, identities)
             inputs = {"weights": weights} if weights else {}
             if request.ref_images is not None:
                 inputs["ref_images"] = request.ref_images
@@ -372,7 +415,15 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
                 inputs.update({"ids": request.ids} if request.ids else {"sampling_source": source})
             if pose is not None and pose.source.get("file"):
                 inputs["pose_landmarks"] = request.pose_landmarks
-            Run.start(request.out, config=config, seed=gcfg.seed, device=device, inputs=inputs)
+            request.out.mkdir(parents=True, exist_ok=True)  # only now: every check above has passed
+            run = Run.start(request.out, config=config, seed=gcfg.seed, device=device, inputs=inputs, rerun=rerun)
+            if finish_only:
+                rerun.finish(run)
+            else:
+                save_ids(request.out, identities)
+        if finish_only:
+            return GenerateOutcome(job, read_json(job.card_path, what="dataset card") if ctx.is_main else None, [],
+                                   median_norm=median)
         if spec.extras.get("deterministic") is False and job.finished_shards():
             console.print(f"[yellow]note:[/] generator '{request.generator}' is marked non-deterministic by its "
                           "plugin: shards generated after this resume may differ from an uninterrupted run's")
@@ -381,5 +432,8 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
     # Ranks finish unevenly (AttrOP converges at its own pace per shard): wait on the gloo wait group
     # (FACEBENCH_WAIT_TIMEOUT), not an NCCL barrier whose watchdog would kill the early ranks.
     wait_for_all(ctx)
-    summary = assemble(job, format_obj, progress=progress) if ctx.is_main else None
+    summary = None
+    if ctx.is_main:
+        summary = assemble(job, format_obj, progress=progress)
+        rerun.finish(run)
     return GenerateOutcome(job, summary, generated, median_norm=median)

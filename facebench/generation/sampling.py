@@ -90,11 +90,21 @@ class PCAStats:
         return rng.standard_normal((n, self.dim)) @ a + b
 
     def save(self, path: str | os.PathLike) -> Path:
+        """An ``.npz`` as ``np.savez`` writes it, but with a fixed date on every member, so the same
+        statistics give the same bytes (``np.savez`` stamps the time of writing)."""
+        import io
+        import zipfile
+
         path = Path(path)
+        arrays = {"mean": self.mean, "components": self.components, "pca_mean": self.pca_mean,
+                  "pca_cov": self.pca_cov, "n_samples": np.int64(self.n_samples), "version": np.int64(STATS_VERSION)}
         with atomic.atomic_path(path, "PCA statistics") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, mean=self.mean, components=self.components, pca_mean=self.pca_mean,
-                         pca_cov=self.pca_cov, n_samples=np.int64(self.n_samples), version=np.int64(STATS_VERSION))
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+                for name, array in arrays.items():
+                    member = io.BytesIO()
+                    np.save(member, np.asanyarray(array), allow_pickle=False)
+                    archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
+                                     member.getvalue())
         return path
 
     @classmethod
@@ -323,9 +333,11 @@ def _sample(stats: PCAStats, n: int, tau: float, seed: int, batch: int, max_draw
 def sample_ids_file(out: str | os.PathLike, n: int, *, features: str | None = None, stats: str | None = None,
                     tau: float = 0.3, seed: int = 0, batch: int = 4096, max_draw_factor: float = 20.0,
                     device: str = "cpu", save_stats: str | None = None, progress: Any = None,
-                    ) -> tuple[SamplingResult, dict[str, Any]]:
+                    overwrite: bool = False) -> tuple[SamplingResult | None, dict[str, Any]]:
     """What ``facebench sample-ids`` does: PCA statistics from real features (or a saved ``.npz``), sample,
-    write ``out`` and ``out.json`` (provenance and the sampling record). Returns the result and the record.
+    write ``out`` and ``out.json`` (provenance, the sampling record and the rerun record,
+    :mod:`facebench.rerun`). Returns the result and the record; the result is None when ``out`` already
+    held these vectors (the same parameters: nothing was computed or written).
 
     The vectors keep the scale of the features the statistics came from (raw or unit length); the record
     carries their median norm, which ``generate`` checks against the generator's.
@@ -334,27 +346,41 @@ def sample_ids_file(out: str | os.PathLike, n: int, *, features: str | None = No
 
     from ..console import console
     from ..provenance import provenance
+    from ..rerun import FINISHED, Rerun, parameters
+    from ..safe_load import read_json
 
     if (features is None) == (stats is None):
         raise FacebenchError("give exactly one of --features (real identity features) or --stats (saved PCA statistics)")
-    if features is not None:
-        pca = PCAStats.fit(load_feature_matrix(features, what="identity features"))
-        console.print(f"fitted PCA on {pca.n_samples} identity features of dimension {pca.dim}")
-    else:
-        pca = PCAStats.load(stats)
-    if save_stats:
-        pca.save(save_stats)
-        console.print(f"saved PCA statistics to {save_stats}")
-    start = time.perf_counter()
-    result = sample_identities(pca, n, tau=tau, seed=seed, batch=batch, max_draw_factor=max_draw_factor,
-                               device=device, progress=progress)
-    seconds = time.perf_counter() - start
-    with atomic.atomic_path(out, "identity vectors") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, result.vectors, allow_pickle=False)
+    inputs = {"features": features} if features else {"stats": stats}
+    for path, what in ((features, "identity features file"), (stats, "PCA statistics file")):
+        if path is not None and not os.path.exists(path):  # named before it is hashed for the record
+            raise MissingFileError(path, what)
+    base = Path(out).parent
+    outputs = [Path(out).name] + ([os.path.relpath(save_stats, base)] if save_stats else [])
+    config = {"n": n, "tau": tau, "seed": seed, "batch": batch, "max_draw_factor": max_draw_factor,
+              "save_stats": outputs[1] if save_stats else None}  # where the statistics go is one of its outputs
+    rerun = Rerun(out, command="sample-ids", params=parameters(config, inputs=inputs), what="set of identity vectors",
+                  folder=False, outputs=outputs, overwrite=overwrite, resumable=False)
+    if rerun.check() == FINISHED:
+        return None, dict(read_json(rerun.record_path, what="run record").get("sampling") or {})
+    with rerun.writing():
+        if features is not None:
+            pca = PCAStats.fit(load_feature_matrix(features, what="identity features"))
+            console.print(f"fitted PCA on {pca.n_samples} identity features of dimension {pca.dim}")
+        else:
+            pca = PCAStats.load(stats)
+        if save_stats:
+            pca.save(save_stats)
+            console.print(f"saved PCA statistics to {save_stats}")
+        start = time.perf_counter()
+        result = sample_identities(pca, n, tau=tau, seed=seed, batch=batch, max_draw_factor=max_draw_factor,
+                                   device=device, progress=progress)
+        seconds = time.perf_counter() - start
+        with atomic.atomic_path(out, "identity vectors") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, result.vectors, allow_pickle=False)
     record = {"n": n, "tau": tau, "drawn": result.drawn, "rejected": result.rejected,
               "rejection_rate": result.rejection_rate, "batch": batch, "seconds": round(seconds, 3),
               "median_norm": float(np.median(np.linalg.norm(result.vectors, axis=1)))}
-    inputs = {"features": features} if features else {"stats": stats}
-    atomic.write_json(Path(str(out) + ".json"),
-                      provenance(seed=seed, device=device, inputs=inputs, extra={"sampling": record}))
+    rerun.finish(record=provenance(seed=seed, device=device, inputs=inputs, extra={"sampling": record},
+                                   hashes=rerun.params["inputs"]))
     return result, record

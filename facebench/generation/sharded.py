@@ -32,7 +32,7 @@ from ..errors import ConfigError, DataError, FacebenchError, first_line
 from ..provenance import sha256_path
 from ..runs import CONFIG, DATASET_CARD, PROVENANCE
 from ..safe_load import expect, read_json
-from ..shards import ShardManifest, changed_keys, read_manifest
+from ..shards import ShardManifest, read_manifest
 from .perturbation import PerturbConfig, perturb, sigma_plan
 from .pose import ASSIGNMENT, pose_indices
 
@@ -393,17 +393,6 @@ class GenerationJob:
         refused by :class:`~facebench.shards.ShardManifest` itself)."""
         atomic.refuse_link(self.out / SHARD_DIR, "generated shards")
         atomic.refuse_link(self.dataset_path, "dataset")
-
-    def check_same_as_finished(self) -> None:
-        """A finished run rerun with other parameters is refused, naming what changed, instead of being
-        reported as complete (its dataset was made with the old ones)."""
-        params = json.loads(json.dumps(self.params(), default=str))
-        for path in _manifests(self.out):
-            saved = _read_manifest(path)["params"]
-            if saved != params:
-                raise FacebenchError(
-                    f"{self.out}: holds a finished dataset made with other parameters "
-                    f"({', '.join(changed_keys(saved, params))}); choose another --out or delete it")
 
     def card_problem(self, format_obj: Any) -> DataError | None:
         """Why the finished-looking run is not complete, as an error naming the file at fault, or None.

@@ -1,5 +1,6 @@
 """Metric primitives: the verification protocol, ROC/EER and TAR@FAR, IJB templates, 1:N identification,
-Fréchet distance, KID, precision/recall, density/coverage, identity-level measures, fairness across groups,
+genuine/impostor score statistics (FDR, FMR100/FMR1000), the Vendi diversity score, Fréchet distance, KID,
+precision/recall, density/coverage, identity-level measures, fairness across groups and the bias trade-off,
 Borda ranking, certainty-ratio quality and bootstrap confidence intervals.
 
 Plain numpy functions of arrays (torch only for the blocked separability pass), so plugins, the CLI and
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from .bootstrap import percentile_interval, roc_intervals, verification_intervals
 from .distributions import PairDistributions, pair_distributions, sample_pairs
-from .fairness import GAP_FORMULA, GroupSummary, gap, group_summary
+from .fairness import GAP_FORMULA, TRADEOFF_FORMULA, GroupSummary, TradeOff, gap, group_summary, tradeoff
 from .fidelity import density_coverage, kid, mmd2_unbiased, precision_recall
 from .frechet import FeatureStats, feature_stats, frechet_distance, frechet_distance_from_stats
 from .identification import ProbeScores, probe_scores, rank_rates, tpir_at_fpir
@@ -35,8 +36,10 @@ from .roc import (
     strict_tar_at_far,
     tar_at_far,
 )
+from .score_statistics import ScoreStats, score_stats, score_stats_intervals
 from .separability import has_earlier_match, separability_curve
 from .templates import fuse_image_features, template_features, template_pair_scores
+from .vendi import vendi_by_identity, vendi_score
 from .verification import (
     INSIGHTFACE_THRESHOLDS,
     VerificationResult,
@@ -57,6 +60,9 @@ __all__ = [
     "PairDistributions",
     "ProbeScores",
     "Roc",
+    "ScoreStats",
+    "TRADEOFF_FORMULA",
+    "TradeOff",
     "VerificationResult",
     "benchmark_points",
     "borda",
@@ -90,12 +96,17 @@ __all__ = [
     "roc_curve",
     "roc_intervals",
     "sample_pairs",
+    "score_stats",
+    "score_stats_intervals",
     "separability_curve",
     "strict_tar_at_far",
     "tar_at_far",
     "template_features",
     "template_pair_scores",
     "tpir_at_fpir",
+    "tradeoff",
+    "vendi_by_identity",
+    "vendi_score",
     "verification_intervals",
     "verify",
 ]

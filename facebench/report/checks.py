@@ -227,11 +227,17 @@ SUMMARY_TOP: dict[str, Kind | type] = {
     "separability_threshold": COSINE, "fid": NONNEGATIVE, "kid": FINITE, "precision": FRACTION,
     "recall": FRACTION, "density": NONNEGATIVE, "coverage": FRACTION, "leaked": COUNT, "leaked_share": FRACTION,
     "leaked_at_fmr_share": FRACTION, "certainty_ratio_mean": FINITE, "analyses": dict,
+    "fdr": NONNEGATIVE, "fmr100": FRACTION, "fmr1000": FRACTION, "intra_vendi": NONNEGATIVE, "inter_vendi": NONNEGATIVE,
 }
 #: The entries of the built-in analyses the report reads, under ``analyses.<name>``.
 SUMMARY_ANALYSES: dict[str, dict[str, Kind | type]] = {
     "pair-distributions": {"eer": FRACTION, "genuine_mean": COSINE, "impostor_mean": COSINE,
-                           "genuine_pairs": COUNT, "impostor_pairs": COUNT},
+                           "genuine_pairs": COUNT, "impostor_pairs": COUNT, "genuine_std": NONNEGATIVE,
+                           "impostor_std": NONNEGATIVE, "fdr": NONNEGATIVE, "fmr100": FRACTION, "fmr1000": FRACTION,
+                           "ddof": COUNT, "bootstrap": COUNT, "ci95": dict},
+    "vendi": {"identities": COUNT, "identities_scored": COUNT, "intra_vendi_mean": NONNEGATIVE,
+              "intra_vendi_median": NONNEGATIVE, "inter_vendi": NONNEGATIVE, "inter_vendi_share": NONNEGATIVE,
+              "images_per_identity_mean": NONNEGATIVE, "bootstrap": COUNT, "ci95": dict},
     "class-noise": {"intra_noise": FRACTION, "inter_noise": FRACTION, "nearest_mean": COSINE,
                     "intra_mean": COSINE, "images": COUNT},
     "separability": {"threshold": COSINE, "identities": COUNT, "separable": COUNT, "separable_share": FRACTION},
@@ -241,6 +247,13 @@ SUMMARY_ANALYSES: dict[str, dict[str, Kind | type]] = {
                 "leaked_at_fmr_share": FRACTION, "fmr": FRACTION, "impostor_pairs": COUNT, "identities": COUNT,
                 "leaked": COUNT, "closest": list},
     "certainty-ratio": {"mean": FINITE, "std": NONNEGATIVE, "images": COUNT},
+}
+#: Bootstrap interval bounds an analysis may state under ``analyses.<name>.ci95.<figure>`` (null: unbounded).
+SUMMARY_INTERVALS: dict[str, dict[str, Kind]] = {
+    "pair-distributions": {"fdr": NONNEGATIVE, "eer": FRACTION, "fmr100": FRACTION, "fmr1000": FRACTION,
+                           "genuine_mean": COSINE, "impostor_mean": COSINE, "genuine_std": NONNEGATIVE,
+                           "impostor_std": NONNEGATIVE},
+    "vendi": {"intra_vendi_mean": NONNEGATIVE},
 }
 #: A feature space's block under ``analyses.fidelity``.
 FIDELITY_BLOCK: dict[str, Kind | type] = {"kid": FINITE, "kid_std": NONNEGATIVE, "precision": FRACTION,
@@ -259,6 +272,19 @@ def _counts_pair(path, value: Any, key: str) -> None:
         number(path, count, COUNT, key)
 
 
+def _summary_interval(path, bounds: Any, kind: Kind, key: str) -> None:
+    """A stated interval: [low, high] of ``kind`` (a bound may be null: unbounded), low <= high."""
+    if bounds is None:
+        return
+    if not isinstance(bounds, list) or len(bounds) != 2:
+        raise DataError(path, f"{key} must be [low, high], found {type_word(bounds)}")
+    for bound in bounds:
+        number(path, bound, kind, f"{key} bound")
+    if None not in bounds and bounds[0] > bounds[1]:
+        raise DataError(path, f"{key} must be [low, high] with low <= high, found [{_shown(bounds[0])}, "
+                              f"{_shown(bounds[1])}]")
+
+
 def summary(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """``analysis/summary.json``: headline numbers in range, the read analyses' entries objects."""
     _keys(path, data, SUMMARY_TOP)
@@ -275,6 +301,8 @@ def summary(path: str | os.PathLike, data: dict[str, Any]) -> None:
                 _counts_pair(path, block.get("images"), f"analyses.fidelity.{space}.images")
         if name == "fid":
             _counts_pair(path, entry.get("images"), "analyses.fid.images")
+        for key, kind in SUMMARY_INTERVALS.get(name, {}).items():
+            _summary_interval(path, (entry.get("ci95") or {}).get(key), kind, f"analyses.{name}.ci95.{key}")
         for k, item in enumerate(entry.get("closest") or [] if name == "leakage" else []):
             typed(path, item, dict, f"analyses.leakage.closest[{k}]")
             number(path, (item or {}).get("cosine"), COSINE, f"analyses.leakage.closest[{k}].cosine")

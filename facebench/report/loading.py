@@ -29,7 +29,7 @@ from .datasets import DatasetRef, evaluated_model, read_model, ref_of_card, ref_
 RESULT_COLUMNS = ("dataset", "benchmark", "accuracy", "std", "threshold", "tar_at_far_1e-3", "tar_at_far_1e-4", "eer")
 
 #: Arrays written by ``facebench analyze`` that the report plots, when present.
-ANALYSIS_ARRAYS = ("genuine", "impostor", "intra", "inter", "separability", "yaw", "pose", "quality")
+ANALYSIS_ARRAYS = ("genuine", "impostor", "intra", "inter", "separability", "yaw", "pose", "quality", "intra_vendi")
 
 #: Image files a run may carry as its sample grid, in the order they are looked for.
 SAMPLE_IMAGES = ("samples.png", "samples.jpg", "grid.png", "grid.jpg")

@@ -24,31 +24,96 @@ from .options import (
     PairDistributionConfig,
     PoseQualityConfig,
     SeparabilityConfig,
+    VendiConfig,
 )
 
 
+def _intervals(values: dict[str, tuple[float, float]]) -> dict[str, list[float | None]]:
+    """Bootstrap intervals as JSON lists (an infinite bound, from a resample whose scores did not overlap at
+    all, is written as null)."""
+    return {key: [float(v) if np.isfinite(v) else None for v in bounds] for key, bounds in values.items()}
+
+
 class PairDistributionAnalysis:
-    """Cosine similarities of sampled genuine and impostor pairs and the EER between them."""
+    """Cosine similarities of sampled genuine and impostor pairs and their statistics (``score_stats``: FDR,
+    EER, FMR100, FMR1000, means and SDs), with bootstrap intervals over the sampled pairs."""
 
     def __init__(self, config: PairDistributionConfig | None = None):
         config = config or PairDistributionConfig()
         self.genuine = config.genuine
         self.impostor = config.impostor
+        self.ddof = config.ddof
+        self.bootstrap = config.bootstrap
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
+        from facebench.metrics import score_stats, score_stats_intervals
+
         dist = pair_distributions(ctx.features, ctx.labels, self.genuine, self.impostor, seed=ctx.seed)
+        stats = score_stats(dist.genuine, dist.impostor, ddof=self.ddof)
+        figures = stats.as_dict()
         summary = {
-            "genuine_pairs": int(dist.genuine.size),
-            "impostor_pairs": int(dist.impostor.size),
-            "genuine_mean": float(dist.genuine.mean()),
-            "impostor_mean": float(dist.impostor.mean()),
-            "eer": dist.eer,
-            "eer_threshold": dist.eer_threshold,
-            "eer_estimator": dist.estimator,
+            "genuine_pairs": stats.genuine_pairs,
+            "impostor_pairs": stats.impostor_pairs,
+            **{k: figures[k] for k in ("genuine_mean", "genuine_std", "impostor_mean", "impostor_std", "fdr",
+                                       "eer", "eer_threshold", "fmr100", "fmr1000", "fmr1000_resolved")},
+            "ddof": stats.ddof,
+            "eer_estimator": stats.eer_estimator,
+            "fnmr_estimator": stats.fnmr_estimator,
+            "definitions": {"fdr": "(genuine_mean - impostor_mean)^2 / (genuine_std^2 + impostor_std^2)",
+                            "fmr100": "FNMR at FMR 1e-2", "fmr1000": "FNMR at FMR 1e-3",
+                            "std": f"standard deviation with ddof={stats.ddof}"},
             "seed": ctx.seed,
         }
-        return AnalysisOutput(summary, {"genuine": dist.genuine, "impostor": dist.impostor},
-                              headline={"eer": dist.eer})
+        if self.bootstrap:
+            summary["ci95"] = _intervals(score_stats_intervals(dist.genuine, dist.impostor, ddof=self.ddof,
+                                                               resamples=self.bootstrap, seed=ctx.seed))
+            summary["bootstrap"] = self.bootstrap
+        headline = {"eer": stats.eer, "fdr": figures["fdr"], "fmr100": stats.fmr100, "fmr1000": stats.fmr1000}
+        return AnalysisOutput(summary, {"genuine": dist.genuine, "impostor": dist.impostor}, headline=headline)
+
+
+class VendiAnalysis:
+    """Diversity as the Vendi score of unit embeddings: of each identity's own images (intra-class: how many
+    distinct-looking images an identity has) and of the identity centres (inter-class: how many distinct
+    identities the set has)."""
+
+    def __init__(self, config: VendiConfig | None = None):
+        config = config or VendiConfig()
+        self.bootstrap = config.bootstrap
+        self.block = config.block
+
+    def run(self, ctx: AnalysisContext) -> AnalysisOutput:
+        from facebench.metrics import percentile_interval, vendi_by_identity, vendi_score
+        from facebench.metrics.vendi import VENDI_DEFINITION
+
+        classes, intra = vendi_by_identity(ctx.features, ctx.labels, block=self.block)
+        counts = np.unique(np.asarray(ctx.labels), return_counts=True)[1]
+        several = counts >= 2  # one image is one distinct face by definition: not a measurement
+        summary: dict = {"definition": VENDI_DEFINITION, "identities": int(classes.size),
+                         "identities_scored": int(several.sum())}
+        headline: dict = {}
+        if several.any():
+            scored = intra[several]
+            summary.update({"intra_vendi_mean": float(scored.mean()), "intra_vendi_median": float(np.median(scored)),
+                            "intra_vendi_min": float(scored.min()), "intra_vendi_max": float(scored.max()),
+                            "images_per_identity_mean": float(counts[several].mean()),
+                            "intra_vendi_share_mean": float((scored / counts[several]).mean())})
+            headline["intra_vendi"] = summary["intra_vendi_mean"]
+            if self.bootstrap and scored.size >= 2:
+                rng = np.random.default_rng(ctx.seed)
+                means = [float(scored[rng.integers(0, scored.size, scored.size)].mean())
+                         for _ in range(self.bootstrap)]
+                summary["ci95"] = {"intra_vendi_mean": list(percentile_interval(means))}
+                summary["bootstrap"] = self.bootstrap
+        else:
+            summary["intra_skipped"] = "no identity has two images"
+        if ctx.centers.shape[0] >= 2:
+            inter = vendi_score(ctx.centers)
+            summary.update({"inter_vendi": inter, "inter_vendi_share": inter / ctx.centers.shape[0]})
+            headline["inter_vendi"] = inter
+        else:
+            summary["inter_skipped"] = "only one identity"
+        return AnalysisOutput(summary, {"intra_vendi": intra.astype(np.float32)}, headline)
 
 
 class ClassNoiseAnalysis:

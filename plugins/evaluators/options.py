@@ -8,13 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from facebench.metrics import identity, separability
+from facebench.metrics import identity, separability, vendi
 
 
 @dataclass
 class PairDistributionConfig:
     genuine: int = 100_000  # sampled genuine pairs (at most the pairs that exist)
     impostor: int = 100_000  # sampled impostor pairs
+    ddof: int = 0  # of the genuine/impostor SDs and so of FDR (0: population SD, as numpy; 1: sample SD)
+    bootstrap: int = 200  # resamples of the pairs for 95% intervals of the score statistics (0: none)
+
+
+@dataclass
+class VendiConfig:
+    bootstrap: int = 200  # resamples of the identities for a 95% interval of the mean intra-class score (0: none)
+    block: int = vendi.IDENTITY_BLOCK  # feature rows read and decomposed at a time
 
 
 @dataclass

@@ -25,7 +25,10 @@ def register_evaluators(register):
 
     analyses = (
         ("pair-distributions", "PairDistributionAnalysis", options.PairDistributionConfig,
-         "genuine/impostor cosine distributions and their EER (paper Fig. 11)"),
+         "genuine/impostor cosine distributions (paper Fig. 11) and their statistics: FDR, EER, FMR100, FMR1000, "
+         "means and SDs, with bootstrap intervals"),
+        ("vendi", "VendiAnalysis", options.VendiConfig,
+         "Vendi score (effective number of distinct faces) of each identity's images and of the identity centres"),
         ("class-noise", "ClassNoiseAnalysis", options.ClassNoiseConfig,
          "intra-class (image-centre < 0.3) and inter-class (centre-centre > 0.7) noise (paper Fig. 12)"),
         ("separability", "SeparabilityAnalysis", options.SeparabilityConfig,

@@ -4,7 +4,9 @@ File names are those of the insightface packs (``lfw.bin``, ``cfp_fp.bin``, ...)
 conversions of Hadrian and Eclipse (``hadrian.bin`` or the newer ``hadrian_even.bin``), and of toyfaces
 (``toy_lfw.bin``...). A pair-list set may instead be a folder of that name holding images and a pairs file.
 IJB-B/C are found by their meta files in insightface's layout (``IJBC/meta/ijbc_template_pair_label.txt``),
-TinyFace by its ``Probe`` folder, RFW by its four group packs (``RFW/African.bin`` ...).
+TinyFace by its ``Probe`` folder, RFW by its four group packs (``RFW/African.bin`` ...), ND-Twins by
+SOTA-FR's names (``twins_very_easy.xz``/``.bin`` or the prepared folder ``twins_very_easy/`` holding
+``twins_very_easy.npy`` and ``issame.txt``; docs/evaluation.md says what is and is not documented of it).
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ def _rfw(group: str) -> Benchmark:
                      description=f"RFW {group}, 6,000 pairs, 10 folds")
 
 
+#: ND-Twins as SOTA-FR names it (``test.py``'s default ``twins_very_easy``) and shorter names a user may give it.
+TWINS_STEMS = ("twins_very_easy", "twins", "nd_twins", "nd-twins")
+
+
+def _twins() -> Benchmark:
+    files = tuple(f"{stem}{ext}" for stem in TWINS_STEMS for ext in (".bin", ".xz", ""))
+    return Benchmark(name="twins", label="ND-Twins", files=files,
+                     description="ND-Twins (Goldilocks): genuine pairs against twin-sibling impostors, 10 folds "
+                                 "(SOTA-FR's .xz/.bin pack or prepared npy + issame.txt folder)")
+
+
 IJBC_ROOTS = ("IJBC", "ijbc", "IJB_release/IJBC", "IJB/IJBC")
 IJBB_ROOTS = ("IJBB", "ijbb", "IJB_release/IJBB", "IJB/IJBB")
 RFW_GROUPS = ("African", "Asian", "Caucasian", "Indian")
@@ -54,6 +67,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     _bench("eclipse", "Eclipse", "Goldilocks Eclipse, over/under-exposure (MORPH)", "eclipse_even"),
     _bench("sllfw", "SLLFW", "similar-looking LFW: LFW positives, look-alike negatives"),
     _bench("doppelver", "DoppelVer", "doppelganger verification pairs"),
+    _twins(),
     _toy("toy_lfw", "LFW (toy)", "toyfaces general pairs"),
     _toy("toy_cfp_fp", "CFP-FP (toy)", "toyfaces frontal vs profile"),
     _toy("toy_cplfw", "CPLFW (toy)", "toyfaces cross-pose"),
@@ -79,6 +93,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
               description="toyfaces low-resolution probes, gallery matches and distractors"),
     *(_toy(f"toy_rfw_{g}", f"RFW (toy) {g}", f"toyfaces pairs of one skin tone ({g})", group=g)
       for g in TOY_RFW_GROUPS),
+    _toy("toy_twins", "ND-Twins (toy)", "toyfaces look-alike twin identities as impostors (SOTA-FR folder layout)"),
 ]}
 
 FIVE = ("lfw", "cfp_fp", "cplfw", "agedb_30", "calfw")
@@ -91,7 +106,9 @@ SUITES: dict[str, tuple[tuple[str, ...], str]] = {
     "eclipse": (("eclipse",), "Eclipse: exposure differences"),
     "sllfw": (("sllfw",), "SLLFW: similar-looking negatives"),
     "doppelver": (("doppelver",), "DoppelVer: doppelganger pairs"),
-    "all": (FIVE + ("hadrian", "eclipse", "sllfw", "doppelver"), "the five plus Hadrian, Eclipse, SLLFW, DoppelVer"),
+    "twins": (("twins",), "ND-Twins: genuine pairs against identical-twin impostors (Goldilocks, SOTA-FR layout)"),
+    "all": (FIVE + ("hadrian", "eclipse", "sllfw", "doppelver", "twins"),
+            "the five plus Hadrian, Eclipse, SLLFW, DoppelVer, ND-Twins"),
     "toy-five": (TOY_FIVE, "toyfaces mirrors of the five (toy_lfw ... toy_calfw)"),
     "toy-all": (TOY_FIVE + ("toy_hadrian", "toy_eclipse"), "every toyfaces pack"),
     "ijbc": (("ijbc", "ijbc_1n"), "IJB-C 1:1 (TAR@FAR) and, when its 1:N lists are there, 1:N (TPIR, rank-k)"),
@@ -99,10 +116,12 @@ SUITES: dict[str, tuple[tuple[str, ...], str]] = {
     "tinyface": (("tinyface",), "TinyFace 1:N: rank-1/5/20"),
     "rfw": (tuple(f"rfw_{g.lower()}" for g in RFW_GROUPS), "RFW: African, Asian, Caucasian, Indian (fairness)"),
     "toy-rfw": (tuple(f"toy_rfw_{g}" for g in TOY_RFW_GROUPS), "toyfaces mirror of RFW: four skin-tone groups"),
-    "toy-protocols": (("toy_ijb", "toy_ijb_1n", "toy_tinyface") + tuple(f"toy_rfw_{g}" for g in TOY_RFW_GROUPS),
-                      "the toyfaces mirrors of IJB-C 1:1 and 1:N, TinyFace and RFW"),
-    **{name: ((name,), BENCHMARKS[name].description + (f" ({name}.bin)" if BENCHMARKS[name].protocol == "verification"
-                                                         else "")) for name in BENCHMARKS if name.startswith("toy_")},
+    "toy-twins": (("toy_twins",), "toyfaces mirror of ND-Twins: look-alike twin identities as impostors"),
+    "toy-protocols": (("toy_ijb", "toy_ijb_1n", "toy_tinyface") + tuple(f"toy_rfw_{g}" for g in TOY_RFW_GROUPS)
+                      + ("toy_twins",), "the toyfaces mirrors of IJB-C 1:1 and 1:N, TinyFace, RFW and ND-Twins"),
+    **{name: ((name,), BENCHMARKS[name].description + (f" ({BENCHMARKS[name].files[0]})"
+                                                         if BENCHMARKS[name].protocol == "verification" else ""))
+       for name in BENCHMARKS if name.startswith("toy_")},
 }
 
 

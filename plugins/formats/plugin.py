@@ -17,3 +17,5 @@ def register_formats(register):
              "Vec2Face/HSFace LMDB (msgpack records; HSFace and WebFace4M-with-features layouts)")
     register("pairlist", "facebench_plugins.formats.pairlist:PairListFormat",
              "pair-list test set: image root + LFW-style pairs.txt or CSV path_a,path_b,same")
+    register("sotafr", "facebench_plugins.formats.sotafr:SotaFrFormat",
+             "SOTA-FR prepared test folder NAME/NAME.npy (uint8 2N x 3 x H x W) + NAME/issame.txt (ND-Twins, Hadrian)")

@@ -20,7 +20,8 @@ def register_report_sections(register):
              "a card per dataset: size, images per identity, generator settings, sample grid",
              title="Datasets", order=20)
     register("analysis", f"{_SECTIONS}:analysis_section",
-             "separability, genuine/impostor with EER, intra/inter noise, pose/quality histograms",
+             "separability, genuine/impostor with EER, score statistics (FDR, FMR100/1000), Vendi diversity, "
+             "intra/inter noise, pose/quality histograms",
              title="Dataset analyses", order=30)
     register("pose-steering", "facebench_plugins.reports.pose_steering:pose_steering_section",
              "yaw histograms of AttrOP-steered and landmark-pose-controlled (Vec2Face+) datasets side by side",

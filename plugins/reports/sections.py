@@ -20,7 +20,7 @@ from facebench.errors import FacebenchError
 from facebench.report.html import definition_list, esc, image, table
 from facebench.report.loading import RunData
 
-from . import figures
+from . import audit, figures
 from .published import (
     FIVE,
     OTHER_TASKS,
@@ -412,6 +412,9 @@ def datasets_section(runs: Sequence[RunData]) -> list[str]:
         sampler = (ds.get("generator_info") or {}).get("sampler") if isinstance(ds.get("generator_info"), dict) else None
         if sampler:
             items.append(("sampler", _settings_text(sampler)))
+        info = ds.get("generator_info") if isinstance(ds.get("generator_info"), dict) else {}
+        if info.get("conditioned_on_real_appearance"):  # DCFace: style images from real photos
+            items.append(("conditioned on real appearance", "style bank: " + _settings_text(info.get("style_bank"))))
         if "settings" in ds:
             items.append(("settings", _settings_text(ds["settings"])))
         models = list(dict.fromkeys(f"{m.get('backbone', '?')} / {m.get('recipe', '?')}"
@@ -448,10 +451,11 @@ def stated(summary: dict[str, Any] | None, analysis: str, key: str) -> Any:
 SUMMARY_COLUMNS = (
     ("", "identities", "identities", False), ("", "images", "images", False),
     ("pair-distributions", "eer", "EER %", True), ("pair-distributions", "genuine_mean", "genuine mean cos", False),
-    ("pair-distributions", "impostor_mean", "impostor mean cos", False),
+    ("pair-distributions", "impostor_mean", "impostor mean cos", False), ("pair-distributions", "fdr", "FDR", False),
     ("class-noise", "intra_noise", "intra-class noise %", True),
     ("class-noise", "inter_noise", "inter-class noise %", True),
     ("separability", "separable_share", "separable identities %", True),
+    ("vendi", "intra_vendi_mean", "intra-class Vendi", False), ("vendi", "inter_vendi", "inter-class Vendi", False),
 )
 
 
@@ -473,7 +477,8 @@ def _analysis_labels(runs: Sequence[RunData]) -> list[Any]:
 
 
 def analysis_section(runs: Sequence[RunData]) -> list[str]:
-    """Separability curves, genuine/impostor distributions with EER, intra/inter noise, pose/quality."""
+    """Separability curves, genuine/impostor distributions with EER, score statistics, Vendi diversity,
+    intra/inter noise, pose/quality."""
     out: list[str] = []
     runs = _analysis_labels(runs)
     curves = [(r.label, a) for r in runs if (a := r.array("separability")) is not None and len(a)]
@@ -501,6 +506,7 @@ def analysis_section(runs: Sequence[RunData]) -> list[str]:
     if pairs:
         out.append("<h3>Genuine and impostor similarities (paper Fig. 11)</h3>"
                    f'<div class="figs">{"".join(pairs)}</div>')
+    out += audit.score_stats_table(runs) + audit.diversity_table(runs)
     for run in runs:
         intra, inter = run.array("intra"), run.array("inter")
         if (intra is None or not len(intra)) and (inter is None or not len(inter)):

@@ -3,7 +3,8 @@
 Rendering runs in a process pool, shard by shard; every image is keyed by ``(seed, stream, identity,
 image)`` and shards are assembled in order, so the files are byte-identical for a seed whatever the
 worker count, and an interrupted build resumes from its finished shards. The output directory appears
-only when complete (``facebench.atomic.atomic_dir``).
+only when complete (``facebench.atomic.atomic_dir``) with its record of the rerun contract
+(:mod:`facebench.rerun`): the same build again is a no-op, other settings are refused.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from facebench.console import console, make_progress
 from facebench.data import encode_image, get_format, open_writer
 from facebench.errors import ConfigError, DataError, MissingFileError, first_line
 from facebench.provenance import sha256_path
+from facebench.rerun import FINISHED, Rerun, parameters
 from facebench.runs import DATASET_CARD, Run, discard_on_failure
 
 from .packs import PACKS, check_pair_count, pack_identity_count, plan_pairs
@@ -192,27 +194,51 @@ def _jobs(cfg: ToyConfig) -> list[tuple[str, tuple, int]]:
     return jobs
 
 
+@dataclass
+class Built:
+    """What :func:`build_world` did: the world's ``dataset.json`` record, and whether the world was
+    already there (built earlier with the same settings: nothing was written)."""
+
+    record: dict[str, Any]
+    already_complete: bool = False
+
+
+def world_rerun(out: str | os.PathLike, cfg: ToyConfig, *, overwrite: bool = False) -> Rerun:
+    """The rerun contract of a toy world: its settings are the parameters (the worker count is not one);
+    the training set, the packs and ``dataset.json`` are the outputs."""
+    outputs = [train_path(Path("."), cfg.format).as_posix(), *(f"{p}.bin" for p in cfg.packs), DATASET_CARD]
+    return Rerun(out, command="toyfaces build", params=parameters(cfg), what="toy world", outputs=outputs,
+                 overwrite=overwrite)
+
+
 def build_world(
     out: str | os.PathLike, cfg: ToyConfig | None = None, *, workers: int = 2, overwrite: bool = False,
     command: list[str] | None = None,
-) -> dict[str, Any]:
-    """Render the world described by ``cfg`` into ``out``; returns the ``dataset.json`` record.
+) -> Built:
+    """Render the world described by ``cfg`` into ``out``, or find it there already.
 
     Rendered shards are kept in ``.<out>.partial/`` with a manifest, so a killed build resumes where it
-    stopped (the settings must not change); the final files are assembled into ``out`` atomically.
+    stopped; the final files are assembled into ``out`` atomically. A world already at ``out`` with the
+    same settings is kept as it is; one with other settings is refused unless ``overwrite``
+    (:mod:`facebench.rerun`).
     """
+    from facebench.safe_load import read_json
     from facebench.shards import ShardManifest
 
     cfg = cfg or ToyConfig()
     cfg.validate()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out}: already exists (pass --overwrite to replace it)")
     # a fixed name the build reopens to resume: it must be the build's own folder, never a planted link
     partial = atomic.refuse_link(out.parent / f".{out.name}.partial", "toy world shards")
+    rerun = world_rerun(out, cfg, overwrite=overwrite)
+    state = rerun.check()
+    if state == FINISHED:
+        if partial.is_dir():  # left by a kill after the world was renamed into place: only its shards
+            shutil.rmtree(partial, ignore_errors=True)
+        return Built(read_json(out / DATASET_CARD, what="dataset card"), already_complete=True)
     with discard_on_failure(partial):  # failing before its first shard, it leaves no partial folder
         partial.mkdir(parents=True, exist_ok=True)
-        manifest = ShardManifest(partial / "manifest.json", {"toyfaces": asdict(cfg)})
+        manifest = ShardManifest(partial / "manifest.json", {"toyfaces": asdict(cfg)}, overwrite=overwrite)
         jobs = _jobs(cfg)
         images = {name: n for name, _, n in jobs}
         todo = [(name, job) for name, job, _ in jobs if not manifest.is_done(name)]
@@ -233,13 +259,15 @@ def build_world(
                 if pool is not None:
                     pool.close()
                     pool.join()
-    record = _assemble(out, cfg, partial, [name for name, _, _ in jobs], overwrite, command)
+    # what is at ``out`` now may be replaced (Rerun.check said so): an empty folder, a world whose files no
+    # longer check out, or, with --overwrite, one of other settings
+    record = _assemble(out, cfg, partial, [name for name, _, _ in jobs], True, command, rerun)
     shutil.rmtree(partial, ignore_errors=True)
-    return record
+    return Built(record)
 
 
 def _assemble(out: Path, cfg: ToyConfig, partial: Path, names: list[str], overwrite: bool,
-              command: list[str] | None) -> dict[str, Any]:
+              command: list[str] | None, rerun: Rerun) -> dict[str, Any]:
     """Stream the rendered shards into the training-set writer and the pack writers."""
     with atomic.atomic_dir(out, overwrite=overwrite, what="toy world") as tmp:
         with open_writer(train_path(tmp, cfg.format), cfg.format) as writer:
@@ -272,5 +300,5 @@ def _assemble(out: Path, cfg: ToyConfig, partial: Path, names: list[str], overwr
             "settings": asdict(cfg),
         }
         atomic.write_json(tmp / DATASET_CARD, record)
-        Run.start(tmp, config=cfg, seed=cfg.seed, command=command)
+        rerun.finish(Run.start(tmp, config=cfg, seed=cfg.seed, command=command, rerun=rerun))
     return record

@@ -8,7 +8,7 @@ import os
 import click
 
 from facebench import hookimpl
-from facebench.cli.options import examples
+from facebench.cli.options import examples, overwrite_option, rerun_help
 
 PACK_NAMES = ["toy_lfw", "toy_cfp_fp", "toy_cplfw", "toy_agedb_30", "toy_calfw", "toy_hadrian", "toy_eclipse"]
 
@@ -37,7 +37,9 @@ def toyfaces() -> None:
               help="Override a setting, e.g. --set difficulty.yaw_sigma=25 (repeatable).")
 @click.option("--workers", type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1), show_default=True,
               help="Rendering processes (does not change the files).")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@overwrite_option()
+@rerun_help(note="The settings are the parameters; --workers is not one. Rendered shards wait in .OUT.partial/ "
+                 "until OUT appears, complete.")
 def build(out, identities, images_per_identity, seed, fmt, size, pairs, packs, config_path, overrides, workers,
           overwrite) -> None:
     """Render a toy training set plus verification packs (toy_lfw, toy_cfp_fp, ...) into OUT."""
@@ -55,7 +57,14 @@ def build(out, identities, images_per_identity, seed, fmt, size, pairs, packs, c
     if packs is not None:
         sets.append(f"packs={json.dumps([p.strip() for p in packs.split(',') if p.strip()])}")
     cfg = load_config(ToyConfig, config_path, sets)
-    record = build_world(out, cfg, workers=workers, overwrite=overwrite)
+    built = build_world(out, cfg, workers=workers, overwrite=overwrite)
+    record = built.record
+    if built.already_complete:
+        from facebench.rerun import already_complete
+
+        click.echo(already_complete(out, f"{record['identities']} identities, {record['images']} training images, "
+                                         f"packs {', '.join(record['packs'])}"))
+        return
     click.echo(f"wrote {out}: {record['identities']} identities, {record['images']} training images "
                f"({record['format']} at {out}/{record['train']}), packs: "
                + ", ".join(f"{k} ({v['pairs']} pairs)" for k, v in record["packs"].items()))
@@ -66,14 +75,18 @@ def build(out, identities, images_per_identity, seed, fmt, size, pairs, packs, c
 @click.option("--size", type=click.IntRange(16, 512), default=None, help="Face crop side; match the world's [112].")
 @click.option("--seed", type=int, default=None, help="Seed: same seed, byte-identical files [0].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a setting, e.g. --set ijb_identities=60 or --set rfw_pairs=1200 (repeatable).")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+              help="Override a setting, e.g. --set ijb_identities=60, --set rfw_pairs=1200 or "
+                   "--set twins_difference=0.15 (repeatable).")
+@overwrite_option()
+@rerun_help(note="The settings are the parameters. OUT appears only when complete: an interrupted run is made "
+                 "again.")
 def protocols(out, size, seed, overrides, overwrite) -> None:
-    """Render the toy mirrors of IJB-C (1:1 and 1:N), RFW (four groups) and TinyFace into OUT.
+    """Render the toy mirrors of IJB-C (1:1 and 1:N), RFW (four groups), TinyFace and ND-Twins into OUT.
 
     OUT/toy_ijb holds loose crops and insightface's meta files, OUT/toy_rfw_tone1..4.bin the group packs,
-    OUT/toy_tinyface the Probe / Gallery_Match / Gallery_Distractor folders; `facebench evaluate --suite
-    toy-protocols --data-root OUT` scores them all.
+    OUT/toy_tinyface the Probe / Gallery_Match / Gallery_Distractor folders, OUT/toy_twins look-alike twin
+    pairs in SOTA-FR's layout (toy_twins.npy + issame.txt); `facebench evaluate --suite toy-protocols
+    --data-root OUT` scores them all.
     """
     from facebench.config import load_config
 
@@ -83,11 +96,18 @@ def protocols(out, size, seed, overrides, overwrite) -> None:
     for key, value in (("size", size), ("seed", seed)):
         if value is not None:
             sets.append(f"{key}={value}")
-    record = build_protocols(out, load_config(ProtocolsConfig, None, sets), overwrite=overwrite)
+    record, done = build_protocols(out, load_config(ProtocolsConfig, None, sets), overwrite=overwrite)
     ijb, tiny = record["toy_ijb"], record["toy_tinyface"]
+    if done:
+        from facebench.rerun import already_complete
+
+        click.echo(already_complete(out, f"toy_ijb, toy_rfw_tone1..4, toy_tinyface, toy_twins at size {record['size']}, seed "
+                                         f"{record['seed']}"))
+        return
     click.echo(f"wrote {out}: toy_ijb ({ijb['images']} images, {ijb['templates']} templates, {ijb['pairs']} pairs), "
                f"toy_rfw_tone1..4 ({len(record['toy_rfw'])} packs), toy_tinyface ({tiny['probes']} probes, "
-               f"{tiny['gallery_matches']} matches, {tiny['distractors']} distractors)")
+               f"{tiny['gallery_matches']} matches, {tiny['distractors']} distractors), "
+               f"toy_twins ({record['toy_twins']['pairs']} pairs)")
 
 
 @toyfaces.command(
@@ -101,7 +121,10 @@ def protocols(out, size, seed, overrides, overwrite) -> None:
 @click.option("--seed", type=int, default=None, help="Seed of the faces and of the training [0].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set max_yaw=80 (repeatable).")
-def pose_model(out, size, images, epochs, seed, overrides) -> None:
+@overwrite_option()
+@rerun_help(note="The settings are the parameters. Training takes a minute, so an interrupted run trains again "
+                 "from the start (seeded: the same weights).")
+def pose_model(out, size, images, epochs, seed, overrides, overwrite) -> None:
     """Train a tiny SixDRepNet on toy faces of known pose: the pose model of toy AttrOP runs.
 
     Writes OUT/pose.pth (a sixdrepnet-tiny weights file) and OUT/pose.json (validation errors in degrees).
@@ -114,8 +137,13 @@ def pose_model(out, size, images, epochs, seed, overrides) -> None:
     for key, value in (("size", size), ("images", images), ("epochs", epochs), ("seed", seed)):
         if value is not None:
             sets.append(f"{key}={value}")
-    record = train_pose_model(load_config(PoseModelConfig, None, sets), out)
+    record, done = train_pose_model(load_config(PoseModelConfig, None, sets), out, overwrite=overwrite)
     v = record["validation"]
+    if done:
+        from facebench.rerun import already_complete
+
+        click.echo(already_complete(out, f"pose.pth, validation MAE yaw {v['yaw_mae']:.1f} deg"))
+        return
     click.echo(f"wrote {out}/pose.pth: validation MAE pitch {v['pitch_mae']:.1f}, yaw {v['yaw_mae']:.1f}, "
                f"roll {v['roll_mae']:.1f} deg; |yaw| beyond 45 deg {v['abs_yaw_mae_beyond_45']:.1f} deg")
 

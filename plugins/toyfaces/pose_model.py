@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from facebench.errors import ConfigError, FacebenchError
+from facebench.errors import ConfigError
 
 from .params import Difficulty, rng_for, sample_identity, sample_nuisance, stream_key
 from .render import render_face
@@ -105,8 +105,10 @@ def _init_for_training(model: Any, seed: int) -> None:
                 torch.nn.init.zeros_(module.bias)
 
 
-def train_pose_model(cfg: PoseModelConfig, out: str | Path) -> dict[str, Any]:
-    """Render the pose set, train the tiny SixDRepNet, write ``pose.pth`` and ``pose.json`` into ``out``.
+def train_pose_model(cfg: PoseModelConfig, out: str | Path, *, overwrite: bool = False) -> tuple[dict[str, Any], bool]:
+    """Render the pose set, train the tiny SixDRepNet, write ``pose.pth`` and ``pose.json`` into ``out``;
+    returns the ``pose.json`` record and whether ``out`` held it already (the same settings: nothing is
+    trained or written, :mod:`facebench.rerun`).
 
     Faces are rendered at ``cfg.size`` and read by the model at its own input size (56 px), exactly as
     the extractor reads them when AttrOP or ``analyze`` use the weights.
@@ -122,12 +124,16 @@ def train_pose_model(cfg: PoseModelConfig, out: str | Path) -> dict[str, Any]:
 
     from facebench.console import make_progress
     from facebench.data.tensors import to_model_input
+    from facebench.rerun import FINISHED, Rerun, parameters
     from facebench.runs import Run
+    from facebench.safe_load import read_json
 
     out = Path(out)
-    if (out / "pose.pth").exists():
-        raise FacebenchError(f"{out}: already holds a trained pose model (pose.pth); choose another --out")
-    run = Run.start(out, config=asdict(cfg), seed=cfg.seed, device="cpu")
+    rerun = Rerun(out, command="toyfaces pose-model", params=parameters(cfg), what="pose model",
+                  outputs=["pose.pth", "pose.json"], overwrite=overwrite, resumable=False)
+    if rerun.check() == FINISHED:
+        return read_json(out / "pose.json", what="pose model record"), True
+    run = Run.start(out, config=asdict(cfg), seed=cfg.seed, device="cpu", rerun=rerun)
     with make_progress(transient=True) as progress:
         task = progress.add_task("render pose faces", total=2)
         train_x, train_y = render_pose_set(cfg, 0, cfg.images)
@@ -177,4 +183,5 @@ def train_pose_model(cfg: PoseModelConfig, out: str | Path) -> dict[str, Any]:
     with run.atomic("pose.pth") as tmp:
         torch.save(model.state_dict(), tmp)
     run.write_json("pose.json", record)
-    return record
+    rerun.finish(run)
+    return record, False

@@ -1,5 +1,5 @@
-"""Toy mirrors of the newer protocols, written in the real layouts: ``toy_ijb/``, ``toy_rfw_tone*.bin`` and
-``toy_tinyface/`` (``facebench toyfaces protocols OUT``).
+"""Toy mirrors of the newer protocols, written in the real layouts: ``toy_ijb/``, ``toy_rfw_tone*.bin``,
+``toy_tinyface/`` and ``toy_twins/`` (``facebench toyfaces protocols OUT``).
 
 - ``toy_ijb`` (IJB-C layout, insightface's meta files): identities with several templates, each of one to
   three media (a "photo" or a short "video" of near-identical frames). Images are loose crops: the face is
@@ -13,6 +13,11 @@
   the toy world's demographic groups.
 - ``toy_tinyface``: probes and gallery matches rendered then shrunk to a few pixels, plus distractor
   identities, named ``<identity>_<n>.jpg``.
+- ``toy_twins`` (ND-Twins in SOTA-FR's prepared layout, ``toy_twins.npy`` + ``issame.txt``): look-alike
+  "twin" identities, the second of each pair the first moved a fraction ``twins_difference`` of the way to an
+  unrelated identity in every facial measure, sharing its skin, hair, eye colour, hair style and age.
+  10 folds of disjoint twin pairs; each fold's genuine half are two photos of one twin, its impostor half a
+  photo of each twin of a pair (the twin sibling is the impostor, as in ND-Twins).
 
 Every image is drawn from a generator keyed by (seed, stream, identity, item), so a seed gives
 byte-identical files.
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +40,7 @@ from facebench.data import encode_image, open_writer
 from facebench.data.alignment import ARCFACE_SIZE, ARCFACE_TEMPLATE
 from facebench.errors import ConfigError
 
-from .packs import PACKS, check_pair_count, pack_identity_count, plan_pairs
+from .packs import FOLDS, PACKS, check_pair_count, pack_identity_count, plan_pairs
 from .params import SKIN_TONES, Difficulty, rng_for, sample_identity, sample_nuisance, stream_key
 from .render import FACE_CENTER, render_face
 
@@ -59,6 +64,8 @@ class ProtocolsConfig:
     tinyface_matches: int = 2  # gallery images per identity
     tinyface_distractors: int = 240
     tinyface_side: int = 16  # pixel side of a TinyFace image
+    twins_pairs: int = 600  # pairs of toy_twins, a multiple of 20 (10 folds, half same)
+    twins_difference: float = 0.25  # how far a twin's face is moved towards an unrelated face (0: identical)
     jpeg_quality: int = 95
     difficulty: Difficulty = field(default_factory=Difficulty)
 
@@ -71,10 +78,13 @@ class ProtocolsConfig:
             raise ConfigError("toy_tinyface needs at least 2 identities, 1 probe and 1 gallery image each")
         if not 4 <= self.tinyface_side <= self.size:
             raise ConfigError(f"tinyface_side must lie in [4, size], got {self.tinyface_side}")
-        try:
-            check_pair_count(self.rfw_pairs)
-        except ValueError as exc:
-            raise ConfigError(str(exc).replace("--pairs", "rfw_pairs")) from None
+        for key in ("rfw_pairs", "twins_pairs"):
+            try:
+                check_pair_count(getattr(self, key))
+            except ValueError as exc:
+                raise ConfigError(str(exc).replace("--pairs", key)) from None
+        if not 0 < self.twins_difference <= 1:
+            raise ConfigError(f"twins_difference must lie in (0, 1], got {self.twins_difference}")
 
 
 # ------------------------------------------------------------------------------------------- toy_ijb
@@ -178,6 +188,50 @@ def write_toy_rfw(out: Path, cfg: ProtocolsConfig, group: str) -> dict[str, Any]
     return {"file": f"{stream}.bin", "pairs": cfg.rfw_pairs, "skin_tone": GROUP_TONES[group], "identities": n_ids}
 
 
+# ----------------------------------------------------------------------------------------- toy_twins
+
+#: Identity fields twins share: colours, hair style, age (what twins photographed on one day share).
+TWIN_SHARED = {"skin", "hair", "iris", "hair_style", "base_age"}
+
+
+def twin_identities(cfg: ProtocolsConfig, pair: int) -> tuple[Any, Any]:
+    """The two toy twins of twin pair ``pair``: the second is the first moved ``twins_difference`` of the way
+    to an unrelated identity in every facial measure."""
+    key = stream_key("toy_twins")
+    first = sample_identity(rng_for(cfg.seed, key, pair), cfg.difficulty.identity_spread)
+    other = sample_identity(rng_for(cfg.seed, key + 4, pair), cfg.difficulty.identity_spread)
+    moved = {f.name: getattr(first, f.name) + cfg.twins_difference * (getattr(other, f.name) - getattr(first, f.name))
+             for f in fields(first) if f.name not in TWIN_SHARED}
+    return first, replace(first, **moved)
+
+
+def write_toy_twins(root: Path, cfg: ProtocolsConfig) -> dict[str, Any]:
+    """``root/toy_twins.npy`` + ``root/issame.txt``: per fold, genuine pairs of one twin and twin-sibling
+    impostor pairs, from the fold's own twin pairs."""
+    key = stream_key("toy_twins")
+    n_twins = pack_identity_count(cfg.twins_pairs)
+    rng = rng_for(cfg.seed, key + 2)
+    per_fold = cfg.twins_pairs // FOLDS
+    nuisance = PACKS["toy_lfw"].nuisance
+    with open_writer(root, "sotafr") as writer:
+        for fold in range(FOLDS):
+            pool = np.arange(fold, n_twins, FOLDS)
+            for k in range(per_fold):
+                same = k < per_fold // 2
+                twins = twin_identities(cfg, int(rng.choice(pool)))
+                if same:
+                    one = twins[int(rng.integers(2))]
+                    pair = (one, one)
+                else:
+                    pair = twins if rng.uniform() < 0.5 else twins[::-1]
+                index = fold * per_fold + k
+                na, nb = nuisance(rng_for(cfg.seed, key + 1, index), pair[0], pair[1], cfg.difficulty)
+                writer.add(encode_image(render_face(pair[0], na, cfg.size), "png"),
+                           encode_image(render_face(pair[1], nb, cfg.size), "png"), same)
+    return {"folder": root.name, "pairs": cfg.twins_pairs, "twin_pairs": n_twins,
+            "twins_difference": cfg.twins_difference, "layout": "SOTA-FR prepared folder (toy_twins.npy, issame.txt)"}
+
+
 # -------------------------------------------------------------------------------------- toy_tinyface
 
 
@@ -207,24 +261,33 @@ def write_toy_tinyface(root: Path, cfg: ProtocolsConfig) -> dict[str, Any]:
             "distractors": cfg.tinyface_distractors, "side": cfg.tinyface_side}
 
 
-def build_protocols(out: str | os.PathLike, cfg: ProtocolsConfig | None = None, *, overwrite: bool = False) -> dict:
-    """Write the three toy protocols into ``out`` (atomically); returns the ``protocols.json`` record."""
-    from facebench.runs import Run
+def build_protocols(out: str | os.PathLike, cfg: ProtocolsConfig | None = None, *,
+                    overwrite: bool = False) -> tuple[dict, bool]:
+    """Write the three toy protocols into ``out`` (atomically, with the record of the rerun contract); returns
+    the ``protocols.json`` record and whether it was there already (same settings: nothing written)."""
+    from facebench.rerun import FINISHED, Rerun, parameters
+    from facebench.runs import CONFIG, PROVENANCE, Run
+    from facebench.safe_load import read_json
 
     cfg = cfg or ProtocolsConfig()
     cfg.validate()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out}: already exists (pass --overwrite to replace it)")
-    with atomic.atomic_dir(out, overwrite=overwrite, what="toy protocols") as tmp:
+    rerun = Rerun(out, command="toyfaces protocols", params=parameters(cfg), what="set of toy protocols",
+                  overwrite=overwrite)
+    if rerun.check() == FINISHED:
+        return read_json(out / "protocols.json", what="toy protocols record"), True
+    with atomic.atomic_dir(out, overwrite=True, what="toy protocols") as tmp:  # Rerun.check allowed it
         with console.status("toy_ijb"):
             ijb = write_toy_ijb(tmp / "toy_ijb", cfg)
         with console.status("toy_rfw"):
             rfw = {g: write_toy_rfw(tmp, cfg, g) for g in GROUP_TONES}
         with console.status("toy_tinyface"):
             tiny = write_toy_tinyface(tmp / "toy_tinyface", cfg)
+        with console.status("toy_twins"):
+            twins = write_toy_twins(tmp / "toy_twins", cfg)
         record = {"generator": "toyfaces", "seed": cfg.seed, "size": cfg.size, "toy_ijb": ijb, "toy_rfw": rfw,
-                  "toy_tinyface": tiny, "settings": asdict(cfg)}
+                  "toy_tinyface": tiny, "toy_twins": twins, "settings": asdict(cfg)}
         atomic.write_json(tmp / "protocols.json", record)
-        Run.start(tmp, config=cfg, seed=cfg.seed)
-    return record
+        outputs = sorted(p.name for p in tmp.iterdir() if p.name not in (CONFIG, PROVENANCE))
+        rerun.finish(Run.start(tmp, config=cfg, seed=cfg.seed, rerun=rerun), outputs=outputs)
+    return record, False

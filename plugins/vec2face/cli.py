@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from facebench.cli.options import device_option, examples
+from facebench.cli.options import device_option, examples, overwrite_option, rerun_help
 
 EXAMPLE = examples(
     "facebench train-generator --config tiny --data toy/train --extractor fr-run --weights runs/tiny \\",
@@ -36,7 +36,8 @@ EXAMPLE = examples(
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Run directory [runs/train-generator].")
 @click.option("--resume", is_flag=True,
               help="Continue from the run directory's checkpoint.pt (exactly; a release checkpoint copied there "
-                   "continues at its next epoch).")
+                   "continues at its next epoch), also where parameters changed (a capped run continued without "
+                   "its cap). Not needed to continue the same command: it does so by itself.")
 @click.option("--init", "init", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start this new run from a training checkpoint: the release's checkpoint-*.pth (model_vec2face, "
                    "model_disc, optimizers, epoch, scaler) or a facebench checkpoint.pt; it continues at the next epoch. "
@@ -45,19 +46,25 @@ EXAMPLE = examples(
 @device_option(default=None, help="auto, cpu, cuda, cuda:N (overrides the config).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set epochs=2 --set losses.gan=0.")
+@overwrite_option("--out")
+@rerun_help("--out", note="The parameters are the config after --set (device and num_workers are not ones), "
+                          "--extractor, --format and the sha256 of --data, --features, --weights and --init. An "
+                          "unfinished run continues from its last checkpoint.")
 def train_generator(config_path, data, data_format, features, extractor, weights, out, resume, init, device,
-                    overrides):
+                    overrides, overwrite):
     """Train a Vec2Face generator (feature masked autoencoder) with the release's objective, on raw identity
     features, and save it in the official layout; or train Vec2Face+'s pose model (LoRA adapters on the
     frozen generator and the landmark-image encoder) as its release does."""
+    from facebench.atomic import refuse_link
     from facebench.config import build_config
     from facebench.console import console
     from facebench.data import resolve_dataset_path
     from facebench.errors import ConfigError
+    from facebench.rerun import FINISHED, RESUME, Rerun, already_complete, parameters
     from facebench.runs import Run, discard_on_failure, run_path
     from facebench.runtime import env_context
     from facebench.safe_load import read_toml
-    from facebench.training import check_resume
+    from facebench.training import CHECKPOINT
 
     from .train_config import PoseTrainConfig, config_class, shipped_config
     from .trainer import train_from_paths
@@ -69,7 +76,7 @@ def train_generator(config_path, data, data_format, features, extractor, weights
     table = read_toml(path)
     cfg = build_config(config_class(table, overrides), table, overrides)
     run_dir = run_path(out, "train-generator")
-    check_resume(run_dir, resume)
+    refuse_link(run_dir / CHECKPOINT, "training checkpoint")  # a name it reopens: never a planted link
     if resume and init:
         raise ConfigError("--resume continues this run's own checkpoint and --init starts from another one; "
                           "pass one of them")
@@ -80,13 +87,29 @@ def train_generator(config_path, data, data_format, features, extractor, weights
         inputs["features"] = features
     if weights:
         inputs["extractor_weights"] = weights
+    main = env_context().is_main
+    rerun = Rerun(run_dir, command="train-generator", what="generator", overwrite=overwrite, resume=resume,
+                  params=parameters(cfg, ignore=("device", "num_workers"), inputs=inputs, extractor=extractor,
+                                    format=data_format),
+                  outputs=["generator.pth"])
+    state = rerun.check(discard=main)
+    if state == FINISHED:
+        if main:
+            click.echo(already_complete(run_dir, f"{cfg.model}, generator.pth"))
+        return
+    resume = resume or (state == RESUME and (run_dir / CHECKPOINT).is_file())
+    run = None
     with discard_on_failure(run_dir):  # a failure before the first checkpoint leaves no run folder
-        if env_context().is_main:
-            Run.start(run_dir, config=cfg, seed=cfg.seed, device=cfg.device, inputs=inputs,
-                      extra={"generator": cfg.model, "extractor": extractor, "world_size": env_context().world_size})
+        if main:
+            run = Run.start(run_dir, config=cfg, seed=cfg.seed, device=cfg.device, inputs=inputs,
+                            extra={"generator": cfg.model, "extractor": extractor,
+                                   "world_size": env_context().world_size}, rerun=rerun)
         result = train_from_paths(cfg, data, run_dir, data_format=data_format, features=features,
                                   extractor_name=extractor, extractor_weights=weights, resume=resume, init=init)
-    if env_context().is_main:
+        if run is not None:
+            made = [name for name in ("grids", "reconstruction.json") if (run_dir / name).exists()]
+            rerun.finish(run, outputs=["generator.pth", *made])  # metrics.jsonl holds timings: not compared
+    if main:
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
         what = f"{cfg.model} pose model" if isinstance(cfg, PoseTrainConfig) else cfg.model
         click.echo(f"trained {what}: {result.steps} steps, {result.epochs_done} epochs; last losses: {losses}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -156,6 +157,10 @@ class GeneratorTrainer:
         if extractor is not None and hasattr(extractor, "model"):
             for p in extractor.model.parameters():
                 p.requires_grad_(False)
+        # Python's and numpy's global generators too (nothing here draws from them): a checkpoint records their
+        # states, so the same run writes the same checkpoint bytes in any process (the rerun contract)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
         torch.manual_seed(config.seed)
         self.build_modules()
         # every rank built the same modules from the seed; from here on each draws its own dropout masks

@@ -119,7 +119,8 @@ def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
 
 #: The smallest toy protocols (IJB-C, RFW, TinyFace) the pack cases start from.
 SMALL = ["--size", "32", "--set", "ijb_identities=6", "--set", "templates_per_identity=3", "--set", "rfw_pairs=40",
-         "--set", "tinyface_identities=5", "--set", "tinyface_distractors=8", "--set", "tinyface_side=12"]
+         "--set", "tinyface_identities=5", "--set", "tinyface_distractors=8", "--set", "tinyface_side=12",
+         "--set", "twins_pairs=40"]
 
 
 @pytest.fixture(scope="session")

@@ -29,9 +29,9 @@ FIGURES = ("pairs", "same_pairs", "accuracy", "std", "threshold", "eer")
 
 
 
-def evaluate(cli, model, data, out, suite):
+def evaluate(cli, model, data, out, suite, *extra):
     return invoke(cli, ["evaluate", "--suite", suite, "--model", model, "--backbone", "pixels", "--data-root", data,
-                        "--out", out, "--device", "cpu", "--bootstrap", "0"])
+                        "--out", out, "--device", "cpu", "--bootstrap", "0", *extra])
 
 
 def rows_of(out: Path) -> dict[str, dict]:
@@ -134,7 +134,9 @@ def test_a_bad_later_rfw_pack_keeps_the_finished_groups_to_resume(toy, model, cl
     assert "Traceback" not in result.output
     assert not (out / "results.json").exists()  # nothing claims to be a finished suite
     shutil.copy(rfw_packs(toy, tmp_path / "again") / "Caucasian.bin", pack)
-    output = succeeded(evaluate(cli, model, data, out, "rfw"))
+    # the repaired pack is another input: the rerun contract names it, and --overwrite keeps what checks out
+    refused(evaluate(cli, model, data, out, "rfw"), out, "parameters differ", "packs.rfw_caucasian")
+    output = succeeded(evaluate(cli, model, data, out, "rfw", "--overwrite"))
     assert output.count("already evaluated") == 2  # African and Asian were kept
     assert {b: figures(r) for b, r in rows_of(out).items()} == {b: figures(r) for b, r in rfw_clean.items()}
 

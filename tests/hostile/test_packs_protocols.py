@@ -200,7 +200,7 @@ def test_a_link_planted_at_the_output_is_replaced_not_followed(world, tmp_path_f
     target.write_text("keep me")
     out = world / "lfw.bin"
     out.symlink_to(target)
-    assert "already exists" in refused(pack_lfw(world, out=out), out)
+    assert "holds no record of the parameters" in refused(pack_lfw(world, out=out), out)
     result = invoke(create_cli(), ["data", "pack", "lfw", world / "lfw", world / "pairs.txt", "--landmarks",
                                    world / "lfw_landmarks.txt", "--out", out, "--overwrite"])
     succeeded(result)

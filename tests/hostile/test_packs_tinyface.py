@@ -188,7 +188,7 @@ def test_a_changed_gallery_is_never_resumed_from_the_old_row(toy, model, cli, tm
     result = evaluate(cli, model, data, out)
     assert "already evaluated" not in result.output
     if result.exit_code == 2:
-        refused(result, out / "features", "parameters differ")
+        refused(result, out, "made with other parameters (packs.tinyface")
         assert row_of(out)["distractors"] == clean["distractors"]  # the old results stay as they were
     else:
         row = row_of(out)

@@ -170,12 +170,14 @@ RESUME = [
 @pytest.mark.parametrize(("tamper", "fragment"), RESUME)
 def test_resume_refuses_a_tampered_checkpoint(made, tmp_path, marker, tamper, fragment):
     run = Path(shutil.copytree(made[0] / "run", tmp_path / "run"))
+    (run / "generator.pth").unlink()  # unfinished, as a kill before the end leaves it: resumed from its checkpoint
     ckpt = run / "checkpoint.pt"
     if tamper.__code__.co_argcount == 2:
         tamper(ckpt, marker)
     else:
         edit(ckpt, tamper)
-    kept = ("checkpoint.pt", "generator.pth", "metrics.jsonl")
+    kept = ("checkpoint.pt", "metrics.jsonl")
     before = [(run / name).read_bytes() for name in kept]
     refused(invoke(create_cli(), args(made[0] / "good.lmdb", run, "--resume")), ckpt, fragment)
     assert [(run / name).read_bytes() for name in kept] == before  # the run as it was
+    assert not (run / "generator.pth").exists()

@@ -39,9 +39,10 @@ TOY = dict(zip(fx.TOY_PACKS, [0.90, 0.80, 0.75, 0.85, 0.82]))
 
 
 def report(tmp_path: Path, *runs: Path, extra: tuple = (), out: Path | None = None):
-    """``facebench report RUNS --out OUT``; returns the result and the output path."""
+    """``facebench report RUNS --out OUT --overwrite``; returns the result and the output path. (A case that
+    changes its runs renders them again into the same file: under the rerun contract that is --overwrite.)"""
     out = out or tmp_path / "out" / "r.html"
-    return invoke(create_cli(), ["report", *runs, "--out", out, *extra]), out
+    return invoke(create_cli(), ["report", *runs, "--out", out, "--overwrite", *extra]), out
 
 
 def refused_cleanly(tmp_path: Path, run: Path, *names, extra: tuple = ()) -> str:
@@ -244,6 +245,23 @@ SUMMARY_CASES = [
                  ("analyses.leakage.closest[0].cosine", "a cosine in [-1, 1]"), id="leakage-cosine-3"),
     pytest.param({"analyses": {"leakage": {"leaked_at_fmr_share": float("nan")}}},
                  ("analyses.leakage.leaked_at_fmr_share",), id="leakage-share-nan"),
+    pytest.param({"fdr": -3.0}, ("fdr", "a finite number >= 0", "found -3.0"), id="fdr-negative"),
+    pytest.param({"analyses": {"pair-distributions": {"fmr100": 12.5}}}, ("analyses.pair-distributions.fmr100",
+                 "a fraction in [0, 1]"), id="fmr100-in-percent"),
+    pytest.param({"analyses": {"pair-distributions": {"genuine_std": -0.1}}},
+                 ("analyses.pair-distributions.genuine_std",), id="genuine-std-negative"),
+    pytest.param({"analyses": {"pair-distributions": {"fdr": 2.0, "ci95": {"fdr": [3.0, 1.0]}}}},
+                 ("analyses.pair-distributions.ci95.fdr", "low <= high"), id="fdr-interval-reversed"),
+    pytest.param({"analyses": {"pair-distributions": {"fdr": 2.0, "ci95": {"eer": [0.1, 7]}}}},
+                 ("analyses.pair-distributions.ci95.eer bound", "found 7"), id="eer-interval-in-percent"),
+    pytest.param({"analyses": {"pair-distributions": {"ci95": {"fdr": "wide"}}}},
+                 ("analyses.pair-distributions.ci95.fdr", "[low, high]", "found a string"), id="fdr-interval-text"),
+    pytest.param({"analyses": {"vendi": {"inter_vendi": float("inf")}}}, ("analyses.vendi.inter_vendi", "found inf"),
+                 id="vendi-inf"),
+    pytest.param({"analyses": {"vendi": {"intra_vendi_mean": 3.0, "ci95": {"intra_vendi_mean": [4, 2]}}}},
+                 ("analyses.vendi.ci95.intra_vendi_mean", "low <= high"), id="vendi-interval-reversed"),
+    pytest.param({"analyses": {"vendi": {"identities_scored": "14"}}}, ("analyses.vendi.identities_scored",
+                 "a non-negative integer"), id="vendi-count-text"),
 ]
 
 
@@ -255,6 +273,21 @@ def test_analysis_summary_out_of_range_or_mistyped_is_refused(tmp_path, fields, 
     summary.update(fields)
     path.write_text(json.dumps(summary))
     refused_cleanly(tmp_path, run, path, *names)
+
+
+def test_audit_entries_with_gaps_render_dashes_and_open_intervals(tmp_path):
+    """Score statistics and Vendi entries missing figures (or with an unbounded interval, as an infinite FDR
+    resample writes it) are rendered with dashes and the infinity sign, not a traceback."""
+    run = fx.analysis_run(tmp_path, "an", "toyset", n_ids=20)
+    path = run / "analysis" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["analyses"] = {"pair-distributions": {"fdr": 12.5, "ci95": {"fdr": [10.0, None]}, "ddof": 0},
+                           "vendi": {"inter_vendi": 17.25}}
+    path.write_text(json.dumps(summary))
+    result, out = report(tmp_path, run, extra=("--section", "analysis"))
+    succeeded(result)
+    html = out.read_text()
+    assert "12.50 [10.00, \u221e]" in html and "17.2" in html and "ddof=0" in html
 
 
 def test_leakage_without_its_figures_renders_dashes(tmp_path):
@@ -441,7 +474,7 @@ def test_dataset_json_path_to_a_private_folder_is_not_embedded(tmp_path, private
     before = files_under(tmp_path)
     result, out = report(tmp_path, run, extra=("--section", "datasets"))
     _skipped(result, out, run, private, "outside the folders given", f"--images-from {private}")
-    assert set(files_under(tmp_path)) - set(before) == {"out/r.html"}  # nothing else written
+    assert set(files_under(tmp_path)) - set(before) == {"out/r.html", "out/r.html.json"}  # and its record only
     # the same folder named on the command line is embedded: the check above can fail
     result, out = report(tmp_path, run, extra=("--section", "datasets", "--images-from", private))
     succeeded(result)
@@ -615,7 +648,7 @@ def test_links_planted_at_predictable_temporary_names_leave_their_target_unchang
     assert out.is_file() and not out.is_symlink() and out.read_text().startswith("<!DOCTYPE html>")
     for name in names:
         assert (out.parent / name).is_symlink() and os.readlink(out.parent / name) == str(victim)
-    assert sorted(p.name for p in out.parent.iterdir()) == sorted([*names, "r.html"])  # no temporary left
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([*names, "r.html", "r.html.json"])  # no temporary
 
 
 def test_an_output_that_is_a_link_is_replaced_not_written_through(tmp_path):
@@ -624,7 +657,9 @@ def test_an_output_that_is_a_link_is_replaced_not_written_through(tmp_path):
     victim.write_text("precious")
     out = tmp_path / "r.html"
     out.symlink_to(victim)
-    result, _ = report(tmp_path, run, extra=("--section", "summary"), out=out)
+    plain = invoke(create_cli(), ["report", run, "--out", out, "--section", "summary"])  # not its own output
+    assert "holds no record" in refused(plain, out) and out.is_symlink() and victim.read_text() == "precious"
+    result, _ = report(tmp_path, run, extra=("--section", "summary"), out=out)  # --overwrite replaces the link
     succeeded(result)
     assert victim.read_text() == "precious"
     assert not out.is_symlink() and out.read_text().startswith("<!DOCTYPE html>")

@@ -64,8 +64,15 @@ def v2f_args(root: Path, out: Path, *extra) -> list:
             "--out", out, "--device", "cpu", *sets(V2F_SETS), *extra]
 
 
+#: The output whose absence makes a copied run unfinished, as a kill before the end leaves it: the rerun
+#: contract then resumes it from its checkpoint (a finished run is not resumed: nothing is read or written).
+FINAL = {"fr": "backbone.pt", "v2f": "generator.pth"}
+
+
 def copy_run(trained: Path, name: str, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(trained / name, tmp_path / name, symlinks=True))
+    run = Path(shutil.copytree(trained / name, tmp_path / name, symlinks=True))
+    (run / FINAL[name]).unlink()
+    return run
 
 
 def edit(path: Path, change) -> None:

@@ -8,12 +8,16 @@ for a temporary or resumable file must never redirect an output.
 * Fixed names a command reopens to resume (``generate``'s ``shards/`` and dataset, toyfaces build's
   ``.OUT.partial/``, a training run's ``checkpoint.pt`` and ``metrics.jsonl``): a link there is refused
   with one ``error:`` line naming it, and VICTIM is unchanged.
+
+A run folder that holds such links and no record of a run is not written into at all (the rerun contract,
+:mod:`facebench.rerun`): the links are planted in an unfinished run of the same command, which resumes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import conftest as fx
@@ -87,6 +91,11 @@ def test_generate_outputs_ignore_planted_links(tmp_path, monkeypatch, victim):
     clean, out = tmp_path / "clean", tmp_path / "planted"
     succeeded(invoke(fx.gen_cli(monkeypatch), args(clean)))
     outputs = ["ids.npy", "manifest.json", "config.toml", "provenance.json", "dataset.json", "dataset.testfolder"]
+    planted = tmp_path / "elsewhere"
+    plant(planted, outputs, victim)
+    line = refused(invoke(fx.gen_cli(monkeypatch), args(planted)), planted, "holds no record")
+    assert "--overwrite" in line  # a folder of someone else's files is not written into
+    shutil.copytree(clean, out, ignore=shutil.ignore_patterns("dataset.json", "dataset.testfolder"))  # unfinished
     links = plant(out, outputs, victim)
     links.update(plant(out / "shards", ["shard-00000.msgpack", "shard-00001.msgpack"], victim))
     succeeded(invoke(fx.gen_cli(monkeypatch), args(out)))
@@ -149,6 +158,7 @@ def test_evaluate_outputs_ignore_planted_links(tmp_path, cli, weights, victim):
     clean, out = tmp_path / "clean", tmp_path / "planted"
     succeeded(invoke(cli, args(clean)))
     outputs = ["results.json", "results.csv", "manifest.json", "config.toml", "provenance.json"]
+    shutil.copytree(clean, out, ignore=shutil.ignore_patterns("results.*", "manifest.json"))  # killed before a pack
     links = plant(out, outputs, victim)
     succeeded(invoke(cli, args(out)))
     untouched(links)
@@ -212,6 +222,7 @@ def test_train_fr_refuses_a_link_at_its_checkpoint(tmp_path, victim, resume):
     (out / "checkpoint.pt").symlink_to(victim / "file.txt")
     args = _train_fr(tmp_path, out, *(["--resume"] if resume else []))
     refused(invoke(create_cli(), args), out / "checkpoint.pt", "symbolic link")
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
 
 
 def test_train_fr_refuses_a_link_at_its_metrics_log(tmp_path, victim):

@@ -110,20 +110,46 @@ def check_against_graph(model: Any, items: list, norm: Any, src: Path, seed: int
     return {"max_relative_difference": relative, "input": f"1 random {size}x{size} input in [-1, 1], seed {seed}"}
 
 
-def import_weights(src: str | os.PathLike, *, arch: str, out: str | os.PathLike, mode: str = "auto",
-                   bgr: bool = False, check: bool = True) -> dict[str, Any]:
-    """Convert ``src`` for backbone ``arch`` and write ``out`` (a plain state dict) and ``out.json``
-    (provenance: source files and their sha256, the input convention folded, the check)."""
-    import json
+def source_files(src: Path) -> list[Path]:
+    """The files an import reads: the ONNX file, or an MXNet checkpoint's symbol and parameter files
+    (those that exist: a missing one is named by the import itself)."""
+    from facebench.errors import MissingFileError
 
+    if not src.is_file():
+        raise MissingFileError(src, "model file", "an ONNX model or an MXNet PREFIX-NNNN.params")
+    if source_format(src) == "MXNet":
+        from .mxnet_symbol import checkpoint_files
+
+        return [f for f in checkpoint_files(src) if f.is_file()]
+    return [src]
+
+
+def import_weights(src: str | os.PathLike, *, arch: str, out: str | os.PathLike, mode: str = "auto",
+                   bgr: bool = False, check: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Convert ``src`` for backbone ``arch`` and write ``out`` (a plain state dict) and ``out.json``
+    (provenance: source files and their sha256, the input convention folded, the check, and the record of
+    the rerun contract, :mod:`facebench.rerun`: the same import again is a no-op, returning the record with
+    ``already_complete``; another into the same ``out`` is refused unless ``overwrite``)."""
     import torch
 
     from facebench import __version__
     from facebench.atomic import atomic_path
     from facebench.errors import ConfigError
     from facebench.provenance import sha256_file
+    from facebench.rerun import FINISHED, Rerun, parameters
+    from facebench.safe_load import read_json
 
     src, out = Path(src), Path(out)
+    files = source_files(src)
+    if any(out.resolve() == f.resolve() for f in files):
+        raise ConfigError(f"{out}: --out names the source file itself; choose another name")
+    rerun = Rerun(out, command="weights import", what="weights file", folder=False, outputs=[out.name],
+                  params=parameters({"arch": arch, "input": mode, "bgr": bgr, "check": check},
+                                    inputs={f.name: f for f in files}),
+                  overwrite=overwrite, resumable=False)
+    if rerun.check() == FINISHED:
+        record = read_json(rerun.record_path, what="import record")
+        return {**record, "out": out, "record": rerun.record_path, "already_complete": True}
     tensors, info = convert(src, arch, mode=mode, bgr=bgr, check=check)
     files = info.pop("files")
     if any(out.resolve() == f.resolve() for f in files):
@@ -134,11 +160,10 @@ def import_weights(src: str | os.PathLike, *, arch: str, out: str | os.PathLike,
         "input": info["input"], "input_is_pixels": info["pixels"], "input_is_bgr": info["bgr"],
         **{k: info[k] for k in ("opset", "producer", "mxnet_version", "unused", "check") if info.get(k) is not None},
     }
-    sidecar = sidecar_path(out)
-    with atomic_path(out, "imported weights") as tmp_weights, atomic_path(sidecar, "import record") as tmp_record:
+    with rerun.writing(), atomic_path(out, "imported weights") as tmp_weights:
         torch.save(tensors, tmp_weights)
-        tmp_record.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    info.update(out=out, record=sidecar, sources=record["sources"])
+    rerun.finish(record=record)
+    info.update(out=out, record=rerun.record_path, sources=record["sources"])
     return info
 
 
