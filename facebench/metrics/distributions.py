@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import MetricInputError, as_matrix, l2_normalise, same_length
+from .inputs import MetricInputError, as_matrix, l2_normalise, labelled_rows
 from .roc import EER_ESTIMATOR, eer, roc_curve
 from .rows import take_rows
 
@@ -88,14 +88,7 @@ def pair_distributions(features: Any, labels: Any, genuine: int = 100_000, impos
 
     The pairs are drawn first and only their rows are read, ``chunk`` pairs at a time: ``features`` may
     be a memory map of 15M x 512 (31 GB as float32), of which this holds a few hundred MB."""
-    labels = np.asarray(labels)
-    shape = getattr(features, "shape", None)
-    if shape is None or len(shape) != 2:
-        features = as_matrix(features, "features", dtype=np.float64)
-        shape = features.shape
-    if shape[0] < 1 or shape[1] < 1:
-        raise MetricInputError(f"features: expected a non-empty (rows x dims) matrix, got shape {tuple(shape)}")
-    same_length(features=range(shape[0]), labels=labels)
+    features, labels = labelled_rows(features, labels)
     if genuine < 1 or impostor < 1:
         raise MetricInputError(f"need at least one genuine and one impostor pair, got {genuine} and {impostor}")
     gen, imp = sample_pairs(labels, genuine, impostor, seed)

@@ -65,6 +65,22 @@ def same_length(**arrays: np.ndarray) -> int:
     return next(iter(lengths.values()))
 
 
+def labelled_rows(features: Any, labels: Any) -> tuple[Any, np.ndarray]:
+    """``(features, labels)`` checked as one row per label; a memory map (or any 2-D array) is kept as it is,
+    so callers can read its rows in blocks, anything else is made a float64 matrix."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise MetricInputError(f"labels: expected a 1-D array, got shape {labels.shape}")
+    shape = getattr(features, "shape", None)
+    if shape is None or len(shape) != 2:
+        features = as_matrix(features, "features", dtype=np.float64)
+        shape = features.shape
+    if shape[0] < 1 or shape[1] < 1:
+        raise MetricInputError(f"features: expected a non-empty (rows x dims) matrix, got shape {tuple(shape)}")
+    same_length(features=range(shape[0]), labels=labels)
+    return features, labels
+
+
 def l2_normalise(x: np.ndarray, name: str = "embeddings") -> np.ndarray:
     """Rows divided by their L2 norm; a zero row cannot be normalised and is an error."""
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import MetricInputError, as_matrix, l2_normalise, same_length
+from .inputs import as_matrix, l2_normalise, labelled_rows
 from .rows import take_rows
 
 #: Rows read and decomposed at a time by :func:`vendi_by_identity` (16,384 x 512 float64 is 64 MB).
@@ -58,16 +58,7 @@ def vendi_by_identity(features: Any, labels: Any, *, block: int = IDENTITY_BLOCK
     """``(classes, scores)``: the Vendi score of each identity's own images (classes sorted, as ``np.unique``).
 
     ``features`` may be a memory map larger than RAM: identities are read ``block`` rows at a time."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise MetricInputError(f"labels: expected a 1-D array, got shape {labels.shape}")
-    shape = getattr(features, "shape", None)
-    if shape is None or len(shape) != 2:
-        features = as_matrix(features, "features", dtype=np.float64)
-        shape = features.shape
-    if shape[0] < 1 or shape[1] < 1:
-        raise MetricInputError(f"features: expected a non-empty (rows x dims) matrix, got shape {tuple(shape)}")
-    same_length(features=range(shape[0]), labels=labels)
+    features, labels = labelled_rows(features, labels)
     classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
     order = np.argsort(index, kind="stable")  # rows identity by identity
     starts = np.r_[0, np.cumsum(counts)]
