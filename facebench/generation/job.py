@@ -388,7 +388,8 @@ def run_generate(request: GenerateRequest, config: GenerateConfig, *, progress: 
     # The rerun contract (facebench.rerun): every rank reads the record; the main rank replaces the run
     # (--overwrite) only after every rank has read it.
     rerun = Rerun(request.out, command="generate", params=job.params(), what="dataset",
-                  outputs=[DATASET_CARD, MANIFEST, job.dataset_path.name], overwrite=request.overwrite)
+                  outputs=[DATASET_CARD, *([MANIFEST] if ctx.world_size == 1 else []), job.dataset_path.name],
+                  overwrite=request.overwrite)  # ranks keep manifest-rankN.json files, not one manifest
     state = rerun.check(discard=False)
     wait_for_all(ctx)
     if state == FINISHED:
