@@ -438,10 +438,12 @@ def reference_vectors(folder: Any, *, extractor: Any, extractor_name: str, detec
     return identity_centres(feats, folder.labels, len(folder.identities), raw=raw), faces
 
 
-def centers_of(features: np.ndarray, labels: np.ndarray, *, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def centers_of(features: np.ndarray, labels: np.ndarray, *, block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean raw feature per identity, streamed over row blocks (features may be a memory map; what was
     read leaves the resident set, see :mod:`facebench.metrics.rows`)."""
-    from ..metrics.rows import row_blocks
+    from ..metrics.rows import BLOCK_ROWS, row_blocks
+
+    block = block or BLOCK_ROWS
 
     classes, index = np.unique(labels, return_inverse=True)
     sums = np.zeros((classes.size, features.shape[1]))

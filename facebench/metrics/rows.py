@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-#: Rows per block: 65,536 x 512 float64 is 256 MB.
-BLOCK_ROWS = 65536
+#: Rows per block: 16,384 x 512 float64 is 64 MB (a pass holds a few such copies: the raw rows, their
+#: float64 copy and what the caller derives from them).
+BLOCK_ROWS = 16384
 
 
 def _backing_file(matrix: Any) -> tuple[str, int] | None:
