@@ -11,11 +11,22 @@ import os
 import re
 import tokenize
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from .errors import DataError, MissingFileError, first_line
+
+
+def _magic(path: str | os.PathLike, what: str) -> bytes:
+    """The first six bytes of an array file (``.npy`` and ``.npz`` tell themselves apart by them)."""
+    if not os.path.isfile(path):
+        raise MissingFileError(path, f"{what} file")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(6)
+    except OSError as exc:
+        raise DataError(path, f"cannot read {what}: {exc.strerror or first_line(exc)}") from None
 
 
 def load_array(path: str | os.PathLike, *, what: str = "array") -> Any:
@@ -23,13 +34,7 @@ def load_array(path: str | os.PathLike, *, what: str = "array") -> Any:
     archive, is one error naming the file; what the array must hold is the caller's check."""
     import numpy as np
 
-    if not os.path.isfile(path):
-        raise MissingFileError(path, f"{what} file")
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-    except OSError as exc:
-        raise DataError(path, f"cannot read {what}: {exc.strerror or first_line(exc)}") from None
+    magic = _magic(path, what)
     if magic.startswith(b"PK"):
         raise DataError(path, f"{what} must be a .npy array, got an .npz archive")
     if magic != b"\x93NUMPY":  # numpy's own message for this would suggest allow_pickle=True
@@ -37,10 +42,39 @@ def load_array(path: str | os.PathLike, *, what: str = "array") -> Any:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:  # a garbled header
-        reason = first_line(exc) if not isinstance(exc, (SyntaxError, tokenize.TokenError)) else "garbled header"
-        if "allow_pickle" in reason:
-            reason = "it holds Python objects (pickled), which facebench never loads"
-        raise DataError(path, f"cannot read {what}: {reason}") from None
+        raise DataError(path, f"cannot read {what}: {_array_error(exc)}") from None
+
+
+def _array_error(exc: BaseException) -> str:
+    """Why numpy could not read an array, in words that never suggest ``allow_pickle=True``."""
+    if isinstance(exc, (SyntaxError, tokenize.TokenError)):
+        return "garbled header"
+    reason = first_line(exc)
+    return "it holds Python objects (pickled), which facebench never loads" if "allow_pickle" in reason else reason
+
+
+def load_npz(path: str | os.PathLike, keys: Iterable[str], *, what: str = "archive") -> dict[str, Any]:
+    """The arrays ``keys`` of an ``.npz`` archive, never unpickled. A missing, empty or truncated file, a
+    plain ``.npy``, a missing key or a member that is garbled or pickled is one error naming the file;
+    what each array must hold is the caller's check."""
+    import zipfile
+
+    import numpy as np
+
+    magic = _magic(path, what)
+    if magic == b"\x93NUMPY":
+        raise DataError(path, f"{what} must be an .npz archive, got a .npy array")
+    if not magic.startswith(b"PK"):
+        raise DataError(path, f"cannot read {what}: " + ("the file is empty" if not magic else "not an .npz archive"))
+    keys = list(keys)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in keys if k not in npz.files]
+            if missing:
+                raise DataError(path, f"{what}: missing {', '.join(missing)}")
+            return {k: npz[k] for k in keys}
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile) as exc:
+        raise DataError(path, f"cannot read {what}: {_array_error(exc)}") from None
 
 
 def _first_sentence(exc: BaseException) -> str:

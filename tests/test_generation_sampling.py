@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -207,3 +209,33 @@ def test_decisions_at_the_threshold_are_made_in_float64():
         truths.append(bool(truth))
     assert decisions == truths
     assert any(truths) and not all(truths)
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda p: np.save(p.open("wb"), np.zeros(3)), "must be an .npz archive, got a .npy array"),
+    (lambda p: p.write_bytes(b""), "the file is empty"),
+    (lambda p: p.write_bytes(b"PK\x03\x04 cut short"), "cannot read PCA statistics"),
+    (lambda p: p.write_text("mean,components\n1,2\n"), "not an .npz archive"),
+])
+def test_a_stats_file_that_is_no_npz_archive_is_one_line_error(tmp_path, write, message):
+    path = tmp_path / "stats.npz"
+    write(path)
+    with pytest.raises(DataError, match=f"stats.npz: .*{message}") as caught:
+        PCAStats.load(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_stats_member_with_a_garbled_header_is_one_line_error(tmp_path):
+    stats = PCAStats.fit(_features(d=8))
+    path = tmp_path / "stats.npz"
+    stats.save(path)
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    head = members["mean.npy"]
+    members["mean.npy"] = head[:10] + head[10:].replace(b"'descr'", b"'descr ", 1)  # the header dict unparsable
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(DataError, match="stats.npz: cannot read PCA statistics: Cannot parse header") as caught:
+        PCAStats.load(path)
+    assert "\n" not in str(caught.value)

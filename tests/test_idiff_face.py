@@ -417,7 +417,32 @@ def test_make_tiny_command_and_plugin_import_nothing_heavy(tmp_path):
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(
         [tiny.CHECKPOINT, "facebench_tiny.json", layout.DECODER_FILE])
     res = CliRunner().invoke(create_cli(), ["idiff-face", "make-tiny", str(tmp_path / "m")])
-    assert res.exit_code != 0 and "exists; pass --overwrite" in res.output
+    assert res.exit_code == 0 and "already complete" in res.output, res.output  # the rerun contract
+    res = CliRunner().invoke(create_cli(), ["idiff-face", "make-tiny", str(tmp_path / "m"), "--seed", "1"])
+    assert res.exit_code == 2 and "config.seed" in res.output and "--overwrite" in res.output, res.output
     code = ("import sys, facebench_plugins.idiff_face.plugin, facebench_plugins.idiff_face.cli; "
             "sys.exit(int('torch' in sys.modules or 'numpy' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda p: np.save(p.open("wb"), np.eye(4)), "must be an .npz archive, got a .npy array"),
+    (lambda p: p.write_bytes(b""), "the file is empty"),
+    (lambda p: p.write_bytes(b"PK\x03\x04 cut short"), "cannot read space map"),
+    (lambda p: np.savez(p, matrix=np.eye(4), from_space=np.str_("a")), "space map: missing to_space"),
+    (lambda p: np.savez(p, matrix=np.array([{"a": 1}], dtype=object), from_space=np.str_("a"),
+                        to_space=np.str_("b")), "holds Python objects (pickled), which facebench never loads"),
+    (lambda p: np.savez(p, matrix=np.full((4, 4), np.nan), from_space=np.str_("a"), to_space=np.str_("b")),
+     "matrix must be a finite 2-d float array"),
+    (lambda p: np.savez(p, matrix=np.eye(4), from_space=np.str_(""), to_space=np.str_("b")),
+     "from_space and to_space must be non-empty strings"),
+])
+def test_a_hostile_space_map_is_one_line_error(tmp_path, write, message):
+    from facebench.generation.spaces import SpaceMap
+
+    path = tmp_path / "map.npz"
+    write(path)
+    with pytest.raises(DataError) as caught:
+        SpaceMap.load(path)
+    assert str(caught.value).startswith(str(path)) and message in str(caught.value), str(caught.value)
+    assert "\n" not in str(caught.value)

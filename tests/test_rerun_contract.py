@@ -137,6 +137,12 @@ def _setup_runs(inp: Path) -> None:
     fx.eval_run(inp, "eval-b", "set-b", {"lfw": 0.95, "cfp_fp": 0.88})
 
 
+def _setup_arc2face(inp: Path) -> None:
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    _setup_nothing(inp)
+
+
 def _setup_onnx(inp: Path) -> None:
     pytest.importorskip("onnx")
     import zoo_files as zf
@@ -214,6 +220,10 @@ CASES = [
                        "score_threshold=0.0", "--out", w / "aligned", "--photos-per-shard", "2", "--encoding", "png",
                        "--device", "cpu"],
          ["--size", "96"], "config.size", same=["--keep-shards"], random_kills=2),
+    Case("data-grid", _setup_train,
+         lambda i, w: ["data", "grid", i / "train", "--out", w / "grid.png", "--identities", "2", "--per-identity",
+                       "2", "--size", "16"],
+         ["--size", "20"], "config.size"),
     Case("data-pack", _setup_lfw,
          lambda i, w: ["data", "pack", "lfw", i / "lfw", i / "pairs.txt", "--landmarks", i / "lfw_landmarks.txt",
                        "--out", w / "lfw.bin"],
@@ -230,6 +240,15 @@ CASES = [
                        *_sets("optim.batch_per_gpu=8", "optim.epochs=2", "train.log_every=1", "data.workers=0",
                               "train.fp16=false", "train.checkpoint_every=2")],
          _sets("train.seed=1"), "config.train.seed", same=_sets("data.workers=1"), random_kills=2),
+    Case("arc2face-make-tiny", _setup_arc2face,
+         lambda i, w: ["arc2face", "make-tiny", w / "a2f", "--size", "16"],
+         ["--encoder-format", "safetensors"], "config.encoder_format"),
+    Case("dcface-make-tiny", _setup_nothing,
+         lambda i, w: ["dcface", "make-tiny", w / "dcface"],
+         ["--spatial-dim", "5"], "config.spatial_dim"),
+    Case("idiff-face-make-tiny", _setup_nothing,
+         lambda i, w: ["idiff-face", "make-tiny", w / "idiff"],
+         ["--seed", "1"], "config.seed"),
     Case("generate", _setup_generator,
          lambda i, w: ["generate", "--generator", "tinygen", "--ids", i / "ids.npy", "--images-per-id", "4",
                        "--ids-per-shard", "2", "--batch-size", "3", "--out", w / "gen", "--format", "testfolder",
@@ -375,9 +394,9 @@ def test_rerun_contract(case, tmp_path, cli, monkeypatch, one_thread):
 # ------------------------------------------------------------------------------------- --help and rules
 
 COMMANDS = [["toyfaces", "build"], ["toyfaces", "protocols"], ["toyfaces", "pose-model"], ["data", "convert"],
-            ["data", "align"], ["data", "pack", "lfw"], ["data", "pack", "cfp"], ["train-generator"], ["train-fr"],
+            ["data", "align"], ["data", "grid"], ["data", "pack", "lfw"], ["data", "pack", "cfp"], ["train-generator"], ["train-fr"],
             ["generate"], ["sample-ids"], ["embed"], ["evaluate"], ["analyze"], ["report"], ["weights", "import"],
-            ["run"]]
+            ["run"], ["arc2face", "make-tiny"], ["dcface", "make-tiny"], ["idiff-face", "make-tiny"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])

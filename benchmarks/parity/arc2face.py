@@ -23,24 +23,17 @@ tokenizers==0.15.2`` and ``PYTHONPATH=DIR``. A missing release path skips with a
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import load_file_module, release_checkout
 
 #: (scheduler, steps, guidance): the release's default first, then the other two options.
 SETTINGS = (("dpmsolver++", 25, 3.0), ("ddim", 25, 3.0), ("lcm", 4, 1.0))
 TOLERANCE = {"prompt_embeds": 1e-6, "first UNet output": 1e-5, "final latents": 1e-5}
-
-
-def load_file_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def first_output(unet):
@@ -82,8 +75,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     root = Path(args.release) if args.release else None
-    if root is None or not (root / "arc2face" / "models.py").is_file():
-        print(f"skipped: no Arc2Face release checkout at {root} (pass --release PATH holding arc2face/models.py)")
+    if not release_checkout(root, "Arc2Face", "arc2face/models.py"):
         return 0
     try:
         models = load_file_module("arc2face_release_models", root / "arc2face" / "models.py")

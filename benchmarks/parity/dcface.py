@@ -52,7 +52,6 @@ import argparse
 import contextlib
 import io
 import json
-import subprocess
 import sys
 import tempfile
 import types
@@ -61,6 +60,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import commit_of
+from _common import max_diff as flat_max_diff
 
 TOLERANCE = 1e-4
 COND = {"condition_type": "crossatt_and_stylemod", "condition_source": "patchstat_spatial_and_image"}
@@ -83,15 +84,6 @@ CASIA_CLASSES = 10572  # rows of the released centre tables (CASIA-WebFace class
 
 def release_root(path: Path) -> Path:
     return path / "dcface" if (path / "dcface" / "src" / "trainer.py").is_file() else path
-
-
-def commit_of(path: Path) -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=30)
-    except OSError:
-        return "unknown (git not found)"
-    return out.stdout.strip() if out.returncode == 0 else "unknown (not a git checkout)"
 
 
 def import_release(root: Path) -> types.SimpleNamespace:
@@ -218,10 +210,8 @@ def support_files(rel, tmp: Path, rows: int, seed: int) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------- comparisons
 
 def max_diff(a, b) -> float:
-    a, b = torch.as_tensor(a).detach().double(), torch.as_tensor(b).detach().double()
-    if a.shape != b.shape:
-        raise SystemExit(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
-    return float((a - b).abs().max())
+    """In float64, shapes equal: the two sides' outputs are compared as they come, in either dtype."""
+    return flat_max_diff(a, b, double=True, same_shape=True)
 
 
 def report(name: str, diff: float, diffs: list[float], ref=None) -> None:

@@ -32,9 +32,7 @@ import argparse
 import ast
 import contextlib
 import importlib
-import importlib.util
 import io
-import subprocess
 import sys
 import time
 import types
@@ -43,24 +41,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import commit_of, load_file_module
 
 TOLERANCE_PX = 0.5
-
-
-def git_commit(path: Path) -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
-        return out.stdout.strip() or "not a git checkout"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def load_file(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_photo(path: Path) -> np.ndarray:
@@ -107,13 +90,14 @@ class RetinaFaceReference:
     def __init__(self, root: Path):
         self.root = root
         sys.path.insert(0, str(root))  # models/retinaface.py imports models.net
-        config = load_file("rf_config", root / "data" / "config.py")  # not data/__init__ (OpenCV datasets)
+        # data/config.py alone, not data/__init__ (OpenCV datasets)
+        config = load_file_module("rf_config", root / "data" / "config.py")
         self.cfgs = {"mobilenet": dict(config.cfg_mnet, pretrain=False),
                      "resnet50": dict(config.cfg_re50, pretrain=False)}
         self.RetinaFace = importlib.import_module("models.retinaface").RetinaFace
-        prior = load_file("rf_prior_box", root / "layers" / "functions" / "prior_box.py")
-        box_utils = load_file("rf_box_utils", root / "utils" / "box_utils.py")
-        nms = load_file("rf_py_cpu_nms", root / "utils" / "nms" / "py_cpu_nms.py")
+        prior = load_file_module("rf_prior_box", root / "layers" / "functions" / "prior_box.py")
+        box_utils = load_file_module("rf_box_utils", root / "utils" / "box_utils.py")
+        nms = load_file_module("rf_py_cpu_nms", root / "utils" / "nms" / "py_cpu_nms.py")
         self.names = {"PriorBox": prior.PriorBox, "decode": box_utils.decode, "decode_landm": box_utils.decode_landm,
                       "py_cpu_nms": nms.py_cpu_nms}
         self.loop = self._loop_statements(root / "detect.py")
@@ -152,7 +136,7 @@ def retinaface_part(root: Path, photos: dict, seed: int, released: dict[str, Pat
     from facebench_plugins.detectors import retinaface as rf
 
     ref = RetinaFaceReference(root)
-    print(f"RetinaFace: reference {root} at commit {git_commit(root)}")
+    print(f"RetinaFace: reference {root} at commit {commit_of(root)}")
     ok = True
     defaults = rf.RetinaFaceOptions()
     strict = rf.RetinaFaceOptions(score_threshold=0.95)
@@ -187,7 +171,7 @@ def mtcnn_part(root: Path, photos: dict, seed: int) -> bool:
     package.__path__ = [str(root / "models")]       # imports its training utilities too
     sys.modules["facenet_reference"] = package
     reference_mtcnn = importlib.import_module("facenet_reference.mtcnn")
-    print(f"MTCNN: reference {root} at commit {git_commit(root)}")
+    print(f"MTCNN: reference {root} at commit {commit_of(root)}")
 
     def reference(nets) -> object:
         with warnings.catch_warnings():

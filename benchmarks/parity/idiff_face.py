@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import functools
 import json
-import subprocess
 import sys
 import tempfile
 import types
@@ -49,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import commit_of
 
 TOLERANCE = 1e-4
 #: the released denoisers' model configs (IDiff-Face configs/model/unet_cond_ca_cpd25.yaml; UIFace
@@ -65,14 +65,6 @@ RELEASE_DD = dict(double_z=False, z_channels=3, resolution=256, in_channels=3, o
                   num_res_blocks=2, attn_resolutions=[], dropout=0.0)
 TINY_DD = {**RELEASE_DD, "ch": 32, "ch_mult": [1, 2, 2], "num_res_blocks": 1, "resolution": 56}
 RELEASE_PACKAGES = ("models", "diffusion", "utils")
-
-
-def commit(path: Path) -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
-    except OSError:
-        return "unknown (git not found)"
-    return out.stdout.strip() if out.returncode == 0 else "unknown (not a git checkout)"
 
 
 @contextlib.contextmanager
@@ -206,7 +198,7 @@ def idiff_checks(path: Path, seed: int, tmp: Path) -> list[float]:
     from facebench_plugins.idiff_face.vq import TINY as DEC_TINY
 
     diffs = []
-    print(f"IDiff-Face ({path}, commit {commit(path)})")
+    print(f"IDiff-Face ({path}, commit {commit_of(path)})")
     with release(path):
         from diffusion.ddpm import DenoisingDiffusionProbabilisticModel as DDPM
         from models.diffusion.unet import ConditionalUNet
@@ -276,7 +268,7 @@ def uiface_checks(path: Path, seed: int, tmp: Path) -> list[float]:
     if (path / "generation" / "uiface").is_dir():
         path = path / "generation" / "uiface"
     diffs = []
-    print(f"UIFace ({path}, commit {commit(path)})")
+    print(f"UIFace ({path}, commit {commit_of(path)})")
     with release(path):
         from diffusion.ddpm import DenoisingDiffusionProbabilisticModel as DDPM
         from models.diffusion.unet import ConditionalUNet
@@ -354,7 +346,7 @@ def negfacediff_checks(path: Path, seed: int, tmp: Path) -> list[float]:
     from facebench_plugins.idiff_face.unet import TINY
     from facebench_plugins.idiff_face.vq import TINY as DEC_TINY
 
-    print(f"NegFaceDiff ({path}, commit {commit(path)})")
+    print(f"NegFaceDiff ({path}, commit {commit_of(path)})")
     with release(path):
         from diffusion.ddpm import DenoisingDiffusionProbabilisticModel as DDPM
         from models.diffusion.unet import ConditionalUNet
@@ -438,7 +430,7 @@ def write_manifests(idiff: Path, uiface: Path, out: Path) -> None:
         "built_as": "the IDiff-Face release's DenoisingDiffusionProbabilisticModel(ConditionalUNet(**tiny), T=50) and "
                     "VQDecoderInterface modules at facebench's tiny size (idiff_face_tiny)",
         "config": {"unet": TINY_UNET, "decoder": TINY_DD}, "keys": {"denoiser": tiny_den, "decoder": tiny_dec}}
-    commits = {"idiff": commit(idiff), "uiface": commit(uiface)}
+    commits = {"idiff": commit_of(idiff), "uiface": commit_of(uiface)}
     for name, body in manifests.items():
         note = ("Tensor names, shapes and dtypes of the releases' saved state dicts (IDiff-Face "
                 f"{commits['idiff']}, UIFace {commits['uiface']}), built on the meta device by "

@@ -29,11 +29,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from zoo_files import export_onnx, randomised  # noqa: E402
 
 TOLERANCE = 1e-4
 #: (file name, backbone, MXNet-converted layout?) made by --make; the second list with --full
@@ -43,54 +45,10 @@ FULL = (("w600k_r50_layout.onnx", "iresnet50", False), ("glintr100_layout.onnx",
         ("mbf_arcface_torch.onnx", "mbf", False), ("iresnet50_mxnet_converted.onnx", "iresnet50", True))
 
 
-class _PixelInput(torch.nn.Module):
-    """An MXNet-converted model: the graph takes pixels and normalises them itself."""
-
-    def __init__(self, body: torch.nn.Module):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body((x - 127.5) * 0.0078125)
-
-
-def randomised(arch: str, seed: int) -> torch.nn.Module:
-    import facebench
-
-    torch.manual_seed(seed)
-    model = facebench.create_backbone(arch).eval()
-    with torch.no_grad():
-        for name, value in model.state_dict().items():
-            if not value.dtype.is_floating_point or value.dim() == 0:
-                continue
-            if value.dim() > 1:  # conv and fc weights at 1 / sqrt(fan-in): activations stay O(1) at any depth
-                value.normal_(0, (value[0].numel()) ** -0.5)
-            elif name.endswith("running_var"):
-                value.uniform_(0.5, 1.5)
-            elif name.endswith(("running_mean", ".bias")):
-                value.normal_(0, 0.1)
-            elif "prelu" in name or name.endswith("layers.2.weight"):  # PReLU slopes
-                value.uniform_(0.05, 0.5)
-            else:  # BatchNorm gamma
-                value.normal_(1, 0.1)
-    return model
-
-
 def export(arch: str, path: Path, mxnet_converted: bool, seed: int = 0) -> None:
-    """``torch2onnx.py``'s export (or an MXNet-converted layout) of a randomised ``arch``."""
-    import onnx
-
-    model = randomised(arch, seed)
-    size = int(model.input_size)
-    net = _PixelInput(model).eval() if mxnet_converted else model
-    example = torch.rand(1, 3, size, size) * (255 if mxnet_converted else 2) - (0 if mxnet_converted else 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, example, str(path), input_names=["data"], keep_initializers_as_inputs=False,
-                          opset_version=11, dynamo=False, do_constant_folding=not mxnet_converted)
-    proto = onnx.load(str(path))
-    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "None"
-    onnx.save(proto, str(path))
+    """``torch2onnx.py``'s export (or an MXNet-converted layout) of a randomised ``arch``: the writer the
+    tests build their model-zoo files with (``tests/zoo_files.py``)."""
+    export_onnx(randomised(arch, seed), path, pixels=mxnet_converted)
 
 
 def faces(folder: str | None, count: int, size: int) -> np.ndarray:

@@ -19,7 +19,6 @@ missing reference path skips with a message.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import socket
@@ -29,6 +28,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _common import load_file_module
 
 #: (name, facebench head options, CombinedMarginLoss (s, m1, m2, m3), sample_rate)
 SETTINGS = (
@@ -47,13 +47,6 @@ def reference_dir(path: Path) -> Path | None:
         if (candidate / "partial_fc_v2.py").is_file() and (candidate / "losses.py").is_file():
             return candidate
     return None
-
-
-def load_file_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:

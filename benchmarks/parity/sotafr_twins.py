@@ -23,13 +23,13 @@ skipped.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import types
 from pathlib import Path
 
 import numpy as np
+from _common import load_file_module
 
 LOADER = "data/load_test_sets_recognition.py"
 PREPARE = "utils/prepare_test_images.py"
@@ -39,10 +39,7 @@ NAME = "twins_very_easy"
 def load_module(path: Path, name: str, stubs: tuple[str, ...] = ()) -> types.ModuleType:
     for stub in stubs:  # imported at the module's top, unused by the functions called here
         sys.modules.setdefault(stub, types.ModuleType(stub))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(name, path)
 
 
 def sample(pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

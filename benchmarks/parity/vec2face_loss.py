@@ -28,52 +28,17 @@ release path skips with a message.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import os
-import sys
 import tempfile
-import types
-import warnings
 from pathlib import Path
 
 import torch
+from _common import inside, max_diff, random_iresnet, release_parser, vec2face_release
 
 TOLERANCE = 1e-5
+#: The files that mark a checkout of the release, and its imports that facebench does not install.
+MARKERS = ("pixel_generator/vec2face/taming/modules/discriminator_loss.py",)
+NEEDS = ("pytorch_msssim", "omegaconf", "timm")
 TERMS = ("ae_loss", "d_loss", "token_loss", "rec_loss", "ssim_loss", "p_loss", "feature_loss")
-
-
-@contextlib.contextmanager
-def inside(path: Path):
-    """The release reads ``configs/vec2face/vqgan.yaml`` relative to the working directory."""
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-def max_diff(a, b) -> float:
-    a, b = torch.as_tensor(a).detach().float(), torch.as_tensor(b).detach().float()
-    return float((a.reshape(-1) - b.reshape(-1)).abs().max())
-
-
-def random_iresnet(release_models, path: Path, seed: int) -> None:
-    """A release iresnet100 with random weights scaled to keep activations finite over 100 layers."""
-    torch.manual_seed(seed)
-    net = release_models.iresnet("100")
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                fan_in = m.weight[0].numel()
-                m.weight.normal_(0, 0.5 / fan_in**0.5)
-            elif isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    torch.save(net.state_dict(), path)
 
 
 def release_gradients(loss_fn, disc, inputs, epoch, last_layer=None):
@@ -108,27 +73,12 @@ def d_only_gradient(disc, value):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--release", help="Checkout of github.com/HaiyuWu/Vec2Face.")
-    parser.add_argument("--n", type=int, default=4, help="Batch size of the toy batch.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = release_parser(__doc__, "HaiyuWu/Vec2Face", 4, "Batch size of the toy batch.")
     parser.add_argument("--skip-model", action="store_true", help="Skip the 174M-parameter layout check.")
     args = parser.parse_args()
-    root = Path(args.release).resolve() if args.release else None
-    marker = "pixel_generator/vec2face/taming/modules/discriminator_loss.py"
-    if root is None or not (root / marker).is_file():
-        print(f"skipped: no Vec2Face release checkout at {root} (pass --release PATH holding {marker})")
+    root = vec2face_release(args.release, "Vec2Face", MARKERS, NEEDS)
+    if root is None:
         return 0
-    missing = [m for m in ("pytorch_msssim", "omegaconf", "timm") if not _importable(m)]
-    if missing:
-        print(f"skipped: the release's code imports {', '.join(missing)}: pip install {' '.join(missing)}")
-        return 0
-    warnings.filterwarnings("ignore")  # the release's torch.cuda.amp.autocast is deprecated in torch 2.x
-    sys.path.insert(0, str(root))
-    sys.modules.setdefault("sixdrepnet", types.ModuleType("sixdrepnet"))  # AttrOP's pose model only
-    sys.modules.setdefault("sixdrepnet.model", types.ModuleType("sixdrepnet.model"))
-    sys.modules["sixdrepnet.model"].utils = types.ModuleType("sixdrepnet.model.utils")
-    sys.modules.setdefault("sixdrepnet.model.utils", sys.modules["sixdrepnet.model"].utils)
 
     import torchvision
     from facebench_plugins.vec2face.discriminator import Discriminator
@@ -277,12 +227,6 @@ def model_layout(root: Path) -> float:
     print(f"  AdamW state dict release -> facebench -> release: exp_avg max |diff| {worst:.1e} over "
           f"{len(opt_r.state)} parameters with state (center_token, patch_embed: none, as unused)")
     return 0.0 if names_release == names_ours else float("inf")
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 if __name__ == "__main__":

@@ -32,23 +32,21 @@ names, shapes and dtypes of the release's modules. A missing release path skips 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import math
-import os
-import subprocess
-import sys
 import tempfile
-import types
-import warnings
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import commit_of, inside, max_diff, release_parser, vec2face_release
 
 TOLERANCE = 1e-4
+#: The files that mark a checkout of the release, and its imports that facebench does not install.
+MARKERS = ("pixel_generator/vec2face/pose_condition.py",)
+NEEDS = ("omegaconf", "timm", "scipy")
 POSE_MASKING = {"mask_ratio_min": 0.8, "mask_ratio_max": 0.9, "mask_ratio_mu": 0.85, "mask_ratio_std": 0.05}
 #: The tiny configuration in the release's terms: facebench's vec2face_tiny (56 px).
 TINY_VIT = {"img_size": 56, "patch_size": 8, "embed_dim": 128, "depth": 2, "num_heads": 4, "decoder_embed_dim": 128,
@@ -67,30 +65,6 @@ TINY_VQGAN = """model:
       attn_resolutions: [16]
       dropout: 0.0
 """
-
-
-@contextlib.contextmanager
-def inside(path: Path):
-    """The release reads ``configs/vec2face/vqgan.yaml`` relative to the working directory."""
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-def max_diff(a, b) -> float:
-    a, b = torch.as_tensor(a).detach().float(), torch.as_tensor(b).detach().float()
-    return float((a.reshape(-1) - b.reshape(-1)).abs().max())
-
-
-def commit_of(root: Path) -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
 
 
 def release_model(root: Path, *, tiny: bool, lora: bool, masking: dict):
@@ -177,6 +151,21 @@ def write_manifests(root: Path, out: Path, commit: str) -> None:
         print(f"wrote {out / name}")
 
 
+def capture_masks(model) -> dict[str, torch.Tensor]:
+    """Wraps the release's ``forward_encoder`` so that the masks it draws (``dropped``, ``masked``: one flag
+    per patch row) land in the returned dict, to be handed to facebench."""
+    captured: dict[str, torch.Tensor] = {}
+    encoder = model.forward_encoder
+
+    def capture(r):
+        out = encoder(r)
+        captured["dropped"], captured["masked"] = out[2][:, 1:].bool(), out[3][:, 1:].bool()
+        return out
+
+    model.forward_encoder = capture
+    return captured
+
+
 def release_landmarks(root: Path) -> dict[str, torch.Tensor]:
     """The release's example landmark images, read as ``pose_control.py``'s ``ImageDataset`` reads them
     (``Image.open(path).convert("RGB")``, ``ToTensor``, ``Normalize([0.5]*3, [0.5]*3)``; not cast to fp16)."""
@@ -216,28 +205,13 @@ def check_circles() -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--release", help="Checkout of github.com/HaiyuWu/Vec2Face_plus.")
-    parser.add_argument("--n", type=int, default=4, help="Batch size.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = release_parser(__doc__, "HaiyuWu/Vec2Face_plus", 4, "Batch size.")
     parser.add_argument("--tiny", action="store_true", help="The tiny configuration (56 px) instead of ViT-Base.")
     parser.add_argument("--write-manifests", metavar="DIR", help="Write the release's layouts as JSON to DIR.")
     args = parser.parse_args()
-    root = Path(args.release).resolve() if args.release else None
-    marker = "pixel_generator/vec2face/pose_condition.py"
-    if root is None or not (root / marker).is_file():
-        print(f"skipped: no Vec2Face+ release checkout at {root} (pass --release PATH holding {marker})")
+    root = vec2face_release(args.release, "Vec2Face+", MARKERS, NEEDS)
+    if root is None:
         return 0
-    missing = [m for m in ("omegaconf", "timm", "scipy") if not _importable(m)]
-    if missing:
-        print(f"skipped: the release's code imports {', '.join(missing)}: pip install {' '.join(missing)}")
-        return 0
-    warnings.filterwarnings("ignore")  # the release's torch.cuda.amp.autocast is deprecated in torch 2.x
-    sys.path.insert(0, str(root))
-    sys.modules.setdefault("sixdrepnet", types.ModuleType("sixdrepnet"))  # AttrOP's pose model only
-    sys.modules.setdefault("sixdrepnet.model", types.ModuleType("sixdrepnet.model"))
-    sys.modules["sixdrepnet.model"].utils = types.ModuleType("sixdrepnet.model.utils")
-    sys.modules.setdefault("sixdrepnet.model.utils", sys.modules["sixdrepnet.model"].utils)
     commit = commit_of(root)
     print(f"release {root} commit {commit} (torch {torch.__version__})")
     if args.write_manifests:
@@ -306,15 +280,7 @@ def main() -> int:
               f"{sum(p.numel() for p in gen.pose_model.parameters()):,} parameters; the release's state dicts load "
               f"into facebench's generator ({weights.name} with epoch and args beside them) and back, strictly")
 
-        captured = {}
-        encoder = release.forward_encoder
-
-        def capture(r):
-            out = encoder(r)
-            captured["dropped"], captured["masked"] = out[2][:, 1:].bool(), out[3][:, 1:].bool()
-            return out
-
-        release.forward_encoder = capture
+        captured = capture_masks(release)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
         with torch.no_grad():
@@ -363,15 +329,7 @@ def main() -> int:
         weights = Path(tmp) / "main_model.pth"
         torch.save({"model_vec2face": main.state_dict()}, weights)
         gen = facebench.load_generator(name, weights=str(weights), fast=False)
-        captured.clear()
-        encoder = main.forward_encoder
-
-        def capture_main(r):
-            out = encoder(r)
-            captured["dropped"], captured["masked"] = out[2][:, 1:].bool(), out[3][:, 1:].bool()
-            return out
-
-        main.forward_encoder = capture_main
+        captured = capture_masks(main)
         with torch.no_grad():
             _, _, rel_img, _, _ = main(rep)
         ours = gen.generate_plain(rep, masks=(captured["dropped"], captured["masked"]))
@@ -382,12 +340,6 @@ def main() -> int:
     print(f"\nlargest difference {worst:.2e}: {'PASS' if worst <= TOLERANCE else 'FAIL'} (target {TOLERANCE:g}); "
           f"release commit {commit}")
     return 0 if worst <= TOLERANCE else 1
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 if __name__ == "__main__":

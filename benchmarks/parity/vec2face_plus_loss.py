@@ -33,21 +33,22 @@ omegaconf timm`` (none of them is a facebench dependency). A missing release pat
 
 from __future__ import annotations
 
-import argparse
 import ast
 import contextlib
 import functools
 import os
 import sys
 import tempfile
-import types
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import commit_of, inside, max_diff, random_iresnet, release_parser, vec2face_release
 
 TOLERANCE = 1e-5
+#: The files that mark a checkout of the release, and its imports that facebench does not install.
+MARKERS = ("pose_training.py", "lpips/vgg.pth")
+NEEDS = ("pytorch_msssim", "omegaconf", "timm")
 #: Gradients through the generator, relative to each tensor's largest: the forward passes of the release's
 #: and facebench's generator agree to float rounding (benchmarks/parity/vec2face_plus.py, target 1e-4).
 GRADIENT_TOLERANCE = 1e-4
@@ -55,22 +56,6 @@ TERMS = (("rec", "rec"), ("fid", "fid"), ("ploss", "ploss"), ("ssim_l", "ssim"),
 #: The README's training command (``torchrun`` aside), as the release's argument parser reads it.
 README_ARGS = ["--model=vec2face_vit_base_patch16", "--lr", "1e-4", "--warmup_epochs", "1", "--cosine_lr",
                "--min_lr", "1e-6", "--use_amp", "--use_lora", "--lora_r", "8", "--epochs", "10"]
-
-
-@contextlib.contextmanager
-def inside(path: Path):
-    """The release reads ``configs/vec2face/vqgan.yaml`` relative to the working directory."""
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-def max_diff(a, b) -> float:
-    a, b = torch.as_tensor(a).detach().float(), torch.as_tensor(b).detach().float()
-    return float((a.reshape(-1) - b.reshape(-1)).abs().max()) if a.numel() else 0.0
 
 
 def release_script(root: Path) -> tuple[dict, list[ast.stmt], list[ast.stmt]]:
@@ -106,22 +91,6 @@ def release_script(root: Path) -> tuple[dict, list[ast.stmt], list[ast.stmt]]:
 
 def run(ns: dict, nodes: list[ast.stmt]) -> None:
     exec(compile(ast.Module(nodes, []), "pose_training.py", "exec"), ns)  # noqa: S102 - the reference
-
-
-def random_iresnet(release_models, path: Path, seed: int) -> None:
-    """A release iresnet100 with random weights scaled to keep activations finite over 100 layers."""
-    torch.manual_seed(seed)
-    net = release_models.iresnet("100")
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.normal_(0, 0.5 / m.weight[0].numel() ** 0.5)
-            elif isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    torch.save(net.state_dict(), path)
 
 
 def write_records(path: Path, n: int, seed: int) -> None:
@@ -178,28 +147,12 @@ def masks_as_noise(dropped: torch.Tensor, masked: torch.Tensor) -> tuple[torch.T
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--release", help="Checkout of github.com/HaiyuWu/Vec2Face_plus.")
-    parser.add_argument("--n", type=int, default=2, help="Batch size of the toy batch.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = release_parser(__doc__, "HaiyuWu/Vec2Face_plus", 2, "Batch size of the toy batch.")
     args = parser.parse_args()
-    root = Path(args.release).resolve() if args.release else None
-    marker = "pose_training.py"
-    if root is None or not (root / marker).is_file() or not (root / "lpips" / "vgg.pth").is_file():
-        print(f"skipped: no Vec2Face_plus release checkout at {root} (pass --release PATH holding {marker} "
-              "and lpips/vgg.pth)")
+    root = vec2face_release(args.release, "Vec2Face_plus", MARKERS, NEEDS)
+    if root is None:
         return 0
-    missing = [m for m in ("pytorch_msssim", "omegaconf", "timm") if not _importable(m)]
-    if missing:
-        print(f"skipped: the release's code imports {', '.join(missing)}: pip install {' '.join(missing)}")
-        return 0
-    warnings.filterwarnings("ignore")  # the release's torch.cuda.amp calls are deprecated in torch 2.x
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    sys.path.insert(0, str(root))
-    sys.modules.setdefault("sixdrepnet", types.ModuleType("sixdrepnet"))  # AttrOP's pose model only
-    sys.modules.setdefault("sixdrepnet.model", types.ModuleType("sixdrepnet.model"))
-    sys.modules["sixdrepnet.model"].utils = types.ModuleType("sixdrepnet.model.utils")
-    sys.modules.setdefault("sixdrepnet.model.utils", sys.modules["sixdrepnet.model"].utils)
 
     import torchvision
 
@@ -219,7 +172,7 @@ def main() -> int:
     lpips_file = root / "lpips" / "vgg.pth"
     original = release_lpips.LPIPS.load_from_pretrained
     release_lpips.LPIPS.load_from_pretrained = lambda self, weight=None: original(self, str(lpips_file))
-    commit = _commit(root)
+    commit = commit_of(root)
     n = args.n
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -406,21 +359,6 @@ def _wrapped(name: str) -> str:
             head, tail = name.split(layer)
             return f"{head}{layer}base.{tail}"
     return name
-
-
-def _commit(root: Path) -> str:
-    import subprocess
-
-    for cmd in (["git", "-C", str(root), "rev-parse", "HEAD"],):
-        with contextlib.suppress(OSError, subprocess.CalledProcessError):
-            return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
-    return "unknown (not a git work tree)"
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 if __name__ == "__main__":

@@ -101,15 +101,33 @@ def check(path: str, fmt: str | None, mask: str | None, max_problems: int) -> No
 @click.option("--size", type=click.IntRange(8, 512), default=112, show_default=True, help="Tile side in pixels.")
 @_format_option
 @_mask_option
-def grid(path: str, out: str, identities: int, per_identity: int, size: int, fmt: str | None, mask: str | None) -> None:
+@overwrite_option("--out")
+@rerun_help("--out", note="The parameters are --identities, --per-identity, --size, --format and the sha256 of PATH "
+                          "and --mask, recorded in OUT.json beside OUT; an interrupted sheet is made again.")
+def grid(path: str, out: str, identities: int, per_identity: int, size: int, fmt: str | None, mask: str | None,
+         overwrite: bool) -> None:
     """A contact sheet: one row per identity (packs: pairs framed green = same, red = different)."""
+    from pathlib import Path
+
     from .. import atomic
     from ..data.inspect import contact_sheet, open_for_inspection
+    from ..provenance import provenance
+    from ..rerun import FINISHED, Rerun, already_complete, parameters
 
     with open_for_inspection(path, fmt, mask) as reader:
+        source = getattr(reader, "path", None) or path
+        rerun = Rerun(out, command="data grid", folder=False, what="contact sheet", outputs=[Path(out).name],
+                      params=parameters({"identities": identities, "per_identity": per_identity, "size": size,
+                                         "format": fmt}, inputs={"src": source, "mask": mask}),
+                      overwrite=overwrite, resumable=False)
+        if rerun.check() == FINISHED:
+            click.echo(already_complete(out, f"the contact sheet of {path}"))
+            return
         sheet = contact_sheet(reader, identities=identities, per_identity=per_identity, size=size)
-    with atomic.atomic_path(out, "contact sheet") as tmp:
+    with rerun.writing(), atomic.atomic_path(out, "contact sheet") as tmp:
         sheet.save(tmp, format="PNG")
+    record = provenance(inputs={"src": source, **({"mask": mask} if mask else {})}, hashes=rerun.params["inputs"])
+    rerun.finish(record={**record, "sheet": {"width": sheet.width, "height": sheet.height}})
     click.echo(f"wrote {out} ({sheet.width}x{sheet.height})")
 
 

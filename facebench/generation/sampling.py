@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import DataError, FacebenchError, MissingFileError
-from ..safe_load import load_array
+from ..safe_load import load_array, load_npz
 
 STATS_VERSION = 1
 _STATS_KEYS = ("mean", "components", "pca_mean", "pca_cov", "n_samples", "version")
@@ -110,16 +110,7 @@ class PCAStats:
     @classmethod
     def load(cls, path: str | os.PathLike) -> PCAStats:
         path = Path(path)
-        if not path.is_file():
-            raise MissingFileError(path, "PCA statistics file")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                missing = [k for k in _STATS_KEYS if k not in npz.files]
-                if missing:
-                    raise DataError(path, f"not a facebench PCA statistics file: missing {', '.join(missing)}")
-                arrays = {k: npz[k] for k in _STATS_KEYS}
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(path, f"cannot read PCA statistics: {exc}") from None
+        arrays = load_npz(path, _STATS_KEYS, what="PCA statistics")
         if isinstance(arrays["version"], np.ndarray) and int(arrays["version"]) != STATS_VERSION:
             raise DataError(path, f"PCA statistics version {int(arrays['version'])}, expected {STATS_VERSION}")
         d = arrays["mean"].shape[0] if arrays["mean"].ndim == 1 else -1

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, FacebenchError, first_line
+from ..errors import ConfigError, DataError, FacebenchError
 
 #: ``--generator-option`` keys read here (taken out of the options before the generator is built).
 SPACE_OPTIONS = ("ids_space", "space_map")
@@ -91,18 +91,12 @@ class SpaceMap:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpaceMap:
-        from ..errors import MissingFileError
+        from ..safe_load import load_npz
 
         path = Path(path)
-        if not path.is_file():
-            raise MissingFileError(path, "space map (.npz: matrix, from_space, to_space)")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                if not {"matrix", "from_space", "to_space"} <= set(npz.files):
-                    raise DataError(path, "a space map is an .npz holding matrix, from_space and to_space")
-                matrix, names = npz["matrix"], [npz["from_space"], npz["to_space"]]
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(path, f"cannot read the space map: {first_line(exc)}") from None
+        arrays = load_npz(path, ("matrix", "from_space", "to_space"),
+                          what="space map")
+        matrix, names = arrays["matrix"], [arrays["from_space"], arrays["to_space"]]
         if matrix.ndim != 2 or matrix.dtype.kind != "f" or not np.isfinite(matrix).all():
             raise DataError(path, f"matrix must be a finite 2-d float array, got {matrix.dtype} {matrix.shape}")
         if any(n.dtype.kind != "U" or n.ndim != 0 or not str(n) for n in names):

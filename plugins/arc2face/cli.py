@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from facebench.cli.options import examples
+from facebench.cli.options import examples, overwrite_option, rerun_help
 
 EXAMPLE = examples(
     "facebench arc2face make-tiny runs/arc2face-tiny",
@@ -27,22 +27,32 @@ def arc2face_group() -> None:
               help="Native image side (a multiple of 8); the latent is a quarter of it.")
 @click.option("--encoder-format", type=click.Choice(["bin", "safetensors"]), default="bin", show_default=True,
               help="bin: pytorch_model.bin as the release ships it; safetensors: model.safetensors.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing directory.")
+@overwrite_option()
+@rerun_help(note="The parameters are --seed, --size and --encoder-format, recorded in OUT.json beside OUT; OUT "
+                 "appears only when complete, so an interrupted run is made again.")
 def make_tiny_command(out: str, seed: int, size: int, encoder_format: str, overwrite: bool) -> None:
     """Write a tiny random-weight Arc2Face directory in the release layout (arc2face/, encoder/, vae/,
     tokenizer/, scheduler/). Its images are a pipeline check, not faces."""
-    from facebench.errors import ConfigError, FacebenchError
+    from facebench.errors import ConfigError
     from facebench.pluginmanager import registry
+    from facebench.provenance import provenance
+    from facebench.rerun import FINISHED, Rerun, already_complete, parameters
 
     registry("generator").get("arc2face_tiny").ensure_available()
     from .tiny import make_tiny
 
     path = Path(out)
-    if path.exists() and not overwrite:
-        raise FacebenchError(f"{path}: exists; pass --overwrite to replace it")
     if size % 8:
         raise ConfigError(f"--size must be a multiple of 8, got {size}")
-    make_tiny(path, seed=seed, size=size, encoder_format=encoder_format, overwrite=overwrite)
+    rerun = Rerun(path, command="arc2face make-tiny", what="tiny model directory", folder=False,
+                  outputs=[path.name], overwrite=overwrite, resumable=False,
+                  params=parameters({"seed": seed, "size": size, "encoder_format": encoder_format}))
+    if rerun.check() == FINISHED:
+        click.echo(already_complete(path, f"a tiny random-weight Arc2Face, {size} px, seed {seed}"))
+        return
+    with rerun.writing():  # what is at OUT may be replaced: Rerun.check said so
+        make_tiny(path, seed=seed, size=size, encoder_format=encoder_format, overwrite=True)
+    rerun.finish(record=provenance(seed=seed))
     total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     click.echo(f"wrote a tiny random-weight Arc2Face ({size} px, seed {seed}, {total / 1e6:.1f} MB) to {path}")
     click.echo("its weights are untrained: generated sets are pipeline checks, not results")

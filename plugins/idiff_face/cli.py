@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from facebench.cli.options import examples
+from facebench.cli.options import examples, overwrite_option, rerun_help
 
 EXAMPLE = examples(
     "facebench idiff-face make-tiny runs/idiff-tiny",
@@ -31,23 +31,27 @@ def idiff_face_group() -> None:
 @idiff_face_group.command("make-tiny", epilog=EXAMPLE)
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
+@overwrite_option()
+@rerun_help(note="The parameter is --seed, recorded in OUT.json beside OUT; OUT appears only when complete, so an "
+                 "interrupted run is made again.")
 def make_tiny_command(out: str, seed: int, overwrite: bool) -> None:
     """Write a tiny random-weight model folder in the releases' layout (ema_averaged_model_0.ckpt with the
     DDPM module's keys and schedule tables, first_stage_decoder_state_dict.pt). Its images are a pipeline
     check, not faces."""
-    import shutil
-
-    from facebench.errors import FacebenchError
+    from facebench.provenance import provenance
+    from facebench.rerun import FINISHED, Rerun, already_complete, parameters
 
     from .tiny import make_tiny
 
     path = Path(out)
-    if path.exists() and not overwrite:
-        raise FacebenchError(f"{path}: exists; pass --overwrite to replace it")
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    made = make_tiny(path, seed=seed)
+    rerun = Rerun(path, command="idiff-face make-tiny", what="tiny model folder", folder=False, outputs=[path.name],
+                  params=parameters({"seed": seed}), overwrite=overwrite, resumable=False)
+    if rerun.check() == FINISHED:
+        click.echo(already_complete(path, f"a tiny random-weight IDiff-Face model, seed {seed}"))
+        return
+    with rerun.writing():  # what is at OUT may be replaced: Rerun.check said so
+        made = make_tiny(path, seed=seed, overwrite=True)
+    rerun.finish(record=provenance(seed=seed))
     total = sum(f.stat().st_size for f in made.iterdir() if f.is_file())
     click.echo(f"wrote a tiny random-weight IDiff-Face model (56 px, T = 50, seed {seed}, {total / 1e6:.1f} MB) "
                f"to {path}")

@@ -67,36 +67,22 @@ def decoder_state(seed: int = 1, decoder=TINY_DECODER) -> dict:
     return random_state(LatentDecoder(decoder), seed)
 
 
-def make_tiny(out: str | os.PathLike, *, seed: int = 0) -> Path:
-    """Write the tiny model folder to ``out`` (which must not exist) and return it: written beside it under
-    a temporary name and renamed when complete, so a killed call leaves no half-written model."""
-    import tempfile
-
+def make_tiny(out: str | os.PathLike, *, seed: int = 0, overwrite: bool = False) -> Path:
+    """Write the tiny model folder to ``out`` and return it: written beside it under a temporary name and
+    renamed when complete (:func:`facebench.atomic.atomic_dir`), so a killed call leaves no half-written
+    model; an existing ``out`` is replaced only with ``overwrite``."""
     import torch
 
+    from facebench import atomic
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic.atomic_dir(out, overwrite=overwrite, what="tiny model folder") as tmp:
         torch.save(denoiser_state(seed), tmp / CHECKPOINT)
         torch.save(decoder_state(seed + 1), tmp / DECODER_FILE)
         marker = {"untrained": True, "pipeline_check": True, "seed": seed, "latent": TINY_LATENT,
                   "timesteps": TINY_T}
         (tmp / TINY_MARKER).write_text(json.dumps(marker, indent=2))
-        tmp.chmod(0o777 & ~_umask())
-        os.replace(tmp, out)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 __all__ = ["CHECKPOINT", "TINY_DECODER", "TINY_LATENT", "TINY_T", "TINY_UNET", "decoder_state", "denoiser_state",

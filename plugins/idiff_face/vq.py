@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from facebench_plugins.vec2face.model import Upsample  # taming's upsampling step, the same in both decoders
 from torch import nn
 from torch.nn import functional as F
 
@@ -86,15 +87,6 @@ class AttnBlock(nn.Module):
         weights = torch.softmax(torch.bmm(q, k) * (int(c) ** -0.5), dim=2)
         out = torch.bmm(self.v(h).reshape(b, c, hh * ww), weights.transpose(1, 2)).reshape(b, c, hh, ww)
         return x + self.proj_out(out)
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Decoder(nn.Module):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import struct
 import zlib
@@ -140,3 +141,29 @@ def model(tmp_path_factory) -> Path:
     import conftest as fx
 
     return fx.write_weights(tmp_path_factory.mktemp("model") / "pixels.pt")
+
+
+def made_tiny(tmp_path_factory, family: str) -> Path:
+    """A tiny random-weight model folder made by ``facebench FAMILY make-tiny`` (once per test module)."""
+    from facebench.cli import create_cli
+
+    out = tmp_path_factory.mktemp(family) / "tiny"
+    succeeded(invoke(create_cli(), [family, "make-tiny", out]))
+    return out
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    """A per-case copy of a module's model folder, for the case to corrupt."""
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    return copy
+
+
+def identity_vectors(tmp_path_factory, rows: int, dim: int = 512) -> Path:
+    """``rows`` random identity vectors saved as ``ids.npy``."""
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("ids") / "ids.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((rows, dim)).astype(np.float32))
+    return path
+

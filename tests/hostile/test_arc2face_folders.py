@@ -16,7 +16,6 @@ import shutil
 import stat
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("diffusers")
@@ -27,7 +26,16 @@ from safetensors.torch import load_file, save  # noqa: E402
 
 from facebench.cli import create_cli  # noqa: E402
 
-from .conftest import Payload, files_under, invoke, refused, succeeded  # noqa: E402
+from .conftest import (  # noqa: E402
+    Payload,
+    copy_of,
+    files_under,
+    identity_vectors,
+    invoke,
+    made_tiny,
+    refused,
+    succeeded,
+)
 
 UNET_W = "arc2face/diffusion_pytorch_model.safetensors"
 VAE_W = "vae/diffusion_pytorch_model.safetensors"
@@ -38,16 +46,12 @@ TOK_CFG = "tokenizer/tokenizer_config.json"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("arc2face") / "tiny"
-    succeeded(invoke(create_cli(), ["arc2face", "make-tiny", out]))
-    return out
+    return made_tiny(tmp_path_factory, "arc2face")
 
 
 @pytest.fixture(scope="module")
 def ids(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ids") / "ids.npy"
-    np.save(path, np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32))
-    return path
+    return identity_vectors(tmp_path_factory, 1)
 
 
 def generate(model: Path, ids: Path, out: Path, *options: str):
@@ -73,9 +77,7 @@ def clean(tiny, ids, tmp_path_factory) -> dict[str, bytes]:
 
 @pytest.fixture
 def model(tiny, tmp_path) -> Path:
-    copy = tmp_path / "model"
-    shutil.copytree(tiny, copy)
-    return copy
+    return copy_of(tiny, tmp_path)
 
 
 # -------------------------------------------------------------------------------------- corruptions

@@ -22,7 +22,7 @@ import torch
 
 from facebench.cli import create_cli
 
-from .conftest import Payload, bomb_png, invoke, refused, succeeded
+from .conftest import Payload, bomb_png, copy_of, invoke, made_tiny, refused, succeeded
 
 CKPT = "dcface_3x3.ckpt"
 STAGE1 = "ffhq_10m.pt"
@@ -31,9 +31,7 @@ QUICK = ("--generator-option", "steps=1", "--generator-option", "stage1_steps=2"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dcface") / "tiny"
-    succeeded(invoke(create_cli(), ["dcface", "make-tiny", out]))
-    return out
+    return made_tiny(tmp_path_factory, "dcface")
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +44,7 @@ def bank(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def model(tiny, tmp_path) -> Path:
-    copy = tmp_path / "model"
-    shutil.copytree(tiny, copy)
-    return copy
+    return copy_of(tiny, tmp_path)
 
 
 def generate(model: Path, bank: Path, out: Path, *extra: str):

@@ -12,7 +12,6 @@ no run folder; no pickle runs, nothing reaches the network.
 from __future__ import annotations
 
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 
 from facebench.cli import create_cli
 
-from .conftest import Payload, invoke, refused, succeeded
+from .conftest import Payload, copy_of, identity_vectors, invoke, made_tiny, refused
 
 CKPT = "ema_averaged_model_0.ckpt"
 DEC = "first_stage_decoder_state_dict.pt"
@@ -29,23 +28,17 @@ DEC = "first_stage_decoder_state_dict.pt"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("idiff") / "tiny"
-    succeeded(invoke(create_cli(), ["idiff-face", "make-tiny", out]))
-    return out
+    return made_tiny(tmp_path_factory, "idiff-face")
 
 
 @pytest.fixture(scope="module")
 def ids(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ids") / "ids.npy"
-    np.save(path, np.random.default_rng(0).standard_normal((2, 512)).astype(np.float32))
-    return path
+    return identity_vectors(tmp_path_factory, 2)
 
 
 @pytest.fixture
 def model(tiny, tmp_path) -> Path:
-    copy = tmp_path / "model"
-    shutil.copytree(tiny, copy)
-    return copy
+    return copy_of(tiny, tmp_path)
 
 
 def generate(model: Path, ids: Path, out: Path, *options: str):
