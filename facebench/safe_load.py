@@ -29,6 +29,35 @@ def _magic(path: str | os.PathLike, what: str) -> bytes:
         raise DataError(path, f"cannot read {what}: {exc.strerror or first_line(exc)}") from None
 
 
+#: What numpy's ``.npy`` header parser raises on a garbled header (it evaluates the header as a literal).
+_HEADER_ERRORS = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, TypeError, KeyError,
+                  RecursionError, MemoryError)
+
+
+def npy_header(path: str | os.PathLike, *, what: str = "array") -> tuple[tuple[int, ...], bool, Any, int]:
+    """``(shape, fortran_order, dtype, data offset)`` of a ``.npy`` file from its header alone, so a caller
+    can refuse a pickled, oversized or truncated array before anything is read or allocated. A file that
+    is no ``.npy`` or whose header is garbled is one error naming the file."""
+    import numpy as np
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                raise DataError(path, f"{what}: not a .npy array (no NUMPY header)")
+            fh.seek(0)
+            version = np.lib.format.read_magic(fh)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise DataError(path, f"{what}: unsupported .npy version {version[0]}.{version[1]}")
+            shape, fortran, dtype = readers[version](fh)
+            return tuple(int(n) for n in shape), bool(fortran), dtype, fh.tell()
+    except DataError:
+        raise
+    except _HEADER_ERRORS as exc:
+        reason = "garbled header" if isinstance(exc, (SyntaxError, tokenize.TokenError)) else first_line(exc)
+        raise DataError(path, f"cannot read {what}: {shown_name(reason)[:200]}") from None
+
+
 def load_array(path: str | os.PathLike, *, what: str = "array") -> Any:
     """A plain ``.npy`` array, never unpickled. A missing, empty, truncated or pickled file, or an ``.npz``
     archive, is one error naming the file; what the array must hold is the caller's check."""

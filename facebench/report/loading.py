@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..errors import DataError, MissingFileError, first_line
 from ..runs import CONFIG, DATASET_CARD, MODEL_CARD, PROVENANCE
-from ..safe_load import load_array, read_json, read_text, read_toml
+from ..safe_load import load_array, npy_header, read_json, read_text, read_toml
 from . import checks
 from .confine import Confinement
 from .datasets import DatasetRef, evaluated_model, read_model, ref_of_card, ref_of_model, ref_of_path
@@ -101,19 +101,7 @@ def _results_frame(path: Path) -> pd.DataFrame:
 def _array_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a ``.npy`` file from its header alone, so a pickled, oversized or truncated
     array is refused before anything is loaded or allocated."""
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(6) != b"\x93NUMPY":
-                raise DataError(path, "not a .npy array (no NUMPY header)")
-            fh.seek(0)
-            version = np.lib.format.read_magic(fh)
-            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-            if version not in readers:
-                raise DataError(path, f"unsupported .npy version {version[0]}.{version[1]}")
-            shape, _, dtype = readers[version](fh)
-            offset = fh.tell()
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(path, f"cannot read array: {first_line(exc)}") from None
+    shape, _, dtype, offset = npy_header(path)
     if dtype.hasobject:
         raise DataError(path, "cannot read array: it holds Python objects (a pickle), which a report never unpickles")
     items = math.prod(shape)

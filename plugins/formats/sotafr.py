@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from tokenize import TokenError
 from typing import Any
 
 import numpy as np
@@ -28,8 +27,8 @@ import numpy as np
 from facebench import atomic
 from facebench.data.formats import PAIRS, DatasetWriter, PairsReader
 from facebench.data.images import decode_image, encode_image
-from facebench.errors import DataError, MissingFileError, first_line
-from facebench.safe_load import numbered_lines, resolves_inside
+from facebench.errors import DataError, MissingFileError
+from facebench.safe_load import npy_header, numbered_lines, resolves_inside
 
 FLAGS_FILE = "issame.txt"
 _FLAG_VALUES = {"1": True, "0": False, "1.0": True, "0.0": False}
@@ -56,22 +55,7 @@ def read_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
     padded file is refused) without reading the data."""
     _own_file(path, "images file (<folder name>.npy) of the SOTA-FR test folder",
               f"expected beside {FLAGS_FILE}, named after the folder")
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(6) != b"\x93NUMPY":
-                raise DataError(path, "not a .npy array")
-            fh.seek(0)
-            version = np.lib.format.read_magic(fh)
-            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-            if version not in reader:
-                raise DataError(path, f"unsupported .npy version {version[0]}.{version[1]}")
-            shape, fortran, dtype = reader[version](fh)
-            offset = fh.tell()
-    except DataError:
-        raise
-    except (ValueError, OSError, EOFError, SyntaxError, TokenError, TypeError, KeyError, RecursionError,
-            MemoryError) as exc:  # numpy's header parser raises all of these on a garbled header
-        raise DataError(path, f"cannot read the .npy header ({first_line(exc)})") from None
+    shape, fortran, dtype, offset = npy_header(path, what="the images")
     if dtype != np.uint8 or dtype.hasobject:
         raise DataError(path, f"images must be uint8, found dtype {dtype}")
     if fortran:
@@ -85,7 +69,7 @@ def read_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
     if size != expected:
         raise DataError(path, f"file holds {size - offset} bytes of image data, its header declares "
                               f"{expected - offset} ({'truncated' if size < expected else 'trailing bytes'})")
-    return tuple(int(n) for n in shape), dtype, offset
+    return shape, dtype, offset
 
 
 def read_flags(path: Path) -> np.ndarray:

@@ -408,6 +408,12 @@ def _npy_header_only(path: Path, shape: tuple, dtype: str = "<f8") -> None:
         np.lib.format.write_array_header_1_0(fh, {"descr": dtype, "fortran_order": False, "shape": shape})
 
 
+def _npy_raw_header(path: Path, header: bytes) -> None:
+    """A ``.npy`` whose header dictionary is ``header`` as written (numpy's parser chokes on it)."""
+    header = header.ljust(117) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(24))
+
+
 @pytest.mark.parametrize(("write", "names"), [
     pytest.param(lambda p, m: np.save(p, np.array([Payload(m)], dtype=object), allow_pickle=True),
                  ("cannot read array", "Python objects"), id="object-array-payload"),
@@ -421,6 +427,10 @@ def _npy_header_only(path: Path, shape: tuple, dtype: str = "<f8") -> None:
     pytest.param(lambda p, m: _npy_header_only(p, (10**12,)), ("larger than a report reads",), id="huge-claim"),
     pytest.param(lambda p, m: _npy_header_only(p, (1000,)), ("truncated",), id="truncated"),
     pytest.param(lambda p, m: p.write_bytes(b""), ("not a .npy array",), id="empty-file"),
+    pytest.param(lambda p, m: _npy_raw_header(p, b"{'descr': '<f8', 'fortran_order': False, 'shape': (3,), "),
+                 ("cannot read array", "garbled header"), id="header-unclosed"),
+    pytest.param(lambda p, m: _npy_raw_header(p, b"{'descr': '<f8', 'shape': " + b"(" * 400 + b")" * 400 + b"}"),
+                 ("cannot read array",), id="header-nested-400-deep"),
 ])
 def test_analysis_arrays_that_are_not_plain_finite_vectors_are_refused(tmp_path, marker, write, names):
     run = fx.analysis_run(tmp_path, "an", "toyset", n_ids=20)
