@@ -30,7 +30,7 @@ def _magic(path: str | os.PathLike, what: str) -> bytes:
 
 
 #: What numpy's ``.npy`` header parser raises on a garbled header (it evaluates the header as a literal).
-_HEADER_ERRORS = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, TypeError, KeyError,
+HEADER_ERRORS = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, TypeError, KeyError,
                   RecursionError, MemoryError)
 
 
@@ -53,7 +53,7 @@ def npy_header(path: str | os.PathLike, *, what: str = "array") -> tuple[tuple[i
             return tuple(int(n) for n in shape), bool(fortran), dtype, fh.tell()
     except DataError:
         raise
-    except _HEADER_ERRORS as exc:
+    except HEADER_ERRORS as exc:
         reason = "garbled header" if isinstance(exc, (SyntaxError, tokenize.TokenError)) else first_line(exc)
         raise DataError(path, f"cannot read {what}: {shown_name(reason)[:200]}") from None
 

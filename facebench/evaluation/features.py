@@ -151,9 +151,11 @@ def _recorded(out: Path, params: dict[str, Any]) -> dict[int, set[str]]:
 def _open_rows(path: Path, n: int, dim: int | None = None) -> np.ndarray | None:
     """``path`` as a read-only memory map when it is an (n, D) float32 ``.npy`` (D = ``dim`` when given),
     else None."""
+    from ..safe_load import HEADER_ERRORS
+
     try:
         features = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+    except HEADER_ERRORS:  # a garbled or cut file is not resumed from: it is made again
         return None
     if features.ndim != 2 or features.shape[0] != n or features.dtype != np.float32:
         return None

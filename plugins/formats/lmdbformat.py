@@ -35,7 +35,7 @@ from facebench import atomic
 from facebench.data.formats import TRAIN, DatasetWriter, TrainReader
 from facebench.data.images import decode_image, image_size
 from facebench.errors import DataError, first_line
-from facebench.safe_load import load_array, shown_name, type_word
+from facebench.safe_load import HEADER_ERRORS, load_array, shown_name, type_word
 
 META_KEYS = (b"__keys__", b"__len__", b"__classnum__")
 
@@ -143,8 +143,8 @@ def parse_feature(data: bytes, path: str, where: str) -> np.ndarray:
             raise DataError(path, "feature is a pickled object array; refused (facebench never unpickles "
                                   "dataset contents)", where) from None
         raise DataError(path, f"undecodable .npy feature ({exc})", where) from None
-    except (OSError, EOFError) as exc:
-        raise DataError(path, f"undecodable .npy feature ({exc})", where) from None
+    except HEADER_ERRORS as exc:  # a garbled header: numpy's parser raises any of these
+        raise DataError(path, f"undecodable .npy feature ({shown_name(first_line(exc))[:200]})", where) from None
 
 
 _LMDB_MAGIC = 0xBEEFC0DE

@@ -457,6 +457,9 @@ FEATURES = [
                  "feature is a pickled object array; refused", id="feature-pickled"),
     pytest.param(lambda m: 5, "feature must be .npy bytes, found an integer", id="feature-an-integer"),
     pytest.param(lambda m: b"not npy", "undecodable .npy feature", id="feature-not-npy"),
+    pytest.param(lambda m: npy(np.zeros(4, np.float32)).replace(b"}", b" ", 1), "undecodable .npy feature",
+                 id="feature-header-unclosed"),
+    pytest.param(lambda m: npy(np.zeros(4, np.float32))[:30], "undecodable .npy feature", id="feature-header-cut"),
 ]
 
 
