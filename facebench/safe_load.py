@@ -54,8 +54,7 @@ def npy_header(path: str | os.PathLike, *, what: str = "array") -> tuple[tuple[i
     except DataError:
         raise
     except HEADER_ERRORS as exc:
-        reason = "garbled header" if isinstance(exc, (SyntaxError, tokenize.TokenError)) else first_line(exc)
-        raise DataError(path, f"cannot read {what}: {shown_name(reason)[:200]}") from None
+        raise DataError(path, f"cannot read {what}: {shown_name(_array_error(exc))[:200]}") from None
 
 
 def load_array(path: str | os.PathLike, *, what: str = "array") -> Any:
@@ -70,7 +69,7 @@ def load_array(path: str | os.PathLike, *, what: str = "array") -> Any:
         raise DataError(path, f"cannot read {what}: " + ("the file is empty" if not magic else "not a .npy file"))
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:  # a garbled header
+    except HEADER_ERRORS as exc:  # a garbled header
         raise DataError(path, f"cannot read {what}: {_array_error(exc)}") from None
 
 
@@ -102,7 +101,7 @@ def load_npz(path: str | os.PathLike, keys: Iterable[str], *, what: str = "archi
             if missing:
                 raise DataError(path, f"{what}: missing {', '.join(missing)}")
             return {k: npz[k] for k in keys}
-    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile) as exc:
+    except (*HEADER_ERRORS, zipfile.BadZipFile) as exc:
         raise DataError(path, f"cannot read {what}: {_array_error(exc)}") from None
 
 
