@@ -126,7 +126,9 @@ def _cached(key: str, fingerprint: str) -> str | None:
         return _MEMO[(key, fingerprint)]
     try:
         saved = json.loads(_cache_file(key).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a cache entry that cannot be read is hashed again
+        return None
+    if not isinstance(saved, dict):
         return None
     if saved.get("path") == key and saved.get("fingerprint") == fingerprint and isinstance(saved.get("sha256"), str):
         _MEMO[(key, fingerprint)] = saved["sha256"]

@@ -167,6 +167,17 @@ def test_folder_hash_is_unchanged_by_the_streaming_walk_and_computed_once(tmp_pa
     assert len(reads) == 4  # the fingerprint changed: hashed again
 
 
+@pytest.mark.parametrize("entry", [b"[1, 2]", b"not json", b"[" * 100_000, b"\xff\xfe", b'{"path": 3}'])
+def test_a_damaged_hash_cache_entry_is_hashed_again(tmp_path, entry):
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.jpg").write_bytes(b"1")
+    first = prov.sha256_path(root)
+    prov._MEMO.clear()
+    prov._cache_file(str(root.resolve())).write_bytes(entry)
+    assert prov.sha256_path(root) == first
+
+
 def test_background_hash_returns_the_same_digest(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(os.urandom(3000))
