@@ -281,7 +281,7 @@ class Rerun:
 
     def _saved(self) -> tuple[dict[str, Any] | None, str]:
         """The record's entry (checked), or None and why there is none."""
-        from .safe_load import expect, read_json
+        from .safe_load import expect, inside, read_json
 
         path = self.record_path
         if not os.path.lexists(path):
@@ -300,9 +300,11 @@ class Rerun:
                 expect(path, done, dict, f"{KEY}.finished")
                 for name, digest in done.items():
                     expect(path, digest, str, f"{KEY}.finished.{name}")
+                    # hashed by _intact: a name leaving the record's folder ("/", "../..") is never read
+                    inside(self.base, name, file=path, where=f"{KEY}.finished", what="output")
         except (DataError, OSError) as exc:
             return None, f"its record cannot be read ({exc})"
-        return entry, ""
+        return {**entry, "finished": done}, ""  # "finished" absent reads as unfinished
 
     def _occupied(self) -> bool:
         """Whether there is something at the output that a new run would replace."""
@@ -316,7 +318,8 @@ class Rerun:
         """These parameters with every deferred input the saved record holds hashed now."""
         current = json.loads(json.dumps(self.params))
         for label, digest in self.deferred.items():
-            if label in (saved.get("inputs") or {}) and label not in current.get("inputs", {}):
+            saved_inputs = saved.get("inputs")  # the record's: anything but an object is a changed key below
+            if isinstance(saved_inputs, dict) and label in saved_inputs and label not in current.get("inputs", {}):
                 current.setdefault("inputs", {})[label] = digest()
         return current
 

@@ -7,6 +7,7 @@ one-line error naming the file.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tokenize
@@ -31,30 +32,34 @@ def _magic(path: str | os.PathLike, what: str) -> bytes:
 
 #: What numpy's ``.npy`` header parser raises on a garbled header (it evaluates the header as a literal).
 HEADER_ERRORS = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, TypeError, KeyError,
-                  RecursionError, MemoryError)
+                  RecursionError, MemoryError, OverflowError)
 
 
-def npy_header(path: str | os.PathLike, *, what: str = "array") -> tuple[tuple[int, ...], bool, Any, int]:
+def npy_header(path: str | os.PathLike, *, what: str = "array", data: bytes | None = None,
+               where: str | None = None) -> tuple[tuple[int, ...], bool, Any, int]:
     """``(shape, fortran_order, dtype, data offset)`` of a ``.npy`` file from its header alone, so a caller
     can refuse a pickled, oversized or truncated array before anything is read or allocated. A file that
-    is no ``.npy`` or whose header is garbled is one error naming the file."""
+    is no ``.npy`` or whose header is garbled is one error naming the file. ``data`` is the array's bytes
+    where they are held inside ``path`` (an LMDB record, named by ``where``) rather than being the file."""
+    import io
+
     import numpy as np
 
     try:
-        with open(path, "rb") as fh:
+        with io.BytesIO(data) if data is not None else open(path, "rb") as fh:
             if fh.read(6) != b"\x93NUMPY":
-                raise DataError(path, f"{what}: not a .npy array (no NUMPY header)")
+                raise DataError(path, f"{what}: not a .npy array (no NUMPY header)", where)
             fh.seek(0)
             version = np.lib.format.read_magic(fh)
             readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
             if version not in readers:
-                raise DataError(path, f"{what}: unsupported .npy version {version[0]}.{version[1]}")
+                raise DataError(path, f"{what}: unsupported .npy version {version[0]}.{version[1]}", where)
             shape, fortran, dtype = readers[version](fh)
             return tuple(int(n) for n in shape), bool(fortran), dtype, fh.tell()
     except DataError:
         raise
     except HEADER_ERRORS as exc:
-        raise DataError(path, f"cannot read {what}: {shown_name(_array_error(exc))[:200]}") from None
+        raise DataError(path, f"cannot read {what}: {shown_name(_array_error(exc))[:200]}", where) from None
 
 
 def load_array(path: str | os.PathLike, *, what: str = "array") -> Any:
@@ -67,6 +72,12 @@ def load_array(path: str | os.PathLike, *, what: str = "array") -> Any:
         raise DataError(path, f"{what} must be a .npy array, got an .npz archive")
     if magic != b"\x93NUMPY":  # numpy's own message for this would suggest allow_pickle=True
         raise DataError(path, f"cannot read {what}: " + ("the file is empty" if not magic else "not a .npy file"))
+    shape, _, dtype, offset = npy_header(path, what=what)
+    if not dtype.hasobject:  # a pickled array is refused below, in numpy's words turned into ours
+        declared, held = math.prod(shape) * dtype.itemsize, os.path.getsize(path) - offset
+        if declared != held:  # checked before numpy reserves what the header claims
+            raise DataError(path, f"cannot read {what}: its header declares {declared} bytes of data, the file "
+                                  f"holds {held} ({'truncated' if held < declared else 'trailing bytes'})")
     try:
         return np.load(path, allow_pickle=False)
     except HEADER_ERRORS as exc:  # a garbled header
@@ -77,6 +88,8 @@ def _array_error(exc: BaseException) -> str:
     """Why numpy could not read an array, in words that never suggest ``allow_pickle=True``."""
     if isinstance(exc, (SyntaxError, tokenize.TokenError)):
         return "garbled header"
+    if isinstance(exc, OverflowError):  # numpy multiplies the declared shape in int64
+        return "its header declares a shape beyond the 64-bit integer range"
     reason = first_line(exc)
     return "it holds Python objects (pickled), which facebench never loads" if "allow_pickle" in reason else reason
 
@@ -246,6 +259,29 @@ def read_text(path: str | os.PathLike, *, what: str = "file", limit: int | None 
         raise DataError(path, f"{what} is not UTF-8 text", f"byte {exc.start}") from None
 
 
+#: A ``\\uD800``-``\\uDFFF`` escape: JSON admits one alone, which Python decodes into a string that no
+#: encoder, font or file name takes (only the rare file holding one is walked, by :func:`_lone_surrogate`).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a string (key or value) with a surrogate no pair completed."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
 def read_json(path: str | os.PathLike, *, what: str = "JSON file", expect_type: type | None = dict,
               limit: int | None = None) -> Any:
     """A JSON file as Python values (an object unless ``expect_type`` says otherwise; None admits any)."""
@@ -258,6 +294,11 @@ def read_json(path: str | os.PathLike, *, what: str = "JSON file", expect_type: 
         raise DataError(path, f"invalid JSON in {what}: {exc.msg}", f"line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise DataError(path, f"invalid JSON in {what}: nested too deeply") from None
+    except ValueError:  # an integer of more digits than Python converts (4300): no field holds one
+        raise DataError(path, f"invalid JSON in {what}: a number too long to read") from None
+    if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
+        raise DataError(path, f"invalid JSON in {what}: a string holds a lone surrogate escape (\\udXXX), "
+                              "which stands for no character")
     if expect_type is not None and not (isinstance(value, expect_type) and not isinstance(value, bool)):
         raise DataError(path, f"{what} must hold {type_word(expect_type)}, found {type_word(value)}")
     return value

@@ -51,7 +51,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
             try:
                 entry = json.loads(line)
                 done[str(entry["shard"])] = entry.get("info", True)
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError, RecursionError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # ValueError: too many digits
                 if number == len(lines):  # the last line, without its newline: cut short by a kill
                     break
                 raise DataError(journal, "malformed journal entry (expected {\"shard\": ..., \"info\": ...})",

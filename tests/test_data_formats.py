@@ -331,6 +331,30 @@ def test_unreadable_npy_files_are_one_line_errors(tmp_path, samples):
         open_dataset(tmp_path / "hs300.lmdb", mask=tmp_path / "nothere.npy")
 
 
+def test_an_npy_header_claiming_more_data_than_the_file_holds_is_refused_before_allocating(tmp_path):
+    import tracemalloc
+
+    from facebench.safe_load import load_array
+
+    claim, padded = tmp_path / "claim.npy", tmp_path / "padded.npy"
+    with open(claim, "wb") as fh:  # 2^40 int64 values declared (8 TiB), 16 bytes held
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<i8", "fortran_order": False, "shape": (2 ** 40,)})
+        fh.write(bytes(16))
+    np.save(padded, np.arange(4))
+    padded.write_bytes(padded.read_bytes() + b"junk")
+    tracemalloc.start()
+    with pytest.raises(DataError, match=r"claim.npy: cannot read mask: its header declares 8796093022208 bytes "
+                                        r"of data, the file holds 16 \(truncated\)"):
+        load_array(claim, what="mask")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 1 << 20
+    with pytest.raises(DataError, match=r"padded.npy: .*declares 32 bytes of data, the file holds 36 \(trailing"):
+        load_array(padded, what="mask")
+    np.save(tmp_path / "ok.npy", np.asfortranarray(np.eye(3)[:, :2]))  # a well-formed file still loads
+    np.testing.assert_array_equal(load_array(tmp_path / "ok.npy", what="mask"), np.eye(3)[:, :2])
+
+
 def test_lmdb_errors(tmp_path, samples):
     ref_write_lmdb(tmp_path / "a.lmdb", [(samples[0][0], 7)], 4)
     with pytest.raises(DataError, match=r"label 7 out of range \[0, 4\) at key 0"):

@@ -225,6 +225,23 @@ def test_a_stats_file_that_is_no_npz_archive_is_one_line_error(tmp_path, write, 
     assert "\n" not in str(caught.value)
 
 
+def test_a_stats_member_whose_shape_is_beyond_int64_is_one_line_error(tmp_path):
+    stats = PCAStats.fit(_features(d=8))
+    path = tmp_path / "stats.npz"
+    stats.save(path)
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    head = members["mean.npy"]  # the shape (2^64,) in place of (8,), the header's length kept
+    members["mean.npy"] = head.replace(b"(8,), }" + b" " * 19, b"(18446744073709551616,), }", 1)
+    assert len(members["mean.npy"]) == len(head) and members["mean.npy"] != head
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(DataError, match="stats.npz: cannot read PCA statistics: its header declares a shape beyond "
+                                        "the 64-bit integer range"):
+        PCAStats.load(path)
+
+
 def test_a_stats_member_with_a_garbled_header_is_one_line_error(tmp_path):
     stats = PCAStats.fit(_features(d=8))
     path = tmp_path / "stats.npz"

@@ -38,6 +38,10 @@ SAMPLE_IMAGES = ("samples.png", "samples.jpg", "grid.png", "grid.jpg")
 #: more is refused before anything is allocated).
 MAX_ARRAY_ITEMS = 100_000_000
 
+#: Largest magnitude of a value in an analysis array: no score, count, angle or ratio a report plots comes
+#: near it, and a finite value near the float limit (1.7e308) overflows the axis span a plot computes.
+MAX_ARRAY_MAGNITUDE = 1e12
+
 _MARKERS = ("results.json", "results.csv", "analysis/summary.json", "dataset.json", "model.json")
 
 #: The JSON files of a run folder: (attribute, file, what it is, its check).
@@ -187,6 +191,9 @@ class RunData:
         arr = np.asarray(arr, dtype=np.float64)
         if not np.isfinite(arr).all():
             raise DataError(path, f"holds NaN or infinite values ({int((~np.isfinite(arr)).sum())} of {arr.size})")
+        if arr.size and np.abs(arr).max() > MAX_ARRAY_MAGNITUDE:
+            raise DataError(path, f"holds values beyond +-{MAX_ARRAY_MAGNITUDE:g} (largest {np.abs(arr).max():g}); "
+                                  "no analysis figure is that large")
         self._arrays[name] = arr
         return arr
 

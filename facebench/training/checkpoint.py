@@ -157,7 +157,9 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (safely), checking its structure: the states
     themselves are checked as :func:`restore_checkpoint` loads them."""
     data = load_checkpoint(path, what="training checkpoint")
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or "position" not in data:
+    # ``format`` compared only as a plain integer: a tensor there would compare element-wise
+    if not isinstance(data, dict) or type(data.get("format")) is not int or data["format"] != CHECKPOINT_FORMAT \
+            or "position" not in data:
         raise DataError(path, "not a facebench training checkpoint (missing 'format'/'position')")
     data["position"] = position_from(data["position"], path)
     expect(path, data.get("extra"), dict, "extra")
@@ -175,7 +177,7 @@ def restoring(path: str | os.PathLike, key: str) -> Iterator[None]:
         yield
     except DataError:
         raise
-    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError) as exc:
         raise DataError(path, f"'{key}' does not fit this run ({first_line(exc)})") from None
 
 
@@ -298,7 +300,12 @@ def restore_checkpoint(
         load_optimizer_state(optimizer, data["optimizer"], path)
     if scheduler is not None and data.get("scheduler") is not None:
         # the schedule follows from the recipe and the dataset (both checked): a saved one must be the same
-        if data["scheduler"].get("lr_lambdas") != scheduler.state_dict().get("lr_lambdas"):
+        # (shaped like this run's first, so a tensor in it is named rather than compared element-wise)
+        saved, own = data["scheduler"].get("lr_lambdas"), scheduler.state_dict().get("lr_lambdas")
+        problem = _unlike(saved, own, "scheduler.lr_lambdas")
+        if problem:
+            raise DataError(path, problem)
+        if saved != own:
             raise DataError(path, "'scheduler' holds another learning-rate schedule than this run's recipe")
         load_like(scheduler, data["scheduler"], path, "scheduler")
     if scaler is not None and data.get("scaler"):  # {}: saved by a disabled GradScaler; an enabled one starts fresh

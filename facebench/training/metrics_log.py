@@ -66,7 +66,7 @@ class MetricsLog:
                 continue
             try:
                 row = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):
+            except (ValueError, RecursionError):  # ValueError: invalid JSON or an integer of too many digits
                 if number == len(lines):
                     break  # a line cut short by a kill
                 raise DataError(self.path, "not a JSON line", f"line {number}") from None

@@ -220,6 +220,8 @@ def build_unet(files: ModelFiles) -> Any:
     from diffusers import UNet2DConditionModel
 
     cfg = configs.read_config(files.unet_config, configs.UNET_KEYS, "Arc2Face UNet config")
+    if "sample_size" not in cfg:  # diffusers leaves it None, yet it sizes every generated batch
+        raise DataError(files.unet_config, "sample_size is missing: the latent side of the UNet must be stated")
     return load_strict(lambda: UNet2DConditionModel(**cfg), files.unet_config, files.unet_weights, "Arc2Face UNet")
 
 

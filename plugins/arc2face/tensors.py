@@ -57,7 +57,7 @@ def safetensors_header(path: str | os.PathLike, what: str) -> dict[str, TensorIn
     except UnicodeDecodeError as exc:
         raise DataError(path, f"cannot read {what}: safetensors header is not UTF-8",
                         f"byte {8 + exc.start}") from None
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: invalid JSON or an integer of too many digits
         raise DataError(path, f"cannot read {what}: safetensors header is not valid JSON") from None
     if not isinstance(header, dict):
         raise DataError(path, f"cannot read {what}: safetensors header must be a JSON object")
@@ -86,7 +86,7 @@ def _entry(path: Path, what: str, name: str, entry: Any, data_size: int) -> tupl
     if not isinstance(entry, dict):
         raise DataError(path, f"{where}: its header entry must be an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_BYTES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:  # a list or object is no dict key
         raise DataError(path, f"{where}: unknown dtype {shown(dtype)}")
     if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
         raise DataError(path, f"{where}: shape must be a list of sizes >= 0, found {shown(shape)}")

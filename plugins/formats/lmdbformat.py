@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import math
 import os
 import struct
 from pathlib import Path
@@ -35,7 +36,7 @@ from facebench import atomic
 from facebench.data.formats import TRAIN, DatasetWriter, TrainReader
 from facebench.data.images import decode_image, image_size
 from facebench.errors import DataError, first_line
-from facebench.safe_load import HEADER_ERRORS, load_array, shown_name, type_word
+from facebench.safe_load import HEADER_ERRORS, load_array, npy_header, shown_name, type_word
 
 META_KEYS = (b"__keys__", b"__len__", b"__classnum__")
 
@@ -136,6 +137,19 @@ def parse_feature(data: bytes, path: str, where: str) -> np.ndarray:
         raise DataError(path, f"feature must be .npy bytes, found {type_word(data)}", where)
     if not data.startswith(b"\x93NUMPY"):
         raise DataError(path, "undecodable .npy feature (no .npy header)", where)
+    try:  # numpy allocates what the header declares before reading: check the claim against the record first
+        shape, _, dtype, offset = npy_header(path, what="feature", data=data, where=where)
+    except DataError as exc:
+        raise DataError(path, f"undecodable .npy feature ({exc.problem.split(': ', 1)[-1]})", where) from None
+    if dtype.hasobject:
+        raise DataError(path, "feature is a pickled object array; refused (facebench never unpickles dataset "
+                              "contents)", where)
+    if any(n < 0 for n in shape):
+        raise DataError(path, f"undecodable .npy feature (shape {shape} has a negative dimension)", where)
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != len(data) - offset:
+        raise DataError(path, f"undecodable .npy feature (its header declares {declared} bytes of data, the "
+                              f"record holds {len(data) - offset})", where)
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as exc:
@@ -220,9 +234,8 @@ class LMDBReader(TrainReader):
     def __init__(self, path: str | os.PathLike, mask: str | os.PathLike | None = None):
         self.path = os.fspath(path)
         self.mask_path = os.fspath(mask) if mask is not None else None
-        txn = self._txn()
-        raw_keys = txn.get(b"__keys__")
-        raw_len = txn.get(b"__len__")
+        raw_keys = self._get(b"__keys__", "key __keys__")
+        raw_len = self._get(b"__len__", "key __len__")
         if raw_keys is None or raw_len is None:
             missing = "__keys__" if raw_keys is None else "__len__"
             raise DataError(self.path, f"not a Vec2Face/HSFace LMDB dataset (key {missing} missing)")
@@ -233,7 +246,7 @@ class LMDBReader(TrainReader):
         self._stored_keys = None if numbered else keys
         del keys
         self._length = length
-        classnum = txn.get(b"__classnum__")
+        classnum = self._get(b"__classnum__", "key __classnum__")
         self._classnum = (_count(_unpack(classnum, self.path, "key __classnum__"), self.path, "__classnum__")
                           if classnum is not None else None)
         self.index = (load_mask(self.mask_path, length) if self.mask_path
@@ -266,11 +279,16 @@ class LMDBReader(TrainReader):
         """The LMDB key of record ``j`` (before any mask)."""
         return self._stored_keys[j] if self._stored_keys is not None else str(j).encode()
 
-    def _value(self, key: bytes, where: str, txn: Any = None) -> bytes:
+    def _get(self, key: bytes, where: str, txn: Any = None) -> bytes | None:
+        """The value stored at ``key`` or None; a corrupt page on the way (a damaged B-tree) is one error
+        naming the file and the key, not py-lmdb's ``CorruptedError``."""
         try:
-            value = (txn or self._txn()).get(key)
+            return (txn or self._txn()).get(key)
         except _lmdb().Error as exc:
             raise DataError(self.path, f"corrupt LMDB page ({first_line(exc)})", where) from None
+
+    def _value(self, key: bytes, where: str, txn: Any = None) -> bytes:
+        value = self._get(key, where, txn)
         if value is None:
             raise DataError(self.path, "record listed in __keys__ is missing", where)
         return value

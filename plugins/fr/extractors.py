@@ -157,7 +157,7 @@ def from_run(weights: str | os.PathLike | None = None, *, device: Any = "cpu", f
             return registry("backbone").create(card["backbone"], **options)
         except UnknownComponentError as exc:
             raise DataError(run / MODEL_CARD, f"backbone: {first_line(exc)}") from exc
-        except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+        except (TypeError, ValueError, RuntimeError, NotImplementedError, ArithmeticError) as exc:  # width 0
             raise DataError(run / MODEL_CARD, f"backbone '{card['backbone']}' cannot be built from the card's "
                             f"backbone_options: {first_line(exc)}") from exc
 

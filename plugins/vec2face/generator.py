@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from facebench.errors import ConfigError, DataError, FacebenchError
-from facebench.safe_load import load_checkpoint, state_dict_in, state_dict_mismatch
+from facebench.safe_load import expect, load_checkpoint, state_dict_in, state_dict_mismatch
 from facebench.weights import resolve_weights
 
 from .model import CONFIGS, MaskingConfig, Vec2Face, Vec2FaceConfig, dropped_count, model_config
@@ -70,6 +70,12 @@ class GeneratorFile:
             raise DataError(path, f"its stored model configuration is unusable: {exc}") from None
         scale = obj.get(FEATURE_SCALE_KEY)
         self.feature_scale = dict(scale) if isinstance(scale, dict) else None
+        for key, types in (("median_norm", (float, type(None))), ("extractor", (str, type(None))),
+                           ("source", (str, type(None))), ("raw", (bool, type(None)))):
+            if self.feature_scale:  # read by input_scale and reference_extractor: a tensor there is no number
+                value = expect(path, self.feature_scale.get(key), types, f"{FEATURE_SCALE_KEY}.{key}")
+                if key == "median_norm" and value is not None and not 0 < value < float("inf"):
+                    raise DataError(path, f"{FEATURE_SCALE_KEY}.median_norm must be a positive number, found {value}")
         #: Vec2Face+'s pose model (``pose_model.pth``), None for a plain Vec2Face file (``main_model.pth``)
         self.pose_state = (state_dict_in(obj, path, key=POSE_KEY, what="Vec2Face+ pose model")
                            if POSE_KEY in obj else None)

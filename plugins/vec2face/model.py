@@ -135,9 +135,38 @@ class Vec2FaceConfig:
         if unknown:
             raise ConfigError(f"unknown vec2face model keys: {', '.join(unknown)}")
         values = dict(data)
+        for f in fields(cls):  # a stored configuration is data: typed and bounded before a model is built
+            if f.name in values:
+                _check_size(f.name, values[f.name], f.default if f.name != "channel_mult" else [1])
         if "channel_mult" in values:
             values["channel_mult"] = [int(v) for v in values["channel_mult"]]
         return cls(**values)
+
+
+#: The largest value a stored configuration may give a size (a depth of 10**14 would build blocks forever).
+SIZE_LIMITS = {"depth": 256, "decoder_depth": 256, "num_res_blocks": 64, "grid": 64, "channel_mult": 64}
+MAX_SIZE = 1 << 16
+
+
+def _check_size(name: str, value: Any, default: Any) -> None:
+    """``value`` of the type of ``default`` (an integer size up to its limit, a finite number, a list of at most
+    8 integer sizes), else a ConfigError naming the key."""
+    limit = SIZE_LIMITS.get(name, MAX_SIZE)
+    if isinstance(default, list):
+        if not (isinstance(value, list) and 1 <= len(value) <= 8):
+            raise ConfigError(f"vec2face model '{name}' must be a list of 1 to 8 integers, got {type(value).__name__}")
+        for item in value:
+            _check_size(name, item, 1)
+    elif isinstance(default, int):
+        if type(value) is not int or not 0 <= value <= limit:
+            shown = value if type(value) in (int, float) and abs(value) < 1e18 else type(value).__name__
+            raise ConfigError(f"vec2face model '{name}' must be an integer from 0 to {limit}, got {shown}")
+    elif isinstance(default, float):  # a dropout is a probability; a ratio or scale at most 64
+        top = 1.0 if "dropout" in name else 64.0
+        if type(value) not in (int, float) or not 0.0 <= value <= top or (top == 1.0 and value == 1.0):
+            shown = value if type(value) in (int, float) else type(value).__name__
+            raise ConfigError(f"vec2face model '{name}' must be a number from 0 to {top:g}"
+                              f"{' (exclusive)' if top == 1.0 else ''}, got {shown}")
 
 
 #: Named configurations: the official base model and a tiny one that trains on CPU in minutes (56 px).

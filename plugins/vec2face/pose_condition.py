@@ -53,9 +53,22 @@ class PoseCondConfig:
         if unknown:
             raise ConfigError(f"unknown pose model keys: {', '.join(unknown)}")
         values = dict(data)
+        for key, top in (("input_size", 1024), ("out_dim", 1 << 16)):  # stored sizes are data: typed, bounded
+            if key in values and (type(values[key]) is not int or not 1 <= values[key] <= top):
+                raise ConfigError(f"pose model {key} must be an integer from 1 to {top}, got {_shown(values[key])}")
         if "channels" in values:
-            values["channels"] = [int(v) for v in values["channels"]]
+            widths = values["channels"]
+            if not (isinstance(widths, list) and all(type(c) is int and 1 <= c <= 4096 for c in widths)):
+                raise ConfigError(f"pose model channels must be a list of widths from 1 to 4096, got {_shown(widths)}")
+            values["channels"] = list(widths)
         return cls(**values)
+
+
+def _shown(value: Any) -> str:
+    """A stored value as an error line shows it: small numbers and short lists as they are, else the type."""
+    if type(value) in (int, float) and abs(value) < 1e18 or isinstance(value, list) and len(repr(value)) < 80:
+        return repr(value)
+    return type(value).__name__
 
 
 class PoseCondModel(nn.Module):

@@ -229,6 +229,9 @@ REFUSED = [
                  ["arc2face/config.json", "down_block_types[0]"], id="unet-unknown-block"),
     pytest.param(edit("arc2face/config.json", sample_size=10**9), ["arc2face/config.json", "sample_size"],
                  id="unet-sample-size-huge"),
+    pytest.param(lambda m, t: (m / "arc2face/config.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((m / "arc2face/config.json").read_text()).items() if k != "sample_size"})),
+                 ["arc2face/config.json", "sample_size is missing"], id="unet-sample-size-missing"),
     pytest.param(edit("arc2face/config.json", time_cond_proj_dim=256), ["arc2face/config.json",
                  "time_cond_proj_dim 256 is not supported"], id="unet-guidance-distilled"),
     pytest.param(edit("vae/config.json", shift_factor=0.5), ["vae/config.json", "shift_factor"],
@@ -263,8 +266,12 @@ REFUSED = [
     pytest.param(raw(VAE_W, (1 << 62).to_bytes(8, "little") + b"{}"), [VAE_W, "header length"],
                  id="vae-header-length-huge"),
     pytest.param(_header_not_utf8, [VAE_W, "header is not UTF-8"], id="vae-header-not-utf8"),
+    pytest.param(raw(VAE_W, (5006).to_bytes(8, "little") + b'{"a": ' + b"9" * 5000 + b"}"),
+                 [VAE_W, "header is not valid JSON"], id="vae-header-integer-of-5000-digits"),
     pytest.param(header(VAE_W, lambda h: next(v for k, v in h.items() if k != "__metadata__")
                         .update(data_offsets=[0, 1 << 40])), [VAE_W, "data_offsets"], id="vae-offsets-beyond-file"),
+    pytest.param(header(VAE_W, lambda h: next(v for k, v in h.items() if k != "__metadata__").update(dtype=[])),
+                 [VAE_W, "unknown dtype"], id="vae-dtype-a-list"),
     pytest.param(header(VAE_W, lambda h: next(v for k, v in h.items() if k != "__metadata__")
                         .update(shape=[1 << 20, 1 << 20])), [VAE_W, "needs"], id="vae-header-shape-lies"),
     pytest.param(tensors(VAE_W, as_int8), [VAE_W, "is stored as I8"], id="vae-weights-int8"),

@@ -437,6 +437,23 @@ def test_lmdb_file_that_is_not_lmdb(tmp_path, blob):
     refused(data("info", path), path, "not an LMDB file")
 
 
+def _corrupt_root_page(path: Path) -> None:
+    """Overwrite the page flags of the main B-tree's root (named by the newest meta page) with 0, so that
+    py-lmdb finds a page of the wrong type on the way to ``__keys__``."""
+    data = bytearray(path.read_bytes())
+    page = struct.unpack_from("<I", data, 40)[0]
+    newest = max((0, page), key=lambda base: struct.unpack_from("<Q", data, base + 144)[0])
+    root = struct.unpack_from("<Q", data, newest + 128)[0]
+    struct.pack_into("<H", data, root * page + 10, 0)
+    path.write_bytes(bytes(data))
+
+
+def test_lmdb_corrupt_page_on_the_way_to_keys(base, tmp_path):
+    path = copy(base, "set.lmdb", tmp_path)
+    _corrupt_root_page(path)
+    assert "at key __keys__" in refused(data("info", path), path, "corrupt LMDB page")
+
+
 def feature_lmdb(path: Path, features: list) -> Path:
     """The generator-training layout: ``[image, feature as .npy bytes, label]``."""
     records = {}
@@ -460,6 +477,10 @@ FEATURES = [
     pytest.param(lambda m: npy(np.zeros(4, np.float32)).replace(b"}", b" ", 1), "undecodable .npy feature",
                  id="feature-header-unclosed"),
     pytest.param(lambda m: npy(np.zeros(4, np.float32))[:30], "undecodable .npy feature", id="feature-header-cut"),
+    # a header declaring 2**31 floats over 16 bytes: refused before numpy allocates the 8 GiB it declares
+    pytest.param(lambda m: npy(np.zeros(4, np.float32)).replace(b"(4,), }" + b" " * 9, b"(2147483648,), }", 1),
+                 "undecodable .npy feature (its header declares 8589934592 bytes of data, the record holds 16)",
+                 id="feature-shape-huge"),
 ]
 
 
@@ -488,6 +509,10 @@ MASKS = [
     pytest.param(lambda p, m: np.save(p, np.arange(10))
                  or p.write_bytes(p.read_bytes()[:-20]), "cannot read index mask", id="mask-truncated"),
     pytest.param(lambda p, m: np.savez(open(p, "wb"), a=np.arange(2)), "got an .npz archive", id="mask-npz"),
+    pytest.param(lambda p, m: np.save(p, np.arange(2)) or p.write_bytes(p.read_bytes().replace(
+                 b"(2,), }" + b" " * 19, b"(18446744073709551616,), }", 1)),
+                 "cannot read index mask: its header declares 147573952589676412928 bytes of data, the file holds 16",
+                 id="mask-shape-beyond-int64"),
 ]
 
 

@@ -367,6 +367,10 @@ def test_bytes_that_are_not_utf8_are_one_line(tmp_path, name):
     pytest.param("model.json", '"tiny"', ("must hold an object, found a string",), id="model-a-string"),
     pytest.param("config.toml", "model = [", ("invalid TOML",), id="config-invalid"),
     pytest.param("analysis/summary.json", '{"eer": 0.1,', ("invalid JSON", "line 1"), id="summary-truncated"),
+    pytest.param("results.json", '[{"accuracy": ' + "9" * 5000 + "}]", ("invalid JSON", "number too long"),
+                 id="results-integer-of-5000-digits"),
+    pytest.param("analysis/summary.json", '{"dataset": "\\udcff"}', ("invalid JSON", "lone surrogate"),
+                 id="summary-lone-surrogate-escape"),
 ])
 def test_files_that_do_not_parse_are_one_line(tmp_path, name, text, names):
     run = eval_dir(tmp_path)
@@ -424,6 +428,8 @@ def _npy_raw_header(path: Path, header: bytes) -> None:
     pytest.param(lambda p, m: np.save(p, np.full(50, np.nan)), ("NaN or infinite values", "50 of 50"), id="nan-filled"),
     pytest.param(lambda p, m: np.save(p, np.array([0.5, np.inf])), ("NaN or infinite", "1 of 2"), id="one-inf"),
     pytest.param(lambda p, m: np.save(p, np.zeros((20, 25))), ("1-D array", "(20, 25)"), id="two-d"),
+    pytest.param(lambda p, m: np.save(p, np.array([0.5, 1.7e308, -0.2])), ("values beyond", "1.7e+308"),
+                 id="finite-near-the-float-limit"),
     pytest.param(lambda p, m: _npy_header_only(p, (10**12,)), ("larger than a report reads",), id="huge-claim"),
     pytest.param(lambda p, m: _npy_header_only(p, (1000,)), ("truncated",), id="truncated"),
     pytest.param(lambda p, m: p.write_bytes(b""), ("not a .npy array",), id="empty-file"),
@@ -685,3 +691,29 @@ def test_a_refused_report_keeps_an_earlier_report(tmp_path):
     result, _ = report(tmp_path, run, out=out)
     refused(result, run / "results.json", "accuracy")
     assert out.read_text() == "earlier report" and [p.name for p in out.parent.iterdir()] == ["r.html"]
+
+
+def test_a_record_without_its_finished_entry_is_a_report_to_make_again(tmp_path):
+    """``OUT.json`` whose ``rerun`` entry lacks ``finished`` (edited, or an older writer) reads as unfinished."""
+    run = eval_dir(tmp_path)
+    succeeded(report(tmp_path, run)[0])
+    side = tmp_path / "out" / "r.html.json"
+    record = json.loads(side.read_text())
+    del record["rerun"]["finished"]
+    side.write_text(json.dumps(record))
+    succeeded(invoke(create_cli(), ["report", run, "--out", tmp_path / "out" / "r.html"]))
+    assert json.loads(side.read_text())["rerun"]["finished"]
+
+
+@pytest.mark.parametrize("name", ["/", "../.."])
+def test_a_record_naming_a_finished_output_outside_its_folder_is_refused_unread(tmp_path, name):
+    """A ``finished`` name in ``OUT.json`` is hashed to tell whether the output is intact: one that leaves the
+    folder (``/`` would hash the whole disk) is refused as an unreadable record, naming it."""
+    run = eval_dir(tmp_path)
+    succeeded(report(tmp_path, run)[0])
+    side = tmp_path / "out" / "r.html.json"
+    record = json.loads(side.read_text())
+    record["rerun"]["finished"][name] = "0" * 64
+    side.write_text(json.dumps(record))
+    line = refused(invoke(create_cli(), ["report", run, "--out", tmp_path / "out" / "r.html"]), side, "leaves the folder")
+    assert "--overwrite" in line

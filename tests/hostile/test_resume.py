@@ -134,6 +134,7 @@ FR_CHECKPOINT = [
     pytest.param(lambda p, m: p.write_bytes(b""), "cannot read training checkpoint", id="empty"),
     pytest.param(whole(lambda d: [1, 2]), "not a facebench training checkpoint", id="a-list"),
     pytest.param(lambda d: d.pop("position"), "not a facebench training checkpoint", id="no-position"),
+    pytest.param(setting("format", torch.zeros(2)), "not a facebench training checkpoint", id="format-a-tensor"),
     pytest.param(setting("position", [2, 0, 4]), "position must be an object with epoch", id="position-a-list"),
     pytest.param(lambda d: d["position"].pop("global_step"), "position must be an object with epoch",
                  id="position-missing-a-field"),
@@ -168,10 +169,14 @@ FR_CHECKPOINT = [
                  id="scheduler-step-a-string"),
     pytest.param(lambda d: d["scheduler"]["lr_lambdas"][0].update(total_steps=10**9),
                  "another learning-rate schedule", id="scheduler-another-schedule"),
+    pytest.param(lambda d: d["scheduler"]["lr_lambdas"][0].update(warmup_steps=torch.zeros(2)),
+                 "scheduler.lr_lambdas[0].warmup_steps must be", id="scheduler-schedule-a-tensor"),
     pytest.param(setting("rng", "seed"), "rng must be an object or a list or null, found a string", id="rng-a-string"),
     pytest.param(setting("rng", [{"python": "abc"}]), "'rng' does not fit this run", id="rng-garbage"),
     pytest.param(lambda d: d["rng"][0].update(torch=torch.zeros(3, dtype=torch.uint8)), "'rng' does not fit this run",
                  id="rng-torch-state-short"),
+    pytest.param(lambda d: d["rng"][0]["numpy"].update(has_gauss=10**14), "'rng' does not fit this run",
+                 id="rng-numpy-flag-beyond-c-long"),
     pytest.param(setting("extra.per_rank", [{"window": {"sums": {"loss": "x"}, "count": 1}, "epoch": {}}]),
                  "'extra.per_rank' does not fit this run", id="running-means-garbage"),
     pytest.param(setting("extra.per_rank", "all"), "extra.per_rank must be a list", id="per-rank-a-string"),
@@ -207,6 +212,8 @@ LOGS = [
                  id="line-a-list"),
     pytest.param(_log([GOOD, json.dumps({"step": "2"})]), "step must be an integer, found a string at line 2",
                  id="step-a-string"),
+    pytest.param(_log([GOOD, '{"step": ' + "9" * 5000 + "}", GOOD]), "not a JSON line at line 2",
+                 id="step-of-5000-digits"),
     pytest.param(_log([json.dumps({"step": None}), GOOD]), "step must be an integer, found null at line 1",
                  id="step-null"),
     pytest.param(lambda r: (r / "metrics.jsonl").write_bytes(GOOD.encode() + b"\n\xff\xfe\n"), "not UTF-8",
@@ -369,6 +376,47 @@ def test_run_refuses_an_experiment_config_that_is_not_utf8(tmp_path):
 def test_run_refuses_an_experiment_name_that_leaves_runs(tmp_path, name):
     refused(invoke(create_cli(), ["run", experiment(tmp_path, name)], cwd=tmp_path), "experiment.name")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.toml"]
+
+
+def test_train_fr_rerun_over_a_record_whose_inputs_are_not_an_object_is_refused(trained, tmp_path):
+    """A finished run's ``provenance.json`` whose ``rerun.params.inputs`` is a number is a changed key, not a
+    traceback from comparing the training set's hash with it."""
+    run = Path(shutil.copytree(trained / "fr", tmp_path / "fr", symlinks=True))
+    record = json.loads((run / "provenance.json").read_text())
+    record["rerun"]["params"]["inputs"] = 7
+    (run / "provenance.json").write_text(json.dumps(record))
+    refused(invoke(create_cli(), fr_args(trained, run)), run, "inputs")
+
+
+def _stored(key: str, value):
+    return lambda d: d["vec2face_config"].update({key: value})
+
+
+@pytest.mark.parametrize(("change", "fragment"), [
+    pytest.param(_stored("depth", 10**14), "configuration is unusable: vec2face model 'depth' must be an integer "
+                 "from 0 to 256", id="depth-that-never-builds"),
+    pytest.param(_stored("feature_dim", 2.5), "'feature_dim' must be an integer", id="width-a-fraction"),
+    pytest.param(_stored("attn_dropout", 3.0), "'attn_dropout' must be a number from 0 to 1", id="dropout-beyond-1"),
+    pytest.param(_stored("channel_mult", "1111"), "'channel_mult' must be a list", id="channel-mult-a-string"),
+    pytest.param(lambda d: d["feature_scale"].update(median_norm=torch.zeros(2)),
+                 "feature_scale.median_norm must be a number or null, found Tensor", id="scale-a-tensor"),
+    pytest.param(lambda d: d["feature_scale"].update(median_norm="x"), "feature_scale.median_norm must be a number",
+                 id="scale-a-string"),
+    pytest.param(lambda d: d.update(pose_config={"input_size": 10**14}), "configuration is unusable: pose model "
+                 "input_size must be an integer from 1 to 1024", id="pose-input-that-never-builds"),
+    pytest.param(lambda d: d.update(pose_config={"channels": [8, "x", 8, 8]}), "pose model channels must be a list",
+                 id="pose-width-a-string"),
+])
+def test_generate_refuses_a_generator_file_whose_stored_configuration_is_mistyped(trained, tmp_path, change, fragment):
+    """A facebench generator file carries its model configuration and feature scale: each typed (and each size
+    bounded) before a model is built from it (a depth of 10**14 would build blocks forever)."""
+    weights = tmp_path / "generator.pth"
+    shutil.copy(trained / "v2f" / "generator.pth", weights)
+    edit(weights, change)
+    result = invoke(create_cli(), ["generate", "--generator", "vec2face_tiny", "--weights", weights, "--ids",
+                                   trained / "feats.npy", "--images-per-id", 1, "--out", tmp_path / "gen",
+                                   "--device", "cpu"])
+    refused(result, weights, fragment)
 
 
 def test_train_fr_refuses_a_recipe_name_that_leaves_runs(trained, tmp_path):
