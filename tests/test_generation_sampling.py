@@ -225,34 +225,31 @@ def test_a_stats_file_that_is_no_npz_archive_is_one_line_error(tmp_path, write, 
     assert "\n" not in str(caught.value)
 
 
-def test_a_stats_member_whose_shape_is_beyond_int64_is_one_line_error(tmp_path):
-    stats = PCAStats.fit(_features(d=8))
+def _stats_with_mean_header(tmp_path, old: bytes, new: bytes):
+    """A PCA statistics file whose ``mean`` member has ``old`` in its header replaced by ``new``."""
     path = tmp_path / "stats.npz"
-    stats.save(path)
+    PCAStats.fit(_features(d=8)).save(path)
     with zipfile.ZipFile(path) as zf:
         members = {name: zf.read(name) for name in zf.namelist()}
-    head = members["mean.npy"]  # the shape (2^64,) in place of (8,), the header's length kept
-    members["mean.npy"] = head.replace(b"(8,), }" + b" " * 19, b"(18446744073709551616,), }", 1)
-    assert len(members["mean.npy"]) == len(head) and members["mean.npy"] != head
+    head = members["mean.npy"]
+    members["mean.npy"] = head[:10] + head[10:].replace(old, new, 1)
+    assert members["mean.npy"] != head
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in members.items():
             zf.writestr(name, data)
+    return path
+
+
+def test_a_stats_member_whose_shape_is_beyond_int64_is_one_line_error(tmp_path):
+    # the shape (2^64,) in place of (8,), the header's length kept
+    path = _stats_with_mean_header(tmp_path, b"(8,), }" + b" " * 19, b"(18446744073709551616,), }")
     with pytest.raises(DataError, match="stats.npz: cannot read PCA statistics: its header declares a shape beyond "
                                         "the 64-bit integer range"):
         PCAStats.load(path)
 
 
 def test_a_stats_member_with_a_garbled_header_is_one_line_error(tmp_path):
-    stats = PCAStats.fit(_features(d=8))
-    path = tmp_path / "stats.npz"
-    stats.save(path)
-    with zipfile.ZipFile(path) as zf:
-        members = {name: zf.read(name) for name in zf.namelist()}
-    head = members["mean.npy"]
-    members["mean.npy"] = head[:10] + head[10:].replace(b"'descr'", b"'descr ", 1)  # the header dict unparsable
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
+    path = _stats_with_mean_header(tmp_path, b"'descr'", b"'descr ")  # the header dict unparsable
     with pytest.raises(DataError, match="stats.npz: cannot read PCA statistics: Cannot parse header") as caught:
         PCAStats.load(path)
     assert "\n" not in str(caught.value)
