@@ -254,6 +254,17 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def images_of(out: Path) -> list[bytes]:
+    """The encoded images of a generate run's ``dataset.folder``, in reader order."""
+    from facebench.data import open_dataset
+
+    reader = open_dataset(out / "dataset.folder")
+    try:
+        return [reader.image_bytes(i) for i in range(len(reader))]
+    finally:
+        reader.close()
+
+
 # ---------------------------------------------------------------------------- synthetic FR datasets
 # Small synthetic face-like datasets for the FR tests, written through the real format writers.
 #

@@ -264,14 +264,6 @@ def gen_args(model: Path, ids: Path, out: Path, *options: str, per_id: int = 2, 
     return args
 
 
-def images_of(out: Path) -> list[bytes]:
-    reader = open_dataset(out / "dataset.folder")
-    try:
-        return [reader.image_bytes(i) for i in range(len(reader))]
-    finally:
-        reader.close()
-
-
 @pytest.mark.parametrize("options, sampler", [
     (("timesteps=25",), {"name": "idiff-face", "kind": "ddpm", "steps": 25, "schedule": "linear, T=25"}),
     (("sampler=uiface",), {"name": "uiface", "kind": "two-stage", "steps": 4, "switch": 500, "guidance": 1.0,
@@ -284,7 +276,7 @@ def test_generate_with_each_preset(model, ids, tmp_path, options, sampler):
     options = tuple(o.replace("IDS", str(ids)) for o in options)
     res = CliRunner().invoke(create_cli(), gen_args(model, ids, out, *options, per_id=1))
     assert res.exit_code == 0, res.output
-    images = images_of(out)
+    images = fx.images_of(out)
     assert len(images) == 6
     reader = open_dataset(out / "dataset.folder")
     try:
@@ -310,7 +302,7 @@ def test_generate_resumes_byte_identically_after_kill_9(model, ids, tmp_path):
     res = CliRunner().invoke(create_cli(), args(out))
     assert res.exit_code == 0, res.output
     assert f"generated {6 - done} of 6 shards in this run" in res.output
-    assert images_of(out) == images_of(full)
+    assert fx.images_of(out) == fx.images_of(full)
 
 
 # ------------------------------------------------------------------------------------ embedding space

@@ -29,7 +29,6 @@ from facebench_plugins.vec2face.pose_condition import PoseCondModel
 
 import facebench
 from facebench.cli import create_cli
-from facebench.data import open_dataset
 from facebench.errors import DataError
 
 COMPAT = Path(__file__).resolve().parent / "data" / "compat"
@@ -338,14 +337,6 @@ def gen_args(tiny: Path, out: Path, poses: str, *extra: str, ids: int = 4) -> li
             "--batch-size", "4", "--out", str(out), "--device", "cpu", "--format", "folder", *extra]
 
 
-def images_of(out: Path) -> list[bytes]:
-    reader = open_dataset(out / "dataset.folder")
-    try:
-        return [reader.image_bytes(i) for i in range(len(reader))]
-    finally:
-        reader.close()
-
-
 def test_generate_assigns_poses_by_image_index_and_records_them(tiny, tmp_path):
     """Image i is conditioned on pose i mod P: with P = 2 the even images are the P = 1 run's (same masks,
     same vectors), the odd ones are not; dataset.json lists each pose's sha256 and the rule."""
@@ -353,7 +344,7 @@ def test_generate_assigns_poses_by_image_index_and_records_them(tiny, tmp_path):
     for out, poses in ((one, "frontal"), (two, "frontal,yaw+60")):
         res = CliRunner().invoke(create_cli(), gen_args(tiny, out, poses))
         assert res.exit_code == 0, res.output
-    a, b = images_of(one), images_of(two)
+    a, b = fx.images_of(one), fx.images_of(two)
     assert len(a) == len(b) == 12
     assert all(a[i] == b[i] for i in range(0, 12, 2))
     assert all(a[i] != b[i] for i in range(1, 12, 2))
@@ -382,7 +373,7 @@ def test_generate_resumes_byte_identically_after_kill_9(tiny, tmp_path, monkeypa
     res = CliRunner().invoke(create_cli(), args(out))
     assert res.exit_code == 0, res.output
     assert f"generated {12 - done} of 12 shards in this run" in res.output
-    assert images_of(out) == images_of(full)
+    assert fx.images_of(out) == fx.images_of(full)
     assert json.loads((out / "dataset.json").read_text())["pose_landmarks"] == \
         json.loads((full / "dataset.json").read_text())["pose_landmarks"]
 
