@@ -67,3 +67,28 @@ def examples(*lines: str) -> str:
 
 
 __all__: list[str] = []
+
+
+def make_tiny_model(out: str, *, command: str, params: dict[str, Any], overwrite: bool, make: Any,
+                    finished: str, wrote: str, what: str = "tiny model folder") -> None:
+    """What every ``make-tiny`` command does on the rerun contract (:mod:`facebench.rerun`): nothing when
+    ``out`` was made with ``params``, else ``make(out)`` (which writes the folder whole or not at all) and
+    its record. ``finished`` describes the model for "already complete"; ``wrote`` is the line printed after
+    writing, its ``{mb}`` the folder's size in MB."""
+    from pathlib import Path
+
+    from ..provenance import provenance
+    from ..rerun import FINISHED, Rerun, already_complete, parameters
+
+    path = Path(out)
+    rerun = Rerun(path, command=command, what=what, folder=False, outputs=[path.name],
+                  params=parameters(params), overwrite=overwrite, resumable=False)
+    if rerun.check() == FINISHED:
+        click.echo(already_complete(path, finished))
+        return
+    with rerun.writing():  # what is at OUT may be replaced: Rerun.check said so
+        make(path)
+    rerun.finish(record=provenance(seed=params["seed"]))
+    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    click.echo(wrote.format(mb=f"{total / 1e6:.1f}") + f" to {path}")
+    click.echo("its weights are untrained: generated sets are pipeline checks, not results")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from facebench.cli.options import examples, overwrite_option, rerun_help
+from facebench.cli.options import examples, make_tiny_model, overwrite_option, rerun_help
 
 EXAMPLE = examples(
     "facebench arc2face make-tiny runs/arc2face-tiny",
@@ -35,24 +33,15 @@ def make_tiny_command(out: str, seed: int, size: int, encoder_format: str, overw
     tokenizer/, scheduler/). Its images are a pipeline check, not faces."""
     from facebench.errors import ConfigError
     from facebench.pluginmanager import registry
-    from facebench.provenance import provenance
-    from facebench.rerun import FINISHED, Rerun, already_complete, parameters
 
     registry("generator").get("arc2face_tiny").ensure_available()
     from .tiny import make_tiny
 
-    path = Path(out)
     if size % 8:
         raise ConfigError(f"--size must be a multiple of 8, got {size}")
-    rerun = Rerun(path, command="arc2face make-tiny", what="tiny model directory", folder=False,
-                  outputs=[path.name], overwrite=overwrite, resumable=False,
-                  params=parameters({"seed": seed, "size": size, "encoder_format": encoder_format}))
-    if rerun.check() == FINISHED:
-        click.echo(already_complete(path, f"a tiny random-weight Arc2Face, {size} px, seed {seed}"))
-        return
-    with rerun.writing():  # what is at OUT may be replaced: Rerun.check said so
-        make_tiny(path, seed=seed, size=size, encoder_format=encoder_format, overwrite=True)
-    rerun.finish(record=provenance(seed=seed))
-    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    click.echo(f"wrote a tiny random-weight Arc2Face ({size} px, seed {seed}, {total / 1e6:.1f} MB) to {path}")
-    click.echo("its weights are untrained: generated sets are pipeline checks, not results")
+    make_tiny_model(out, command="arc2face make-tiny", what="tiny model directory", overwrite=overwrite,
+                    params={"seed": seed, "size": size, "encoder_format": encoder_format},
+                    make=lambda path: make_tiny(path, seed=seed, size=size, encoder_format=encoder_format,
+                                                overwrite=True),
+                    finished=f"a tiny random-weight Arc2Face, {size} px, seed {seed}",
+                    wrote=f"wrote a tiny random-weight Arc2Face ({size} px, seed {seed}, {{mb}} MB)")

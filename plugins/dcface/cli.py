@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from facebench.cli.options import examples, overwrite_option, rerun_help
+from facebench.cli.options import examples, make_tiny_model, overwrite_option, rerun_help
 
 EXAMPLE = examples(
     "facebench dcface make-tiny runs/dcface-tiny",
@@ -33,23 +31,11 @@ def make_tiny_command(out: str, seed: int, spatial_dim: str, overwrite: bool) ->
     """Write a tiny random-weight DCFace directory in the release's layout (dcface_3x3.ckpt: a Lightning
     checkpoint with every state_dict prefix the release saves; ffhq_10m.pt: the first stage), 56 px.
     Its images are a pipeline check, not faces."""
-    from facebench.provenance import provenance
-    from facebench.rerun import FINISHED, Rerun, already_complete, parameters
-
     from .tiny import make_tiny
 
-    path = Path(out)
-    rerun = Rerun(path, command="dcface make-tiny", what="tiny model directory", folder=False, outputs=[path.name],
-                  params=parameters({"seed": seed, "spatial_dim": int(spatial_dim)}), overwrite=overwrite,
-                  resumable=False)
-    if rerun.check() == FINISHED:
-        click.echo(already_complete(path, f"a tiny random-weight DCFace, {spatial_dim}x{spatial_dim} style patches, "
-                                          f"seed {seed}"))
-        return
-    with rerun.writing():  # what is at OUT may be replaced: Rerun.check said so
-        make_tiny(path, seed=seed, spatial_dim=int(spatial_dim), overwrite=True)
-    rerun.finish(record=provenance(seed=seed))
-    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    click.echo(f"wrote a tiny random-weight DCFace (56 px, {spatial_dim}x{spatial_dim} style patches, seed {seed}, "
-               f"{total / 1e6:.1f} MB) to {path}")
-    click.echo("its weights are untrained: generated sets are pipeline checks, not results")
+    make_tiny_model(out, command="dcface make-tiny", what="tiny model directory", overwrite=overwrite,
+                    params={"seed": seed, "spatial_dim": int(spatial_dim)},
+                    make=lambda path: make_tiny(path, seed=seed, spatial_dim=int(spatial_dim), overwrite=True),
+                    finished=f"a tiny random-weight DCFace, {spatial_dim}x{spatial_dim} style patches, seed {seed}",
+                    wrote=f"wrote a tiny random-weight DCFace (56 px, {spatial_dim}x{spatial_dim} style patches, "
+                          f"seed {seed}, {{mb}} MB)")

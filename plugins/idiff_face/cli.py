@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from facebench.cli.options import examples, overwrite_option, rerun_help
+from facebench.cli.options import examples, make_tiny_model, overwrite_option, rerun_help
 
 EXAMPLE = examples(
     "facebench idiff-face make-tiny runs/idiff-tiny",
@@ -38,24 +38,12 @@ def make_tiny_command(out: str, seed: int, overwrite: bool) -> None:
     """Write a tiny random-weight model folder in the releases' layout (ema_averaged_model_0.ckpt with the
     DDPM module's keys and schedule tables, first_stage_decoder_state_dict.pt). Its images are a pipeline
     check, not faces."""
-    from facebench.provenance import provenance
-    from facebench.rerun import FINISHED, Rerun, already_complete, parameters
-
     from .tiny import make_tiny
 
-    path = Path(out)
-    rerun = Rerun(path, command="idiff-face make-tiny", what="tiny model folder", folder=False, outputs=[path.name],
-                  params=parameters({"seed": seed}), overwrite=overwrite, resumable=False)
-    if rerun.check() == FINISHED:
-        click.echo(already_complete(path, f"a tiny random-weight IDiff-Face model, seed {seed}"))
-        return
-    with rerun.writing():  # what is at OUT may be replaced: Rerun.check said so
-        made = make_tiny(path, seed=seed, overwrite=True)
-    rerun.finish(record=provenance(seed=seed))
-    total = sum(f.stat().st_size for f in made.iterdir() if f.is_file())
-    click.echo(f"wrote a tiny random-weight IDiff-Face model (56 px, T = 50, seed {seed}, {total / 1e6:.1f} MB) "
-               f"to {path}")
-    click.echo("its weights are untrained: generated sets are pipeline checks, not results")
+    make_tiny_model(out, command="idiff-face make-tiny", overwrite=overwrite, params={"seed": seed},
+                    make=lambda path: make_tiny(path, seed=seed, overwrite=True),
+                    finished=f"a tiny random-weight IDiff-Face model, seed {seed}",
+                    wrote=f"wrote a tiny random-weight IDiff-Face model (56 px, T = 50, seed {seed}, {{mb}} MB)")
 
 
 @idiff_face_group.command("space-map", epilog=MAP_EXAMPLE)
